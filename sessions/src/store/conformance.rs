@@ -1,0 +1,302 @@
+//! The behaviour every [`SessionStore`] must show, as async checks, and the
+//! [`store_conformance!`](crate::store_conformance) macro that turns them
+//! into one `#[tokio::test]` each for a store.
+//!
+//! Enabled by the `test-suite` feature; use it to test a store of your own:
+//!
+//! ```no_run
+//! sessions::store_conformance!(async { Some(sessions::store::MemoryStore::new()) });
+//! ```
+//!
+//! The expression makes a fresh, empty store for each check, or `None` to
+//! skip (a store whose server is unreachable outside CI).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::{SessionAdmin, Write};
+use crate::id::SessionId;
+use crate::record::{now_millis, Record};
+
+const LONG: Duration = Duration::from_secs(10);
+
+fn id() -> SessionId {
+    SessionId::generate().expect("random source")
+}
+
+fn record(data: &str, ttl_ms: i64) -> Record {
+    let now = now_millis();
+    Record {
+        data: data.as_bytes().to_vec(),
+        created: now,
+        expires: now.saturating_add_signed(ttl_ms),
+    }
+}
+
+/// Save a new record and load it back unchanged.
+pub async fn round_trip<S: SessionAdmin>(store: &S) {
+    let id = id();
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    let r = record(r#"{"a":1,"b":"x"}"#, 60_000);
+    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(r.clone()));
+    let r2 = Record {
+        data: br#"{"a":2}"#.to_vec(),
+        ..r
+    };
+    assert!(store.save(&id, &r2, Write::Existing).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(r2));
+}
+
+/// An expired record loads as `None`, does not exist, and cannot be
+/// written as `Existing`.
+pub async fn expiry<S: SessionAdmin>(store: &S) {
+    let id = id();
+    assert!(store
+        .save(&id, &record("{}", 300), Write::New)
+        .await
+        .unwrap());
+    assert!(store.exists(&id).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    assert!(!store.exists(&id).await.unwrap());
+    assert!(!store
+        .save(&id, &record("{}", 60_000), Write::Existing)
+        .await
+        .unwrap());
+    assert!(!store.touch(&id, now_millis() + 60_000).await.unwrap());
+}
+
+/// `touch` moves the expiry and keeps the data.
+pub async fn refresh<S: SessionAdmin>(store: &S) {
+    let id = id();
+    let r = record(r#"{"k":true}"#, 1_000);
+    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    let later = now_millis() + 120_000;
+    assert!(store.touch(&id, later).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let loaded = store.load(&id).await.unwrap().expect("refreshed record");
+    assert_eq!(loaded.data, r.data);
+    assert_eq!(loaded.created, r.created);
+    // Stores with second-resolution expiry may round; allow one second.
+    assert!(loaded.expires.abs_diff(later) <= 1_000, "{loaded:?}");
+    assert!(!store.touch(&self::id(), later).await.unwrap());
+}
+
+/// `delete` removes; deleting nothing is fine.
+pub async fn delete<S: SessionAdmin>(store: &S) {
+    let id = id();
+    assert!(store
+        .save(&id, &record("{}", 60_000), Write::New)
+        .await
+        .unwrap());
+    store.delete(&id).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    assert!(!store.exists(&id).await.unwrap());
+    store.delete(&id).await.unwrap();
+}
+
+/// A save never brings back a deleted session, and `New` never overwrites
+/// a live one.
+pub async fn no_resurrection<S: SessionAdmin>(store: &S) {
+    let id = id();
+    assert!(!store
+        .save(&id, &record("{}", 60_000), Write::Existing)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    assert!(store
+        .save(&id, &record(r#"{"v":1}"#, 60_000), Write::New)
+        .await
+        .unwrap());
+    assert!(!store
+        .save(&id, &record(r#"{"v":2}"#, 60_000), Write::New)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.load(&id).await.unwrap().unwrap().data,
+        br#"{"v":1}"#.to_vec()
+    );
+    store.delete(&id).await.unwrap();
+    assert!(!store
+        .save(&id, &record(r#"{"v":3}"#, 60_000), Write::Existing)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), None);
+    let guard = store.lock(&id, LONG).await.unwrap();
+    assert!(!store
+        .save_and_unlock(&id, &record("{}", 60_000), Write::Existing, guard)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), None);
+}
+
+/// Two holders of one id never overlap; other ids are not blocked.
+pub async fn lock_exclusion<S: SessionAdmin>(store: &S) {
+    let id = id();
+    let first = store.lock(&id, LONG).await.unwrap();
+    // Another id locks at once while this one is held.
+    let other = store.lock(&self::id(), LONG).await.unwrap();
+    drop(other);
+    let released = Arc::new(AtomicBool::new(false));
+    let second = {
+        let released = released.clone();
+        async move {
+            let g = store.lock(&id, LONG).await.unwrap();
+            assert!(released.load(Ordering::SeqCst), "lock taken while held");
+            g
+        }
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        released.store(true, Ordering::SeqCst);
+        drop(first);
+    };
+    let (g, ()) = tokio::join!(second, release);
+    drop(g);
+    // Released again: a third taker gets it quickly.
+    let g = store.lock(&id, Duration::from_secs(2)).await.unwrap();
+    drop(g);
+}
+
+/// Waiting longer than the timeout is `LockTimeout`, and the waiter that
+/// gave up leaves the lock usable.
+pub async fn lock_timeout<S: SessionAdmin>(store: &S) {
+    let id = id();
+    let held = store.lock(&id, LONG).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = store
+        .lock(&id, Duration::from_millis(200))
+        .await
+        .expect_err("lock should time out");
+    assert!(matches!(err, super::Error::LockTimeout(_)), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    drop(held);
+    drop(store.lock(&id, Duration::from_secs(2)).await.unwrap());
+}
+
+/// `lock_and_load` and `save_and_unlock` behave as their parts.
+pub async fn combined_calls<S: SessionAdmin>(store: &S) {
+    let id = id();
+    let (g, r) = store.lock_and_load(&id, LONG).await.unwrap();
+    assert_eq!(r, None);
+    let rec = record(r#"{"c":1}"#, 60_000);
+    assert!(store
+        .save_and_unlock(&id, &rec, Write::New, g)
+        .await
+        .unwrap());
+    let (g, r) = store
+        .lock_and_load(&id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(r, Some(rec));
+    drop(g);
+}
+
+/// Clean-up removes expired records only, and never frees a held lock.
+pub async fn clean_up_keeps_held_locks<S: SessionAdmin>(store: &S) {
+    let (live, dead) = (id(), id());
+    assert!(store
+        .save(&live, &record("{}", 60_000), Write::New)
+        .await
+        .unwrap());
+    assert!(store
+        .save(&dead, &record("{}", 200), Write::New)
+        .await
+        .unwrap());
+    let held = store.lock(&dead, LONG).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let removed = store.clean_up().await.unwrap();
+    assert!(removed >= 1, "removed {removed}");
+    assert!(store.exists(&live).await.unwrap());
+    assert_eq!(store.load(&dead).await.unwrap(), None);
+    assert!(
+        matches!(
+            store.lock(&dead, Duration::from_millis(200)).await,
+            Err(super::Error::LockTimeout(_))
+        ),
+        "clean-up released a held lock"
+    );
+    drop(held);
+    drop(store.lock(&dead, Duration::from_secs(2)).await.unwrap());
+}
+
+/// `count` and `ids` see what was saved.
+pub async fn count_and_ids<S: SessionAdmin>(store: &S) {
+    let before = store.count().await.unwrap();
+    let ids: Vec<SessionId> = (0..5).map(|_| id()).collect();
+    for id in &ids {
+        assert!(store
+            .save(id, &record("{}", 60_000), Write::New)
+            .await
+            .unwrap());
+    }
+    assert_eq!(store.count().await.unwrap(), before + 5);
+    let listed: Vec<SessionId> = store
+        .ids()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>()
+        .await;
+    for id in &ids {
+        assert!(listed.contains(id), "{id:?} not listed");
+    }
+}
+
+/// Many tasks incrementing one counter under the lock lose nothing.
+pub async fn no_lost_updates<S: SessionAdmin>(store: &S) {
+    let id = id();
+    assert!(store
+        .save(&id, &record("0", 60_000), Write::New)
+        .await
+        .unwrap());
+    let tasks = (0..8).map(|_| async {
+        for _ in 0..10 {
+            let (g, r) = store.lock_and_load(&id, LONG).await.unwrap();
+            let mut r = r.unwrap();
+            let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
+            tokio::task::yield_now().await;
+            r.data = (n + 1).to_string().into_bytes();
+            assert!(store
+                .save_and_unlock(&id, &r, Write::Existing, g)
+                .await
+                .unwrap());
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+    assert_eq!(store.load(&id).await.unwrap().unwrap().data, b"80".to_vec());
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, in a module named
+/// `conformance`. `$make` is an expression giving a future of
+/// `Option<store>`, evaluated afresh for each check; `None` skips.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:expr) => {
+        $crate::store_conformance!(@tests $make;
+            round_trip expiry refresh delete no_resurrection lock_exclusion
+            lock_timeout combined_calls clean_up_keeps_held_locks count_and_ids
+            no_lost_updates);
+    };
+    (@tests $make:expr; $($name:ident)*) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(store) = $make.await {
+                        $crate::store::conformance::$name(&store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+#[cfg(test)]
+mod memory {
+    crate::store_conformance!(async { Some(crate::store::MemoryStore::new()) });
+}

@@ -1,0 +1,171 @@
+//! The RAM store: sessions in this process's memory.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+use super::locks::{shard_of, IdMap, LocalLocks};
+use super::{Error, LockGuard, SessionAdmin, SessionStore, Write};
+use crate::id::SessionId;
+use crate::record::{now_millis, Millis, Record};
+
+const SHARDS: usize = 64;
+
+/// Sessions kept in RAM, for one process (CherryPy's `RamSession`).
+///
+/// The map is split into shards, each behind its own short-held mutex, so
+/// requests on different sessions rarely meet. Data is kept as the encoded
+/// bytes the session handle produced, which is both the smallest form and
+/// the one a load hands back without re-encoding. Cloning the store is
+/// cheap and shares the sessions.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Box<[Mutex<IdMap<Entry>>]>,
+    locks: Arc<LocalLocks>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    data: Box<[u8]>,
+    created: Millis,
+    expires: Millis,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                locks: Arc::new(LocalLocks::new()),
+            }),
+        }
+    }
+
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Entry>> {
+        lock_shard(&self.inner.shards[shard_of(id, SHARDS)])
+    }
+
+    /// Removes every session (CherryPy's `cache.clear()`).
+    pub fn clear(&self) {
+        for shard in self.inner.shards.iter() {
+            lock_shard(shard).clear();
+        }
+    }
+}
+
+fn lock_shard(shard: &Mutex<IdMap<Entry>>) -> MutexGuard<'_, IdMap<Entry>> {
+    // Nothing panics while a shard is held, but if something ever did the
+    // map would still be consistent: keep serving rather than poison.
+    shard.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+        let now = now_millis();
+        Ok(self.shard(id).get(id).and_then(|e| {
+            (e.expires > now).then(|| Record {
+                data: e.data.to_vec(),
+                created: e.created,
+                expires: e.expires,
+            })
+        }))
+    }
+
+    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+        let now = now_millis();
+        let mut shard = self.shard(id);
+        let live = shard.get(id).is_some_and(|e| e.expires > now);
+        if live != (write == Write::Existing) {
+            return Ok(false);
+        }
+        shard.insert(
+            *id,
+            Entry {
+                data: record.data.as_slice().into(),
+                created: record.created,
+                expires: record.expires,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+        let now = now_millis();
+        Ok(match self.shard(id).get_mut(id) {
+            Some(e) if e.expires > now => {
+                e.expires = expires;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
+        self.shard(id).remove(id);
+        Ok(())
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+        let now = now_millis();
+        Ok(self.shard(id).get(id).is_some_and(|e| e.expires > now))
+    }
+
+    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
+        match self.inner.locks.lock(id, wait).await {
+            Some(guard) => Ok(LockGuard::new(guard)),
+            None => Err(Error::LockTimeout(wait)),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionAdmin for MemoryStore {
+    async fn count(&self) -> Result<u64, Error> {
+        let now = now_millis();
+        Ok(self
+            .inner
+            .shards
+            .iter()
+            .map(|s| lock_shard(s).values().filter(|e| e.expires > now).count() as u64)
+            .sum())
+    }
+
+    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+        // One shard at a time, so a large store is never copied whole.
+        stream::iter(self.inner.shards.iter())
+            .flat_map(|shard| {
+                let ids: Vec<_> = lock_shard(shard).keys().copied().map(Ok).collect();
+                stream::iter(ids)
+            })
+            .boxed()
+    }
+
+    async fn clean_up(&self) -> Result<u64, Error> {
+        let now = now_millis();
+        let mut removed = 0;
+        for shard in self.inner.shards.iter() {
+            // Held locks live in a separate table, so dropping expired data
+            // here can never release or orphan a lock someone holds.
+            let mut map = lock_shard(shard);
+            let before = map.len();
+            map.retain(|_, e| e.expires > now);
+            removed += (before - map.len()) as u64;
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,261 @@
+//! Where sessions live: the [`SessionStore`] trait, its admin companion
+//! [`SessionAdmin`], and the stores that come with the crate.
+//!
+//! A store knows nothing of HTTP. It loads and saves [`Record`]s by
+//! [`SessionId`], hands out per-id locks as [`LockGuard`] values, and checks
+//! a [`Write`] precondition on every save so that a request can never bring
+//! back a session that was deleted, regenerated or expired while it ran.
+//!
+//! ```
+//! use sessions::store::{MemoryStore, SessionStore, Write};
+//! use sessions::{Record, SessionId};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = MemoryStore::new();
+//! let id = SessionId::generate().unwrap();
+//! let now = sessions::now_millis();
+//! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000 };
+//! assert!(store.save(&id, &record, Write::New).await?);
+//! assert_eq!(store.load(&id).await?, Some(record));
+//! # Ok(()) }
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use crate::id::SessionId;
+use crate::record::{Millis, Record};
+
+mod locks;
+mod memory;
+
+#[cfg(all(feature = "file", unix))]
+mod file;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "test-suite")]
+#[doc(hidden)]
+pub mod conformance;
+
+pub(crate) use locks::LocalLocks;
+pub use memory::MemoryStore;
+
+#[cfg(all(feature = "file", unix))]
+pub use file::FileStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// A boxed error from a store's backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The session's lock was not free within the configured wait.
+    #[error("timed out after {0:?} waiting for the session lock")]
+    LockTimeout(Duration),
+    /// The backend failed or could not be reached (I/O, network, database).
+    #[error("session store unavailable: {context}")]
+    Unavailable {
+        /// What the store was doing.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Wraps a backend error, saying what the store was doing.
+    pub fn unavailable(context: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// The precondition of a save, so that a save never resurrects a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// A new session: written only if no live record has this id.
+    New,
+    /// A loaded session: written only if its record still exists and has not
+    /// expired (it was not deleted, regenerated or expired meanwhile).
+    Existing,
+}
+
+/// A held session lock. Dropping it releases the lock.
+///
+/// Each store puts its own lock value inside (an async mutex guard, an
+/// open file with an advisory lock, a lease token). Because releasing is
+/// dropping, a handler that returns early, panics, or whose future is
+/// dropped when the client goes away releases the lock the same way. Stores
+/// whose release needs I/O spawn it from `Drop`; their lease or connection
+/// close is the backstop.
+pub struct LockGuard(Box<dyn Any + Send>);
+
+impl LockGuard {
+    /// Wraps a store's lock value.
+    pub fn new<T: Send + 'static>(lock: T) -> Self {
+        LockGuard(Box::new(lock))
+    }
+
+    /// Takes the store's lock value back out, for stores that release and
+    /// write in one round trip.
+    pub fn downcast<T: Send + 'static>(self) -> Result<T, Self> {
+        match self.0.downcast::<T>() {
+            Ok(b) => Ok(*b),
+            Err(b) => Err(LockGuard(b)),
+        }
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+/// Loads, saves and locks sessions. One implementation per backend; every
+/// implementation passes the crate's conformance suite.
+///
+/// Ids given to a store are always well formed (see [`SessionId`]); records
+/// are already size-checked by the caller.
+#[async_trait]
+pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
+    /// The live record, or `None` if there is none or it has expired.
+    /// A record that cannot be decoded is logged and reported as `None`.
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error>;
+
+    /// Writes `record` if the precondition `write` holds. Returns `false`,
+    /// writing nothing, when it does not.
+    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error>;
+
+    /// Moves the expiry of an existing, live record without rewriting its
+    /// data. Returns `false` if there is no such record.
+    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error>;
+
+    /// Removes the record, if any.
+    async fn delete(&self, id: &SessionId) -> Result<(), Error>;
+
+    /// Whether a live record exists.
+    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+        Ok(self.load(id).await?.is_some())
+    }
+
+    /// Takes the id's lock, waiting at most `wait`
+    /// ([`Error::LockTimeout`] after that). The lock excludes every other
+    /// holder of the same id that uses this store's backend — in other
+    /// tasks, and for shared stores in other processes.
+    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error>;
+
+    /// Takes the lock, then loads. Stores that can do both in one round trip
+    /// override this.
+    async fn lock_and_load(
+        &self,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        let guard = self.lock(id, wait).await?;
+        let record = self.load(id).await?;
+        Ok((guard, record))
+    }
+
+    /// Saves, then releases the lock. Stores that can do both in one round
+    /// trip override this.
+    async fn save_and_unlock(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        write: Write,
+        guard: LockGuard,
+    ) -> Result<bool, Error> {
+        let saved = self.save(id, record, write).await;
+        drop(guard);
+        saved
+    }
+}
+
+/// Operations over all sessions of a store: for clean-up and the admin
+/// commands, not for the request path.
+#[async_trait]
+pub trait SessionAdmin: SessionStore {
+    /// How many live sessions there are (expired ones not yet cleaned up
+    /// may be counted by stores that cannot tell cheaply).
+    async fn count(&self) -> Result<u64, Error>;
+
+    /// The ids of stored sessions, streamed so that a large store is never
+    /// held in memory at once.
+    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>>;
+
+    /// Removes expired sessions and returns how many were removed. Never
+    /// removes or breaks a lock that is held.
+    async fn clean_up(&self) -> Result<u64, Error>;
+}
+
+/// Stores are shared between the layer, the clean-up task and the app.
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+        (**self).load(id).await
+    }
+    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+        (**self).save(id, record, write).await
+    }
+    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+        (**self).touch(id, expires).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
+        (**self).delete(id).await
+    }
+    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+        (**self).exists(id).await
+    }
+    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
+        (**self).lock(id, wait).await
+    }
+    async fn lock_and_load(
+        &self,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        (**self).lock_and_load(id, wait).await
+    }
+    async fn save_and_unlock(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        write: Write,
+        guard: LockGuard,
+    ) -> Result<bool, Error> {
+        (**self).save_and_unlock(id, record, write, guard).await
+    }
+}
+
+#[async_trait]
+impl<S: SessionAdmin + ?Sized> SessionAdmin for std::sync::Arc<S> {
+    async fn count(&self) -> Result<u64, Error> {
+        (**self).count().await
+    }
+    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+        (**self).ids()
+    }
+    async fn clean_up(&self) -> Result<u64, Error> {
+        (**self).clean_up().await
+    }
+}
