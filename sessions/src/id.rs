@@ -161,7 +161,9 @@ mod tests {
         let id = SessionId::generate().unwrap();
         let s = id.to_string();
         assert_eq!(s.len(), 40);
-        assert!(s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(s
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
         assert_eq!(s.parse::<SessionId>(), Ok(id));
         assert_eq!(&*id.as_hex(), s);
     }

@@ -1,10 +1,87 @@
-//! Server-side HTTP sessions for tower and axum.
+//! Server-side HTTP sessions for tower and axum, locked across requests.
 //!
-//! (guide written with the middleware)
+//! A visitor's session is a key/value map kept on the server — in RAM, in
+//! files, in Redis, PostgreSQL or SQLite — found again through a cookie
+//! that carries only a random id. It follows CherryPy's session tool:
+//!
+//! - **Locked.** Concurrent requests of one visitor take turns on the
+//!   session (`locking = implicit`, `early` or `explicit`), across processes
+//!   for the shared stores, so no update is lost. A lock wait is bounded by
+//!   `lock_timeout` and answered 503 with `Retry-After`.
+//! - **Lazy.** The store is touched only when a handler first uses the
+//!   session; a request that never does stores nothing and sets no cookie.
+//! - **Expiring.** An idle `timeout` that every save slides, an optional
+//!   `absolute_timeout`, and background clean-up every `clean_freq`.
+//! - **Safe by default.** Ids are 160 random bits, strictly parsed; an
+//!   unknown id is replaced (no session fixation); cookies are `HttpOnly`
+//!   and `SameSite=Lax`; a save never brings back a session that was
+//!   deleted meanwhile.
+//! - **Configured like CherryPy.** [`Config`] reads CherryPy's INI files as
+//!   they are, or TOML, with per-path sections.
+//!
+//! # Quick start
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use sessions::{store::MemoryStore, Session, SessionLayer};
+//!
+//! async fn counter(session: Session) -> Result<String, sessions::Error> {
+//!     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
+//!     session.insert("counter", n).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let app: Router = Router::new()
+//!     .route("/", get(counter))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! # let _ = app;
+//! # }
+//! ```
+//!
+//! Settings come from [`SessionConfig`] (one for every path) or a
+//! [`Config`] file (per path), given to the layer with
+//! [`SessionLayer::with_config`] or [`SessionLayer::with_file_config`].
 
+pub mod config;
+mod cookie;
+#[cfg(feature = "axum")]
+mod extract;
 mod id;
+pub mod middleware;
 mod record;
+mod session;
 pub mod store;
 
+pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
+#[cfg(feature = "axum")]
+pub use extract::NoSession;
 pub use id::{HexId, InvalidId, RandomError, SessionId, ShortId};
+pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
+pub use session::{Error, Session};
+
+#[cfg(test)]
+mod send_sync {
+    //! Compile-time checks: the handle, the layer and its service and
+    //! future can cross threads, as axum and hyper need.
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<crate::Session>();
+        send_sync::<crate::SessionLayer>();
+        send_sync::<crate::store::MemoryStore>();
+        send_sync::<crate::middleware::SessionService<axum::routing::Router>>();
+        send::<
+            crate::middleware::ResponseFuture<
+                axum::routing::future::RouteFuture<std::convert::Infallible>,
+                axum::body::Body,
+                std::convert::Infallible,
+            >,
+        >();
+        send_sync::<crate::Error>();
+        send_sync::<crate::store::Error>();
+    }
+}

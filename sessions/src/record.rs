@@ -117,7 +117,7 @@ impl Record {
                 DecodeError::Foreign
             });
         }
-        if &bytes[..3] != &MAGIC[..3] {
+        if bytes[..3] != MAGIC[..3] {
             return Err(DecodeError::Foreign);
         }
         if bytes[3] != MAGIC[3] || bytes[4] != VERSION {

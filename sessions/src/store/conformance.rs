@@ -209,8 +209,9 @@ pub async fn clean_up_keeps_held_locks<S: SessionAdmin>(store: &S) {
         .unwrap());
     let held = store.lock(&dead, LONG).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let removed = store.clean_up().await.unwrap();
-    assert!(removed >= 1, "removed {removed}");
+    // Stores with native expiry (Redis) remove nothing themselves, so the
+    // count is not checked here; what must hold is below.
+    store.clean_up().await.unwrap();
     assert!(store.exists(&live).await.unwrap());
     assert_eq!(store.load(&dead).await.unwrap(), None);
     assert!(
@@ -235,11 +236,7 @@ pub async fn count_and_ids<S: SessionAdmin>(store: &S) {
             .unwrap());
     }
     assert_eq!(store.count().await.unwrap(), before + 5);
-    let listed: Vec<SessionId> = store
-        .ids()
-        .map(|r| r.unwrap())
-        .collect::<Vec<_>>()
-        .await;
+    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect::<Vec<_>>().await;
     for id in &ids {
         assert!(listed.contains(id), "{id:?} not listed");
     }

@@ -124,6 +124,7 @@ impl LocalLocks {
     }
 
     /// Takes the lock if it is free right now.
+    #[allow(dead_code)] // used by the file and SQLite stores
     pub(crate) fn try_lock(self: &Arc<Self>, id: &SessionId) -> Option<LocalGuard> {
         let (claim, slot) = self.claim(id);
         let guard = slot.try_lock_owned().ok()?;
@@ -140,11 +141,6 @@ impl LocalLocks {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
-    }
-
-    /// Whether the id's lock is held or awaited right now.
-    pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
-        self.shard(id).contains_key(id)
     }
 }
 

@@ -169,3 +169,26 @@ impl SessionAdmin for MemoryStore {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn clean_up_removes_what_expired() {
+        let store = MemoryStore::new();
+        let now = now_millis();
+        for (i, ttl) in [10_000u64, 0, 0].iter().enumerate() {
+            let id = SessionId::generate().unwrap();
+            let r = Record {
+                data: format!("{{\"i\":{i}}}").into_bytes(),
+                created: now,
+                expires: now + ttl,
+            };
+            assert!(store.save(&id, &r, Write::New).await.unwrap());
+        }
+        assert_eq!(store.clean_up().await.unwrap(), 2);
+        assert_eq!(store.count().await.unwrap(), 1);
+        assert_eq!(store.ids().count().await, 1);
+    }
+}

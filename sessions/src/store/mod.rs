@@ -46,6 +46,7 @@ mod sqlite;
 #[doc(hidden)]
 pub mod conformance;
 
+#[allow(unused_imports)] // used by the file and SQLite stores
 pub(crate) use locks::LocalLocks;
 pub use memory::MemoryStore;
 
@@ -188,6 +189,38 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         let saved = self.save(id, record, write).await;
         drop(guard);
         saved
+    }
+}
+
+/// A store could not be opened from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// This build does not include the store (its cargo feature is off, or
+    /// the store does not exist on this platform).
+    #[error("storage_type = \"{0}\" is not available in this build")]
+    NotBuilt(&'static str),
+    /// A required setting is missing.
+    #[error("storage_type = \"{kind}\" needs {key}")]
+    Missing {
+        /// The store.
+        kind: &'static str,
+        /// The missing key.
+        key: &'static str,
+    },
+    /// The store's backend refused.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Opens the store a configuration names (`storage_type` and its settings).
+pub async fn open(
+    config: &crate::config::StorageConfig,
+) -> Result<std::sync::Arc<dyn SessionAdmin>, OpenError> {
+    use crate::config::StorageType;
+    match config.kind {
+        StorageType::Ram => Ok(std::sync::Arc::new(MemoryStore::new())),
+        other => Err(OpenError::NotBuilt(other.as_str())),
     }
 }
 

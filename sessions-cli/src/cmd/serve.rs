@@ -1,0 +1,97 @@
+//! `sessions serve`: run an app with sessions from a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sessions::{Config, SessionLayer};
+
+use crate::apps;
+
+/// Which app to serve.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum App {
+    /// A page that shows what sessions do.
+    Demo,
+    /// CherryPy's session test app (`cherrypy/test/test_session.py`).
+    Conformance,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A config file: CherryPy INI, or TOML if it ends in `.toml`.
+    /// Without one: sessions on, RAM store, 127.0.0.1:8080.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The address to listen on (overrides the config's server.socket_*).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// The app to serve.
+    #[arg(long, value_enum, default_value = "demo")]
+    app: App,
+}
+
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let addr = match args.bind {
+        Some(addr) => addr,
+        None => {
+            let host = config.server.host.as_deref().unwrap_or("127.0.0.1");
+            let port = config.server.port.unwrap_or(8080);
+            format!("{host}:{port}")
+                .parse()
+                .with_context(|| format!("server.socket_host {host:?} is not an IP address"))?
+        }
+    };
+    let storage = config.storage().clone();
+    let store = sessions::store::open(&storage)
+        .await
+        .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
+    let layer = SessionLayer::from_arc(Arc::clone(&store)).with_file_config(config);
+    let app = match args.app {
+        App::Demo => apps::demo::router(),
+        App::Conformance => apps::conformance::router(store),
+    }
+    .layer(layer);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    // Scripts and tests read this line to find the port.
+    println!(
+        "serving {:?} on http://{local}/ with the {} store",
+        args.app,
+        storage.kind.as_str()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish and save.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,851 @@
+//! Configuration: the keys of CherryPy's `tools.sessions.*` with their
+//! defaults, and config files in CherryPy's INI syntax or in TOML.
+//!
+//! A file has sections named by URL path (`[/]`, `[/admin]`); each section
+//! inherits its parent's settings key by key, so `[/admin]` can switch
+//! sessions off or give its own cookie name while keeping the rest.
+//!
+//! ```
+//! use sessions::Config;
+//!
+//! let config = Config::from_ini_str(
+//!     "[/]\n\
+//!      tools.sessions.on = True\n\
+//!      tools.sessions.timeout = 30\n\
+//!      [/static]\n\
+//!      tools.sessions.on = False\n",
+//!     "site.conf",
+//! )
+//! .unwrap();
+//! assert!(config.resolve("/cart").on);
+//! assert_eq!(config.resolve("/cart").timeout.as_secs(), 30 * 60);
+//! assert!(!config.resolve("/static/logo.png").on);
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod ini;
+mod toml;
+
+/// How a request's session is locked (SPEC §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    /// The lock is taken just before the data is first loaded and held until
+    /// it is saved. The default.
+    Implicit,
+    /// The lock is taken before the handler runs.
+    Early,
+    /// The handler calls [`Session::acquire_lock`](crate::Session::acquire_lock)
+    /// and [`Session::release_lock`](crate::Session::release_lock).
+    Explicit,
+}
+
+/// The cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Strict`
+    Strict,
+    /// `SameSite=Lax`
+    Lax,
+    /// `SameSite=None` (browsers then require `Secure`).
+    None,
+}
+
+/// Which store holds the sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageType {
+    /// In this process's memory.
+    Ram,
+    /// Files in `storage_path`.
+    File,
+    /// Redis at `storage_url`.
+    Redis,
+    /// PostgreSQL at `storage_url`.
+    Postgres,
+    /// An SQLite database file at `storage_path`.
+    Sqlite,
+}
+
+impl StorageType {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageType::Ram => "ram",
+            StorageType::File => "file",
+            StorageType::Redis => "redis",
+            StorageType::Postgres => "postgres",
+            StorageType::Sqlite => "sqlite",
+        }
+    }
+
+    /// Accepts our names and CherryPy's `storage_class` spellings.
+    fn parse(s: &str) -> Option<Self> {
+        let last = s.rsplit('.').next().unwrap_or(s).to_ascii_lowercase();
+        Some(match last.trim_end_matches("session") {
+            "ram" | "memory" => StorageType::Ram,
+            "file" => StorageType::File,
+            "redis" => StorageType::Redis,
+            "postgres" | "postgresql" => StorageType::Postgres,
+            "sqlite" => StorageType::Sqlite,
+            _ => return None,
+        })
+    }
+}
+
+/// Where the sessions are stored. One store serves a whole server, so these
+/// keys must agree across every section that has sessions on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StorageConfig {
+    /// `storage_type` (or CherryPy's `storage_class`).
+    pub kind: StorageType,
+    /// `storage_path`: the file store's directory, or the SQLite file.
+    pub path: Option<PathBuf>,
+    /// `storage_url`: `redis://…` or `postgres://…`.
+    pub url: Option<String>,
+    /// `file_fsync`: fsync file-store writes (default false).
+    pub file_fsync: bool,
+    /// `redis_prefix`: key prefix in Redis (default `session:`).
+    pub redis_prefix: String,
+    /// `table`: the SQL stores' table (default `sessions`).
+    pub table: String,
+    /// `auto_migrate`: create or upgrade the SQL table on start (default true).
+    pub auto_migrate: bool,
+    /// `clean_freq`: time between background clean-ups; zero turns them off.
+    pub clean_freq: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageType::Ram,
+            path: None,
+            url: None,
+            file_fsync: false,
+            redis_prefix: "session:".into(),
+            table: "sessions".into(),
+            auto_migrate: true,
+            clean_freq: minutes(5.0),
+        }
+    }
+}
+
+/// The settings of one path (SPEC §2). `Default` gives the documented
+/// defaults with sessions **on**, which is what a program that installs the
+/// layer wants; a config file starts from `on = false`, as in CherryPy.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// `on`: sessions for this path and below.
+    pub on: bool,
+    /// The store.
+    pub storage: StorageConfig,
+    /// `timeout`: idle time after which a session ends; every save slides it.
+    pub timeout: Duration,
+    /// `absolute_timeout`: time since creation after which a session ends
+    /// whatever its activity.
+    pub absolute_timeout: Option<Duration>,
+    /// `locking`.
+    pub locking: Locking,
+    /// `lock_timeout`: how long to wait for a lock before answering 503.
+    pub lock_timeout: Duration,
+    /// `name`: the cookie name.
+    pub name: String,
+    /// `path`: the cookie path.
+    pub path: String,
+    /// `path_header`: a request header to take the cookie path from.
+    pub path_header: Option<http::HeaderName>,
+    /// `domain`: the cookie domain.
+    pub domain: Option<String>,
+    /// `secure`: the cookie's `Secure` attribute.
+    pub secure: bool,
+    /// `httponly`: the cookie's `HttpOnly` attribute.
+    pub httponly: bool,
+    /// `samesite`: the cookie's `SameSite` attribute.
+    pub samesite: Option<SameSite>,
+    /// `persistent`: false makes a browser-session cookie (no expiry).
+    pub persistent: bool,
+    /// `max_size`: the largest encoded session in bytes.
+    pub max_size: usize,
+    /// `debug`: log the session life cycle at info level.
+    pub debug: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            on: true,
+            storage: StorageConfig::default(),
+            timeout: minutes(60.0),
+            absolute_timeout: None,
+            locking: Locking::Implicit,
+            lock_timeout: Duration::from_secs(30),
+            name: "session_id".into(),
+            path: "/".into(),
+            path_header: None,
+            domain: None,
+            secure: false,
+            httponly: true,
+            samesite: Some(SameSite::Lax),
+            persistent: true,
+            max_size: 64 * 1024,
+            debug: false,
+        }
+    }
+}
+
+fn minutes(m: f64) -> Duration {
+    Duration::from_millis((m * 60_000.0).round() as u64)
+}
+
+/// The `[global]` section's server settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// `server.socket_host`.
+    pub host: Option<String>,
+    /// `server.socket_port`.
+    pub port: Option<u16>,
+}
+
+/// A loaded config file: server settings and the per-path session settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `[global]` server settings.
+    pub server: ServerConfig,
+    /// Resolved sections, longest path first, always ending with `/`.
+    routes: Vec<(String, Arc<SessionConfig>)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::single(SessionConfig::default())
+    }
+}
+
+/// A config file could not be used. Every variant names the file, and the
+/// line and key where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid INI or TOML.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key is unknown, has a value of the wrong type, or is missing.
+    #[error("{file}:{line}: {key}: {message}")]
+    Key {
+        /// The file.
+        file: String,
+        /// 1-based line (of the section header for a missing key).
+        line: usize,
+        /// The key as written (or as it should be written, when missing).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A value from a file, before it is given a meaning by its key.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    /// An unquoted dotted name, as CherryPy's `storage_class` takes.
+    Name(String),
+    None,
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Name(n) => f.write_str(n),
+            Value::None => f.write_str("None"),
+        }
+    }
+}
+
+/// One `key = value` of a section, with where it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The key as written, e.g. `tools.sessions.timeout`.
+    pub(crate) key: String,
+    pub(crate) value: Value,
+    pub(crate) line: usize,
+}
+
+/// A parsed section, before inheritance.
+#[derive(Debug, Clone)]
+pub(crate) struct RawSection {
+    pub(crate) name: String,
+    pub(crate) line: usize,
+    pub(crate) entries: Vec<Entry>,
+}
+
+impl Config {
+    /// A config with one setting for every path.
+    pub fn single(config: SessionConfig) -> Self {
+        Config {
+            server: ServerConfig::default(),
+            routes: vec![("/".into(), Arc::new(config))],
+        }
+    }
+
+    /// Reads a file: TOML if its name ends in `.toml`, CherryPy INI otherwise.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            file: file.clone(),
+            source,
+        })?;
+        if path.extension().is_some_and(|e| e == "toml") {
+            Self::from_toml_str(&text, &file)
+        } else {
+            Self::from_ini_str(&text, &file)
+        }
+    }
+
+    /// Parses CherryPy's INI syntax; `file` names the source in errors.
+    pub fn from_ini_str(text: &str, file: &str) -> Result<Self, Error> {
+        Self::build(ini::parse(text, file)?, file)
+    }
+
+    /// Parses TOML (`["/"]` tables with `sessions.*` keys); `file` names the
+    /// source in errors.
+    pub fn from_toml_str(text: &str, file: &str) -> Result<Self, Error> {
+        Self::build(toml::parse(text, file)?, file)
+    }
+
+    /// The settings for a request path: those of the longest section path
+    /// that is a prefix of it on a segment boundary.
+    pub fn resolve(&self, path: &str) -> &Arc<SessionConfig> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| covers(prefix, path))
+            .map(|(_, c)| c)
+            .unwrap_or(&self.routes[self.routes.len() - 1].1)
+    }
+
+    /// The settings of every section, root first.
+    pub fn sections(&self) -> impl Iterator<Item = (&str, &SessionConfig)> {
+        self.routes.iter().rev().map(|(p, c)| (p.as_str(), &**c))
+    }
+
+    /// The store settings: those of the sections with sessions on (which
+    /// [`load`](Self::load) checked agree), or the root's.
+    pub fn storage(&self) -> &StorageConfig {
+        self.sections()
+            .find(|(_, c)| c.on)
+            .map_or(&self.routes[self.routes.len() - 1].1.storage, |(_, c)| {
+                &c.storage
+            })
+    }
+
+    fn build(raw: Vec<RawSection>, file: &str) -> Result<Self, Error> {
+        let mut server = ServerConfig::default();
+        let base = SessionConfig {
+            on: false,
+            ..SessionConfig::default()
+        };
+        let mut paths: Vec<(RawSection, SessionConfig)> = Vec::new();
+        let mut sections = Vec::new();
+        for section in raw {
+            if section.name == "global" {
+                for e in &section.entries {
+                    apply_global(&mut server, e).map_err(|m| key_error(file, e, m))?;
+                }
+                // CherryPy also allows `tools.sessions.*` in [global]; it
+                // then applies to every path.
+                let sessions: Vec<Entry> = section
+                    .entries
+                    .into_iter()
+                    .filter(|e| !e.key.starts_with("server."))
+                    .collect();
+                sections.push(RawSection {
+                    name: String::new(),
+                    line: section.line,
+                    entries: sessions,
+                });
+            } else if section.name.starts_with('/') {
+                sections.push(section);
+            } else {
+                return Err(Error::Syntax {
+                    file: file.into(),
+                    line: section.line,
+                    message: format!(
+                        "section [{}] is neither [global] nor a path starting with /",
+                        section.name
+                    ),
+                });
+            }
+        }
+        // Parents before children: "" (global) < "/" < "/a" < "/a/b".
+        sections.sort_by_key(|s| depth(&s.name));
+        for section in sections {
+            let parent = paths
+                .iter()
+                .rev()
+                .find(|(p, _)| p.name.is_empty() || covers(&p.name, &section.name))
+                .map_or_else(|| base.clone(), |(_, c)| c.clone());
+            let mut config = parent;
+            for e in &section.entries {
+                apply(&mut config, e).map_err(|m| key_error(file, e, m))?;
+            }
+            paths.push((section, config));
+        }
+        let mut routes: Vec<(String, Arc<SessionConfig>)> = Vec::new();
+        let mut storage: Option<(&str, usize, &StorageConfig)> = None;
+        for (section, config) in &paths {
+            if config.on {
+                check_storage(config, file, section.line)?;
+                match storage {
+                    None => storage = Some((&section.name, section.line, &config.storage)),
+                    Some((name, _, s)) if s != &config.storage => {
+                        return Err(Error::Key {
+                            file: file.into(),
+                            line: section.line,
+                            key: "tools.sessions.storage_type".into(),
+                            message: format!(
+                                "section [{}] sets up a different store than [{}]; one server has one store",
+                                section.name,
+                                if name.is_empty() { "global" } else { name }
+                            ),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (section, config) in paths {
+            let name = if section.name.is_empty() {
+                "/".to_string()
+            } else {
+                section.name.trim_end_matches('/').to_string()
+            };
+            let name = if name.is_empty() { "/".into() } else { name };
+            routes.retain(|(p, _)| *p != name);
+            routes.push((name, Arc::new(config)));
+        }
+        if !routes.iter().any(|(p, _)| p == "/") {
+            routes.push(("/".into(), Arc::new(base)));
+        }
+        // Longest first, so `resolve` takes the first match.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        Ok(Config { server, routes })
+    }
+}
+
+/// Whether the section path `prefix` covers the request path `path`.
+fn covers(prefix: &str, path: &str) -> bool {
+    if prefix == "/" || prefix.is_empty() {
+        return true;
+    }
+    let prefix = prefix.trim_end_matches('/');
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn depth(name: &str) -> usize {
+    if name.is_empty() {
+        0
+    } else {
+        1 + name.trim_end_matches('/').matches('/').count()
+    }
+}
+
+fn key_error(file: &str, e: &Entry, message: String) -> Error {
+    Error::Key {
+        file: file.into(),
+        line: e.line,
+        key: e.key.clone(),
+        message,
+    }
+}
+
+fn check_storage(config: &SessionConfig, file: &str, line: usize) -> Result<(), Error> {
+    let s = &config.storage;
+    let missing = |key: &str, what: &str| Error::Key {
+        file: file.into(),
+        line,
+        key: format!("tools.sessions.{key}"),
+        message: format!(
+            "required for storage_type = \"{}\": {what}",
+            s.kind.as_str()
+        ),
+    };
+    match s.kind {
+        StorageType::File if s.path.is_none() => Err(missing("storage_path", "the directory")),
+        StorageType::Sqlite if s.path.is_none() => {
+            Err(missing("storage_path", "the database file"))
+        }
+        StorageType::Redis | StorageType::Postgres if s.url.is_none() => {
+            Err(missing("storage_url", "the server's URL"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn apply_global(server: &mut ServerConfig, e: &Entry) -> Result<(), String> {
+    match e.key.as_str() {
+        "server.socket_host" => server.host = Some(string(&e.value)?),
+        "server.socket_port" => {
+            server.port = Some(match e.value {
+                Value::Int(p) => u16::try_from(p).map_err(|_| "not a port number".to_string())?,
+                _ => return Err(format!("expected a port number, got {}", e.value)),
+            })
+        }
+        k if k.starts_with("server.") => return Err("unknown server key".into()),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Gives a session key its meaning. Accepts `tools.sessions.X` (CherryPy)
+/// and `sessions.X` (TOML) spellings.
+fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
+    let key = e
+        .key
+        .strip_prefix("tools.sessions.")
+        .or_else(|| e.key.strip_prefix("sessions."))
+        .ok_or_else(|| "unknown key (session keys are tools.sessions.*)".to_string())?;
+    let v = &e.value;
+    match key {
+        "on" => c.on = boolean(v)?,
+        "storage_type" | "storage_class" => {
+            let s = match v {
+                Value::Str(s) | Value::Name(s) => s,
+                _ => return Err(format!("expected a store name, got {v}")),
+            };
+            c.storage.kind = StorageType::parse(s).ok_or_else(|| {
+                format!("unknown store {s:?} (ram, file, redis, postgres or sqlite)")
+            })?;
+        }
+        "storage_path" => c.storage.path = Some(PathBuf::from(string(v)?)),
+        "storage_url" => c.storage.url = Some(string(v)?),
+        "file_fsync" => c.storage.file_fsync = boolean(v)?,
+        "redis_prefix" => c.storage.redis_prefix = string(v)?,
+        "table" => c.storage.table = string(v)?,
+        "auto_migrate" => c.storage.auto_migrate = boolean(v)?,
+        "clean_freq" => c.storage.clean_freq = duration_minutes(v)?,
+        "timeout" => {
+            c.timeout = duration_minutes(v)?;
+            if c.timeout.is_zero() {
+                return Err("must be more than zero".into());
+            }
+        }
+        "absolute_timeout" => {
+            c.absolute_timeout = match v {
+                Value::None => None,
+                _ => Some(duration_minutes(v)?).filter(|d| !d.is_zero()),
+            }
+        }
+        "locking" => {
+            c.locking = match string(v)?.as_str() {
+                "implicit" => Locking::Implicit,
+                "early" => Locking::Early,
+                "explicit" => Locking::Explicit,
+                other => {
+                    return Err(format!(
+                        "expected implicit, early or explicit, got {other:?}"
+                    ))
+                }
+            }
+        }
+        "lock_timeout" => c.lock_timeout = Duration::from_secs_f64(number(v)?),
+        "name" => c.name = cookie_word(v, false)?,
+        "path" => c.path = cookie_word(v, true)?,
+        "path_header" => {
+            c.path_header = match v {
+                Value::None => None,
+                _ => Some(
+                    http::HeaderName::try_from(string(v)?)
+                        .map_err(|_| "not a valid header name".to_string())?,
+                ),
+            }
+        }
+        "domain" => {
+            c.domain = match v {
+                Value::None => None,
+                _ => Some(cookie_word(v, false)?),
+            }
+        }
+        "secure" => c.secure = boolean(v)?,
+        "httponly" => c.httponly = boolean(v)?,
+        "samesite" => {
+            c.samesite = match v {
+                Value::None => None,
+                _ => match string(v)?.to_ascii_lowercase().as_str() {
+                    "strict" => Some(SameSite::Strict),
+                    "lax" => Some(SameSite::Lax),
+                    "none" => Some(SameSite::None),
+                    other => return Err(format!("expected Strict, Lax or None, got {other:?}")),
+                },
+            }
+        }
+        "persistent" => c.persistent = boolean(v)?,
+        "max_size" => {
+            c.max_size = match v {
+                Value::Int(n) if *n > 0 => *n as usize,
+                _ => return Err(format!("expected a positive number of bytes, got {v}")),
+            }
+        }
+        "debug" => c.debug = boolean(v)?,
+        _ => return Err("unknown session key".into()),
+    }
+    Ok(())
+}
+
+fn boolean(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(format!("expected True or False, got {v}")),
+    }
+}
+
+fn string(v: &Value) -> Result<String, String> {
+    match v {
+        Value::Str(s) => Ok(s.clone()),
+        _ => Err(format!("expected a quoted string, got {v}")),
+    }
+}
+
+fn number(v: &Value) -> Result<f64, String> {
+    let x = match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(x) => *x,
+        // "1/60": a fraction, as CherryPy configs write minutes.
+        Value::Str(s) => fraction(s).ok_or_else(|| format!("expected a number, got {v}"))?,
+        _ => return Err(format!("expected a number, got {v}")),
+    };
+    if (0.0..1e9).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("expected a non-negative number, got {v}"))
+    }
+}
+
+/// `a / b` with numbers on both sides.
+pub(crate) fn fraction(s: &str) -> Option<f64> {
+    let (a, b) = s.split_once('/')?;
+    let (a, b): (f64, f64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (b != 0.0).then(|| a / b)
+}
+
+fn duration_minutes(v: &Value) -> Result<Duration, String> {
+    Ok(minutes(number(v)?))
+}
+
+fn cookie_word(v: &Value, allow_slash: bool) -> Result<String, String> {
+    let s = string(v)?;
+    if s.is_empty() || !crate::cookie::is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
+        return Err(format!("{s:?} cannot be used in a cookie"));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed document's example, verbatim (tabs included).
+    const SEED: &str = "\t[/]\n\ttools.sessions.on = True\n\ttools.sessions.storage_type = \"file\"\n\ttools.sessions.storage_path = \"/home/site/sessions\"\n\ttools.sessions.timeout = 60\n";
+
+    #[test]
+    fn seed_example_loads() {
+        let c = Config::from_ini_str(SEED, "seed.conf").unwrap();
+        let root = c.resolve("/");
+        assert!(root.on);
+        assert_eq!(root.storage.kind, StorageType::File);
+        assert_eq!(
+            root.storage.path.as_deref(),
+            Some(Path::new("/home/site/sessions"))
+        );
+        assert_eq!(root.timeout, Duration::from_secs(3600));
+        assert_eq!(c.storage().kind, StorageType::File);
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::from_ini_str("[/]\ntools.sessions.on = True\n", "x").unwrap();
+        let r = c.resolve("/anything");
+        assert_eq!(r.storage.kind, StorageType::Ram);
+        assert_eq!(r.timeout, Duration::from_secs(3600));
+        assert_eq!(r.storage.clean_freq, Duration::from_secs(300));
+        assert_eq!(r.locking, Locking::Implicit);
+        assert_eq!(r.lock_timeout, Duration::from_secs(30));
+        assert_eq!(r.name, "session_id");
+        assert_eq!(r.path, "/");
+        assert!(r.httponly && r.persistent && !r.secure && !r.debug);
+        assert_eq!(r.samesite, Some(SameSite::Lax));
+        assert_eq!(r.max_size, 65536);
+        assert_eq!(r.absolute_timeout, None);
+        // A file with no session keys leaves sessions off.
+        assert!(!Config::from_ini_str("", "x").unwrap().resolve("/").on);
+    }
+
+    #[test]
+    fn sections_inherit_key_by_key() {
+        let text = "[/]\ntools.sessions.on = True\ntools.sessions.timeout = 0.016666\n\
+                    tools.sessions.clean_freq = 1/60\n\
+                    [/session_cookie]\ntools.sessions.name = 'temp'\n\
+                    tools.sessions.path = '/session_cookie'\ntools.sessions.persistent = False\n\
+                    [/static]\ntools.sessions.on = False\n";
+        let c = Config::from_ini_str(text, "t.conf").unwrap();
+        let sc = c.resolve("/session_cookie");
+        assert!(sc.on);
+        assert_eq!(sc.name, "temp");
+        assert!(!sc.persistent);
+        assert_eq!(sc.timeout, Duration::from_millis(1000));
+        assert_eq!(sc.storage.clean_freq, Duration::from_secs(1));
+        assert_eq!(c.resolve("/session_cookie/x").name, "temp");
+        assert_eq!(c.resolve("/session_cookies").name, "session_id");
+        assert!(!c.resolve("/static").on);
+        assert!(c.resolve("/").on);
+    }
+
+    #[test]
+    fn storage_class_spellings() {
+        for (s, kind) in [
+            ("\"RamSession\"", StorageType::Ram),
+            ("cherrypy.lib.sessions.RamSession", StorageType::Ram),
+            ("cherrypy.lib.sessions.FileSession", StorageType::File),
+            ("'redis'", StorageType::Redis),
+        ] {
+            let text = format!(
+                "[/]\ntools.sessions.on = True\ntools.sessions.storage_class = {s}\n\
+                 tools.sessions.storage_path = '/tmp/x'\ntools.sessions.storage_url = 'redis://h'\n"
+            );
+            let c = Config::from_ini_str(&text, "x").unwrap();
+            assert_eq!(c.storage().kind, kind, "{s}");
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let cases = [
+            (
+                "[/]\ntools.sessions.on = True\ntools.sessions.timout = 5\n",
+                3,
+                "tools.sessions.timout",
+            ),
+            ("[/]\n\ntools.sessions.on = 'yes'\n", 3, "tools.sessions.on"),
+            (
+                "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = \"file\"\n",
+                1,
+                "tools.sessions.storage_path",
+            ),
+            (
+                "[/]\ntools.sessions.locking = 'sometimes'\n",
+                2,
+                "tools.sessions.locking",
+            ),
+            (
+                "[/]\ntools.sessions.name = 'a;b'\n",
+                2,
+                "tools.sessions.name",
+            ),
+            (
+                "[/]\ntools.sessions.storage_type = 'memcached'\n",
+                2,
+                "tools.sessions.storage_type",
+            ),
+            (
+                "[global]\nserver.socket_port = 99999\n",
+                2,
+                "server.socket_port",
+            ),
+            ("[/]\nlog.screen = True\n", 2, "log.screen"),
+        ];
+        for (text, line, key) in cases {
+            match Config::from_ini_str(text, "site.conf") {
+                Err(Error::Key {
+                    file,
+                    line: l,
+                    key: k,
+                    ..
+                }) => {
+                    assert_eq!(
+                        (file.as_str(), l, k.as_str()),
+                        ("site.conf", line, key),
+                        "{text}"
+                    )
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn one_store_per_server() {
+        let text = "[/]\ntools.sessions.on = True\n[/a]\ntools.sessions.storage_type = 'file'\ntools.sessions.storage_path = '/x'\n";
+        let err = Config::from_ini_str(text, "f").unwrap_err().to_string();
+        assert!(err.contains("one server has one store"), "{err}");
+    }
+
+    #[test]
+    fn global_server_settings() {
+        let text = "[global]\nserver.socket_host = '0.0.0.0'\nserver.socket_port = 8081\n\
+                    tools.sessions.on = True\n[/x]\ntools.sessions.timeout = 2\n";
+        let c = Config::from_ini_str(text, "g").unwrap();
+        assert_eq!(c.server.host.as_deref(), Some("0.0.0.0"));
+        assert_eq!(c.server.port, Some(8081));
+        assert!(c.resolve("/").on);
+        assert!(c.resolve("/x").on);
+        assert_eq!(c.resolve("/x").timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn toml_means_the_same() {
+        let text = "[global]\nserver.socket_port = 9000\n\n[\"/\"]\nsessions.on = true\n\
+                    sessions.storage_type = \"file\"\nsessions.storage_path = \"/home/site/sessions\"\n\
+                    sessions.timeout = 60\n\n[\"/session_cookie\"]\nsessions.name = \"temp\"\n\
+                    sessions.persistent = false\nsessions.lock_timeout = 0.5\n";
+        let c = Config::from_toml_str(text, "s.toml").unwrap();
+        assert_eq!(c.server.port, Some(9000));
+        assert_eq!(c.storage().kind, StorageType::File);
+        assert_eq!(c.resolve("/session_cookie").name, "temp");
+        assert_eq!(
+            c.resolve("/session_cookie").lock_timeout,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            c.resolve("/session_cookie").timeout,
+            Duration::from_secs(3600)
+        );
+        let err = Config::from_toml_str(
+            "[\"/\"]\nsessions.on = true\nsessions.bogus = 1\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Key { line: 3, key, .. } if key == "sessions.bogus"),
+            "{err:?}"
+        );
+    }
+}

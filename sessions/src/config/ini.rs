@@ -1,0 +1,161 @@
+//! CherryPy's config syntax: INI sections whose values are Python literals.
+
+use super::{fraction, Entry, Error, RawSection, Value};
+
+/// Splits `text` into sections of `key = value` entries.
+///
+/// Leading white space is not significant (the seed document's example is
+/// indented), blank lines and lines starting with `#` or `;` are skipped.
+pub(super) fn parse(text: &str, file: &str) -> Result<Vec<RawSection>, Error> {
+    let mut sections: Vec<RawSection> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = n + 1;
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        let syntax = |message: String| Error::Syntax {
+            file: file.into(),
+            line,
+            message,
+        };
+        if let Some(rest) = l.strip_prefix('[') {
+            let name = rest
+                .strip_suffix(']')
+                .ok_or_else(|| syntax("section header without a closing ]".into()))?
+                .trim();
+            let name = unquote(name).unwrap_or(name).to_string();
+            if sections.iter().any(|s| s.name == name) {
+                return Err(syntax(format!("section [{name}] appears twice")));
+            }
+            sections.push(RawSection {
+                name,
+                line,
+                entries: Vec::new(),
+            });
+            continue;
+        }
+        let Some(split) = l.find(['=', ':']) else {
+            return Err(syntax(format!("expected `key = value`, got {l:?}")));
+        };
+        let key = l[..split].trim().to_string();
+        let value_text = l[split + 1..].trim();
+        let section = sections
+            .last_mut()
+            .ok_or_else(|| syntax("a key before any [section]".into()))?;
+        if section.entries.iter().any(|e| e.key == key) {
+            return Err(Error::Key {
+                file: file.into(),
+                line,
+                key,
+                message: "given twice in this section".into(),
+            });
+        }
+        let value = literal(value_text).ok_or_else(|| Error::Key {
+            file: file.into(),
+            line,
+            key: key.clone(),
+            message: format!("{value_text:?} is not a Python literal"),
+        })?;
+        section.entries.push(Entry { key, value, line });
+    }
+    Ok(sections)
+}
+
+/// Reads the Python literals CherryPy configs use: `True`, `False`,
+/// `None`, integers, floats, quoted strings, `a / b` and dotted names.
+fn literal(s: &str) -> Option<Value> {
+    match s {
+        "True" => return Some(Value::Bool(true)),
+        "False" => return Some(Value::Bool(false)),
+        "None" => return Some(Value::None),
+        _ => {}
+    }
+    if let Some(inner) = unquote(s) {
+        return unescape(inner).map(Value::Str);
+    }
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(Value::Int(i));
+    }
+    if s.bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
+        if let Ok(x) = s.parse::<f64>() {
+            return Some(Value::Float(x));
+        }
+    }
+    if let Some(x) = fraction(s) {
+        return Some(Value::Float(x));
+    }
+    let is_name = s.split('.').all(|part| {
+        let mut b = part.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    });
+    is_name.then(|| Value::Name(s.to_string()))
+}
+
+fn unquote(s: &str) -> Option<&str> {
+    let q = s.chars().next()?;
+    if (q == '"' || q == '\'') && s.len() >= 2 && s.ends_with(q) {
+        Some(&s[1..s.len() - 1])
+    } else {
+        None
+    }
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            'n' => '\n',
+            't' => '\t',
+            c @ ('\\' | '\'' | '"') => c,
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_literals() {
+        assert_eq!(literal("True"), Some(Value::Bool(true)));
+        assert_eq!(literal("60"), Some(Value::Int(60)));
+        assert_eq!(literal("0.016666"), Some(Value::Float(0.016666)));
+        assert_eq!(literal("1.0 / 60"), Some(Value::Float(1.0 / 60.0)));
+        assert_eq!(literal("'file'"), Some(Value::Str("file".into())));
+        assert_eq!(literal("\"a\\\"b\""), Some(Value::Str("a\"b".into())));
+        assert_eq!(
+            literal("cherrypy.lib.sessions.FileSession"),
+            Some(Value::Name("cherrypy.lib.sessions.FileSession".into()))
+        );
+        assert_eq!(literal("'unterminated"), None);
+        assert_eq!(literal("[1, 2]"), None);
+        assert_eq!(literal("os.system('x')"), None);
+    }
+
+    #[test]
+    fn syntax_errors_have_lines() {
+        for (text, line) in [
+            ("[/\nx = 1\n", 1),
+            ("[/]\njust words\n", 2),
+            ("k = 1\n", 1),
+            ("[/]\n[/]\n", 2),
+        ] {
+            match parse(text, "f") {
+                Err(Error::Syntax { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The session cookie: reading it from `Cookie` headers, writing
+//! `Set-Cookie`. Hand-written because the hot path needs one value out of
+//! the header without building a jar, and the writer needs exactly the
+//! attributes of SPEC §4.6 in a fixed order.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+
+use crate::config::{SameSite, SessionConfig};
+use crate::id::SessionId;
+
+/// What the client sent under the session cookie's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientId {
+    /// No cookie of that name.
+    None,
+    /// A cookie of that name, but not a well-formed id.
+    Malformed,
+    /// A well-formed id.
+    Id(SessionId),
+}
+
+/// Finds the session id among all `Cookie` headers.
+///
+/// Tolerant, as browsers and old clients are: attribute noise echoed back
+/// (`expires=…; Path=/`), empty or garbled parts and quotes are skipped.
+/// When the name appears more than once, the first well-formed id wins (the
+/// most specific path comes first in what browsers send).
+pub(crate) fn client_id(headers: &HeaderMap, name: &str) -> ClientId {
+    let mut found = ClientId::None;
+    for header in headers.get_all(COOKIE) {
+        for part in header.as_bytes().split(|&b| b == b';') {
+            let Some(eq) = part.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim(&part[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let mut value = trim(&part[eq + 1..]);
+            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                value = &value[1..value.len() - 1];
+            }
+            match SessionId::from_bytes(value) {
+                Ok(id) => return ClientId::Id(id),
+                Err(_) => found = ClientId::Malformed,
+            }
+        }
+    }
+    found
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// The `Set-Cookie` value carrying `id`, valid for `max_age` (rounded to
+/// whole seconds, as RFC 6265 wants an integer), or a browser-session
+/// cookie when the config is not persistent.
+pub(crate) fn set_cookie(
+    config: &SessionConfig,
+    path: &str,
+    id: &SessionId,
+    max_age: Duration,
+) -> HeaderValue {
+    let mut s = String::with_capacity(160);
+    s.push_str(&config.name);
+    s.push('=');
+    s.push_str(&id.as_hex());
+    if config.persistent {
+        let secs = (max_age.as_millis() + 500) / 1000;
+        let expires = SystemTime::now() + Duration::from_secs(secs as u64);
+        let _ = write!(
+            s,
+            "; Expires={}; Max-Age={secs}",
+            httpdate::fmt_http_date(expires)
+        );
+    }
+    attributes(&mut s, config, path);
+    to_header(s)
+}
+
+/// A `Set-Cookie` value that makes the client drop the cookie now.
+pub(crate) fn expire_cookie(config: &SessionConfig, path: &str) -> HeaderValue {
+    let mut s = String::with_capacity(128);
+    s.push_str(&config.name);
+    s.push_str("=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0");
+    attributes(&mut s, config, path);
+    to_header(s)
+}
+
+fn attributes(s: &mut String, config: &SessionConfig, path: &str) {
+    s.push_str("; Path=");
+    s.push_str(path);
+    if let Some(domain) = &config.domain {
+        s.push_str("; Domain=");
+        s.push_str(domain);
+    }
+    if config.secure {
+        s.push_str("; Secure");
+    }
+    if config.httponly {
+        s.push_str("; HttpOnly");
+    }
+    match config.samesite {
+        Some(SameSite::Strict) => s.push_str("; SameSite=Strict"),
+        Some(SameSite::Lax) => s.push_str("; SameSite=Lax"),
+        Some(SameSite::None) => s.push_str("; SameSite=None"),
+        None => {}
+    }
+}
+
+fn to_header(s: String) -> HeaderValue {
+    // Name, path and domain were checked for header-safe characters when the
+    // config was built; the id is hex. Should that ever fail, send nothing
+    // rather than a broken header.
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Whether `s` may appear in a cookie attribute (no control characters,
+/// no `;`, visible ASCII only).
+pub(crate) fn is_cookie_safe(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_id_among_noise() {
+        let id: SessionId = ID.parse().unwrap();
+        for h in [
+            format!("session_id={ID}"),
+            format!("a=b; session_id={ID}; c=d"),
+            format!("session_id={ID}; expires=Sat, 27 Oct 2017 04:18:28 GMT; Path=/;"),
+            format!(";;  ; garbage ; =x; session_id = \"{ID}\" "),
+            format!("session_id=maliciousid; session_id={ID}"),
+        ] {
+            assert_eq!(
+                client_id(&headers(&[&h]), "session_id"),
+                ClientId::Id(id),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            client_id(
+                &headers(&["x=1", &format!("session_id={ID}")]),
+                "session_id"
+            ),
+            ClientId::Id(id)
+        );
+    }
+
+    #[test]
+    fn malformed_and_absent() {
+        assert_eq!(client_id(&headers(&[]), "session_id"), ClientId::None);
+        assert_eq!(
+            client_id(&headers(&["other=1"]), "session_id"),
+            ClientId::None
+        );
+        for bad in [
+            "session_id=maliciousid",
+            "session_id=../../etc/passwd",
+            "session_id=",
+            &format!("session_id={}", ID.to_uppercase()),
+            &format!("session_id={ID}0"),
+            &format!("session_id={ID}; Domain=evil"),
+        ] {
+            let got = client_id(&headers(&[bad]), "session_id");
+            // The last one has a good id followed by noise: that is fine.
+            if bad.ends_with("Domain=evil") {
+                assert!(matches!(got, ClientId::Id(_)));
+            } else {
+                assert_eq!(got, ClientId::Malformed, "{bad}");
+            }
+        }
+        // Non-UTF-8 bytes are not an error either.
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"session_id=\xff\xfe").unwrap(),
+        );
+        assert_eq!(client_id(&h, "session_id"), ClientId::Malformed);
+    }
+
+    #[test]
+    fn writes_all_attributes() {
+        let c = SessionConfig {
+            domain: Some("example.com".into()),
+            secure: true,
+            ..SessionConfig::default()
+        };
+        let id: SessionId = ID.parse().unwrap();
+        let v = set_cookie(&c, "/", &id, Duration::from_millis(3_599_600));
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with(&format!("session_id={ID}; Expires=")), "{v}");
+        assert!(
+            v.ends_with(
+                "; Max-Age=3600; Path=/; Domain=example.com; Secure; HttpOnly; SameSite=Lax"
+            ),
+            "{v}"
+        );
+        assert!(v.contains(" GMT; "), "{v}");
+    }
+
+    #[test]
+    fn browser_session_and_expiry() {
+        let c = SessionConfig {
+            persistent: false,
+            samesite: None,
+            httponly: false,
+            ..SessionConfig::default()
+        };
+        let id: SessionId = ID.parse().unwrap();
+        let v = set_cookie(&c, "/x", &id, Duration::from_secs(60));
+        assert_eq!(v.to_str().unwrap(), format!("session_id={ID}; Path=/x"));
+        let e = expire_cookie(&SessionConfig::default(), "/");
+        assert_eq!(
+            e.to_str().unwrap(),
+            "session_id=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! The axum extractor: a handler takes a [`Session`] argument.
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+
+use crate::session::{Error, Session};
+
+/// The handler asked for a [`Session`] where there is none: the
+/// [`SessionLayer`](crate::SessionLayer) is not installed around this route,
+/// or sessions are off for its path. A 500, since it is a setup mistake.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no session for this request: is SessionLayer installed and `on` for this path?")]
+#[non_exhaustive]
+pub struct NoSession;
+
+impl IntoResponse for NoSession {
+    fn into_response(self) -> Response {
+        tracing::error!("{self}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "session error\n").into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = NoSession;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, NoSession> {
+        parts.extensions.get::<Session>().cloned().ok_or(NoSession)
+    }
+}
+
+/// `Option<Session>`: `None` where sessions are off, for handlers that
+/// serve both kinds of path.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Session>().cloned())
+    }
+}
+
+/// Lets handlers use `?` on session operations: store trouble answers 503
+/// with `Retry-After`, anything else 500, with a short body.
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.failure().response()
+    }
+}

@@ -1,0 +1,119 @@
+use std::sync::{Arc, OnceLock, Weak};
+
+use tokio::task::AbortHandle;
+use tower_layer::Layer;
+
+use super::SessionService;
+use crate::config::{Config, SessionConfig};
+use crate::store::SessionAdmin;
+
+/// Adds sessions to a service. See the [module docs](crate::middleware).
+///
+/// Cloning is cheap. The first request starts a background task that
+/// cleans up expired sessions every `clean_freq`; it stops when the last
+/// clone of the layer and its services is dropped.
+#[derive(Clone)]
+pub struct SessionLayer {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn SessionAdmin>,
+    pub(super) config: Config,
+    cleanup: OnceLock<Option<AbortOnDrop>>,
+}
+
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("store", &self.shared.store)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl SessionLayer {
+    /// Sessions in `store` for every path, with the default settings.
+    pub fn new(store: impl SessionAdmin) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// Like [`new`](Self::new), for a store already shared as a trait
+    /// object (as [`store::open`](crate::store::open) returns it).
+    pub fn from_arc(store: Arc<dyn SessionAdmin>) -> Self {
+        Self::build(store, Config::default())
+    }
+
+    /// The same settings for every path.
+    pub fn with_config(self, config: SessionConfig) -> Self {
+        self.with_file_config(Config::single(config))
+    }
+
+    /// Per-path settings, as a config file gives them.
+    pub fn with_file_config(self, config: Config) -> Self {
+        Self::build(self.shared.store.clone(), config)
+    }
+
+    fn build(store: Arc<dyn SessionAdmin>, config: Config) -> Self {
+        SessionLayer {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                cleanup: OnceLock::new(),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    /// Starts the clean-up task once, from inside the runtime (the layer
+    /// may be built before there is one).
+    pub(super) fn start_cleanup(self: &Arc<Self>) {
+        self.cleanup.get_or_init(|| {
+            let every = self.config.storage().clean_freq;
+            if every.is_zero() {
+                return None;
+            }
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            // The task holds only a weak reference, so it never keeps the
+            // layer alive; dropping the layer aborts it.
+            let shared: Weak<Shared> = Arc::downgrade(self);
+            let task = runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = shared.upgrade() else {
+                        break;
+                    };
+                    match shared.store.clean_up().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(removed = n, "expired sessions cleaned up"),
+                        Err(e) => tracing::warn!(error = %e, "session clean-up failed"),
+                    }
+                }
+            });
+            Some(AbortOnDrop(task.abort_handle()))
+        });
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
