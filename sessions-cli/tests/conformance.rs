@@ -1,5 +1,6 @@
 //! CherryPy's `test_session.py` scenarios, against the real `sessions`
-//! binary serving the conformance app over a real socket (SPEC §6).
+//! binary serving the conformance app over a real socket (SPEC §6), once
+//! per store. The shared stores also run two instances on one store.
 
 #[path = "../../sessions/tests/common/mod.rs"]
 mod common;
@@ -16,9 +17,172 @@ fn start(extra: &str) -> (Server, TempDir) {
     (Server::conformance(&config), dir)
 }
 
-#[tokio::test]
-async fn test_0_session() {
-    let (server, _dir) = start("");
+/// Runs each scenario against one store; `$extra` gives the store's config
+/// lines, or `None` to skip (a server unreachable outside CI).
+macro_rules! scenarios {
+    ($store:ident, $extra:expr) => {
+        mod $store {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn test_0_session() {
+                if let Some(extra) = $extra {
+                    crate::test_0_session(&extra).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn data_is_json() {
+                if let Some(extra) = $extra {
+                    crate::data_is_json(&extra).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn test_1_concurrency() {
+                if let Some(extra) = $extra {
+                    crate::concurrency(&format!("{extra}\ntools.sessions.timeout = 1")).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn concurrency_with_early_locking() {
+                if let Some(extra) = $extra {
+                    crate::concurrency(&format!(
+                        "{extra}\ntools.sessions.timeout = 1\ntools.sessions.locking = 'early'"
+                    ))
+                    .await;
+                }
+            }
+
+            #[tokio::test]
+            async fn concurrency_with_explicit_locking() {
+                if let Some(extra) = $extra {
+                    crate::concurrency(&format!(
+                        "{extra}\ntools.sessions.timeout = 1\ntools.sessions.locking = 'explicit'"
+                    ))
+                    .await;
+                }
+            }
+
+            #[tokio::test]
+            async fn test_5_error_paths() {
+                if let Some(extra) = $extra {
+                    crate::test_5_error_paths(&extra).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn test_6_regenerate() {
+                if let Some(extra) = $extra {
+                    crate::test_6_regenerate(&extra).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn test_7_session_cookies() {
+                if let Some(extra) = $extra {
+                    crate::test_7_session_cookies(&extra).await;
+                }
+            }
+        }
+    };
+}
+
+/// Runs the two-instance scenario against one shared store.
+macro_rules! shared {
+    ($store:ident, $extra:expr) => {
+        mod $store {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn two_instances_share_sessions_and_lose_no_update() {
+                if let Some(extra) = $extra {
+                    crate::two_instances(&extra).await;
+                }
+            }
+        }
+    };
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// `None` (skip) when nothing listens at `addr`, unless in CI.
+fn reachable(addr: &str, what: &str) -> Option<()> {
+    if std::net::TcpStream::connect(addr).is_ok() {
+        return Some(());
+    }
+    assert!(!in_ci(), "CI=true and {what} at {addr} is unreachable");
+    eprintln!("skipping: {what} at {addr} is unreachable");
+    None
+}
+
+fn unique(tag: &str) -> String {
+    let id = sessions::SessionId::generate().unwrap().to_string();
+    format!("{tag}{}", &id[..12])
+}
+
+fn ram() -> Option<String> {
+    Some(String::new())
+}
+
+fn redis() -> Option<String> {
+    reachable("127.0.0.1:6379", "redis")?;
+    Some(format!(
+        "tools.sessions.storage_type = 'redis'\n\
+         tools.sessions.storage_url = 'redis://127.0.0.1:6379/'\n\
+         tools.sessions.redis_prefix = '{}:'",
+        unique("test-e2e-")
+    ))
+}
+
+mod ram {
+    scenarios!(scenarios, crate::ram());
+}
+
+mod redis {
+    scenarios!(scenarios, crate::redis());
+    shared!(shared, crate::redis());
+}
+
+/// Two `sessions` processes on one store: a session started on one
+/// continues on the other, and 5 threads × 30 requests on each, all on one
+/// session, lose no update.
+async fn two_instances(extra: &str) {
+    let dir = TempDir::new("shared");
+    let config = dir.write(
+        "site.conf",
+        &cherrypy_config(&format!("{extra}\ntools.sessions.timeout = 1")),
+    );
+    let (one, two) = (Server::conformance(&config), Server::conformance(&config));
+    let mut a = Client::new(one.addr);
+    assert_eq!(a.get("/").await.body, "1");
+    let mut b = Client::new(two.addr);
+    b.cookie = a.cookie.clone();
+    assert_eq!(
+        b.get("/").await.body,
+        "2",
+        "session did not continue on the other instance"
+    );
+    let (r1, r2) = tokio::join!(a.hammer("/", 5, 30), b.hammer("/", 5, 30));
+    let replies: Vec<_> = r1.into_iter().chain(r2).collect();
+    let errors: Vec<_> = replies.iter().filter(|r| r.status != 200).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let highest = replies.iter().map(|r| r.body.parse::<u64>().unwrap()).max();
+    assert_eq!(
+        highest,
+        Some(2 + 300),
+        "updates were lost between instances"
+    );
+    assert_eq!(a.get("/").await.body, "303");
+}
+
+async fn test_0_session(extra: &str) {
+    let (server, _dir) = start(extra);
     let mut c = Client::new(server.addr);
     let r = c.get("/testStr").await;
     assert_eq!(r.body, "1");
@@ -63,9 +227,8 @@ async fn test_0_session() {
     assert_eq!(c4.get("/length").await.body, "0");
 }
 
-#[tokio::test]
-async fn data_is_json() {
-    let (server, _dir) = start("");
+async fn data_is_json(extra: &str) {
+    let (server, _dir) = start(extra);
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
     let r = c.get("/data").await;
@@ -87,24 +250,8 @@ async fn concurrency(extra: &str) {
     assert_eq!(hitcount, Some(1 + 5 * 30));
 }
 
-#[tokio::test]
-async fn test_1_ram_concurrency() {
-    concurrency("tools.sessions.timeout = 1").await;
-}
-
-#[tokio::test]
-async fn concurrency_with_early_locking() {
-    concurrency("tools.sessions.timeout = 1\ntools.sessions.locking = 'early'").await;
-}
-
-#[tokio::test]
-async fn concurrency_with_explicit_locking() {
-    concurrency("tools.sessions.timeout = 1\ntools.sessions.locking = 'explicit'").await;
-}
-
-#[tokio::test]
-async fn test_5_error_paths() {
-    let (server, _dir) = start("");
+async fn test_5_error_paths(extra: &str) {
+    let (server, _dir) = start(extra);
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
     let r = c.get("/unknown/page").await;
@@ -118,9 +265,8 @@ async fn test_5_error_paths() {
     assert_eq!(c.get("/restricted").await.body, "GET");
 }
 
-#[tokio::test]
-async fn test_6_regenerate() {
-    let (server, _dir) = start("");
+async fn test_6_regenerate(extra: &str) {
+    let (server, _dir) = start(extra);
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
     let id1 = c.id().unwrap();
@@ -142,9 +288,8 @@ async fn test_6_regenerate() {
     assert_eq!(r.body, "1");
 }
 
-#[tokio::test]
-async fn test_7_session_cookies() {
-    let (server, _dir) = start("");
+async fn test_7_session_cookies(extra: &str) {
+    let (server, _dir) = start(extra);
     let mut c = Client::new(server.addr);
     let r = c.get("/session_cookie").await;
     let attrs = r.cookie_attrs();

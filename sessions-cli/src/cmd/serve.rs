@@ -48,7 +48,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let storage = config.storage().clone();
-    let store = sessions::store::open(&storage)
+    let store = sessions::store::open(&config)
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
     let layer = SessionLayer::from_arc(Arc::clone(&store)).with_file_config(config);

@@ -22,6 +22,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -213,13 +214,32 @@ pub enum OpenError {
     Store(#[from] Error),
 }
 
-/// Opens the store a configuration names (`storage_type` and its settings).
-pub async fn open(
-    config: &crate::config::StorageConfig,
-) -> Result<std::sync::Arc<dyn SessionAdmin>, OpenError> {
+/// Opens the store a configuration names (`storage_type` and its
+/// settings). Reads are bounded by the largest `max_size` of any section.
+pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
     use crate::config::StorageType;
-    match config.kind {
-        StorageType::Ram => Ok(std::sync::Arc::new(MemoryStore::new())),
+    let storage = config.storage();
+    let max_size = config
+        .sections()
+        .map(|(_, c)| c.max_size)
+        .max()
+        .unwrap_or(64 * 1024);
+    #[allow(unused_variables)]
+    let url = || {
+        storage.url.as_deref().ok_or(OpenError::Missing {
+            kind: storage.kind.as_str(),
+            key: "storage_url",
+        })
+    };
+    match storage.kind {
+        StorageType::Ram => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(feature = "redis")]
+        StorageType::Redis => Ok(Arc::new(
+            RedisStore::connect(url()?)
+                .await?
+                .with_prefix(storage.redis_prefix.clone())
+                .with_max_size(max_size),
+        )),
         other => Err(OpenError::NotBuilt(other.as_str())),
     }
 }

@@ -1,5 +1,750 @@
-//! Placeholder: the redis store is being written (see the issue tracker).
+//! The Redis store: sessions shared by any number of server instances.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sessions::store::{RedisStore, SessionStore, Write};
+//! use sessions::{now_millis, Record, SessionId};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379/")
+//!     .await?
+//!     .with_prefix("shop:session:")
+//!     .with_lease(Duration::from_secs(10));
+//!
+//! let id = SessionId::generate().unwrap();
+//! let now = now_millis();
+//! let record = Record { data: br#"{"cart":[]}"#.to_vec(), created: now, expires: now + 3_600_000 };
+//! assert!(store.save(&id, &record, Write::New).await?);
+//!
+//! // A request on that session: lock and load in one round trip, then
+//! // save and unlock in one more.
+//! let (guard, loaded) = store.lock_and_load(&id, Duration::from_secs(30)).await?;
+//! let mut record = loaded.expect("just saved");
+//! record.data = br#"{"cart":[42]}"#.to_vec();
+//! assert!(store.save_and_unlock(&id, &record, Write::Existing, guard).await?);
+//! # Ok(()) }
+//! ```
+//!
+//! The key layout, expiry and lock design are described on [`RedisStore`].
 
-/// Not built yet.
-#[derive(Debug)]
-pub struct RedisStore(());
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisResult, Script};
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tokio::task::AbortHandle;
+
+use super::{Error, LockGuard, SessionAdmin, SessionStore, Write};
+use crate::id::{SessionId, ShortId};
+use crate::record::{now_millis, Millis, Record};
+
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a command may wait for its answer on an open connection.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The bound on any single store call, reconnection included: a Redis that
+/// is down or hung answers `Unavailable` after this at the latest.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How far the `expires` inside a stored record may be from the key's TTL
+/// and still be reported as it is (see the module docs).
+pub(crate) const EXPIRY_SLACK: Millis = 1_000;
+
+const DEFAULT_PREFIX: &str = "session:";
+const DEFAULT_MAX_SIZE: usize = 64 * 1024;
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Shorter leases would be renewed more often than a round trip takes.
+const MIN_LEASE: Duration = Duration::from_millis(30);
+/// The largest stored value the read scripts hand back: the record limit
+/// plus room for its header. `Record::decode` does the exact check.
+const HEADER_ROOM: usize = 64;
+/// Keys asked for per `SCAN` step.
+const SCAN_COUNT: usize = 1_000;
+
+/// Reads one data key for the load scripts, refusing in Redis what would
+/// be refused here anyway, so a huge or foreign value never crosses the
+/// network. Answers `{status, value, n}`:
+/// 0 missing, 1 found (`n` = PTTL), 2 foreign type or empty, 3 too large
+/// (`n` = size).
+const READ_FN: &str = r"
+local function read(key, limit)
+  local n = redis.pcall('STRLEN', key)
+  if type(n) ~= 'number' then return {2, false, 0} end
+  if n == 0 then
+    if redis.call('EXISTS', key) == 1 then return {2, false, 0} end
+    return {0, false, 0}
+  end
+  if n > limit then return {3, false, n} end
+  return {1, redis.call('GET', key), redis.call('PTTL', key)}
+end
+";
+
+/// KEYS: data. ARGV: size limit.
+const LOAD_BODY: &str = "return read(KEYS[1], tonumber(ARGV[1]))";
+
+/// KEYS: data, lock. ARGV: token, lease ms, size limit.
+/// Status -1: the lock is held by someone else.
+const LOCK_AND_LOAD_BODY: &str = r"
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {-1, false, 0}
+end
+return read(KEYS[1], tonumber(ARGV[3]))
+";
+
+/// KEYS: data, lock. ARGV: token, value, ttl ms, 'NX' or 'XX'.
+/// -1: the lock is no longer ours (nothing written); 0: precondition
+/// failed (lock released); 1: written (lock released).
+const SAVE_AND_UNLOCK: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local ok = redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], ARGV[4])
+redis.call('DEL', KEYS[2])
+if ok then return 1 end
+return 0
+";
+
+/// KEYS: lock. ARGV: token.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// KEYS: lock. ARGV: token, lease ms.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
+/// The scripts, hashed once per store (clones share them).
+struct Scripts {
+    load: Script,
+    lock_and_load: Script,
+    save_and_unlock: Script,
+    release: Script,
+    renew: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            load: Script::new(&format!("{READ_FN}{LOAD_BODY}")),
+            lock_and_load: Script::new(&format!("{READ_FN}{LOCK_AND_LOAD_BODY}")),
+            save_and_unlock: Script::new(SAVE_AND_UNLOCK),
+            release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
+        }
+    }
+}
+
+/// Sessions in Redis, shared by every instance that points at the same
+/// server and prefix.
+///
+/// Built by [`connect`](Self::connect) and adjusted with the `with_*`
+/// methods. Cloning is cheap and shares the connection, which reconnects
+/// by itself after an outage; while Redis is down every call answers
+/// [`Error::Unavailable`] within a few seconds. Expired sessions are
+/// removed by Redis itself, so [`clean_up`](SessionAdmin::clean_up) has
+/// nothing to do.
+///
+/// # Layout
+///
+/// A session is one string key, `{prefix}{<id>}`, holding the bytes of
+/// [`Record::encode`] with a native TTL (`PX`) of `expires - now`; its lock
+/// is `{prefix}{<id>}:lock`. The braces are a cluster hash tag: both keys of
+/// a session hash to the same slot, so every script below may touch both
+/// (keep braces out of the prefix, or all sessions share one slot).
+///
+/// # Expiry
+///
+/// The key's TTL is the truth. [`touch`](SessionStore::touch) moves it with
+/// `PEXPIRE` (which does nothing to a missing key) and leaves the value
+/// alone, so the `expires` inside the stored bytes can be stale. A load
+/// therefore reads the value and its `PTTL` in one script and reports the
+/// stored `expires` when the two agree to within one second (so a
+/// record comes back exactly as saved) and `now + PTTL` when they do not
+/// (it was touched). Only relative times travel to Redis, so its clock
+/// never matters; only the instances' clocks do.
+///
+/// # Locks
+///
+/// A lock is a lease: `SET lock <random token> NX PX <lease>`, retried with
+/// a short backoff until the caller's wait runs out. While the guard lives,
+/// a task renews the lease every third of it (compare-and-`PEXPIRE`), so a
+/// slow request keeps its lock, while a crashed process's lock frees itself
+/// one lease later. Dropping the guard stops the renewal and spawns a
+/// compare-and-delete. [`lock_and_load`](SessionStore::lock_and_load) and
+/// [`save_and_unlock`](SessionStore::save_and_unlock) are single scripts,
+/// so a locked request costs two round trips, as an unlocked one does.
+/// A `save_and_unlock` whose lease was lost meanwhile (Redis unreachable
+/// for most of a lease, or the process stalled) writes nothing and answers
+/// [`Error::Unavailable`]: another holder may have the session by then.
+/// A guard that is leaked rather than dropped keeps its renewal running
+/// until the process ends, as a leaked mutex guard would.
+///
+/// # Saves
+///
+/// [`Write::New`] is `SET … PX <ttl> NX` and [`Write::Existing`] is
+/// `SET … PX <ttl> XX`, so the precondition is checked by Redis in the
+/// same command that writes: a save never brings back a session that was
+/// deleted, regenerated or expired meanwhile. Values that are not records
+/// of this crate, are damaged, or are larger than the
+/// [`max size`](Self::with_max_size) load as missing and are logged with
+/// the id's [`short`](SessionId::short) form.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    prefix: Arc<str>,
+    max_size: usize,
+    lease: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("max_size", &self.max_size)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url`, e.g.
+    /// `redis://[user:password@]host[:port][/db]`.
+    ///
+    /// Fails with [`Error::Unavailable`] if the URL does not parse or the
+    /// server cannot be reached within a few seconds. Once connected, the
+    /// store reconnects by itself whenever the connection drops.
+    pub async fn connect(url: &str) -> Result<RedisStore, Error> {
+        let client =
+            Client::open(url).map_err(|e| Error::unavailable("parsing the redis url", e))?;
+        // Few, quick reconnection attempts: a request waiting on a dead
+        // server should get its 503 in seconds, and the next request
+        // starts a new attempt anyway.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = bounded(
+            "connecting to redis",
+            client.get_connection_manager_with_config(config),
+        )
+        .await?;
+        Ok(RedisStore {
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            prefix: DEFAULT_PREFIX.into(),
+            max_size: DEFAULT_MAX_SIZE,
+            lease: DEFAULT_LEASE,
+        })
+    }
+
+    /// Sets the prefix of every key (default `"session:"`), so that several
+    /// applications can share one Redis. Keep braces out of it: they would
+    /// make a cluster put every session on one slot.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into().into();
+        self
+    }
+
+    /// Sets the largest encoded session a load accepts (default 64 KiB).
+    /// Larger values are logged and treated as missing.
+    pub fn with_max_size(mut self, max_size: usize) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Sets the lock lease (default 10 s, at least 30 ms): how long a lock
+    /// outlives a holder that vanished without releasing it. A live holder
+    /// renews it every third of the lease, however long it holds the lock.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    fn data_key(&self, id: &SessionId) -> String {
+        format!("{}{{{}}}", self.prefix, &*id.as_hex())
+    }
+
+    fn lock_key(&self, id: &SessionId) -> String {
+        format!("{}{{{}}}:lock", self.prefix, &*id.as_hex())
+    }
+
+    fn read_limit(&self) -> usize {
+        self.max_size.saturating_add(HEADER_ROOM)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.lease.as_millis().try_into().unwrap_or(u64::MAX)
+    }
+
+    /// Turns what a read script answered into a record, or `None` for
+    /// missing, expired and unreadable values (logged).
+    fn finish_read(
+        &self,
+        id: &SessionId,
+        status: i64,
+        value: Option<Vec<u8>>,
+        n: i64,
+    ) -> Option<Record> {
+        match (status, value) {
+            (1, Some(bytes)) => match Record::decode(&bytes, self.max_size) {
+                Ok(mut record) => {
+                    let now = now_millis();
+                    if n >= 0 {
+                        // The TTL is the truth; the stored instant is kept
+                        // when it agrees (see "Expiry" on `RedisStore`).
+                        let by_ttl = now.saturating_add(n as u64);
+                        if record.expires.abs_diff(by_ttl) > EXPIRY_SLACK {
+                            record.expires = by_ttl;
+                        }
+                    }
+                    // A key without a TTL was not written by this store;
+                    // its own instant decides.
+                    (!record.is_expired(now)).then_some(record)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        session = %id.short(), error = %e,
+                        "ignoring an unreadable session in redis"
+                    );
+                    None
+                }
+            },
+            (2, _) => {
+                tracing::warn!(
+                    session = %id.short(),
+                    "ignoring a foreign value at a session key in redis"
+                );
+                None
+            }
+            (3, _) => {
+                tracing::warn!(
+                    session = %id.short(), size = n, max = self.max_size,
+                    "ignoring an oversized session in redis"
+                );
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// One `SCAN` step: the next cursor and the session ids on this page.
+    async fn scan_page(&self, cursor: u64) -> Result<(u64, Vec<SessionId>), Error> {
+        let mut conn = self.conn.clone();
+        let (next, keys): (u64, Vec<Vec<u8>>) = bounded(
+            "listing sessions",
+            ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(scan_pattern(&self.prefix))
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn),
+        )
+        .await?;
+        let prefix = self.prefix.as_bytes();
+        let ids = keys
+            .iter()
+            .filter_map(|key| {
+                let tagged = key.strip_prefix(prefix)?;
+                let hex = tagged.strip_prefix(b"{")?.strip_suffix(b"}")?;
+                SessionId::from_bytes(hex).ok()
+            })
+            .collect();
+        Ok((next, ids))
+    }
+}
+
+/// Runs one Redis call under [`CALL_TIMEOUT`], turning every failure into
+/// [`Error::Unavailable`] with `context`.
+async fn bounded<T>(
+    context: &'static str,
+    call: impl std::future::Future<Output = RedisResult<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::unavailable(context, e)),
+        Err(elapsed) => Err(Error::unavailable(context, elapsed)),
+    }
+}
+
+/// The `SCAN MATCH` pattern of data keys: the prefix with glob characters
+/// escaped, then a 40-character hash tag. Lock keys end in `:lock` and do
+/// not match.
+fn scan_pattern(prefix: &str) -> String {
+    let mut p = String::with_capacity(prefix.len() + 48);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('{');
+    p.extend(std::iter::repeat_n('?', 40));
+    p.push('}');
+    p
+}
+
+/// Milliseconds from now until `expires`, at least 1 (Redis refuses a
+/// zero TTL; a record already past its expiry lives one millisecond).
+fn ttl_ms(expires: Millis) -> u64 {
+    expires.saturating_sub(now_millis()).max(1)
+}
+
+fn mode(write: Write) -> &'static str {
+    match write {
+        Write::New => "NX",
+        Write::Existing => "XX",
+    }
+}
+
+/// The lock was lost before the save: its lease ran out (Redis was
+/// unreachable for most of a lease, or the process stalled) and the write
+/// was refused so as not to overwrite another holder's update.
+#[derive(Debug, thiserror::Error)]
+#[error("the session lock's lease ran out before the save")]
+struct LeaseLost;
+
+/// What a [`RedisStore`] puts in a [`LockGuard`].
+struct Lease {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    key: String,
+    token: String,
+    renewal: AbortHandle,
+    /// Set once the lock was released by `save_and_unlock`.
+    released: bool,
+}
+
+impl Lease {
+    /// Starts renewing a lock just taken.
+    fn start(store: &RedisStore, id: &SessionId, key: String, token: String) -> Self {
+        let renewal = tokio::spawn(renew(
+            id.short(),
+            store.conn.clone(),
+            store.scripts.clone(),
+            key.clone(),
+            token.clone(),
+            store.lease,
+        ))
+        .abort_handle();
+        Lease {
+            conn: store.conn.clone(),
+            scripts: store.scripts.clone(),
+            key,
+            token,
+            renewal,
+            released: false,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if self.released {
+            return;
+        }
+        // Without a runtime (the process is shutting down) the lease is
+        // the backstop: the lock frees itself when it runs out.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (mut conn, scripts) = (self.conn.clone(), self.scripts.clone());
+            let (key, token) = (
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            rt.spawn(async move {
+                let mut call = scripts.release.prepare_invoke();
+                call.key(&key).arg(&token);
+                if let Err(e) = bounded(
+                    "releasing a session lock",
+                    call.invoke_async::<i64>(&mut conn),
+                )
+                .await
+                {
+                    tracing::debug!(error = %e, "lock release failed; its lease will free it");
+                }
+            });
+        }
+    }
+}
+
+/// Extends the lease every third of it while the guard lives (the guard
+/// aborts this task). Stops when the lock turns out to be someone else's.
+async fn renew(
+    session: ShortId,
+    mut conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    key: String,
+    token: String,
+    lease: Duration,
+) {
+    let lease_ms: u64 = lease.as_millis().try_into().unwrap_or(u64::MAX);
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let mut call = scripts.renew.prepare_invoke();
+        call.key(&key).arg(&token).arg(lease_ms);
+        match bounded(
+            "renewing a session lock",
+            call.invoke_async::<i64>(&mut conn),
+        )
+        .await
+        {
+            Ok(1) => {}
+            Ok(_) => {
+                tracing::warn!(
+                    session = %session,
+                    "a session lock's lease ran out while held; its save will be refused"
+                );
+                return;
+            }
+            // Try again at the next tick: two of them fit in a lease.
+            Err(e) => {
+                tracing::warn!(session = %session, error = %e, "could not renew a session lock")
+            }
+        }
+    }
+}
+
+fn new_token() -> Result<String, Error> {
+    SessionId::generate()
+        .map(|t| t.to_string())
+        .map_err(|e| Error::unavailable("drawing a lock token", e))
+}
+
+/// Waits between lock attempts: short at first, so an uncontended hand-over
+/// is quick, then longer, with jitter so waiters do not move in step.
+struct Backoff {
+    next: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(2);
+    const MAX: Duration = Duration::from_millis(50);
+
+    fn new(wait: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST,
+            deadline: tokio::time::Instant::now() + wait,
+        }
+    }
+
+    /// Sleeps before the next attempt, or returns `false` if the wait is
+    /// over.
+    async fn sleep(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return false;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let jitter = Duration::from_nanos(u64::from(nanos) % (self.next.as_nanos() as u64 / 2 + 1));
+        tokio::time::sleep_until((now + self.next + jitter).min(self.deadline)).await;
+        self.next = (self.next * 2).min(Self::MAX);
+        true
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.load.prepare_invoke();
+        call.key(self.data_key(id)).arg(self.read_limit());
+        let (status, value, n): (i64, Option<Vec<u8>>, i64) =
+            bounded("loading a session", call.invoke_async(&mut conn)).await?;
+        Ok(self.finish_read(id, status, value, n))
+    }
+
+    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let written: Option<String> = bounded(
+            "saving a session",
+            ::redis::cmd("SET")
+                .arg(self.data_key(id))
+                .arg(record.encode())
+                .arg("PX")
+                .arg(ttl_ms(record.expires))
+                .arg(mode(write))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(written.is_some())
+    }
+
+    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        // PEXPIRE does nothing to a missing (or expired) key.
+        let moved: i64 = bounded(
+            "refreshing a session",
+            ::redis::cmd("PEXPIRE")
+                .arg(self.data_key(id))
+                .arg(ttl_ms(expires))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(moved == 1)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        // Only the data: a lock on the id belongs to whoever holds it.
+        let _: i64 = bounded(
+            "deleting a session",
+            ::redis::cmd("DEL")
+                .arg(self.data_key(id))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    // `exists` keeps the default (a load): a value that does not decode is
+    // no live session, which `EXISTS` cannot tell.
+
+    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
+        let (key, token) = (self.lock_key(id), new_token()?);
+        let mut backoff = Backoff::new(wait);
+        let mut conn = self.conn.clone();
+        loop {
+            let taken: Option<String> = bounded(
+                "taking a session lock",
+                ::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(self.lease_ms())
+                    .query_async(&mut conn),
+            )
+            .await?;
+            if taken.is_some() {
+                return Ok(LockGuard::new(Lease::start(self, id, key, token)));
+            }
+            if !backoff.sleep().await {
+                return Err(Error::LockTimeout(wait));
+            }
+        }
+    }
+
+    async fn lock_and_load(
+        &self,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        let (data_key, key, token) = (self.data_key(id), self.lock_key(id), new_token()?);
+        let mut backoff = Backoff::new(wait);
+        let mut conn = self.conn.clone();
+        loop {
+            let mut call = self.scripts.lock_and_load.prepare_invoke();
+            call.key(&data_key)
+                .key(&key)
+                .arg(&token)
+                .arg(self.lease_ms())
+                .arg(self.read_limit());
+            let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
+                "locking and loading a session",
+                call.invoke_async(&mut conn),
+            )
+            .await?;
+            if status != -1 {
+                let guard = LockGuard::new(Lease::start(self, id, key, token));
+                return Ok((guard, self.finish_read(id, status, value, n)));
+            }
+            if !backoff.sleep().await {
+                return Err(Error::LockTimeout(wait));
+            }
+        }
+    }
+
+    async fn save_and_unlock(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        write: Write,
+        guard: LockGuard,
+    ) -> Result<bool, Error> {
+        let mut lease = match guard.downcast::<Lease>() {
+            Ok(lease) => lease,
+            // Not one of ours: save, then let the guard release itself.
+            Err(guard) => {
+                let saved = self.save(id, record, write).await;
+                drop(guard);
+                return saved;
+            }
+        };
+        // Stop renewing first, so that a renewal racing the release below
+        // cannot mistake it for a lost lease.
+        lease.renewal.abort();
+        let mut conn = self.conn.clone();
+        let mut call = self.scripts.save_and_unlock.prepare_invoke();
+        call.key(self.data_key(id))
+            .key(&lease.key)
+            .arg(&lease.token)
+            .arg(record.encode())
+            .arg(ttl_ms(record.expires))
+            .arg(mode(write));
+        // On an error the guard's drop still tries to release the lock.
+        let outcome: i64 = bounded("saving a session", call.invoke_async(&mut conn)).await?;
+        lease.released = true;
+        match outcome {
+            -1 => Err(Error::unavailable("saving a session", LeaseLost)),
+            n => Ok(n == 1),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionAdmin for RedisStore {
+    async fn count(&self) -> Result<u64, Error> {
+        self.ids()
+            .try_fold(0, |n, _| async move { Ok(n + 1) })
+            .await
+    }
+
+    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+        // SCAN, never KEYS: one page at a time, without blocking the server.
+        stream::unfold(Some(0u64), move |cursor| async move {
+            let page = match self.scan_page(cursor?).await {
+                Ok((0, ids)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), None),
+                Ok((next, ids)) => (ids.into_iter().map(Ok).collect(), Some(next)),
+                Err(e) => (vec![Err(e)], None),
+            };
+            Some(page)
+        })
+        .flat_map(stream::iter)
+        .boxed()
+    }
+
+    async fn clean_up(&self) -> Result<u64, Error> {
+        // Redis expires keys by itself.
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_pattern_escapes_globs() {
+        let p = scan_pattern("a*b?[c]\\:");
+        assert!(p.starts_with(r"a\*b\?\[c\]\\:{"), "{p}");
+        assert!(p.ends_with("?}"));
+        assert_eq!(p.matches('?').count(), 41);
+    }
+
+    #[test]
+    fn ttl_is_never_zero() {
+        assert_eq!(ttl_ms(0), 1);
+        let t = ttl_ms(now_millis() + 60_000);
+        assert!((59_000..=60_000).contains(&t), "{t}");
+    }
+}
