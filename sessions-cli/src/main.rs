@@ -1,6 +1,8 @@
 //! The `sessions` command: a demo site, CherryPy's session test app, and
 //! admin commands over any configured store.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod apps;
@@ -18,17 +20,43 @@ struct Cli {
 enum Command {
     /// Serve the demo site (default) or CherryPy's session test app.
     Serve(cmd::serve::Args),
+    /// List the stored sessions.
+    List(cmd::list::Args),
+    /// Show one session's data as JSON.
+    Show(cmd::show::Args),
+    /// Delete one session.
+    Delete(cmd::delete::Args),
+    /// Remove expired sessions now.
+    Clean(cmd::StoreArgs),
+    /// Count, sizes and expiry of the stored sessions.
+    Stats(cmd::StoreArgs),
+    /// Create or upgrade the table of the PostgreSQL or SQLite store.
+    Migrate(cmd::StoreArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Serve(args) => cmd::serve::run(args).await,
+        Command::List(args) => cmd::list::run(args).await,
+        Command::Show(args) => cmd::show::run(args).await,
+        Command::Delete(args) => cmd::delete::run(args).await,
+        Command::Clean(args) => cmd::clean::run(args).await,
+        Command::Stats(args) => cmd::stats::run(args).await,
+        Command::Migrate(args) => cmd::migrate::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, no backtrace.
+            eprintln!("sessions: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

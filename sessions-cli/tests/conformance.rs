@@ -11,9 +11,12 @@ use std::time::Duration;
 use common::Client;
 use server::{cherrypy_config, Server, TempDir};
 
+/// Starts the conformance app; `{dir}` in `extra` stands for a fresh
+/// directory that lives as long as the returned guard.
 fn start(extra: &str) -> (Server, TempDir) {
     let dir = TempDir::new("conformance");
-    let config = dir.write("site.conf", &cherrypy_config(extra));
+    let extra = extra.replace("{dir}", dir.0.to_str().unwrap());
+    let config = dir.write("site.conf", &cherrypy_config(&extra));
     (Server::conformance(&config), dir)
 }
 
@@ -140,8 +143,41 @@ fn redis() -> Option<String> {
     ))
 }
 
+fn postgres() -> Option<String> {
+    reachable("127.0.0.1:5432", "postgres")?;
+    // Named as the store tests name theirs, so their sweep drops it later.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Some(format!(
+        "tools.sessions.storage_type = 'postgres'\n\
+         tools.sessions.storage_url = 'postgres://postgres@127.0.0.1:5432/test'\n\
+         tools.sessions.table = '{}'",
+        unique(&format!("test_{secs}_"))
+    ))
+}
+
+fn sqlite() -> Option<String> {
+    Some(
+        "tools.sessions.storage_type = 'sqlite'\n\
+         tools.sessions.storage_path = '{dir}/sessions.db'"
+            .to_string(),
+    )
+}
+
 mod ram {
     scenarios!(scenarios, crate::ram());
+}
+
+mod postgres {
+    scenarios!(scenarios, crate::postgres());
+    shared!(shared, crate::postgres());
+}
+
+mod sqlite {
+    scenarios!(scenarios, crate::sqlite());
+    shared!(shared, crate::sqlite());
 }
 
 mod redis {
@@ -154,6 +190,7 @@ mod redis {
 /// session, lose no update.
 async fn two_instances(extra: &str) {
     let dir = TempDir::new("shared");
+    let extra = extra.replace("{dir}", dir.0.to_str().unwrap());
     let config = dir.write(
         "site.conf",
         &cherrypy_config(&format!("{extra}\ntools.sessions.timeout = 1")),

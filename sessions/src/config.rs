@@ -233,7 +233,7 @@ impl Default for Config {
 #[non_exhaustive]
 pub enum Error {
     /// The file could not be read.
-    #[error("{file}: {source}")]
+    #[error("cannot read {file}")]
     Io {
         /// The file.
         file: String,

@@ -33,8 +33,8 @@ pub struct InvalidId;
 
 /// The operating system's random source failed.
 #[derive(Debug, thiserror::Error)]
-#[error("the operating system's random source failed: {0}")]
-pub struct RandomError(getrandom::Error);
+#[error("the operating system's random source failed")]
+pub struct RandomError(#[source] getrandom::Error);
 
 impl SessionId {
     /// Draws a new id from the operating system's CSPRNG.

@@ -41,7 +41,7 @@ pub enum Error {
         max: usize,
     },
     /// A value could not be converted to or from the requested type.
-    #[error("session value {key:?} has another type: {source}")]
+    #[error("session value {key:?} cannot be converted")]
     Value {
         /// The key.
         key: String,
@@ -241,6 +241,20 @@ impl Session {
     /// session, so this request started a fresh one.
     pub async fn missing(&self) -> Result<bool, Error> {
         self.with(|s| Ok(s.missing)).await
+    }
+
+    /// When the session was created, in milliseconds since the epoch.
+    pub async fn created(&self) -> Result<Millis, Error> {
+        self.with(|s| Ok(s.created)).await
+    }
+
+    /// When the session will expire if nothing uses it after this request:
+    /// now + `timeout`, or the absolute timeout if that comes first.
+    pub async fn expires(&self) -> Result<Millis, Error> {
+        let mut s = self.state().await?;
+        self.ensure_loaded(&mut s).await?;
+        s.used = true;
+        Ok(self.expiry(&s, now_millis()))
     }
 
     /// The value under `key`, converted to `T`.

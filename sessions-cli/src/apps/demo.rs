@@ -1,23 +1,204 @@
-//! The demo site: a page that shows what a session does.
-//! (A fuller page with forms comes with the demo issue.)
+//! The demo site: one page that shows what a session does, with plain
+//! form POSTs and redirects, so it works without JavaScript.
 
-use axum::response::Html;
-use axum::routing::get;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::Form;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::Router;
-use sessions::Session;
+use serde::Deserialize;
+use serde_json::Value;
+use sessions::{Session, SessionConfig};
+
+/// A message for the next page view, kept in the session itself.
+const FLASH: &str = "_demo.flash";
+const MAX_KEY: usize = 100;
+const MAX_VALUE: usize = 1_000;
 
 pub(crate) fn router() -> Router {
-    Router::new().route("/", get(index))
+    Router::new()
+        .route("/", get(page))
+        .route("/set", post(set))
+        .route("/remove", post(remove))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/goodbye", get(goodbye))
 }
 
-async fn index(session: Session) -> Result<Html<String>, sessions::Error> {
+type Result<T> = std::result::Result<T, sessions::Error>;
+
+async fn page(session: Session) -> Result<Html<String>> {
     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
     session.insert("visits", visits).await?;
+    let flash = session.remove(FLASH).await?;
     let id = session.id().await?;
+    let created = session.created().await?;
+    let expires = session.expires().await?;
+    let data = session.to_json().await?;
+
+    let mut rows = String::new();
+    if let Value::Object(map) = &data {
+        for (key, value) in map.iter().filter(|(k, _)| !k.starts_with("_demo.")) {
+            let shown = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let _ = write!(
+                rows,
+                "<tr><td><code>{k}</code></td><td>{v}</td><td>\
+                 <form method=post action=/remove><input type=hidden name=key value=\"{k}\">\
+                 <button>remove</button></form></td></tr>",
+                k = escape(key),
+                v = escape(&shown),
+            );
+        }
+    }
+    let flash = match flash {
+        Some(Value::String(m)) => format!("<p class=flash>{}</p>", escape(&m)),
+        _ => String::new(),
+    };
     Ok(Html(format!(
-        "<!doctype html><meta charset=utf-8><title>sessions demo</title>\
-         <h1>sessions demo</h1><p>You have visited this page <b>{visits}</b> time(s) \
-         in this session.</p><p>Session <code>{}</code> (the cookie carries the full id).</p>",
-        id.short()
+        include_str!("demo.html"),
+        flash = flash,
+        visits = visits,
+        id = id,
+        created = when(created),
+        expires = when(expires),
+        cookie = escape(&cookie_summary(session.config())),
+        rows = rows,
     )))
+}
+
+#[derive(Deserialize)]
+struct SetForm {
+    key: String,
+    value: String,
+}
+
+async fn set(session: Session, Form(form): Form<SetForm>) -> Result<Response> {
+    let key = form.key.trim();
+    if key.is_empty() || key.len() > MAX_KEY || key.starts_with("_demo.") {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            format!("a key is 1 to {MAX_KEY} characters and does not start with _demo.\n"),
+        )
+            .into_response());
+    }
+    if form.value.len() > MAX_VALUE {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            format!("a value is at most {MAX_VALUE} characters\n"),
+        )
+            .into_response());
+    }
+    session.insert(key, &form.value).await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+async fn remove(session: Session, Form(form): Form<HashMap<String, String>>) -> Result<Redirect> {
+    if let Some(key) = form.get("key") {
+        session.remove(key).await?;
+    }
+    Ok(Redirect::to("/"))
+}
+
+/// What an app does when a user logs in: a new id for the same data, so an
+/// id planted before the login is worthless after it.
+async fn login(session: Session) -> Result<Redirect> {
+    let old = session.id().await?;
+    session.regenerate().await?;
+    let new = session.id().await?;
+    session
+        .insert(
+            FLASH,
+            format!("Logged in: the session id changed from {old} to {new}; the data stayed."),
+        )
+        .await?;
+    Ok(Redirect::to("/"))
+}
+
+async fn logout(session: Session) -> Result<Redirect> {
+    session.delete().await?;
+    session.expire().await?;
+    Ok(Redirect::to("/goodbye"))
+}
+
+/// Uses no session, so it sets no cookie: the browser is left without one.
+async fn goodbye() -> Html<&'static str> {
+    Html(
+        "<!doctype html><meta charset=utf-8><title>Logged out</title>\
+         <style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}</style>\
+         <h1>Logged out</h1><p>The session was deleted on the server and the browser \
+         was told to drop its cookie.</p><p><a href=/>Start a new session</a></p>",
+    )
+}
+
+/// The attributes of the cookie this page's response sets.
+fn cookie_summary(c: &SessionConfig) -> String {
+    let mut s = format!("{}=<id>", c.name);
+    if c.persistent {
+        let secs = (c.timeout.as_millis() + 500) / 1000;
+        let _ = write!(s, "; Expires=<now + {secs} s>; Max-Age={secs}");
+    } else {
+        s.push_str(" (browser-session cookie: no Expires, no Max-Age)");
+    }
+    let _ = write!(s, "; Path={}", c.path);
+    if let Some(d) = &c.domain {
+        let _ = write!(s, "; Domain={d}");
+    }
+    if c.secure {
+        s.push_str("; Secure");
+    }
+    if c.httponly {
+        s.push_str("; HttpOnly");
+    }
+    if let Some(same) = c.samesite {
+        let _ = write!(s, "; SameSite={same:?}");
+    }
+    s
+}
+
+fn when(ms: sessions::Millis) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn summarises_the_cookie() {
+        let s = cookie_summary(&SessionConfig::default());
+        assert_eq!(
+            s,
+            "session_id=<id>; Expires=<now + 3600 s>; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax"
+        );
+    }
 }

@@ -56,7 +56,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         App::Demo => apps::demo::router(),
         App::Conformance => apps::conformance::router(store),
     }
-    .layer(layer);
+    .layer(layer)
+    .layer(axum::middleware::from_fn(log_request));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -71,6 +72,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())
+}
+
+/// One line per request at info: method, path, status and time. Session
+/// ids never appear here; the library logs them only as short hashes.
+async fn log_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+        "request"
+    );
+    response
 }
 
 /// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish and save.

@@ -240,6 +240,27 @@ pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin
                 .with_prefix(storage.redis_prefix.clone())
                 .with_max_size(max_size),
         )),
+        #[cfg(feature = "postgres")]
+        StorageType::Postgres => {
+            let store = PostgresStore::new(url()?)?
+                .with_table(&storage.table)?
+                .with_auto_migrate(storage.auto_migrate);
+            store.ready().await?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "sqlite")]
+        StorageType::Sqlite => {
+            let path = storage.path.as_ref().ok_or(OpenError::Missing {
+                kind: "sqlite",
+                key: "storage_path",
+            })?;
+            let store = SqliteStore::new(path)
+                .with_table(&storage.table)?
+                .with_auto_migrate(storage.auto_migrate);
+            store.ready().await?;
+            Ok(Arc::new(store))
+        }
+        #[allow(unreachable_patterns)]
         other => Err(OpenError::NotBuilt(other.as_str())),
     }
 }

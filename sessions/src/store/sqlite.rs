@@ -1,5 +1,944 @@
-//! Placeholder: the sqlite store is being written (see the issue tracker).
+//! The SQLite store: sessions in one table of an embedded database file,
+//! shared by the processes of one host that open the same file.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sessions::store::SqliteStore;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), sessions::store::Error> {
+//! // Defaults: table `sessions`, created or upgraded on open.
+//! let store = SqliteStore::open("/var/lib/site/sessions.db").await?;
+//!
+//! // Or configured first; the file is opened by `ready` or on first use.
+//! let store = SqliteStore::new("/var/lib/site/sessions.db")
+//!     .with_table("web_sessions")?
+//!     .with_busy_timeout(Duration::from_secs(2));
+//! store.ready().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The table, lock and failure design is described on [`SqliteStore`].
 
-/// Not built yet.
-#[derive(Debug)]
-pub struct SqliteStore(());
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::OnceCell;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use super::locks::LocalGuard;
+use super::{BoxError, Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
+use crate::id::SessionId;
+use crate::record::{now_millis, Millis, Record};
+
+const DEFAULT_TABLE: &str = "sessions";
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+/// Larger than any sane session; a row beyond it was not written by us.
+const MAX_DATA: usize = 16 << 20;
+/// Rows per clean-up transaction.
+const CLEAN_BATCH: i64 = 1_000;
+/// Ids per page of [`SessionAdmin::ids`].
+const IDS_PAGE: i64 = 500;
+/// The longest pause between two tries for a lease another process holds.
+const MAX_POLL: Duration = Duration::from_millis(50);
+
+/// Sessions in an SQLite database file, shared by the processes of one host.
+///
+/// Cloning is cheap and shares the connection.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), sessions::store::Error> {
+/// let store = sessions::store::SqliteStore::open("sessions.db").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Design
+///
+/// - **Table.** `id TEXT PRIMARY KEY, data BLOB, created_at INTEGER,
+///   expires_at INTEGER` (milliseconds since the epoch, UTC), a `STRICT`
+///   table with an index on `expires_at`, and a `<table>_locks` table for
+///   the session locks. [`SqliteStore::migrate`] creates or upgrades them in
+///   numbered steps recorded in `<table>_schema`, inside an `IMMEDIATE`
+///   transaction, so processes opening the file together apply each step
+///   once.
+/// - **I/O.** Every database call runs on tokio's blocking pool, never on an
+///   async worker thread, over one connection per store behind a mutex (SQLite
+///   writes one transaction at a time anyway). The file is in WAL mode, so
+///   other processes' readers and the writer do not block each other, and a
+///   busy database is waited for up to the busy timeout, then answered with
+///   [`Error::Unavailable`].
+/// - **Lock.** Tasks of one process queue on an in-memory per-id lock. The
+///   front task then takes a *lease* in `<table>_locks`: a row
+///   `(id, owner, lease_expires)` inserted, or taken over only when its lease
+///   has run out, in one statement, with a random owner token. While the
+///   guard lives a background task renews the lease; dropping the guard
+///   deletes the row if the owner is still this guard (compare and delete).
+///   A process that dies stops renewing, and its leases run out. Other
+///   processes poll for a taken lease with a short backoff until the wait
+///   ends ([`Error::LockTimeout`]).
+/// - **Saves** carry their precondition in SQL, as in the PostgreSQL store:
+///   a new session may only replace an expired row, an existing one is only
+///   updated while live.
+/// - **Clean-up** deletes expired rows in batches, each its own short
+///   transaction, and then leases that ran out. Locks are rows of their own
+///   table, so deleting a session never frees a lock someone holds.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+/// What `with_*` changes; the rest of [`Inner`] is derived from it.
+#[derive(Clone)]
+struct Options {
+    path: PathBuf,
+    table: Table,
+    auto_migrate: bool,
+    busy_timeout: Duration,
+    lease: Duration,
+}
+
+struct Inner {
+    opts: Options,
+    sql: Sql,
+    /// Opened on first use.
+    conn: OnceCell<Arc<Mutex<Connection>>>,
+    /// Set once the automatic migration has succeeded.
+    migrated: OnceCell<()>,
+    locks: Arc<LocalLocks>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.inner.opts;
+        f.debug_struct("SqliteStore")
+            .field("path", &o.path)
+            .field("table", &o.table.name)
+            .field("busy_timeout", &o.busy_timeout)
+            .field("lease", &o.lease)
+            .field("auto_migrate", &o.auto_migrate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with the defaults —
+    /// table `sessions`, created or upgraded now, 5 s busy timeout, 15 s
+    /// lock lease. A file that cannot be opened or is not an SQLite database
+    /// is an error here.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let store = Self::new(path);
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// A store for the database at `path` with the defaults, without opening
+    /// it: that happens in [`ready`](Self::ready) or on first use, together
+    /// with the automatic migration (if on).
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self::from_options(Options {
+            path: path.as_ref().to_owned(),
+            table: Table::parse(DEFAULT_TABLE).expect("the default table name is valid"),
+            auto_migrate: true,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            lease: DEFAULT_LEASE,
+        })
+    }
+
+    /// Uses table `name` (default `sessions`): a letter or `_` followed by
+    /// letters, digits and `_`, at most 56 characters, not starting with
+    /// `sqlite_`. Names are case-insensitive, as in SQL.
+    pub fn with_table(self, name: &str) -> Result<Self, Error> {
+        let table = Table::parse(name).map_err(|e| config_error("table name", e))?;
+        Ok(self.reconfigure(|o| o.table = table))
+    }
+
+    /// Whether to create or upgrade the tables before first use (default
+    /// true).
+    pub fn with_auto_migrate(self, on: bool) -> Self {
+        self.reconfigure(|o| o.auto_migrate = on)
+    }
+
+    /// How long a call waits while another process writes (default 5 s),
+    /// before failing with [`Error::Unavailable`].
+    pub fn with_busy_timeout(self, timeout: Duration) -> Self {
+        self.reconfigure(|o| o.busy_timeout = timeout)
+    }
+
+    /// How long a session lock outlives a process that died holding it
+    /// (default 15 s). Held locks are renewed every third of it.
+    pub fn with_lease(self, lease: Duration) -> Self {
+        self.reconfigure(|o| o.lease = lease.max(Duration::from_millis(300)))
+    }
+
+    /// Opens the database now and, with automatic migration on, brings the
+    /// tables up to date, so that a bad path or a damaged file shows at
+    /// start-up rather than on the first request.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.connection().await?;
+        if self.inner.opts.auto_migrate {
+            self.inner
+                .migrated
+                .get_or_try_init(|| async { self.run_migrate().await.map(drop) })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the tables or upgrades them to this version's schema, and
+    /// returns how many schema steps it applied (0 when up to date).
+    ///
+    /// Safe to run from many processes at once: each step is applied once.
+    pub async fn migrate(&self) -> Result<u32, Error> {
+        self.connection().await?;
+        self.run_migrate().await
+    }
+
+    fn from_options(opts: Options) -> Self {
+        let sql = Sql::new(&opts.table);
+        SqliteStore {
+            inner: Arc::new(Inner {
+                opts,
+                sql,
+                conn: OnceCell::new(),
+                migrated: OnceCell::new(),
+                locks: Arc::new(LocalLocks::new()),
+            }),
+        }
+    }
+
+    /// A new store (new connection, new lock table) with changed options:
+    /// the `with_*` methods are meant for before first use.
+    fn reconfigure(self, change: impl FnOnce(&mut Options)) -> Self {
+        let mut opts = self.inner.opts.clone();
+        change(&mut opts);
+        Self::from_options(opts)
+    }
+
+    async fn connection(&self) -> Result<&Arc<Mutex<Connection>>, Error> {
+        self.inner
+            .conn
+            .get_or_try_init(|| async {
+                let (path, busy) = (self.inner.opts.path.clone(), self.inner.opts.busy_timeout);
+                let conn = tokio::task::spawn_blocking(move || {
+                    open(&path, busy).map_err(|source| OpenError { path, source })
+                })
+                .await
+                .map_err(|e| Error::unavailable("sqlite: open", e))?
+                .map_err(|e| Error::unavailable("sqlite: open", e))?;
+                Ok(Arc::new(Mutex::new(conn)))
+            })
+            .await
+    }
+
+    async fn run_migrate(&self) -> Result<u32, Error> {
+        let applied = self
+            .blocking("sqlite: migrate", |inner, conn| {
+                migrate(conn, &inner.opts.table)
+            })
+            .await?;
+        if applied > 0 {
+            tracing::info!(table = %self.inner.opts.table.name, steps = applied, "session table migrated");
+        }
+        Ok(applied)
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&Inner, &mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let handle = self.spawn_blocking(f).await?;
+        joined(context, handle.await)
+    }
+
+    /// Starts `f` with the connection on the blocking pool.
+    async fn spawn_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner, &mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<JoinHandle<rusqlite::Result<T>>, Error> {
+        let conn = Arc::clone(self.connection().await?);
+        Ok(self.spawn_on(conn, f))
+    }
+
+    /// Starts `f` with `conn` on the blocking pool, without awaiting.
+    fn spawn_on<T: Send + 'static>(
+        &self,
+        conn: Arc<Mutex<Connection>>,
+        f: impl FnOnce(&Inner, &mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> JoinHandle<rusqlite::Result<T>> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner, &mut lock_conn(&conn)))
+    }
+
+    /// Opens and migrates on first use.
+    async fn prepared(&self) -> Result<(), Error> {
+        if self.inner.conn.initialized()
+            && (!self.inner.opts.auto_migrate || self.inner.migrated.initialized())
+        {
+            return Ok(());
+        }
+        self.ready().await
+    }
+
+    /// Takes the id's lock and, if `load`, reads the record in the same
+    /// blocking call that took it.
+    async fn acquire(
+        &self,
+        id: &SessionId,
+        wait: Duration,
+        load: bool,
+    ) -> Result<(SqliteLock, Option<Record>), Error> {
+        self.prepared().await?;
+        let started = Instant::now();
+        let deadline = started.checked_add(wait);
+        // Waiters of this process queue here; only the front one polls.
+        let local = self
+            .inner
+            .locks
+            .lock(id, wait)
+            .await
+            .ok_or(Error::LockTimeout(wait))?;
+        let owner = SessionId::generate()
+            .map_err(|e| Error::unavailable("sqlite: lock owner token", e))?
+            .to_string();
+        let id = *id;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let owner_c = owner.clone();
+            let handle = self
+                .spawn_blocking(move |inner, conn| {
+                    let now = to_sql_ms(now_millis());
+                    let lease_end =
+                        now.saturating_add(to_sql_ms(inner.opts.lease.as_millis() as u64));
+                    let taken = conn.prepare_cached(&inner.sql.acquire)?.execute((
+                        &*id.as_hex(),
+                        &owner_c,
+                        lease_end,
+                        now,
+                    ))? == 1;
+                    if !taken || !load {
+                        return Ok((taken, None));
+                    }
+                    Ok((true, inner.load(conn, &id)?))
+                })
+                .await?;
+            // If this future is dropped while the call runs, the lease it may
+            // take is released once the call has finished.
+            let mut pending = Pending {
+                handle: Some(handle),
+                release: Some((self.clone(), id, owner.clone())),
+            };
+            let outcome = match pending.handle.as_mut() {
+                Some(handle) => handle.await,
+                None => unreachable!("set just above"),
+            };
+            pending.release = None;
+            let (taken, record) = joined("sqlite: lock", outcome)?;
+            if taken {
+                let renew = self.renew(id, owner.clone());
+                return Ok((
+                    SqliteLock {
+                        store: Some(self.clone()),
+                        id,
+                        owner,
+                        renew,
+                        local: Some(local),
+                    },
+                    record,
+                ));
+            }
+            let now = Instant::now();
+            let left = match deadline {
+                Some(deadline) if now >= deadline => return Err(Error::LockTimeout(wait)),
+                Some(deadline) => deadline - now,
+                None => pause,
+            };
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(MAX_POLL);
+        }
+    }
+
+    /// Renews the lease every third of its length until aborted.
+    fn renew(&self, id: SessionId, owner: String) -> AbortHandle {
+        let store = self.clone();
+        let every = self.inner.opts.lease / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let owner = owner.clone();
+                let renewed = store
+                    .blocking("sqlite: renew lock", move |inner, conn| {
+                        let end = to_sql_ms(now_millis())
+                            .saturating_add(to_sql_ms(inner.opts.lease.as_millis() as u64));
+                        Ok(conn.prepare_cached(&inner.sql.renew)?.execute((
+                            &*id.as_hex(),
+                            &owner,
+                            end,
+                        ))? == 1)
+                    })
+                    .await;
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(session = %id.short(), "session lock lease lost");
+                        return;
+                    }
+                    // Tried again at the next tick; the lease outlasts two.
+                    Err(error) => {
+                        tracing::warn!(session = %id.short(), %error, "session lock renewal failed")
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    }
+}
+
+impl Inner {
+    /// The live record, reading on the given connection.
+    fn load(&self, conn: &Connection, id: &SessionId) -> rusqlite::Result<Option<Record>> {
+        let decoded = conn
+            .prepare_cached(&self.sql.load)?
+            .query_row([&*id.as_hex()], |row| Ok(decode_row(row)))
+            .optional()?;
+        Ok(match decoded {
+            None => None,
+            Some(Ok(record)) => (!record.is_expired(now_millis())).then_some(record),
+            Some(Err(error)) => {
+                tracing::warn!(
+                    session = %id.short(),
+                    table = %self.opts.table.name,
+                    %error,
+                    "damaged session row treated as missing"
+                );
+                None
+            }
+        })
+    }
+
+    fn save(
+        &self,
+        conn: &Connection,
+        id: &SessionId,
+        record: &Record,
+        write: Write,
+    ) -> rusqlite::Result<bool> {
+        let sql = match write {
+            Write::New => &self.sql.insert,
+            Write::Existing => &self.sql.update,
+        };
+        let n = conn.prepare_cached(sql)?.execute((
+            &*id.as_hex(),
+            &record.data,
+            to_sql_ms(record.created),
+            to_sql_ms(record.expires),
+            to_sql_ms(now_millis()),
+        ))?;
+        Ok(n == 1)
+    }
+
+    fn release(&self, conn: &Connection, id: &SessionId, owner: &str) -> rusqlite::Result<()> {
+        conn.prepare_cached(&self.sql.release)?
+            .execute((&*id.as_hex(), owner))?;
+        Ok(())
+    }
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> Result<Record, BoxError> {
+    let data = match row.get_ref(0)? {
+        ValueRef::Blob(b) if b.len() <= MAX_DATA => b.to_vec(),
+        ValueRef::Blob(b) => return Err(format!("data of {} bytes", b.len()).into()),
+        other => return Err(format!("data of type {}", other.data_type()).into()),
+    };
+    let created = Millis::try_from(row.get::<_, i64>(1)?)?;
+    let expires = Millis::try_from(row.get::<_, i64>(2)?)?;
+    Ok(Record {
+        data,
+        created,
+        expires,
+    })
+}
+
+fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(busy)?;
+    // Reading the schema makes a file that is not a database fail here.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+    let _mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    // In WAL mode NORMAL never corrupts the file; a power cut may lose the
+    // last few saves, which for sessions is an acceptable trade for speed.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, table: &Table) -> rusqlite::Result<u32> {
+    // IMMEDIATE takes the write lock first: migrations of several processes
+    // run one after the other, each seeing the versions the others recorded.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (\
+           version INTEGER PRIMARY KEY, \
+           applied_at INTEGER NOT NULL) STRICT",
+        table.sql("_schema")
+    ))?;
+    let current: Option<i64> = tx.query_row(
+        &format!("SELECT max(version) FROM {}", table.sql("_schema")),
+        [],
+        |r| r.get(0),
+    )?;
+    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+    if current > MIGRATIONS.len() {
+        tracing::warn!(
+            table = %table.name,
+            version = current,
+            known = MIGRATIONS.len(),
+            "session table schema is newer than this build; using it as is"
+        );
+    }
+    let mut applied = 0;
+    for (n, step) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(&step(table))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (version, applied_at) VALUES (?1, ?2)",
+                table.sql("_schema")
+            ),
+            (n as i64 + 1, to_sql_ms(now_millis())),
+        )?;
+        applied += 1;
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+fn lock_conn(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while the connection was held left no transaction open
+    // (rusqlite rolls back on drop), so the connection is still good.
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn joined<T>(
+    context: &'static str,
+    outcome: Result<rusqlite::Result<T>, tokio::task::JoinError>,
+) -> Result<T, Error> {
+    match outcome {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::unavailable(context, e)),
+        Err(e) => Err(Error::unavailable(context, e)),
+    }
+}
+
+fn to_sql_ms(ms: Millis) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A configuration mistake found before the file is opened.
+///
+/// `store::Error` has no variant for configuration yet; until it does, these
+/// are reported as `Unavailable` with a context that says what was wrong.
+fn config_error(context: &'static str, source: impl Into<BoxError>) -> Error {
+    Error::unavailable(context, source)
+}
+
+/// The database file could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open SQLite database {path:?}")]
+struct OpenError {
+    path: PathBuf,
+    #[source]
+    source: rusqlite::Error,
+}
+
+/// Whether a lease was taken, and the record if it was asked for.
+type Attempt = rusqlite::Result<(bool, Option<Record>)>;
+
+/// A lease-taking call in flight: if the waiting future is dropped, the
+/// lease the call may yet take is released after it finishes.
+struct Pending {
+    handle: Option<JoinHandle<Attempt>>,
+    release: Option<(SqliteStore, SessionId, String)>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (Some(handle), Some((store, id, owner))) = (self.handle.take(), self.release.take())
+        else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(Ok((true, _))) = handle.await {
+                    let _ = store
+                        .blocking("sqlite: unlock", move |inner, conn| {
+                            inner.release(conn, &id, &owner)
+                        })
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// A held lease, renewed in the background until dropped.
+struct SqliteLock {
+    /// `None` once released by `save_and_unlock`.
+    store: Option<SqliteStore>,
+    id: SessionId,
+    owner: String,
+    renew: AbortHandle,
+    local: Option<LocalGuard>,
+}
+
+impl Drop for SqliteLock {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let (id, owner, local) = (self.id, std::mem::take(&mut self.owner), self.local.take());
+        let Some(conn) = store.inner.conn.get().cloned() else {
+            return;
+        };
+        let release = move || {
+            if let Err(error) = store.inner.release(&lock_conn(&conn), &id, &owner) {
+                // The lease runs out by itself.
+                tracing::warn!(session = %id.short(), %error, "session lock release failed");
+            }
+            // Only now may the next task of this process try.
+            drop(local);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(release)),
+            // Not on a runtime thread, so blocking here is fine.
+            Err(_) => release(),
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+        self.prepared().await?;
+        let id = *id;
+        self.blocking("sqlite: load", move |inner, conn| inner.load(conn, &id))
+            .await
+    }
+
+    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+        self.prepared().await?;
+        let (id, record) = (*id, record.clone());
+        self.blocking("sqlite: save", move |inner, conn| {
+            inner.save(conn, &id, &record, write)
+        })
+        .await
+    }
+
+    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+        self.prepared().await?;
+        let id = *id;
+        self.blocking("sqlite: touch", move |inner, conn| {
+            Ok(conn.prepare_cached(&inner.sql.touch)?.execute((
+                &*id.as_hex(),
+                to_sql_ms(expires),
+                to_sql_ms(now_millis()),
+            ))? == 1)
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
+        self.prepared().await?;
+        let id = *id;
+        self.blocking("sqlite: delete", move |inner, conn| {
+            conn.prepare_cached(&inner.sql.delete)?
+                .execute([&*id.as_hex()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+        self.prepared().await?;
+        let id = *id;
+        self.blocking("sqlite: exists", move |inner, conn| {
+            conn.prepare_cached(&inner.sql.exists)?
+                .exists((&*id.as_hex(), to_sql_ms(now_millis())))
+        })
+        .await
+    }
+
+    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
+        let (lock, _) = self.acquire(id, wait, false).await?;
+        Ok(LockGuard::new(lock))
+    }
+
+    async fn lock_and_load(
+        &self,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        let (lock, record) = self.acquire(id, wait, true).await?;
+        Ok((LockGuard::new(lock), record))
+    }
+
+    async fn save_and_unlock(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        write: Write,
+        guard: LockGuard,
+    ) -> Result<bool, Error> {
+        let mut lock = match guard.downcast::<SqliteLock>() {
+            Ok(lock) => lock,
+            Err(guard) => {
+                let saved = self.save(id, record, write).await;
+                drop(guard);
+                return saved;
+            }
+        };
+        lock.renew.abort();
+        // From here this function releases the lease, not `Drop`.
+        let (store, local) = (lock.store.take(), lock.local.take());
+        let (lock_id, owner) = (lock.id, std::mem::take(&mut lock.owner));
+        drop(lock);
+        let Some(conn) = store.and_then(|s| s.inner.conn.get().cloned()) else {
+            return self.save(id, record, write).await;
+        };
+        let (id, record) = (*id, record.clone());
+        // Save, then release, in one blocking call. Once spawned it runs to
+        // the end even if this future is dropped, so the lease is released.
+        let handle = self.spawn_on(conn, move |inner, conn| {
+            let saved = inner.save(conn, &id, &record, write);
+            if let Err(error) = inner.release(conn, &lock_id, &owner) {
+                // The lease runs out by itself.
+                tracing::warn!(session = %lock_id.short(), %error, "session lock release failed");
+            }
+            drop(local);
+            saved
+        });
+        joined("sqlite: save", handle.await)
+    }
+}
+
+#[async_trait]
+impl SessionAdmin for SqliteStore {
+    async fn count(&self) -> Result<u64, Error> {
+        self.prepared().await?;
+        let n: i64 = self
+            .blocking("sqlite: count", |inner, conn| {
+                conn.prepare_cached(&inner.sql.count)?
+                    .query_row([to_sql_ms(now_millis())], |r| r.get(0))
+            })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+        stream::unfold(Some(String::new()), move |cursor| async move {
+            let after = cursor?;
+            Some(match self.ids_page(after).await {
+                Ok((ids, next)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), next),
+                Err(e) => (vec![Err(e)], None),
+            })
+        })
+        .flat_map(stream::iter)
+        .boxed()
+    }
+
+    async fn clean_up(&self) -> Result<u64, Error> {
+        self.prepared().await?;
+        let now = to_sql_ms(now_millis());
+        let mut removed = 0;
+        // One short transaction per batch, releasing the connection between
+        // them, so requests go on while a large backlog is removed.
+        loop {
+            let n = self
+                .blocking("sqlite: clean-up", move |inner, conn| {
+                    conn.prepare_cached(&inner.sql.clean)?
+                        .execute((now, CLEAN_BATCH))
+                })
+                .await? as u64;
+            removed += n;
+            if n < CLEAN_BATCH as u64 {
+                break;
+            }
+        }
+        // Leases that ran out belong to nobody: their holder died or gave up.
+        loop {
+            let n = self
+                .blocking("sqlite: clean-up", move |inner, conn| {
+                    conn.prepare_cached(&inner.sql.clean_leases)?
+                        .execute((now, CLEAN_BATCH))
+                })
+                .await? as u64;
+            if n < CLEAN_BATCH as u64 {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl SqliteStore {
+    /// One page of live ids after `after`, and the cursor for the next page
+    /// (`None` after the last).
+    async fn ids_page(&self, after: String) -> Result<(Vec<SessionId>, Option<String>), Error> {
+        self.prepared().await?;
+        self.blocking("sqlite: list", move |inner, conn| {
+            let mut st = conn.prepare_cached(&inner.sql.ids)?;
+            let mut rows = st.query((&after, to_sql_ms(now_millis()), IDS_PAGE))?;
+            let (mut ids, mut seen, mut last) = (Vec::new(), 0, None);
+            while let Some(row) = rows.next()? {
+                seen += 1;
+                match row.get_ref(0)? {
+                    ValueRef::Text(text) => {
+                        last = Some(String::from_utf8_lossy(text).into_owned());
+                        match SessionId::from_bytes(text) {
+                            Ok(id) => ids.push(id),
+                            // Not logged as text: it may be a real id, damaged.
+                            Err(_) => tracing::warn!(
+                                table = %inner.opts.table.name,
+                                "malformed session id in table; skipped"
+                            ),
+                        }
+                    }
+                    _ => tracing::warn!(
+                        table = %inner.opts.table.name,
+                        "malformed session id in table; skipped"
+                    ),
+                }
+            }
+            Ok((ids, if seen == IDS_PAGE { last } else { None }))
+        })
+        .await
+    }
+}
+
+/// The schema steps, in order; step `n` brings the tables to version `n + 1`.
+/// Append only: a released step is never edited.
+const MIGRATIONS: &[fn(&Table) -> String] = &[|t| {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\
+           id TEXT PRIMARY KEY NOT NULL, \
+           data BLOB NOT NULL, \
+           created_at INTEGER NOT NULL, \
+           expires_at INTEGER NOT NULL) STRICT; \
+         CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at); \
+         CREATE TABLE IF NOT EXISTS {locks} (\
+           id TEXT PRIMARY KEY NOT NULL, \
+           owner TEXT NOT NULL, \
+           lease_expires INTEGER NOT NULL) STRICT;",
+        table = t.sql(""),
+        index = t.sql("_expires"),
+        locks = t.sql("_locks"),
+    )
+}];
+
+/// The statements, with the table name filled in once.
+struct Sql {
+    load: String,
+    exists: String,
+    insert: String,
+    update: String,
+    touch: String,
+    delete: String,
+    count: String,
+    ids: String,
+    clean: String,
+    clean_leases: String,
+    acquire: String,
+    renew: String,
+    release: String,
+}
+
+impl Sql {
+    fn new(table: &Table) -> Self {
+        let t = table.sql("");
+        let l = table.sql("_locks");
+        Sql {
+            load: format!("SELECT data, created_at, expires_at FROM {t} WHERE id = ?1"),
+            exists: format!("SELECT 1 FROM {t} WHERE id = ?1 AND expires_at > ?2"),
+            // A new session may only replace a row that has expired.
+            insert: format!(
+                "INSERT INTO {t} (id, data, created_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET data = excluded.data, created_at = excluded.created_at, \
+                     expires_at = excluded.expires_at \
+                 WHERE {t}.expires_at <= ?5"
+            ),
+            // A loaded session is written only while its row is live.
+            update: format!(
+                "UPDATE {t} SET data = ?2, created_at = ?3, expires_at = ?4 \
+                 WHERE id = ?1 AND expires_at > ?5"
+            ),
+            touch: format!("UPDATE {t} SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?3"),
+            delete: format!("DELETE FROM {t} WHERE id = ?1"),
+            count: format!("SELECT count(*) FROM {t} WHERE expires_at > ?1"),
+            ids: format!(
+                "SELECT id FROM {t} WHERE id > ?1 AND expires_at > ?2 ORDER BY id LIMIT ?3"
+            ),
+            clean: format!(
+                "DELETE FROM {t} WHERE rowid IN (\
+                   SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+            ),
+            clean_leases: format!(
+                "DELETE FROM {l} WHERE rowid IN (\
+                   SELECT rowid FROM {l} WHERE lease_expires <= ?1 LIMIT ?2)"
+            ),
+            // Taken when free, or when its holder's lease ran out.
+            acquire: format!(
+                "INSERT INTO {l} (id, owner, lease_expires) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET owner = excluded.owner, lease_expires = excluded.lease_expires \
+                 WHERE {l}.lease_expires <= ?4"
+            ),
+            renew: format!("UPDATE {l} SET lease_expires = ?3 WHERE id = ?1 AND owner = ?2"),
+            release: format!("DELETE FROM {l} WHERE id = ?1 AND owner = ?2"),
+        }
+    }
+}
+
+/// A checked, lower-cased table name.
+#[derive(Clone)]
+struct Table {
+    name: String,
+}
+
+/// Why a table name was refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "invalid table name {0:?}: expected a letter or '_' then letters, digits or '_', \
+     at most 56 characters, not starting with 'sqlite_'"
+)]
+struct InvalidTableName(String);
+
+impl Table {
+    fn parse(text: &str) -> Result<Self, InvalidTableName> {
+        let mut chars = text.chars();
+        let ok = text.len() <= 56
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !text.to_ascii_lowercase().starts_with("sqlite_");
+        if !ok {
+            return Err(InvalidTableName(text.to_owned()));
+        }
+        Ok(Table {
+            name: text.to_ascii_lowercase(),
+        })
+    }
+
+    /// `"name<suffix>"`, quoted so that keywords work; the characters were
+    /// checked, so the quotes cannot be escaped.
+    fn sql(&self, suffix: &str) -> String {
+        format!("\"{}{suffix}\"", self.name)
+    }
+}

@@ -1,0 +1,153 @@
+//! The admin commands against a real store (SQLite, which needs no server)
+//! filled through the real server.
+
+#[path = "../../sessions/tests/common/mod.rs"]
+mod common;
+mod server;
+
+use std::process::{Command, Output};
+
+use common::Client;
+use server::{Server, TempDir};
+
+fn sessions(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sessions"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A failure is one line on stderr and a non-zero exit, never a panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("sessions: ") && err.contains(needle),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
+async fn list_show_stats_delete_clean_migrate() {
+    let dir = TempDir::new("admin");
+    let db = dir.0.join("s.db");
+    let config = dir.write(
+        "site.conf",
+        &format!(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'sqlite'\n\
+             tools.sessions.storage_path = '{}'\n",
+            db.display()
+        ),
+    );
+    let conf = config.to_str().unwrap();
+
+    let out = sessions(&["migrate", "--config", conf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("schema step(s) applied"));
+    let again = sessions(&["migrate", "--config", conf]);
+    assert!(
+        stdout(&again).contains(": 0 schema step(s)"),
+        "{}",
+        stdout(&again)
+    );
+
+    let server = Server::conformance(&config);
+    let mut a = Client::new(server.addr);
+    a.get("/data").await;
+    let mut b = Client::new(server.addr);
+    b.get("/testStr").await;
+    drop(server);
+    let (ida, idb) = (a.id().unwrap(), b.id().unwrap());
+
+    let out = sessions(&["list", "--config", conf]);
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(!text.contains(&ida), "full id listed without --show-ids");
+    assert!(stderr(&out).contains("2 session(s)"));
+
+    let out = sessions(&["list", "--config", conf, "--json", "--show-ids"]);
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut want = vec![ida.as_str(), idb.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(rows.iter().all(|r| r["bytes"].as_u64().unwrap() > 0));
+
+    let out = sessions(&["show", &ida, "--config", conf]);
+    let data: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(data, serde_json::json!({"aha": "foo"}));
+
+    let out = sessions(&["stats", "--config", conf]);
+    assert!(
+        stdout(&out).contains("sessions       2"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = sessions(&["delete", &ida, "--config", conf]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_clean_failure(
+        &sessions(&["delete", &ida, "--config", conf]),
+        "no live session",
+    );
+    assert_clean_failure(
+        &sessions(&["show", &ida, "--config", conf]),
+        "no live session",
+    );
+
+    let out = sessions(&["clean", "--config", conf]);
+    assert!(
+        stdout(&out).starts_with("removed 0 expired"),
+        "{}",
+        stdout(&out)
+    );
+    let out = sessions(&["list", "--config", conf, "--json"]);
+    assert_eq!(stdout(&out).lines().count(), 1);
+}
+
+#[test]
+fn errors_are_one_line() {
+    assert_clean_failure(
+        &sessions(&["list", "--config", "/nonexistent/site.conf"]),
+        "cannot read /nonexistent/site.conf",
+    );
+    let dir = TempDir::new("admin-errors");
+    let config = dir.write(
+        "r.conf",
+        "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'redis'\n\
+         tools.sessions.storage_url = 'redis://127.0.0.1:1/'\n",
+    );
+    assert_clean_failure(
+        &sessions(&["stats", "--config", config.to_str().unwrap()]),
+        "cannot open the redis store",
+    );
+    let ram = dir.write("ram.conf", "[/]\ntools.sessions.on = True\n");
+    assert_clean_failure(
+        &sessions(&[
+            "show",
+            "../../etc/passwd",
+            "--config",
+            ram.to_str().unwrap(),
+        ]),
+        "is not a session id",
+    );
+    assert_clean_failure(
+        &sessions(&["migrate", "--config", ram.to_str().unwrap()]),
+        "has no schema to migrate",
+    );
+}

@@ -1,0 +1,311 @@
+//! The SQLite store on real files: the conformance suite, two stores on one
+//! file excluding each other, leases, damaged files and rows, migrations.
+//!
+//! Each test uses a database in a directory of its own under the system's
+//! temporary directory; directories of earlier runs are removed after a
+//! while.
+
+#![cfg(feature = "sqlite")]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use sessions::store::{Error, SessionAdmin, SessionStore, SqliteStore, Write};
+use sessions::{now_millis, Record, SessionId};
+
+const STALE: Duration = Duration::from_secs(15 * 60);
+
+/// A new, empty directory for one test.
+fn fresh_dir() -> PathBuf {
+    let root = std::env::temp_dir().join("sessions-test-sqlite");
+    std::fs::create_dir_all(&root).unwrap();
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    if !SWEPT.swap(true, Ordering::SeqCst) {
+        for entry in std::fs::read_dir(&root).unwrap().flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > STALE);
+            if old {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let random = SessionId::generate().unwrap().to_string();
+    let dir = root.join(format!("{}-{}", std::process::id(), &random[..12]));
+    std::fs::create_dir(&dir).unwrap();
+    dir
+}
+
+fn fresh_db() -> PathBuf {
+    fresh_dir().join("sessions.db")
+}
+
+fn id() -> SessionId {
+    SessionId::generate().unwrap()
+}
+
+fn record(data: &str, ttl_ms: u64) -> Record {
+    let now = now_millis();
+    Record {
+        data: data.as_bytes().to_vec(),
+        created: now,
+        expires: now + ttl_ms,
+    }
+}
+
+sessions::store_conformance!(async {
+    Some(
+        sessions::store::SqliteStore::open(super::fresh_db())
+            .await
+            .unwrap(),
+    )
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_exclude_each_other() {
+    let path = fresh_db();
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    let id = id();
+
+    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let started = Instant::now();
+    assert!(matches!(
+        b.lock(&id, Duration::from_millis(200)).await,
+        Err(Error::LockTimeout(_))
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    drop(held);
+    drop(b.lock(&id, Duration::from_secs(2)).await.unwrap());
+
+    // 8 tasks, half on each store, 10 increments each.
+    assert!(a.save(&id, &record("0", 60_000), Write::New).await.unwrap());
+    let tasks = (0..8).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let (g, r) = store
+                    .lock_and_load(&id, Duration::from_secs(20))
+                    .await
+                    .unwrap();
+                let mut r = r.unwrap();
+                let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
+                tokio::task::yield_now().await;
+                r.data = (n + 1).to_string().into_bytes();
+                assert!(store
+                    .save_and_unlock(&id, &r, Write::Existing, g)
+                    .await
+                    .unwrap());
+            }
+        })
+    });
+    for t in futures_util::future::join_all(tasks).await {
+        t.unwrap();
+    }
+    assert_eq!(a.load(&id).await.unwrap().unwrap().data, b"80".to_vec());
+    assert_eq!(b.load(&id).await.unwrap().unwrap().data, b"80".to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_run_out_and_are_renewed() {
+    let path = fresh_db();
+    let store = SqliteStore::open(&path)
+        .await
+        .unwrap()
+        .with_lease(Duration::from_millis(600));
+    store.ready().await.unwrap();
+    let (dead, live) = (id(), id());
+    // Leases left by processes that died: one ran out, one has not yet.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let now = now_millis() as i64;
+    raw.execute(
+        "INSERT INTO sessions_locks (id, owner, lease_expires) VALUES (?1, 'gone', ?2), (?3, 'gone', ?4)",
+        (dead.to_string(), now - 1, live.to_string(), now + 60_000),
+    )
+    .unwrap();
+    drop(store.lock(&dead, Duration::from_millis(500)).await.unwrap());
+    assert!(matches!(
+        store.lock(&live, Duration::from_millis(200)).await,
+        Err(Error::LockTimeout(_))
+    ));
+
+    // A held lock outlives its lease because it is renewed.
+    let other = SqliteStore::open(&path).await.unwrap();
+    let held = store.lock(&dead, Duration::from_secs(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(matches!(
+        other.lock(&dead, Duration::from_millis(200)).await,
+        Err(Error::LockTimeout(_))
+    ));
+    drop(held);
+    drop(other.lock(&dead, Duration::from_secs(2)).await.unwrap());
+
+    // Clean-up removes leases that ran out, and only those.
+    raw.execute(
+        "UPDATE sessions_locks SET lease_expires = ?1 WHERE id = ?2",
+        (now - 1, live.to_string()),
+    )
+    .unwrap();
+    let held = other.lock(&dead, Duration::from_secs(2)).await.unwrap();
+    store.clean_up().await.unwrap();
+    let left: Vec<String> = raw
+        .prepare("SELECT id FROM sessions_locks")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(left, vec![dead.to_string()]);
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_leaves_no_lock_behind() {
+    let store = SqliteStore::open(fresh_db()).await.unwrap();
+    let id = id();
+    let held = store.lock(&id, Duration::from_secs(5)).await.unwrap();
+    for _ in 0..5 {
+        let wait = store.lock(&id, Duration::from_secs(5));
+        assert!(tokio::time::timeout(Duration::from_millis(30), wait)
+            .await
+            .is_err());
+    }
+    drop(held);
+    drop(store.lock(&id, Duration::from_secs(2)).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_files_are_clear_errors_at_open() {
+    let dir = fresh_dir();
+    let garbage = dir.join("garbage.db");
+    std::fs::write(
+        &garbage,
+        b"this is not an SQLite database, just some text ".repeat(100),
+    )
+    .unwrap();
+    let missing_parent = dir.join("no/such/dir/sessions.db");
+    for path in [garbage, dir.clone(), missing_parent] {
+        let err = SqliteStore::open(&path).await.expect_err("open must fail");
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert!(chain.contains("cannot open SQLite database"), "{chain}");
+        eprintln!("{chain}");
+    }
+    // The garbage file is left as it was.
+    assert!(std::fs::read(dir.join("garbage.db"))
+        .unwrap()
+        .starts_with(b"this is not"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_even_when_concurrent() {
+    let path = fresh_db();
+    let make = || SqliteStore::new(&path).with_auto_migrate(false);
+    let (a, b) = (make(), make());
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra.min(rb) == 0 && ra.max(rb) > 0, "{ra} {rb}");
+    assert_eq!(a.migrate().await.unwrap(), 0);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let (count, max): (i64, i64) = raw
+        .query_row(
+            "SELECT count(*), max(version) FROM sessions_schema",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((count, max), (i64::from(ra.max(rb)), count));
+    let mode: String = raw
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let c = SqliteStore::open(&path).await.unwrap();
+    let id = id();
+    assert!(c
+        .save(&id, &record("{}", 60_000), Write::New)
+        .await
+        .unwrap());
+    assert!(a.exists(&id).await.unwrap());
+}
+
+#[tokio::test]
+async fn bad_table_names_are_refused() {
+    let long = "t".repeat(57);
+    for bad in [
+        "",
+        "1sessions",
+        "ses-sions",
+        "sessions; DROP TABLE users",
+        "\"sessions\"",
+        "main.sessions",
+        "sqlite_sessions",
+        "séssions",
+        long.as_str(),
+    ] {
+        let err = SqliteStore::new("unused.db")
+            .with_table(bad)
+            .expect_err(bad);
+        assert!(err.to_string().contains("table name"), "{bad:?}: {err}");
+    }
+    let path = fresh_db();
+    let store = SqliteStore::new(&path).with_table("Select").unwrap();
+    store.ready().await.unwrap();
+    let id = id();
+    assert!(store
+        .save(&id, &record("{}", 60_000), Write::New)
+        .await
+        .unwrap());
+    // Another table in the same file is another set of sessions and locks.
+    let other = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(other.load(&id).await.unwrap(), None);
+    let _held = store.lock(&id, Duration::from_secs(2)).await.unwrap();
+    drop(other.lock(&id, Duration::from_millis(500)).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_up_in_batches_and_damaged_rows() {
+    let path = fresh_db();
+    let store = SqliteStore::open(&path).await.unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.busy_timeout(Duration::from_secs(5)).unwrap();
+    let far = now_millis() as i64 + 600_000;
+    // 5,000 expired rows, and 1,233 live ones of which one is malformed.
+    raw.execute_batch(&format!(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 6233) \
+         INSERT INTO sessions (id, data, created_at, expires_at) \
+         SELECT printf('%040x', n), x'7b7d', 0, CASE WHEN n <= 5000 THEN 1 ELSE {far} END FROM g; \
+         UPDATE sessions SET id = 'NOT-AN-ID' WHERE id = printf('%040x', 6000);"
+    ))
+    .unwrap();
+    let negative = id();
+    raw.execute(
+        "INSERT INTO sessions (id, data, created_at, expires_at) VALUES (?1, x'7b7d', -5, ?2)",
+        (negative.to_string(), far),
+    )
+    .unwrap();
+
+    assert_eq!(store.clean_up().await.unwrap(), 5_000);
+    assert_eq!(store.load(&negative).await.unwrap(), None);
+    let (g, r) = store
+        .lock_and_load(&negative, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(r, None);
+    drop(g);
+    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    // 1,232 well-formed live rows, and the one with a negative creation
+    // time (listed: its id is fine); not the malformed id.
+    assert_eq!(listed.len(), 1_233);
+    assert!(listed.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(store.count().await.unwrap(), 1_234);
+}
