@@ -1,0 +1,222 @@
+//! The demo site in a real browser: headless Chromium driven through
+//! WebDriver (chromedriver), against the real `sessions` binary.
+//!
+//! `UPDATE_SCREENSHOT=1 cargo test -p sessions-cli --test browser` also
+//! writes the README's picture, `docs/demo.png`.
+
+mod server;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use server::{Server, TempDir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Option<Driver> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and chromium / chromium-driver are not installed"
+            );
+            eprintln!("skipping: install Debian's chromium and chromium-driver to run this test");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Driver { child, port })
+    }
+
+    async fn browser(&self, profile: &Path) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-quic", "--window-size=900,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn session_cookie(c: &Client) -> Option<fantoccini::cookies::Cookie<'static>> {
+    c.get_all_cookies()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name() == "session_id")
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+#[tokio::test]
+async fn the_demo_in_a_real_browser() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let dir = TempDir::new("browser");
+    let server = Server::start(&["serve", "--bind", "127.0.0.1:0"]);
+    let c = driver.browser(&dir.0.join("profile")).await;
+    let result = async {
+        // The counter goes up across page loads.
+        c.goto(&url(server.addr, "/")).await.unwrap();
+        assert_eq!(text(&c, "#visits").await, "1");
+        c.refresh().await.unwrap();
+        assert_eq!(text(&c, "#visits").await, "2");
+        let cookie = session_cookie(&c).await.expect("a session cookie");
+        assert!(cookie.http_only().unwrap_or(false));
+        assert!(
+            cookie.expires().is_some(),
+            "a persistent cookie has an expiry"
+        );
+
+        // A key set in the form survives a reload.
+        c.find(Locator::Css("form[action=\"/set\"] input[name=key]"))
+            .await
+            .unwrap()
+            .send_keys("color")
+            .await
+            .unwrap();
+        c.find(Locator::Css("form[action=\"/set\"] input[name=value]"))
+            .await
+            .unwrap()
+            .send_keys("teal")
+            .await
+            .unwrap();
+        c.find(Locator::Id("set"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.refresh().await.unwrap();
+        let data = text(&c, "#data").await;
+        assert!(data.contains("color") && data.contains("teal"), "{data}");
+
+        // Log in: a new id, the same data.
+        let before = text(&c, "#session-id").await;
+        c.find(Locator::Id("login"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let after = text(&c, "#session-id").await;
+        assert_ne!(before, after);
+        assert_eq!(after.len(), 40);
+        assert!(text(&c, ".flash").await.contains(&before));
+        assert!(
+            text(&c, "#data").await.contains("teal"),
+            "data lost at log in"
+        );
+        assert_eq!(session_cookie(&c).await.unwrap().value(), after);
+
+        if std::env::var("UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+            let png = c.screenshot().await.unwrap();
+            let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/demo.png");
+            std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+            std::fs::write(&out, png).unwrap();
+            eprintln!("wrote {}", out.display());
+        }
+
+        // Log out: the browser is left without the cookie.
+        c.find(Locator::Id("logout"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with("/goodbye"));
+        assert!(
+            session_cookie(&c).await.is_none(),
+            "cookie left after log out"
+        );
+        // And the next visit starts over.
+        c.goto(&url(server.addr, "/")).await.unwrap();
+        assert_eq!(text(&c, "#visits").await, "1");
+    }
+    .await;
+    c.close().await.unwrap();
+    result
+}
+
+#[tokio::test]
+async fn a_browser_session_cookie_has_no_expiry() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let dir = TempDir::new("browser-nonpersistent");
+    let config = dir.write(
+        "site.conf",
+        "[/]\ntools.sessions.on = True\ntools.sessions.persistent = False\n",
+    );
+    let server = Server::start(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let c = driver.browser(&dir.0.join("profile")).await;
+    c.goto(&url(server.addr, "/")).await.unwrap();
+    let cookie = session_cookie(&c).await;
+    let visits = text(&c, "#visits").await;
+    c.close().await.unwrap();
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.expires().is_none(), "{cookie:?}");
+    assert!(cookie.max_age().is_none(), "{cookie:?}");
+    assert_eq!(visits, "1");
+}
