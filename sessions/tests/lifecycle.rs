@@ -372,6 +372,17 @@ async fn an_oversized_session_is_refused_and_the_old_data_kept() {
 struct Flaky {
     inner: MemoryStore,
     down: Arc<AtomicBool>,
+    clean_ups: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Flaky {
+    fn new(down: bool) -> Self {
+        Flaky {
+            inner: MemoryStore::new(),
+            down: Arc::new(AtomicBool::new(down)),
+            clean_ups: Arc::default(),
+        }
+    }
 }
 
 impl Flaky {
@@ -421,6 +432,7 @@ impl SessionAdmin for Flaky {
         self.inner.ids()
     }
     async fn clean_up(&self) -> Result<u64, store::Error> {
+        self.clean_ups.fetch_add(1, Ordering::SeqCst);
         self.check()?;
         self.inner.clean_up().await
     }
@@ -428,10 +440,7 @@ impl SessionAdmin for Flaky {
 
 #[tokio::test]
 async fn a_store_that_is_down_answers_503_and_recovers() {
-    let flaky = Flaky {
-        inner: MemoryStore::new(),
-        down: Arc::new(AtomicBool::new(false)),
-    };
+    let flaky = Flaky::new(false);
     let addr = serve(app(flaky.clone(), config())).await;
     let mut client = Client::new(addr);
     assert_eq!(client.get("/").await.body, "1");
@@ -448,10 +457,7 @@ async fn a_store_that_is_down_answers_503_and_recovers() {
 
 #[tokio::test]
 async fn a_handler_that_swallows_a_store_error_still_answers_503() {
-    let flaky = Flaky {
-        inner: MemoryStore::new(),
-        down: Arc::new(AtomicBool::new(true)),
-    };
+    let flaky = Flaky::new(true);
     let addr = serve(
         Router::new()
             .route(
@@ -550,4 +556,33 @@ async fn path_sections_switch_sessions_off_and_rename_the_cookie() {
     assert!(sc.starts_with("temp="), "{sc}");
     assert!(!sc.contains("Expires") && !sc.contains("Max-Age"), "{sc}");
     assert!(sc.contains("Path=/other"), "{sc}");
+}
+
+#[tokio::test]
+async fn clean_up_runs_every_clean_freq_and_stops_with_the_layer() {
+    use tower::ServiceExt;
+    let store = Flaky::new(false);
+    let mut c = config();
+    c.storage.clean_freq = Duration::from_millis(100);
+    let app = Router::new()
+        .route("/", get(counter))
+        .layer(SessionLayer::new(store.clone()).with_config(c));
+    // Nothing runs before the first request: the layer may be built
+    // outside a runtime.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.clean_ups.load(Ordering::SeqCst), 0);
+    let request = http::Request::new(axum::body::Body::empty());
+    assert_eq!(app.clone().oneshot(request).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let ran = store.clean_ups.load(Ordering::SeqCst);
+    assert!(ran >= 2, "clean-up ran {ran} times in 450 ms at 100 ms");
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let at_drop = store.clean_ups.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.clean_ups.load(Ordering::SeqCst),
+        at_drop,
+        "clean-up outlived the layer"
+    );
 }
