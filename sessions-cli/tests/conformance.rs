@@ -158,6 +158,14 @@ fn postgres() -> Option<String> {
     ))
 }
 
+fn file() -> Option<String> {
+    Some(
+        "tools.sessions.storage_type = 'file'\n\
+         tools.sessions.storage_path = '{dir}/sessions'"
+            .to_string(),
+    )
+}
+
 fn sqlite() -> Option<String> {
     Some(
         "tools.sessions.storage_type = 'sqlite'\n\
@@ -168,6 +176,21 @@ fn sqlite() -> Option<String> {
 
 mod ram {
     scenarios!(scenarios, crate::ram());
+}
+
+mod file {
+    scenarios!(scenarios, crate::file());
+    shared!(shared, crate::file());
+
+    #[tokio::test]
+    async fn session_files_follow_cherrypys_layout() {
+        crate::file_layout().await;
+    }
+
+    #[tokio::test]
+    async fn a_server_killed_under_write_load_loses_no_told_session() {
+        crate::killed_under_load().await;
+    }
 }
 
 mod postgres {
@@ -415,4 +438,105 @@ async fn config_errors_name_file_line_and_key() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The data files in a file store's directory, by name.
+fn session_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("session-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CherryPy's file-store checks: `session-<id>` appears, `/delete` removes
+/// it, and clean-up removes expired files (with their lock files).
+async fn file_layout() {
+    let (server, dir) = start(&file().unwrap());
+    let store = dir.0.join("sessions");
+    let mut c = Client::new(server.addr);
+    c.get("/testStr").await;
+    let id = c.id().unwrap();
+    assert!(session_files(&store).contains(&format!("session-{id}")));
+    assert_eq!(c.get("/delete").await.body, "done");
+    assert!(!session_files(&store).contains(&format!("session-{id}")));
+    let mut d = Client::new(server.addr);
+    d.get("/").await;
+    assert!(!session_files(&store).is_empty());
+    // Timeout 1 s, clean-up every second.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(session_files(&store), Vec::<String>::new());
+}
+
+/// kill -9 of a server under write load, then a restart on the same
+/// directory: every session a client was told about (got a cookie for)
+/// loads, with at least the count the client last saw.
+async fn killed_under_load() {
+    let dir = TempDir::new("kill9");
+    let config = dir.write(
+        "site.conf",
+        &cherrypy_config(&format!(
+            "tools.sessions.storage_type = 'file'\n\
+             tools.sessions.storage_path = '{}/sessions'\n\
+             tools.sessions.timeout = 60",
+            dir.0.display()
+        )),
+    );
+    let mut server = Server::conformance(&config);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut told: Vec<(String, u64)> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // A new visitor, then a few updates of its session.
+                    let mut c = Client::new(addr);
+                    for _ in 0..5 {
+                        match c
+                            .try_request(reqwest::Method::GET, "/testStr", c.cookie.as_deref())
+                            .await
+                        {
+                            Ok(r) if r.status == 200 => {
+                                if let Some(v) = r.cookie_value() {
+                                    c.cookie = Some(format!("session_id={v}"));
+                                    let n: u64 = r.body.parse().unwrap();
+                                    told.retain(|(id, _)| *id != v);
+                                    told.push((v, n));
+                                }
+                            }
+                            _ => return told,
+                        }
+                    }
+                }
+                told
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.kill();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut told = Vec::new();
+    for w in writers {
+        told.extend(w.await.unwrap());
+    }
+    assert!(
+        told.len() > 20,
+        "only {} sessions written before the kill",
+        told.len()
+    );
+    let server = Server::conformance(&config);
+    let probe = Client::new(server.addr);
+    for (id, seen) in &told {
+        let r = probe
+            .get_with("/testStr", Some(&format!("session_id={id}")))
+            .await;
+        assert_eq!(r.status, 200);
+        let n: u64 = r.body.parse().unwrap();
+        assert!(n > *seen, "session {} lost: saw {seen}, now {n}", &id[..8]);
+    }
 }

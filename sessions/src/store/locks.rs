@@ -124,7 +124,6 @@ impl LocalLocks {
     }
 
     /// Takes the lock if it is free right now.
-    #[allow(dead_code)] // used by the file and SQLite stores
     pub(crate) fn try_lock(self: &Arc<Self>, id: &SessionId) -> Option<LocalGuard> {
         let (claim, slot) = self.claim(id);
         let guard = slot.try_lock_owned().ok()?;
@@ -132,6 +131,11 @@ impl LocalLocks {
             _guard: Some(guard),
             _claim: claim,
         })
+    }
+
+    /// Whether the id's lock is held or awaited right now.
+    pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
+        self.shard(id).contains_key(id)
     }
 
     /// Whether anyone holds or waits for a lock (for tests).

@@ -47,7 +47,6 @@ mod sqlite;
 #[doc(hidden)]
 pub mod conformance;
 
-#[allow(unused_imports)] // used by the file and SQLite stores
 pub(crate) use locks::LocalLocks;
 pub use memory::MemoryStore;
 
@@ -233,6 +232,18 @@ pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin
     };
     match storage.kind {
         StorageType::Ram => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(all(feature = "file", unix))]
+        StorageType::File => {
+            let path = storage.path.as_ref().ok_or(OpenError::Missing {
+                kind: "file",
+                key: "storage_path",
+            })?;
+            Ok(Arc::new(
+                FileStore::open(path)?
+                    .with_fsync(storage.file_fsync)
+                    .with_max_size(max_size),
+            ))
+        }
         #[cfg(feature = "redis")]
         StorageType::Redis => Ok(Arc::new(
             RedisStore::connect(url()?)
