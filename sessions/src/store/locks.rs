@@ -114,9 +114,13 @@ impl LocalLocks {
         wait: Duration,
     ) -> Option<LocalGuard> {
         let (claim, slot) = self.claim(id);
-        // `slot` moves into the wait; on timeout or cancellation the wait is
-        // dropped before `claim`, which then tidies the entry.
-        let guard = tokio::time::timeout(wait, slot.lock_owned()).await.ok()?;
+        // Uncontended, the usual case: no timer to arm.
+        let guard = match Arc::clone(&slot).try_lock_owned() {
+            Ok(guard) => guard,
+            // `slot` moves into the wait; on timeout or cancellation the
+            // wait is dropped before `claim`, which then tidies the entry.
+            Err(_) => tokio::time::timeout(wait, slot.lock_owned()).await.ok()?,
+        };
         Some(LocalGuard {
             _guard: Some(guard),
             _claim: claim,
