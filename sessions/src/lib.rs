@@ -61,6 +61,11 @@ pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
 pub use session::{Error, Session};
 
+/// The README's example compiles (it is run as a doctest, `no_run`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(test)]
 mod send_sync {
     //! Compile-time checks: the handle, the layer and its service and

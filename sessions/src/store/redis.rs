@@ -37,7 +37,8 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::task::AbortHandle;
 
-use super::{Error, LockGuard, SessionAdmin, SessionStore, Write};
+use super::locks::LocalGuard;
+use super::{Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
 use crate::id::{SessionId, ShortId};
 use crate::record::{now_millis, Millis, Record};
 
@@ -195,6 +196,10 @@ impl Scripts {
 pub struct RedisStore {
     conn: ConnectionManager,
     scripts: Arc<Scripts>,
+    /// Requests of this process queue here, in order, before the front one
+    /// asks Redis: waiters of one process never poll Redis against each
+    /// other, and a lock passes between them as soon as it is released.
+    locks: Arc<LocalLocks>,
     prefix: Arc<str>,
     max_size: usize,
     lease: Duration,
@@ -237,6 +242,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             scripts: Arc::new(Scripts::new()),
+            locks: Arc::new(LocalLocks::new()),
             prefix: DEFAULT_PREFIX.into(),
             max_size: DEFAULT_MAX_SIZE,
             lease: DEFAULT_LEASE,
@@ -264,6 +270,18 @@ impl RedisStore {
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(MIN_LEASE);
         self
+    }
+
+    /// Waits for this process's turn on the id, then gives what is left of
+    /// `wait` to the attempts on Redis.
+    async fn queue(&self, id: &SessionId, wait: Duration) -> Result<(LocalGuard, Backoff), Error> {
+        let started = tokio::time::Instant::now();
+        let local = self
+            .locks
+            .lock(id, wait)
+            .await
+            .ok_or(Error::LockTimeout(wait))?;
+        Ok((local, Backoff::new(wait.saturating_sub(started.elapsed()))))
     }
 
     fn data_key(&self, id: &SessionId) -> String {
@@ -419,11 +437,21 @@ struct Lease {
     renewal: AbortHandle,
     /// Set once the lock was released by `save_and_unlock`.
     released: bool,
+    /// This process's place at the front of the id's queue, let go only
+    /// after Redis has the lock back, so the next local waiter's first
+    /// attempt succeeds.
+    local: Option<LocalGuard>,
 }
 
 impl Lease {
     /// Starts renewing a lock just taken.
-    fn start(store: &RedisStore, id: &SessionId, key: String, token: String) -> Self {
+    fn start(
+        store: &RedisStore,
+        id: &SessionId,
+        key: String,
+        token: String,
+        local: LocalGuard,
+    ) -> Self {
         let renewal = tokio::spawn(renew(
             id.short(),
             store.conn.clone(),
@@ -440,6 +468,7 @@ impl Lease {
             token,
             renewal,
             released: false,
+            local: Some(local),
         }
     }
 }
@@ -458,6 +487,7 @@ impl Drop for Lease {
                 std::mem::take(&mut self.key),
                 std::mem::take(&mut self.token),
             );
+            let local = self.local.take();
             rt.spawn(async move {
                 let mut call = scripts.release.prepare_invoke();
                 call.key(&key).arg(&token);
@@ -469,6 +499,8 @@ impl Drop for Lease {
                 {
                     tracing::debug!(error = %e, "lock release failed; its lease will free it");
                 }
+                // Only now may the next request of this process try.
+                drop(local);
             });
         }
     }
@@ -610,8 +642,8 @@ impl SessionStore for RedisStore {
     // no live session, which `EXISTS` cannot tell.
 
     async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
+        let (local, mut backoff) = self.queue(id, wait).await?;
         let (key, token) = (self.lock_key(id), new_token()?);
-        let mut backoff = Backoff::new(wait);
         let mut conn = self.conn.clone();
         loop {
             let taken: Option<String> = bounded(
@@ -626,7 +658,7 @@ impl SessionStore for RedisStore {
             )
             .await?;
             if taken.is_some() {
-                return Ok(LockGuard::new(Lease::start(self, id, key, token)));
+                return Ok(LockGuard::new(Lease::start(self, id, key, token, local)));
             }
             if !backoff.sleep().await {
                 return Err(Error::LockTimeout(wait));
@@ -639,8 +671,8 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
+        let (local, mut backoff) = self.queue(id, wait).await?;
         let (data_key, key, token) = (self.data_key(id), self.lock_key(id), new_token()?);
-        let mut backoff = Backoff::new(wait);
         let mut conn = self.conn.clone();
         loop {
             let mut call = self.scripts.lock_and_load.prepare_invoke();
@@ -655,7 +687,7 @@ impl SessionStore for RedisStore {
             )
             .await?;
             if status != -1 {
-                let guard = LockGuard::new(Lease::start(self, id, key, token));
+                let guard = LockGuard::new(Lease::start(self, id, key, token, local));
                 return Ok((guard, self.finish_read(id, status, value, n)));
             }
             if !backoff.sleep().await {

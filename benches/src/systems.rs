@@ -1,0 +1,427 @@
+//! The systems under test and the stores they run on: one table says which
+//! system runs on which store, and one function per system builds its app.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{StreamExt, TryStreamExt};
+use sessions::store::SessionAdmin;
+use sessions::{Config, SessionConfig, SessionLayer, StorageConfig, StorageType};
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tower_sessions_redis_store::fred;
+use tower_sessions_redis_store::fred::interfaces::{ClientLike, KeysInterface};
+use tower_sessions_sqlx_store::sqlx;
+
+/// A backend that sessions are kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Store {
+    Ram,
+    Redis,
+    Postgres,
+    File,
+}
+
+impl Store {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Store::Ram => "ram",
+            Store::Redis => "redis",
+            Store::Postgres => "postgres",
+            Store::File => "file",
+        }
+    }
+}
+
+/// A server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum System {
+    /// axum without sessions: the ceiling.
+    Bare,
+    /// This project.
+    Ours,
+    /// tower-sessions 0.14 with the store crates of its generation.
+    TowerSessions,
+}
+
+impl System {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            System::Bare => "bare axum",
+            System::Ours => "sessions",
+            System::TowerSessions => "tower-sessions",
+        }
+    }
+}
+
+/// Which system runs on which store.
+#[derive(Debug)]
+pub(crate) struct StoreRow {
+    pub(crate) store: Store,
+    /// Our store, opened through `sessions::store::open` from a config.
+    pub(crate) ours: bool,
+    /// The tower-sessions store for it.
+    pub(crate) tower_sessions: bool,
+}
+
+/// The stores, one line each. When one of our stores lands (and
+/// `sessions::store::open` knows it), turning on its `ours` flag is all the
+/// benchmark needs: the config for it (URL, directory, table) is already
+/// made by [`our_config`], and its cargo feature is on in Cargo.toml.
+#[rustfmt::skip]
+pub(crate) const STORES: &[StoreRow] = &[
+    StoreRow { store: Store::Ram, ours: true, tower_sessions: true },
+    StoreRow { store: Store::Redis, ours: true, tower_sessions: true },
+    StoreRow { store: Store::Postgres, ours: true, tower_sessions: true },
+    StoreRow { store: Store::File, ours: true, tower_sessions: false },
+];
+
+/// Sessions of both systems idle out after this, so anything a clean-up
+/// misses goes away by itself soon after the run.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long reaching a store may take before it counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the shared stores are, and the names this run uses in them.
+#[derive(Debug)]
+pub(crate) struct Env {
+    pub(crate) redis_url: String,
+    pub(crate) postgres_url: String,
+    /// Unique to this run: a Redis key prefix, table names, a directory.
+    tag: String,
+    file_dir: PathBuf,
+    /// Stores that could not be reached, with why.
+    unreachable: HashMap<Store, String>,
+}
+
+impl Env {
+    /// Reads the store locations (`SESSIONS_BENCH_REDIS_URL`,
+    /// `SESSIONS_BENCH_POSTGRES_URL`) and picks this run's names.
+    pub(crate) fn new() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let tag = format!("{}_{}", std::process::id(), millis % 1_000_000_000);
+        Env {
+            redis_url: std::env::var("SESSIONS_BENCH_REDIS_URL")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            postgres_url: std::env::var("SESSIONS_BENCH_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            file_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}")),
+            tag,
+            unreachable: HashMap::new(),
+        }
+    }
+
+    fn redis_prefix(&self) -> String {
+        format!("sessions-bench:{}:", self.tag)
+    }
+
+    fn table(&self, system: System) -> String {
+        match system {
+            System::Ours => format!("bench_ours_{}", self.tag),
+            _ => format!("bench_ts_{}", self.tag),
+        }
+    }
+
+    /// Why `store` cannot be benchmarked, if it cannot.
+    pub(crate) fn unreachable(&self, store: Store) -> Option<&str> {
+        self.unreachable.get(&store).map(String::as_str)
+    }
+
+    /// Tries each shared store once; those that do not answer are skipped.
+    /// Runs on the server runtime (connections spawn their tasks there).
+    pub(crate) async fn probe(&mut self) {
+        let redis = async {
+            let url = &self.redis_url;
+            let store = sessions::store::RedisStore::connect(url).await?;
+            let id = sessions::SessionId::generate()?;
+            sessions::store::SessionStore::exists(&store, &id).await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = within(redis).await {
+            self.unreachable
+                .insert(Store::Redis, format!("{}: {e:#}", self.redis_url));
+        }
+        let postgres = async {
+            let pool = postgres_pool(&self.postgres_url).await?;
+            sqlx::query("select 1").execute(&pool).await?;
+            pool.close().await;
+            anyhow::Ok(())
+        };
+        if let Err(e) = within(postgres).await {
+            self.unreachable
+                .insert(Store::Postgres, format!("{}: {e:#}", self.postgres_url));
+        }
+    }
+
+    /// Removes what this run left: the file store's directory.
+    pub(crate) fn remove_files(&self) {
+        let _ = std::fs::remove_dir_all(&self.file_dir);
+    }
+}
+
+async fn within<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(PROBE_TIMEOUT, f)
+        .await
+        .map_err(|_| anyhow!("no answer within {PROBE_TIMEOUT:?}"))?
+}
+
+async fn postgres_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(PROBE_TIMEOUT)
+        .connect(url)
+        .await?)
+}
+
+/// An app ready to serve, and what to remove from its store afterwards.
+pub(crate) struct App {
+    pub(crate) router: Router,
+    pub(crate) cleanup: Cleanup,
+}
+
+/// What a system leaves in a shared store, removed after its runs.
+pub(crate) enum Cleanup {
+    Nothing,
+    /// Our store: every session in it (the prefix, table or directory is
+    /// this run's own), through the admin API that every store has.
+    Ours(Arc<dyn SessionAdmin>, Store),
+    /// tower-sessions' Redis keys are bare ids without a prefix: delete the
+    /// ones the client was given (should one slip through, it idles out
+    /// after [`SESSION_TIMEOUT`]).
+    TowerRedis(fred::clients::Pool),
+    /// tower-sessions' table, dropped.
+    TowerPostgres(sqlx::PgPool, String),
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Cleanup {
+    /// Removes what the system stored. `cookies` are the `name=value`
+    /// pairs the client was given.
+    pub(crate) fn run<'a>(
+        self,
+        env: &'a Env,
+        cookies: &'a [String],
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            match self {
+                Cleanup::Nothing => {}
+                // Dropping the app drops a RAM store.
+                Cleanup::Ours(_, Store::Ram) => {}
+                Cleanup::Ours(store, kind) => {
+                    let ids: Vec<_> = store.ids().try_collect().await?;
+                    futures_util::stream::iter(ids)
+                        .map(|id| {
+                            let store = &store;
+                            async move { store.delete(&id).await }
+                        })
+                        .buffer_unordered(64)
+                        .try_collect::<()>()
+                        .await?;
+                    if kind == Store::Postgres {
+                        let pool = postgres_pool(&env.postgres_url).await?;
+                        let table = env.table(System::Ours);
+                        // With its schema-version table, or the next run's
+                        // migration would think the table is still there.
+                        sqlx::raw_sql(&format!(
+                            r#"drop table if exists "{table}"; drop table if exists "{table}_schema""#
+                        ))
+                        .execute(&pool)
+                        .await?;
+                    }
+                }
+                Cleanup::TowerRedis(pool) => {
+                    let keys: Vec<String> = cookies
+                        .iter()
+                        .filter_map(|c| Some(c.split_once('=')?.1.to_string()))
+                        .collect();
+                    for batch in keys.chunks(1000) {
+                        pool.del::<i64, _>(batch.to_vec()).await?;
+                    }
+                    pool.quit().await?;
+                }
+                Cleanup::TowerPostgres(pool, table) => {
+                    sqlx::query(&format!(
+                        r#"drop table if exists "tower_sessions"."{table}""#
+                    ))
+                    .execute(&pool)
+                    .await?;
+                    pool.close().await;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Builds `system`'s app on `store`, or says why it cannot run there.
+/// Runs on the server runtime, so that store connections live there.
+pub(crate) async fn build(system: System, store: Store, env: &Env) -> anyhow::Result<App> {
+    match system {
+        System::Bare => Ok(App {
+            router: bare(),
+            cleanup: Cleanup::Nothing,
+        }),
+        System::Ours => ours(store, env).await,
+        System::TowerSessions => tower(store, env).await,
+    }
+}
+
+// --- bare axum ----------------------------------------------------------------
+
+/// The counter without sessions: one process-wide atomic, the least a
+/// counter can cost.
+fn bare() -> Router {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    async fn count() -> String {
+        (COUNTER.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+    }
+    async fn read() -> String {
+        COUNTER.load(Ordering::Relaxed).to_string()
+    }
+    Router::new()
+        .route("/", get(count))
+        .route("/read", get(read))
+}
+
+// --- ours -----------------------------------------------------------------------
+
+/// Read `counter`, add one, write it back.
+async fn ours_count(session: sessions::Session) -> Result<String, sessions::Error> {
+    let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
+    session.insert("counter", n).await?;
+    Ok(n.to_string())
+}
+
+async fn ours_read(session: sessions::Session) -> Result<String, sessions::Error> {
+    let n: u64 = session.get("counter").await?.unwrap_or(0);
+    Ok(n.to_string())
+}
+
+/// Our settings for `store`: the defaults (implicit locking) with this
+/// run's own prefix, table or directory.
+fn our_config(store: Store, env: &Env) -> SessionConfig {
+    let mut storage = StorageConfig::default();
+    match store {
+        Store::Ram => storage.kind = StorageType::Ram,
+        Store::Redis => {
+            storage.kind = StorageType::Redis;
+            storage.url = Some(env.redis_url.clone());
+            storage.redis_prefix = env.redis_prefix();
+        }
+        Store::Postgres => {
+            storage.kind = StorageType::Postgres;
+            storage.url = Some(env.postgres_url.clone());
+            storage.table = env.table(System::Ours);
+        }
+        Store::File => {
+            storage.kind = StorageType::File;
+            storage.path = Some(env.file_dir.clone());
+        }
+    }
+    let mut config = SessionConfig::default();
+    config.timeout = SESSION_TIMEOUT;
+    config.storage = storage;
+    config
+}
+
+async fn ours(store: Store, env: &Env) -> anyhow::Result<App> {
+    if store == Store::File {
+        std::fs::create_dir_all(&env.file_dir)?;
+    }
+    let config = Config::single(our_config(store, env));
+    let opened = sessions::store::open(&config)
+        .await
+        .with_context(|| format!("opening our {} store", store.name()))?;
+    let router = Router::new()
+        .route("/", get(ours_count))
+        .route("/read", get(ours_read))
+        .layer(SessionLayer::from_arc(opened.clone()).with_file_config(config));
+    Ok(App {
+        router,
+        cleanup: Cleanup::Ours(opened, store),
+    })
+}
+
+// --- tower-sessions -----------------------------------------------------------
+
+async fn tower_count(session: tower_sessions::Session) -> Result<String, StatusCode> {
+    let n: u64 = session
+        .get("counter")
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .unwrap_or(0)
+        + 1;
+    session
+        .insert("counter", n)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(n.to_string())
+}
+
+async fn tower_read(session: tower_sessions::Session) -> Result<String, StatusCode> {
+    let n: u64 = session
+        .get("counter")
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .unwrap_or(0);
+    Ok(n.to_string())
+}
+
+/// tower-sessions as its documentation sets it up, with the same idle
+/// timeout as ours.
+fn tower_router<S>(store: S) -> Router
+where
+    S: tower_sessions::SessionStore + Clone,
+{
+    let expiry = Expiry::OnInactivity(time::Duration::seconds(SESSION_TIMEOUT.as_secs() as i64));
+    Router::new()
+        .route("/", get(tower_count))
+        .route("/read", get(tower_read))
+        .layer(SessionManagerLayer::new(store).with_expiry(expiry))
+}
+
+async fn tower(store: Store, env: &Env) -> anyhow::Result<App> {
+    match store {
+        Store::Ram => Ok(App {
+            router: tower_router(tower_sessions::MemoryStore::default()),
+            cleanup: Cleanup::Nothing,
+        }),
+        Store::Redis => {
+            // As the crate's documentation does it: a pool of six.
+            let config = fred::types::config::Config::from_url(&env.redis_url)?;
+            let pool = fred::clients::Pool::new(config, None, None, None, 6)?;
+            within(async {
+                pool.init().await?;
+                Ok(())
+            })
+            .await?;
+            Ok(App {
+                router: tower_router(tower_sessions_redis_store::RedisStore::new(pool.clone())),
+                cleanup: Cleanup::TowerRedis(pool),
+            })
+        }
+        Store::Postgres => {
+            let pool = postgres_pool(&env.postgres_url).await?;
+            let table = env.table(System::TowerSessions);
+            let store = tower_sessions_sqlx_store::PostgresStore::new(pool.clone())
+                .with_table_name(&table)
+                .map_err(|e| anyhow!(e))?;
+            store.migrate().await?;
+            Ok(App {
+                router: tower_router(store),
+                cleanup: Cleanup::TowerPostgres(pool, table),
+            })
+        }
+        Store::File => Err(anyhow!("tower-sessions has no file store")),
+    }
+}
