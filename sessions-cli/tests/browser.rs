@@ -81,6 +81,29 @@ impl Drop for Driver {
     }
 }
 
+/// Clicks a button that submits a form, and waits until the browser has
+/// left the page (a click returns before the navigation it starts is done).
+async fn submit(c: &Client, id: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The old page's root goes stale once the new page replaces it.
+    while old.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "clicking #{id} did not navigate");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("body"))
+        .await
+        .unwrap();
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -136,24 +159,14 @@ async fn the_demo_in_a_real_browser() {
             .send_keys("teal")
             .await
             .unwrap();
-        c.find(Locator::Id("set"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        submit(&c, "set").await;
         c.refresh().await.unwrap();
         let data = text(&c, "#data").await;
         assert!(data.contains("color") && data.contains("teal"), "{data}");
 
         // Log in: a new id, the same data.
         let before = text(&c, "#session-id").await;
-        c.find(Locator::Id("login"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        submit(&c, "login").await;
         let after = text(&c, "#session-id").await;
         assert_ne!(before, after);
         assert_eq!(after.len(), 40);
@@ -173,12 +186,7 @@ async fn the_demo_in_a_real_browser() {
         }
 
         // Log out: the browser is left without the cookie.
-        c.find(Locator::Id("logout"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        submit(&c, "logout").await;
         assert!(c.current_url().await.unwrap().path().ends_with("/goodbye"));
         assert!(
             session_cookie(&c).await.is_none(),
