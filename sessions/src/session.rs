@@ -78,6 +78,7 @@ impl Error {
     pub(crate) fn failure(&self) -> Failure {
         match self {
             Error::Store(store::Error::LockTimeout(_)) => Failure::Busy,
+            Error::Store(store::Error::TooLarge { .. }) => Failure::Internal,
             Error::Store(_) | Error::Random(_) => Failure::Unavailable,
             Error::TooLarge { .. } | Error::Value { .. } | Error::Finished => Failure::Internal,
         }
@@ -88,7 +89,8 @@ impl Error {
             Failure::Busy => tracing::warn!(error = %self, "session lock timeout"),
             Failure::Unavailable => tracing::error!(
                 error = %self,
-                source = ?std::error::Error::source(self).and_then(std::error::Error::source),
+                // `Store` is transparent: its source is the backend's error.
+                source = ?std::error::Error::source(self),
                 "session store failed"
             ),
             Failure::Internal => tracing::error!(error = %self, "session error"),
@@ -421,8 +423,11 @@ impl Session {
 
     /// Saves what changed and releases the lock taken by
     /// [`acquire_lock`](Self::acquire_lock). Saving here, under the lock,
-    /// is what keeps the end-of-request save from overwriting what another
-    /// request wrote after the release (CherryPy issue 1027).
+    /// and then forgetting the data, is what keeps the end-of-request save
+    /// from overwriting what another request wrote after the release
+    /// (CherryPy issue 1027): using the session again reads it afresh
+    /// (without a lock in `explicit` mode — take it again before changing
+    /// what other requests may change too).
     pub async fn release_lock(&self) -> Result<(), Error> {
         let mut s = self.state().await?;
         if !s.locked {
@@ -432,6 +437,13 @@ impl Session {
             self.save(&mut s).await?;
             s.used = false;
         }
+        // Ids given up by `regenerate` or `delete` go before their lock
+        // does, or a request waiting on it would find them alive.
+        for id in std::mem::take(&mut s.doomed) {
+            let r = self.0.store.delete(&id).await;
+            fail(&mut s, r)?;
+        }
+        s.loaded = false;
         s.locked = false;
         drop(self.0.lock_slot().take());
         Ok(())

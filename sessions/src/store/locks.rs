@@ -128,6 +128,7 @@ impl LocalLocks {
     }
 
     /// Takes the lock if it is free right now.
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
     pub(crate) fn try_lock(self: &Arc<Self>, id: &SessionId) -> Option<LocalGuard> {
         let (claim, slot) = self.claim(id);
         let guard = slot.try_lock_owned().ok()?;
@@ -138,6 +139,7 @@ impl LocalLocks {
     }
 
     /// Whether the id's lock is held or awaited right now.
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
     pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
         self.shard(id).contains_key(id)
     }

@@ -47,6 +47,16 @@ mod sqlite;
 #[doc(hidden)]
 pub mod conformance;
 
+// Used by the file, Redis, PostgreSQL and SQLite stores.
+#[cfg_attr(
+    not(any(
+        feature = "file",
+        feature = "redis",
+        feature = "postgres",
+        feature = "sqlite"
+    )),
+    allow(unused_imports)
+)]
 pub(crate) use locks::LocalLocks;
 pub use memory::MemoryStore;
 
@@ -69,6 +79,15 @@ pub enum Error {
     /// The session's lock was not free within the configured wait.
     #[error("timed out after {0:?} waiting for the session lock")]
     LockTimeout(Duration),
+    /// The record is larger than this store reads back, so it was not
+    /// written; what the store held before is unchanged.
+    #[error("session of {size} bytes exceeds the store's limit of {max} bytes")]
+    TooLarge {
+        /// The size of the record's data.
+        size: usize,
+        /// The store's limit.
+        max: usize,
+    },
     /// The backend failed or could not be reached (I/O, network, database).
     #[error("session store unavailable: {context}")]
     Unavailable {
@@ -218,6 +237,10 @@ pub enum OpenError {
 pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
     use crate::config::StorageType;
     let storage = config.storage();
+    #[cfg_attr(
+        not(any(feature = "redis", all(feature = "file", unix))),
+        allow(unused_variables)
+    )]
     let max_size = config
         .sections()
         .map(|(_, c)| c.max_size)

@@ -258,7 +258,10 @@ impl RedisStore {
     }
 
     /// Sets the largest encoded session a load accepts (default 64 KiB).
-    /// Larger values are logged and treated as missing.
+    /// Larger values are logged and treated as missing, and a save of a
+    /// larger session is refused with [`Error::TooLarge`] (a 500 through
+    /// the layer, the stored session unchanged). Keep it at least the
+    /// layer's `max_size`; [`store::open`](crate::store::open) does.
     pub fn with_max_size(mut self, max_size: usize) -> Self {
         self.max_size = max_size;
         self
@@ -290,6 +293,19 @@ impl RedisStore {
 
     fn lock_key(&self, id: &SessionId) -> String {
         format!("{}{{{}}}:lock", self.prefix, &*id.as_hex())
+    }
+
+    /// Refuses a record that a load would refuse, rather than write a
+    /// session that could never be read back (the layer's `max_size` may
+    /// be set higher than this store's).
+    fn check_size(&self, record: &Record) -> Result<(), Error> {
+        if record.data.len() > self.max_size {
+            return Err(Error::TooLarge {
+                size: record.data.len(),
+                max: self.max_size,
+            });
+        }
+        Ok(())
     }
 
     fn read_limit(&self) -> usize {
@@ -596,6 +612,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+        self.check_size(record)?;
         let mut conn = self.conn.clone();
         let written: Option<String> = bounded(
             "saving a session",
@@ -703,6 +720,8 @@ impl SessionStore for RedisStore {
         write: Write,
         guard: LockGuard,
     ) -> Result<bool, Error> {
+        // On refusal the guard is dropped, which releases the lock.
+        self.check_size(record)?;
         let mut lease = match guard.downcast::<Lease>() {
             Ok(lease) => lease,
             // Not one of ours: save, then let the guard release itself.

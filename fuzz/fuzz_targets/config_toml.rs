@@ -1,0 +1,16 @@
+//! `Config::from_toml_str` on arbitrary text: no panic, errors with a line
+//! inside the text, and a config that loads serves a well-formed cookie.
+
+#![no_main]
+
+#[path = "../../sessions/tests/checks/mod.rs"]
+mod checks;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Config::load reads files as UTF-8, so only UTF-8 ever reaches the parser.
+    if let Ok(text) = std::str::from_utf8(data) {
+        checks::check_config(text, sessions::Config::from_toml_str);
+    }
+});

@@ -1,0 +1,177 @@
+//! The file store when its disk fills up or turns read-only, end to end:
+//! 503s while it lasts, no panic, no damaged record, and service again by
+//! itself afterwards. The directory is a small tmpfs mounted for the test
+//! (root only; outside CI a machine that cannot mount skips).
+
+#![cfg(all(feature = "file", target_os = "linux"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use common::{serve, Client};
+use sessions::store::{FileStore, SessionAdmin, SessionStore};
+use sessions::{Session, SessionId, SessionLayer};
+
+/// A tmpfs of `size` at a fresh directory; unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn new(size: &str) -> Option<Mount> {
+        let dir = std::env::temp_dir().join(format!(
+            "sessions-test-mount-{}",
+            &SessionId::generate().unwrap().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and a tmpfs cannot be mounted (the test needs root)"
+            );
+            eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Mount(dir))
+    }
+
+    fn remount(&self, options: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {options}");
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn counter(session: Session) -> Result<String, sessions::Error> {
+    let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+    session.insert("n", n).await?;
+    Ok(n.to_string())
+}
+
+/// Stores a big value, to fill the disk quickly.
+async fn ballast(session: Session) -> Result<String, sessions::Error> {
+    session.insert("ballast", "x".repeat(30_000)).await?;
+    Ok("stored".into())
+}
+
+fn app(store: FileStore) -> Router {
+    Router::new()
+        .route("/", get(counter))
+        .route("/ballast", get(ballast))
+        .layer(SessionLayer::new(store))
+}
+
+/// Every session file in the directory decodes, and every session listed
+/// loads.
+async fn all_intact(store: &FileStore) -> usize {
+    use futures_util::StreamExt;
+    let ids: Vec<_> = store.ids().collect().await;
+    for id in &ids {
+        let id = id.as_ref().unwrap();
+        assert!(store.load(id).await.unwrap().is_some(), "a damaged session");
+    }
+    ids.len()
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_recovers() {
+    let Some(mount) = Mount::new("512k") else {
+        return;
+    };
+    let store = FileStore::open(mount.path().join("sessions")).unwrap();
+    let addr = serve(app(store.clone())).await;
+    let mut alice = Client::new(addr);
+    assert_eq!(alice.get("/").await.body, "1");
+    assert_eq!(alice.get("/").await.body, "2");
+
+    // Fill the disk with other visitors' sessions until a save fails.
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = Client::new(addr).get_with("/ballast", None).await;
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("the disk never filled up");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.body, "session store unavailable\n");
+    assert_eq!(refused.set_cookie, None, "a cookie for a session not saved");
+
+    // Alice's session is intact; her next write fails or fits, never
+    // corrupts.
+    let r = alice.get_with("/", alice.cookie.as_deref()).await;
+    assert!(r.status == 200 || r.status == 503, "{r:?}");
+    all_intact(&store).await;
+
+    // Room again: everything works by itself.
+    mount.remount("size=4m");
+    let r = alice.get("/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == "3" || r.body == "4", "{}", r.body);
+    assert_eq!(
+        Client::new(addr).get_with("/ballast", None).await.status,
+        200
+    );
+    assert!(all_intact(&store).await > 2);
+    // No temporary files left behind by the failed writes.
+    let leftovers: Vec<_> = std::fs::read_dir(mount.path().join("sessions"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_directory_answers_503_and_recovers() {
+    let Some(mount) = Mount::new("4m") else {
+        return;
+    };
+    let store = FileStore::open(mount.path().join("sessions")).unwrap();
+    let addr = serve(app(store.clone())).await;
+    let mut bob = Client::new(addr);
+    assert_eq!(bob.get("/").await.body, "1");
+
+    mount.remount("ro");
+    let r = bob.get_with("/", bob.cookie.as_deref()).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    let r = Client::new(addr).get_with("/", None).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    // Clean-up reports the failure; it does not panic or delete.
+    let _ = store.clean_up().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    mount.remount("rw");
+    assert_eq!(bob.get("/").await.body, "2", "the session did not survive");
+    assert_eq!(all_intact(&store).await, 1);
+}
