@@ -34,20 +34,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::locks::LocalGuard;
+use super::sql::{
+    is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
+};
 use super::{BoxError, Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 
-const DEFAULT_TABLE: &str = "sessions";
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Larger than any sane session; a row beyond it was not written by us.
-const MAX_DATA: usize = 16 << 20;
-/// Rows per clean-up statement: short enough that no batch holds row locks
-/// for long, large enough that a backlog goes quickly.
-const CLEAN_BATCH: i64 = 1_000;
-/// Ids per page of [`SessionAdmin::ids`].
-const IDS_PAGE: i64 = 500;
 /// The longest a migration may wait for another instance's migration.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -765,10 +760,6 @@ impl PostgresStore {
     }
 }
 
-fn to_sql_ms(ms: Millis) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 async fn bounded<T>(
     context: &'static str,
     limit: Duration,
@@ -979,19 +970,11 @@ struct InvalidTableName(String);
 
 impl Table {
     fn parse(text: &str) -> Result<Self, InvalidTableName> {
-        let ident = |s: &str, max: usize| {
-            let mut chars = s.chars();
-            s.len() <= max
-                && chars
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        };
         let (schema, name) = match text.split_once('.') {
             Some((schema, name)) => (Some(schema), name),
             None => (None, text),
         };
-        if !ident(name, 56) || schema.is_some_and(|s| !ident(s, 63)) {
+        if !is_identifier(name, MAX_TABLE) || schema.is_some_and(|s| !is_identifier(s, 63)) {
             return Err(InvalidTableName(text.to_owned()));
         }
         Ok(Table {

@@ -32,19 +32,15 @@ use tokio::sync::OnceCell;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::locks::LocalGuard;
+use super::sql::{
+    is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
+};
 use super::{BoxError, Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 
-const DEFAULT_TABLE: &str = "sessions";
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
-/// Larger than any sane session; a row beyond it was not written by us.
-const MAX_DATA: usize = 16 << 20;
-/// Rows per clean-up transaction.
-const CLEAN_BATCH: i64 = 1_000;
-/// Ids per page of [`SessionAdmin::ids`].
-const IDS_PAGE: i64 = 500;
 /// The longest pause between two tries for a lease another process holds.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
@@ -535,10 +531,6 @@ fn joined<T>(
     }
 }
 
-fn to_sql_ms(ms: Millis) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 /// A configuration mistake found before the file is opened.
 ///
 /// `store::Error` has no variant for configuration yet; until it does, these
@@ -921,13 +913,8 @@ struct InvalidTableName(String);
 
 impl Table {
     fn parse(text: &str) -> Result<Self, InvalidTableName> {
-        let mut chars = text.chars();
-        let ok = text.len() <= 56
-            && chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !text.to_ascii_lowercase().starts_with("sqlite_");
+        let ok =
+            is_identifier(text, MAX_TABLE) && !text.to_ascii_lowercase().starts_with("sqlite_");
         if !ok {
             return Err(InvalidTableName(text.to_owned()));
         }
