@@ -23,9 +23,9 @@ enum Command {
     /// List the stored sessions.
     List(cmd::list::Args),
     /// Show one session's data as JSON.
-    Show(cmd::show::Args),
+    Show(cmd::IdArgs),
     /// Delete one session.
-    Delete(cmd::delete::Args),
+    Delete(cmd::IdArgs),
     /// Remove expired sessions now.
     Clean(cmd::StoreArgs),
     /// Count, sizes and expiry of the stored sessions.

@@ -35,8 +35,25 @@ impl StoreArgs {
     }
 }
 
+/// One session of the store.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IdArgs {
+    /// The session id (40 hex characters).
+    id: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl IdArgs {
+    /// The id, strictly parsed, and the opened store.
+    pub(crate) async fn open(&self) -> anyhow::Result<(SessionId, Arc<dyn SessionAdmin>)> {
+        let id = parse_id(&self.id)?;
+        Ok((id, self.store.open().await?))
+    }
+}
+
 /// Parses an id given on the command line, strictly.
-pub(crate) fn parse_id(text: &str) -> anyhow::Result<SessionId> {
+fn parse_id(text: &str) -> anyhow::Result<SessionId> {
     text.parse()
         .map_err(|_| anyhow::anyhow!("{text:?} is not a session id (40 lowercase hex characters)"))
 }

@@ -2,19 +2,10 @@
 
 use anyhow::Context;
 
-use super::{parse_id, when, StoreArgs};
+use super::{when, IdArgs};
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {
-    /// The session id (40 hex characters).
-    id: String,
-    #[command(flatten)]
-    store: StoreArgs,
-}
-
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let id = parse_id(&args.id)?;
-    let store = args.store.open().await?;
+pub(crate) async fn run(args: IdArgs) -> anyhow::Result<()> {
+    let (id, store) = args.open().await?;
     let record = store
         .load(&id)
         .await?
