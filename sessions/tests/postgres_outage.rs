@@ -44,12 +44,22 @@ impl PrivatePostgres {
             &SessionId::generate().unwrap().to_string()[..12]
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(Command::new("chown")
+        // The cluster runs as the `postgres` user, which takes root to set up.
+        let owned = Command::new("chown")
             .args(["postgres"])
             .arg(&dir)
+            .stderr(std::process::Stdio::null())
             .status()
-            .unwrap()
-            .success());
+            .is_ok_and(|s| s.success());
+        if !owned {
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and a private PostgreSQL cluster cannot be set up (needs root)"
+            );
+            eprintln!("skipping: a private PostgreSQL cluster needs root");
+            return None;
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
