@@ -463,6 +463,23 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<Record, BoxError> {
 }
 
 fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    // Two processes opening a new file together can find it busy while the
+    // other switches it to WAL, a moment the busy handler does not cover:
+    // try again until the busy timeout is spent. (Runs on the blocking pool.)
+    let started = Instant::now();
+    loop {
+        match open_once(path, busy) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < busy =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open_once(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy)?;
     // Reading the schema makes a file that is not a database fail here.
