@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use common::{serve, Client};
+use common::{counter, serve, Client};
 use sessions::store::{FileStore, SessionAdmin, SessionStore};
 use sessions::{Session, SessionId, SessionLayer};
 
@@ -69,12 +69,6 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg(&self.0).status();
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn counter(session: Session) -> Result<String, sessions::Error> {
-    let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
-    session.insert("n", n).await?;
-    Ok(n.to_string())
 }
 
 /// Stores a big value, to fill the disk quickly.

@@ -9,13 +9,13 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use common::{serve, Client};
+use common::{counter, outage_under_traffic, serve};
 use sessions::store::PostgresStore;
-use sessions::{Session, SessionId, SessionLayer};
+use sessions::{SessionId, SessionLayer};
 
 /// A PostgreSQL cluster of this test's own, run as the `postgres` user.
 struct PrivatePostgres {
@@ -122,12 +122,6 @@ impl Drop for PrivatePostgres {
     }
 }
 
-async fn counter(session: Session) -> Result<String, sessions::Error> {
-    let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
-    session.insert("n", n).await?;
-    Ok(n.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crashed_and_restarted_under_traffic() {
     let Some(pg) = PrivatePostgres::start() else {
@@ -143,48 +137,5 @@ async fn postgres_crashed_and_restarted_under_traffic() {
             .layer(SessionLayer::new(store)),
     )
     .await;
-
-    let mut clients = Vec::new();
-    for _ in 0..10 {
-        let mut c = Client::new(addr);
-        c.get("/").await;
-        assert_eq!(c.get("/").await.body, "2");
-        clients.push(c);
-    }
-
-    pg.crash();
-    let started = Instant::now();
-    let mut statuses = Vec::new();
-    for c in &clients {
-        let r = c.get_with("/", c.cookie.as_deref()).await;
-        assert_eq!(r.set_cookie, None, "a cookie while the store is down");
-        statuses.push(r.status);
-    }
-    statuses.push(Client::new(addr).get_with("/", None).await.status);
-    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
-
-    pg.up();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = clients[0].get_with("/", clients[0].cookie.as_deref()).await;
-        if r.status == 200 {
-            assert_eq!(r.body, "3", "a session saved before the outage was lost");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery: {r:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for c in &mut clients[1..] {
-        assert_eq!(
-            c.get("/").await.body,
-            "3",
-            "a session saved before the outage was lost"
-        );
-    }
-    assert_eq!(Client::new(addr).get_with("/", None).await.status, 200);
+    outage_under_traffic(addr, 10, || pg.crash(), || pg.up(), Duration::from_secs(20)).await;
 }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use common::{serve, Client};
+use common::{counter, outage_under_traffic, serve};
 use sessions::store::RedisStore;
-use sessions::{Session, SessionId, SessionLayer};
+use sessions::{SessionId, SessionLayer};
 
 /// A redis-server of this test's own, persisting every write.
 struct PrivateRedis {
@@ -100,12 +100,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-async fn counter(session: Session) -> Result<String, sessions::Error> {
-    let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
-    session.insert("n", n).await?;
-    Ok(n.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_traffic() {
     let Some(mut redis) = PrivateRedis::start() else {
@@ -118,52 +112,13 @@ async fn redis_killed_and_restarted_under_traffic() {
             .layer(SessionLayer::new(store)),
     )
     .await;
-
-    // Sessions saved before the outage, with the count each client saw.
-    let mut clients = Vec::new();
-    for _ in 0..20 {
-        let mut c = Client::new(addr);
-        c.get("/").await;
-        assert_eq!(c.get("/").await.body, "2");
-        clients.push(c);
-    }
-
-    redis.kill();
-    let started = Instant::now();
-    let mut statuses = Vec::new();
-    for c in &clients {
-        let r = c.get_with("/", c.cookie.as_deref()).await;
-        statuses.push(r.status);
-        assert_eq!(r.set_cookie, None, "a cookie while the store is down");
-    }
-    let r = Client::new(addr).get_with("/", None).await;
-    statuses.push(r.status);
-    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
-    // Each request gave up within the store's bounded timeouts.
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "{:?}",
-        started.elapsed()
-    );
-
-    assert!(redis.spawn(), "restart redis-server");
-    // The connection manager reconnects on its own; allow it a moment.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = clients[0].get_with("/", clients[0].cookie.as_deref()).await;
-        if r.status == 200 {
-            assert_eq!(r.body, "3", "a session saved before the outage was lost");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery: {r:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for c in &mut clients[1..] {
-        assert_eq!(
-            c.get("/").await.body,
-            "3",
-            "a session saved before the outage was lost"
-        );
-    }
-    assert_eq!(Client::new(addr).get_with("/", None).await.status, 200);
+    let redis = std::cell::RefCell::new(&mut redis);
+    outage_under_traffic(
+        addr,
+        20,
+        || redis.borrow_mut().kill(),
+        || assert!(redis.borrow_mut().spawn(), "restart redis-server"),
+        Duration::from_secs(15),
+    )
+    .await;
 }

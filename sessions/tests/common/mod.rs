@@ -172,3 +172,69 @@ impl Client {
         Some(self.cookie.as_ref()?.split_once('=')?.1.to_string())
     }
 }
+
+/// A counter handler: reads `n`, stores `n + 1`, answers it.
+pub async fn counter(session: sessions::Session) -> Result<String, sessions::Error> {
+    let n = session.get::<u64>("n").await?.unwrap_or(0) + 1;
+    session.insert("n", n).await?;
+    Ok(n.to_string())
+}
+
+/// A store outage under traffic, against an app serving [`counter`] at `/`:
+/// `clients` sessions are saved, `down` takes the store away, every request
+/// (with and without a cookie) then answers 503 without a cookie within a
+/// bounded time, `up` brings the store back, and every session goes on
+/// from where it was, by itself, within `recovery`.
+pub async fn outage_under_traffic(
+    addr: SocketAddr,
+    clients: usize,
+    down: impl FnOnce(),
+    up: impl FnOnce(),
+    recovery: Duration,
+) {
+    let mut saved = Vec::new();
+    for _ in 0..clients {
+        let mut c = Client::new(addr);
+        c.get("/").await;
+        assert_eq!(c.get("/").await.body, "2");
+        saved.push(c);
+    }
+
+    down();
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    for c in &saved {
+        let r = c.get_with("/", c.cookie.as_deref()).await;
+        assert_eq!(r.set_cookie, None, "a cookie while the store is down");
+        statuses.push(r.status);
+    }
+    statuses.push(Client::new(addr).get_with("/", None).await.status);
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    // Each request gave up within the store's bounded timeouts.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    up();
+    // The store reconnects on its own; allow it a moment.
+    let deadline = std::time::Instant::now() + recovery;
+    loop {
+        let r = saved[0].get_with("/", saved[0].cookie.as_deref()).await;
+        if r.status == 200 {
+            assert_eq!(r.body, "3", "a session saved before the outage was lost");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no recovery: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for c in &mut saved[1..] {
+        assert_eq!(
+            c.get("/").await.body,
+            "3",
+            "a session saved before the outage was lost"
+        );
+    }
+    assert_eq!(Client::new(addr).get_with("/", None).await.status, 200);
+}
