@@ -80,7 +80,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
 }
 
 async fn ours(n: u64) -> anyhow::Result<Measured> {
-    use sessions::store::{MemoryStore, SessionStore, Write};
+    use sessions::store::{MemoryStore, SaveIf, SessionStore};
     let store = MemoryStore::new();
     let now = sessions::now_millis();
     // One record, saved under each id: the store keeps its own copy, so
@@ -93,7 +93,7 @@ async fn ours(n: u64) -> anyhow::Result<Measured> {
     let before_kib = rss_kib()?;
     for _ in 0..n {
         let id = sessions::SessionId::generate()?;
-        if !store.save(&id, &record, Write::New).await? {
+        if !store.save(&id, &record, SaveIf::Absent).await? {
             bail!("a new id was refused");
         }
     }

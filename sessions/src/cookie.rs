@@ -15,7 +15,7 @@ use crate::id::SessionId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClientId {
     /// No cookie of that name.
-    None,
+    NotSent,
     /// A cookie of that name, but not a well-formed id.
     Malformed,
     /// A well-formed id.
@@ -29,7 +29,7 @@ pub(crate) enum ClientId {
 /// When the name appears more than once, the first well-formed id wins (the
 /// most specific path comes first in what browsers send).
 pub(crate) fn client_id(headers: &HeaderMap, name: &str) -> ClientId {
-    let mut found = ClientId::None;
+    let mut found = ClientId::NotSent;
     for header in headers.get_all(COOKIE) {
         for part in header.as_bytes().split(|&b| b == b';') {
             let Some(eq) = part.iter().position(|&b| b == b'=') else {
@@ -174,10 +174,10 @@ mod tests {
 
     #[test]
     fn malformed_and_absent() {
-        assert_eq!(client_id(&headers(&[]), "session_id"), ClientId::None);
+        assert_eq!(client_id(&headers(&[]), "session_id"), ClientId::NotSent);
         assert_eq!(
             client_id(&headers(&["other=1"]), "session_id"),
-            ClientId::None
+            ClientId::NotSent
         );
         for bad in [
             "session_id=maliciousid",

@@ -18,7 +18,7 @@ use crate::config::{Locking, SessionConfig};
 use crate::cookie::{self, ClientId};
 use crate::id::{RandomError, SessionId};
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{self, LockGuard, SessionAdmin, Write};
+use crate::store::{self, LockGuard, SaveIf, SessionAdmin};
 
 /// The session's data as loaded: a JSON object.
 type Data = Map<String, Value>;
@@ -586,9 +586,9 @@ impl Session {
                 expires,
             };
             let write = if s.exists {
-                Write::Existing
+                SaveIf::Live
             } else {
-                Write::New
+                SaveIf::Absent
             };
             let r = match guard {
                 Some(g) => self.0.store.save_and_unlock(&id, &record, write, g).await,

@@ -29,7 +29,7 @@ use axum::Router;
 use common::{serve, Client};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use sessions::store::{self, LockGuard, MemoryStore, SessionAdmin, SessionStore, Write};
+use sessions::store::{self, LockGuard, MemoryStore, SaveIf, SessionAdmin, SessionStore};
 use sessions::{Locking, Millis, Record, Session, SessionConfig, SessionId, SessionLayer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -306,8 +306,8 @@ impl SessionStore for Watched {
         self.note("load", id)?;
         self.inner.load(id).await
     }
-    async fn save(&self, id: &SessionId, r: &Record, w: Write) -> Result<bool, store::Error> {
-        self.note(if w == Write::New { "new" } else { "save" }, id)?;
+    async fn save(&self, id: &SessionId, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
+        self.note(if w == SaveIf::Absent { "new" } else { "save" }, id)?;
         self.inner.save(id, r, w).await
     }
     async fn touch(&self, id: &SessionId, e: Millis) -> Result<bool, store::Error> {
@@ -339,10 +339,10 @@ impl SessionStore for Watched {
         &self,
         id: &SessionId,
         r: &Record,
-        w: Write,
+        w: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, store::Error> {
-        self.note(if w == Write::New { "new" } else { "save" }, id)?;
+        self.note(if w == SaveIf::Absent { "new" } else { "save" }, id)?;
         self.inner.save_and_unlock(id, r, w, guard).await
     }
 }
@@ -1459,7 +1459,11 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
         created: now,
         expires: now + 60_000,
     };
-    assert!(f.store.save(&corrupt, &garbage, Write::New).await.unwrap());
+    assert!(f
+        .store
+        .save(&corrupt, &garbage, SaveIf::Absent)
+        .await
+        .unwrap());
     let r = client
         .get_with("/count", Some(&cookie(&corrupt.to_string())))
         .await;
@@ -1467,7 +1471,11 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     ids.insert(corrupt.to_string());
     // A damaged stored form, where the store has one of its own.
     let damaged = SessionId::generate().unwrap();
-    assert!(f.store.save(&damaged, &garbage, Write::New).await.unwrap());
+    assert!(f
+        .store
+        .save(&damaged, &garbage, SaveIf::Absent)
+        .await
+        .unwrap());
     let tampered = damage(f, &damaged).await;
     if tampered {
         let r = client

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use common::{serve, Client};
 use futures_util::stream::BoxStream;
-use sessions::store::{self, LockGuard, MemoryStore, SessionAdmin, SessionStore, Write};
+use sessions::store::{self, LockGuard, MemoryStore, SaveIf, SessionAdmin, SessionStore};
 use sessions::{Locking, Millis, Record, Session, SessionConfig, SessionId, SessionLayer};
 
 fn config() -> SessionConfig {
@@ -404,7 +404,7 @@ impl SessionStore for Flaky {
         self.check()?;
         self.inner.load(id).await
     }
-    async fn save(&self, id: &SessionId, r: &Record, w: Write) -> Result<bool, store::Error> {
+    async fn save(&self, id: &SessionId, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
         self.check()?;
         self.inner.save(id, r, w).await
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use sessions::store::{Error, FileStore, LockGuard, SessionAdmin, SessionStore, Write};
+use sessions::store::{Error, FileStore, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use sessions::{now_millis, Millis, Record, SessionId};
 
 const MAX: usize = 64 * 1024;
@@ -63,7 +63,7 @@ impl SessionStore for Scratched {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         self.store.load(id).await
     }
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.store.save(id, record, write).await
     }
     async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
@@ -89,7 +89,7 @@ impl SessionStore for Scratched {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         self.store.save_and_unlock(id, record, write, guard).await
@@ -217,7 +217,7 @@ fn child_process_role() {
                             let size = (n * 7919 + i * 104_729) % 60_000;
                             let data = format!("\"{}\"", "x".repeat(size));
                             let r = record(&data, 600_000);
-                            assert!(store.save(&id, &r, Write::Existing).await.unwrap());
+                            assert!(store.save(&id, &r, SaveIf::Live).await.unwrap());
                         }
                     }
                 });
@@ -314,7 +314,7 @@ fn a_writer_killed_mid_save_leaves_only_whole_records() {
     rt.block_on(async {
         for id in &ids {
             assert!(store
-                .save(id, &record("0", 600_000), Write::New)
+                .save(id, &record("0", 600_000), SaveIf::Absent)
                 .await
                 .unwrap());
         }
@@ -405,7 +405,7 @@ async fn removing_lock_files_never_lets_two_holders_in() {
                         created: now - 1_000,
                         expires: now - 1,
                     };
-                    store.save(&id, &dead, Write::New).await.unwrap();
+                    store.save(&id, &dead, SaveIf::Absent).await.unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 holders[which].fetch_sub(1, Ordering::SeqCst);
@@ -429,7 +429,7 @@ async fn concurrent_saves_leave_only_whole_files() {
     let ids: Vec<SessionId> = (0..4).map(|_| id()).collect();
     for id in &ids {
         assert!(store
-            .save(id, &record("0", 600_000), Write::New)
+            .save(id, &record("0", 600_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -440,7 +440,7 @@ async fn concurrent_saves_leave_only_whole_files() {
                 let data = format!("\"{}\"", "y".repeat((t * 977 + n * 3079) % 50_000));
                 let id = &ids[(t + n) % ids.len()];
                 let r = record(&data, 600_000);
-                assert!(store.save(id, &r, Write::Existing).await.unwrap());
+                assert!(store.save(id, &r, SaveIf::Live).await.unwrap());
             }
         })
     });
@@ -546,7 +546,7 @@ async fn planted_files_load_as_missing() {
         );
         assert!(
             !store
-                .save(id, &record("{}", 60_000), Write::Existing)
+                .save(id, &record("{}", 60_000), SaveIf::Live)
                 .await
                 .unwrap(),
             "{what}"
@@ -557,7 +557,7 @@ async fn planted_files_load_as_missing() {
     // The target was neither read (it would have loaded) nor modified; a
     // new session on that id replaces the link, not what it points to.
     let fresh = record(r#"{"n":1}"#, 60_000);
-    assert!(store.save(&link, &fresh, Write::New).await.unwrap());
+    assert!(store.save(&link, &fresh, SaveIf::Absent).await.unwrap());
     assert_eq!(store.load(&link).await.unwrap(), Some(fresh));
     assert!(!fs::symlink_metadata(data_path(dir.path(), &link))
         .unwrap()
@@ -582,7 +582,7 @@ async fn planted_files_load_as_missing() {
     assert!(roomy.load(&large).await.unwrap().is_some());
     // And a record larger than the limit is refused, not silently written.
     assert!(store
-        .save(&id(), &record(&"1".repeat(MAX + 1), 60_000), Write::New)
+        .save(&id(), &record(&"1".repeat(MAX + 1), 60_000), SaveIf::Absent)
         .await
         .is_err());
 }
@@ -605,25 +605,25 @@ async fn clean_up_removes_expired_data_and_lock_files() {
 
     // Expired, with a lock file left by an earlier request.
     let dead = id();
-    assert!(store.save(&dead, &expired(), Write::New).await.unwrap());
+    assert!(store.save(&dead, &expired(), SaveIf::Absent).await.unwrap());
     drop(store.lock(&dead, wait).await.unwrap());
     // Expired, never locked.
     let dead_unlocked = id();
     assert!(store
-        .save(&dead_unlocked, &expired(), Write::New)
+        .save(&dead_unlocked, &expired(), SaveIf::Absent)
         .await
         .unwrap());
     // Expired, but locked by a request right now.
     let dead_held = id();
     assert!(store
-        .save(&dead_held, &expired(), Write::New)
+        .save(&dead_held, &expired(), SaveIf::Absent)
         .await
         .unwrap());
     let held = store.lock(&dead_held, wait).await.unwrap();
     // Live, with a lock file.
     let live = id();
     assert!(store
-        .save(&live, &record("{}", 600_000), Write::New)
+        .save(&live, &record("{}", 600_000), SaveIf::Absent)
         .await
         .unwrap());
     drop(store.lock(&live, wait).await.unwrap());
@@ -719,7 +719,7 @@ async fn a_deleted_session_leaves_no_lock_file() {
         .await
         .unwrap();
     assert!(store
-        .save(&id, &record("{}", 60_000), Write::New)
+        .save(&id, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     store.delete(&id).await.unwrap();
@@ -742,7 +742,7 @@ async fn files_are_private() {
     let id = id();
     let g = store.lock(&id, Duration::from_secs(1)).await.unwrap();
     assert!(store
-        .save_and_unlock(&id, &record("{}", 60_000), Write::New, g)
+        .save_and_unlock(&id, &record("{}", 60_000), SaveIf::Absent, g)
         .await
         .unwrap());
     assert_eq!(mode(&data_path(&dir, &id)), 0o600);
@@ -776,7 +776,7 @@ async fn listing_ignores_other_files() {
     let ids: Vec<SessionId> = (0..600).map(|_| id()).collect();
     for id in &ids {
         assert!(store
-            .save(id, &record("{}", 600_000), Write::New)
+            .save(id, &record("{}", 600_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -811,7 +811,7 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
     }
     let live = id();
     assert!(store
-        .save(&live, &record("{}", 600_000), Write::New)
+        .save(&live, &record("{}", 600_000), SaveIf::Absent)
         .await
         .unwrap());
     let started = Instant::now();
@@ -827,7 +827,7 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
             .await
             .unwrap();
         assert!(store
-            .save_and_unlock(&live, &r.unwrap(), Write::Existing, g)
+            .save_and_unlock(&live, &r.unwrap(), SaveIf::Live, g)
             .await
             .unwrap());
         slowest = slowest.max(t.elapsed());

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use sessions::store::{Error, PostgresStore, SessionAdmin, SessionStore, Write};
+use sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
 use sessions::{now_millis, Record, SessionId};
 use tokio_postgres::NoTls;
 
@@ -146,7 +146,10 @@ async fn lock_of_a_dead_connection_is_released() {
     a.ready().await.unwrap();
     let b = store_on(&table).await;
     let id = id();
-    assert!(a.save(&id, &record("1", 60_000), Write::New).await.unwrap());
+    assert!(a
+        .save(&id, &record("1", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
 
     let guard = a.lock(&id, Duration::from_secs(5)).await.unwrap();
     assert!(matches!(
@@ -226,7 +229,7 @@ async fn recovers_when_its_connections_are_killed() {
     store.ready().await.unwrap();
     let id = id();
     assert!(store
-        .save(&id, &record("x", 60_000), Write::New)
+        .save(&id, &record("x", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     // Warm several pooled connections, then kill every one of them.
@@ -286,7 +289,7 @@ async fn down_database_is_unavailable_quickly() {
         Err(Error::Unavailable { .. })
     ));
     assert!(matches!(
-        lazy.save(&id, &record("{}", 1_000), Write::New).await,
+        lazy.save(&id, &record("{}", 1_000), SaveIf::Absent).await,
         Err(Error::Unavailable { .. })
     ));
     assert!(
@@ -315,7 +318,7 @@ async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
     let live: Vec<SessionId> = (0..10).map(|_| id()).collect();
     for id in &live {
         assert!(store
-            .save(id, &record("0", 600_000), Write::New)
+            .save(id, &record("0", 600_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -340,7 +343,7 @@ async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
                 let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
                 r.data = (n + 1).to_string().into_bytes();
                 assert!(store
-                    .save_and_unlock(id, &r, Write::Existing, guard)
+                    .save_and_unlock(id, &r, SaveIf::Live, guard)
                     .await
                     .unwrap());
                 slowest = slowest.max(started.elapsed());
@@ -402,7 +405,7 @@ async fn migrations_run_once_even_when_concurrent() {
     let c = store_on(&table).await;
     let id = id();
     assert!(c
-        .save(&id, &record("{}", 60_000), Write::New)
+        .save(&id, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert!(a.exists(&id).await.unwrap());
@@ -457,7 +460,10 @@ async fn tables_do_not_share_locks_and_schemas_work() {
     let id = id();
     let _held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
     drop(b.lock(&id, Duration::from_millis(500)).await.unwrap());
-    assert!(a.save(&id, &record("a", 60_000), Write::New).await.unwrap());
+    assert!(a
+        .save(&id, &record("a", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
     assert_eq!(b.load(&id).await.unwrap(), None);
     drop(_held);
     admin

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use sessions::store::{Error, RedisStore, SessionAdmin, SessionStore, Write};
+use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
 use sessions::{now_millis, Record, SessionId};
 
 fn url() -> String {
@@ -90,11 +90,11 @@ async fn clean_up_is_a_no_op_and_keeps_held_locks() {
     };
     let (live, dead) = (id(), id());
     assert!(store
-        .save(&live, &record("{}", 60_000), Write::New)
+        .save(&live, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert!(store
-        .save(&dead, &record("{}", 200), Write::New)
+        .save(&dead, &record("{}", 200), SaveIf::Absent)
         .await
         .unwrap());
     let held = store.lock(&dead, Duration::from_secs(10)).await.unwrap();
@@ -122,7 +122,7 @@ async fn key_layout_and_native_ttl() {
     let mut raw = raw().await;
     let id = id();
     let r = record(r#"{"a":1}"#, 60_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
 
     let stored: Vec<u8> = raw.get(data_key(&prefix, &id)).await.unwrap();
     assert_eq!(stored, r.encode());
@@ -151,7 +151,7 @@ async fn touch_moves_the_ttl_and_keeps_the_value() {
     let mut raw = raw().await;
     let id = id();
     let r = record(r#"{"k":"v"}"#, 5_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
     let before: Vec<u8> = raw.get(data_key(&prefix, &id)).await.unwrap();
 
     let later = now_millis() + 600_000;
@@ -236,7 +236,7 @@ async fn count_and_ids_skip_locks_and_foreign_keys() {
     let (a, b, locked_only) = (id(), id(), id());
     for id in [&a, &b] {
         assert!(store
-            .save(id, &record("{}", 60_000), Write::New)
+            .save(id, &record("{}", 60_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -321,7 +321,7 @@ async fn renewal_keeps_a_lock_past_its_lease() {
     let store = store.with_lease(lease);
     let id = id();
     assert!(store
-        .save(&id, &record(r#"{"n":1}"#, 60_000), Write::New)
+        .save(&id, &record(r#"{"n":1}"#, 60_000), SaveIf::Absent)
         .await
         .unwrap());
     let (guard, loaded) = store
@@ -340,7 +340,7 @@ async fn renewal_keeps_a_lock_past_its_lease() {
     );
     r.data = br#"{"n":2}"#.to_vec();
     assert!(store
-        .save_and_unlock(&id, &r, Write::Existing, guard)
+        .save_and_unlock(&id, &r, SaveIf::Live, guard)
         .await
         .unwrap());
     let (g, loaded) = other
@@ -360,7 +360,7 @@ async fn a_lost_lease_refuses_the_save() {
     let mut raw = raw().await;
     let id = id();
     let r = record(r#"{"v":1}"#, 60_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
     let (guard, _) = store
         .lock_and_load(&id, Duration::from_secs(1))
         .await
@@ -371,7 +371,7 @@ async fn a_lost_lease_refuses_the_save() {
         .await
         .unwrap();
     let err = store
-        .save_and_unlock(&id, &record(r#"{"v":2}"#, 60_000), Write::Existing, guard)
+        .save_and_unlock(&id, &record(r#"{"v":2}"#, 60_000), SaveIf::Live, guard)
         .await
         .expect_err("save without the lock");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -460,7 +460,7 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let id = id();
     let r = record(r#"{"up":true}"#, 60_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
     assert_eq!(store.load(&id).await.unwrap(), Some(r.clone()));
     let held = store.lock(&id, Duration::from_secs(1)).await.unwrap();
 
@@ -479,7 +479,7 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     );
     let started = Instant::now();
     let err = store
-        .save(&id, &r, Write::Existing)
+        .save(&id, &r, SaveIf::Live)
         .await
         .expect_err("save while down");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -508,7 +508,7 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut failures = 0;
     loop {
-        match store.save(&id, &r, Write::New).await {
+        match store.save(&id, &r, SaveIf::Absent).await {
             Ok(saved) => {
                 assert!(saved);
                 break;
@@ -544,7 +544,7 @@ async fn a_hung_server_answers_unavailable_in_bounded_time() {
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let id = id();
     let r = record(r#"{"up":true}"#, 60_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
 
     // The connection stays open but nothing answers.
     signal(&server, "-STOP");

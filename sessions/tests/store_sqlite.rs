@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use sessions::store::{Error, SessionAdmin, SessionStore, SqliteStore, Write};
+use sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
 use sessions::{now_millis, Record, SessionId};
 
 const STALE: Duration = Duration::from_secs(15 * 60);
@@ -208,7 +208,7 @@ async fn migrations_run_once_even_when_concurrent() {
     let c = SqliteStore::open(&path).await.unwrap();
     let id = id();
     assert!(c
-        .save(&id, &record("{}", 60_000), Write::New)
+        .save(&id, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert!(a.exists(&id).await.unwrap());
@@ -238,7 +238,7 @@ async fn bad_table_names_are_refused() {
     store.ready().await.unwrap();
     let id = id();
     assert!(store
-        .save(&id, &record("{}", 60_000), Write::New)
+        .save(&id, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     // Another table in the same file is another set of sessions and locks.

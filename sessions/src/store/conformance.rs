@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{SessionAdmin, Write};
+use super::{SaveIf, SessionAdmin};
 use crate::id::SessionId;
 use crate::record::{now_millis, Record};
 
@@ -41,13 +41,13 @@ pub async fn round_trip<S: SessionAdmin>(store: &S) {
     let id = id();
     assert_eq!(store.load(&id).await.unwrap(), None);
     let r = record(r#"{"a":1,"b":"x"}"#, 60_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
     assert_eq!(store.load(&id).await.unwrap(), Some(r.clone()));
     let r2 = Record {
         data: br#"{"a":2}"#.to_vec(),
         ..r
     };
-    assert!(store.save(&id, &r2, Write::Existing).await.unwrap());
+    assert!(store.save(&id, &r2, SaveIf::Live).await.unwrap());
     assert_eq!(store.load(&id).await.unwrap(), Some(r2));
 }
 
@@ -56,7 +56,7 @@ pub async fn round_trip<S: SessionAdmin>(store: &S) {
 pub async fn expiry<S: SessionAdmin>(store: &S) {
     let id = id();
     assert!(store
-        .save(&id, &record("{}", 300), Write::New)
+        .save(&id, &record("{}", 300), SaveIf::Absent)
         .await
         .unwrap());
     assert!(store.exists(&id).await.unwrap());
@@ -64,7 +64,7 @@ pub async fn expiry<S: SessionAdmin>(store: &S) {
     assert_eq!(store.load(&id).await.unwrap(), None);
     assert!(!store.exists(&id).await.unwrap());
     assert!(!store
-        .save(&id, &record("{}", 60_000), Write::Existing)
+        .save(&id, &record("{}", 60_000), SaveIf::Live)
         .await
         .unwrap());
     assert!(!store.touch(&id, now_millis() + 60_000).await.unwrap());
@@ -74,7 +74,7 @@ pub async fn expiry<S: SessionAdmin>(store: &S) {
 pub async fn refresh<S: SessionAdmin>(store: &S) {
     let id = id();
     let r = record(r#"{"k":true}"#, 1_000);
-    assert!(store.save(&id, &r, Write::New).await.unwrap());
+    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
     let later = now_millis() + 120_000;
     assert!(store.touch(&id, later).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_200)).await;
@@ -90,7 +90,7 @@ pub async fn refresh<S: SessionAdmin>(store: &S) {
 pub async fn delete<S: SessionAdmin>(store: &S) {
     let id = id();
     assert!(store
-        .save(&id, &record("{}", 60_000), Write::New)
+        .save(&id, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     store.delete(&id).await.unwrap();
@@ -104,16 +104,16 @@ pub async fn delete<S: SessionAdmin>(store: &S) {
 pub async fn no_resurrection<S: SessionAdmin>(store: &S) {
     let id = id();
     assert!(!store
-        .save(&id, &record("{}", 60_000), Write::Existing)
+        .save(&id, &record("{}", 60_000), SaveIf::Live)
         .await
         .unwrap());
     assert_eq!(store.load(&id).await.unwrap(), None);
     assert!(store
-        .save(&id, &record(r#"{"v":1}"#, 60_000), Write::New)
+        .save(&id, &record(r#"{"v":1}"#, 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert!(!store
-        .save(&id, &record(r#"{"v":2}"#, 60_000), Write::New)
+        .save(&id, &record(r#"{"v":2}"#, 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert_eq!(
@@ -122,13 +122,13 @@ pub async fn no_resurrection<S: SessionAdmin>(store: &S) {
     );
     store.delete(&id).await.unwrap();
     assert!(!store
-        .save(&id, &record(r#"{"v":3}"#, 60_000), Write::Existing)
+        .save(&id, &record(r#"{"v":3}"#, 60_000), SaveIf::Live)
         .await
         .unwrap());
     assert_eq!(store.load(&id).await.unwrap(), None);
     let guard = store.lock(&id, LONG).await.unwrap();
     assert!(!store
-        .save_and_unlock(&id, &record("{}", 60_000), Write::Existing, guard)
+        .save_and_unlock(&id, &record("{}", 60_000), SaveIf::Live, guard)
         .await
         .unwrap());
     assert_eq!(store.load(&id).await.unwrap(), None);
@@ -185,7 +185,7 @@ pub async fn combined_calls<S: SessionAdmin>(store: &S) {
     assert_eq!(r, None);
     let rec = record(r#"{"c":1}"#, 60_000);
     assert!(store
-        .save_and_unlock(&id, &rec, Write::New, g)
+        .save_and_unlock(&id, &rec, SaveIf::Absent, g)
         .await
         .unwrap());
     let (g, r) = store
@@ -200,11 +200,11 @@ pub async fn combined_calls<S: SessionAdmin>(store: &S) {
 pub async fn clean_up_keeps_held_locks<S: SessionAdmin>(store: &S) {
     let (live, dead) = (id(), id());
     assert!(store
-        .save(&live, &record("{}", 60_000), Write::New)
+        .save(&live, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert!(store
-        .save(&dead, &record("{}", 200), Write::New)
+        .save(&dead, &record("{}", 200), SaveIf::Absent)
         .await
         .unwrap());
     let held = store.lock(&dead, LONG).await.unwrap();
@@ -231,7 +231,7 @@ pub async fn count_and_ids<S: SessionAdmin>(store: &S) {
     let ids: Vec<SessionId> = (0..5).map(|_| id()).collect();
     for id in &ids {
         assert!(store
-            .save(id, &record("{}", 60_000), Write::New)
+            .save(id, &record("{}", 60_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -246,7 +246,7 @@ pub async fn count_and_ids<S: SessionAdmin>(store: &S) {
 pub async fn no_lost_updates<S: SessionAdmin>(store: &S) {
     let id = id();
     assert!(store
-        .save(&id, &record("0", 60_000), Write::New)
+        .save(&id, &record("0", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     let tasks = (0..8).map(|_| increment(store, &id, 10));
@@ -260,7 +260,10 @@ pub async fn no_lost_updates<S: SessionAdmin>(store: &S) {
 /// the lock. Not part of the macro's suite, as it needs two instances.
 pub async fn no_lost_updates_between<S: SessionAdmin + Clone>(a: &S, b: &S) {
     let id = id();
-    assert!(a.save(&id, &record("0", 60_000), Write::New).await.unwrap());
+    assert!(a
+        .save(&id, &record("0", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -285,7 +288,7 @@ async fn increment<S: SessionAdmin>(store: &S, id: &SessionId, times: usize) {
         tokio::task::yield_now().await;
         r.data = (n + 1).to_string().into_bytes();
         assert!(store
-            .save_and_unlock(id, &r, Write::Existing, g)
+            .save_and_unlock(id, &r, SaveIf::Live, g)
             .await
             .unwrap());
     }

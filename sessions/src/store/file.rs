@@ -28,7 +28,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::time::Instant;
 
 use super::locks::{shard_of, IdMap, LocalGuard};
-use super::{Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
+use super::{Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, DecodeError, Millis, Record};
 
@@ -66,7 +66,7 @@ const BACKOFF_MAX: Duration = Duration::from_millis(20);
 /// Cloning is cheap and shares the store.
 ///
 /// ```no_run
-/// use sessions::store::{FileStore, SessionStore, Write};
+/// use sessions::store::{FileStore, SessionStore, SaveIf};
 /// use sessions::{Record, SessionId};
 /// use std::time::Duration;
 ///
@@ -77,7 +77,7 @@ const BACKOFF_MAX: Duration = Duration::from_millis(20);
 /// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000 };
 /// let (guard, loaded) = store.lock_and_load(&id, Duration::from_secs(30)).await?;
 /// assert_eq!(loaded, None);
-/// store.save_and_unlock(&id, &record, Write::New, guard).await?;
+/// store.save_and_unlock(&id, &record, SaveIf::Absent, guard).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -308,7 +308,7 @@ impl SessionStore for FileStore {
         blocking("loading a session", move || inner.load(&id)).await
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let bytes = self.encode(record)?;
         let (inner, id) = (Arc::clone(&self.inner), *id);
         blocking("saving a session", move || inner.save(&id, &bytes, write)).await
@@ -342,7 +342,7 @@ impl SessionStore for FileStore {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         let held = match guard.downcast::<FileLock>() {
@@ -725,7 +725,7 @@ impl Inner {
     /// (which does exclude other processes) around load and save, and
     /// clean-up takes it too; an unlocked delete from another process, such
     /// as an admin command, is the remaining case.
-    fn save(&self, id: &SessionId, bytes: &[u8], write: Write) -> io::Result<bool> {
+    fn save(&self, id: &SessionId, bytes: &[u8], write: SaveIf) -> io::Result<bool> {
         // Written before taking the shard lock, so that the slow part does
         // not hold up other ids of the shard; a refused save only costs an
         // unlink.
@@ -733,7 +733,7 @@ impl Inner {
         let path = self.data_path(id);
         let _shard = self.shard(id);
         let live = self.live(id, &path, now_millis())?.is_some();
-        if live != (write == Write::Existing) {
+        if live != (write == SaveIf::Live) {
             return Ok(false);
         }
         self.install(temp, &path)?;

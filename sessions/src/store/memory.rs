@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::locks::{shard_of, IdMap, LocalLocks};
-use super::{Error, LockGuard, SessionAdmin, SessionStore, Write};
+use super::{Error, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 
@@ -86,11 +86,11 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let now = now_millis();
         let mut shard = self.shard(id);
         let live = shard.get(id).is_some_and(|e| e.expires > now);
-        if live != (write == Write::Existing) {
+        if live != (write == SaveIf::Live) {
             return Ok(false);
         }
         shard.insert(
@@ -185,7 +185,7 @@ mod tests {
                 created: now,
                 expires: now + ttl,
             };
-            assert!(store.save(&id, &r, Write::New).await.unwrap());
+            assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
         }
         assert_eq!(store.clean_up().await.unwrap(), 2);
         assert_eq!(store.count().await.unwrap(), 1);

@@ -3,11 +3,11 @@
 //!
 //! A store knows nothing of HTTP. It loads and saves [`Record`]s by
 //! [`SessionId`], hands out per-id locks as [`LockGuard`] values, and checks
-//! a [`Write`] precondition on every save so that a request can never bring
+//! a [`SaveIf`] precondition on every save so that a request can never bring
 //! back a session that was deleted, regenerated or expired while it ran.
 //!
 //! ```
-//! use sessions::store::{MemoryStore, SessionStore, Write};
+//! use sessions::store::{MemoryStore, SessionStore, SaveIf};
 //! use sessions::{Record, SessionId};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
@@ -15,7 +15,7 @@
 //! let id = SessionId::generate().unwrap();
 //! let now = sessions::now_millis();
 //! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000 };
-//! assert!(store.save(&id, &record, Write::New).await?);
+//! assert!(store.save(&id, &record, SaveIf::Absent).await?);
 //! assert_eq!(store.load(&id).await?, Some(record));
 //! # Ok(()) }
 //! ```
@@ -90,6 +90,17 @@ pub enum Error {
         /// The store's limit.
         max: usize,
     },
+    /// A setting the store was given is wrong (a URL that does not parse, a
+    /// table name that is not a plain identifier). Reported when the store
+    /// is built or opened, never while serving: retrying cannot help.
+    #[error("invalid {setting}")]
+    Config {
+        /// The setting, as the config file names it (`storage_url`, `table`).
+        setting: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: BoxError,
+    },
     /// The backend failed or could not be reached (I/O, network, database).
     #[error("session store unavailable: {context}")]
     Unavailable {
@@ -102,6 +113,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A wrong setting, named as the config file names it.
+    pub fn config(setting: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Config {
+            setting,
+            source: source.into(),
+        }
+    }
+
     /// Wraps a backend error, saying what the store was doing.
     pub fn unavailable(context: &'static str, source: impl Into<BoxError>) -> Self {
         Error::Unavailable {
@@ -111,14 +130,15 @@ impl Error {
     }
 }
 
-/// The precondition of a save, so that a save never resurrects a session.
+/// When a save may write: its precondition, checked by the store in the
+/// same step as the write, so that a save never resurrects a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Write {
+pub enum SaveIf {
     /// A new session: written only if no live record has this id.
-    New,
+    Absent,
     /// A loaded session: written only if its record still exists and has not
     /// expired (it was not deleted, regenerated or expired meanwhile).
-    Existing,
+    Live,
 }
 
 /// A held session lock. Dropping it releases the lock.
@@ -166,7 +186,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
 
     /// Writes `record` if the precondition `write` holds. Returns `false`,
     /// writing nothing, when it does not.
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error>;
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error>;
 
     /// Moves the expiry of an existing, live record without rewriting its
     /// data. Returns `false` if there is no such record.
@@ -204,7 +224,7 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         let saved = self.save(id, record, write).await;
@@ -324,7 +344,7 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         (**self).load(id).await
     }
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         (**self).save(id, record, write).await
     }
     async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
@@ -350,7 +370,7 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         (**self).save_and_unlock(id, record, write, guard).await

@@ -37,7 +37,7 @@ use super::locks::LocalGuard;
 use super::sql::{
     is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
 };
-use super::{BoxError, Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
+use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 
@@ -476,7 +476,7 @@ impl Inner {
         conn: &Conn,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
     ) -> Result<bool, Error> {
         let hex = id.as_hex();
         let hex: &str = &hex;
@@ -511,7 +511,7 @@ impl SessionStore for PostgresStore {
         Ok(row.and_then(|row| inner.record(id, &row)))
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let inner = self.prepared().await?;
         let conn = inner.conn().await?;
         let saved = inner.save(&conn, id, record, write).await?;
@@ -584,7 +584,7 @@ impl SessionStore for PostgresStore {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         let mut lock = match guard.downcast::<PgLock>() {
@@ -945,10 +945,10 @@ impl Sql {
         }
     }
 
-    fn save(&self, write: Write) -> &str {
+    fn save(&self, write: SaveIf) -> &str {
         match write {
-            Write::New => &self.insert,
-            Write::Existing => &self.update,
+            SaveIf::Absent => &self.insert,
+            SaveIf::Live => &self.update,
         }
     }
 }

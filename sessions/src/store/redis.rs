@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use sessions::store::{RedisStore, SessionStore, Write};
+//! use sessions::store::{RedisStore, SessionStore, SaveIf};
 //! use sessions::{now_millis, Record, SessionId};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
@@ -14,14 +14,14 @@
 //! let id = SessionId::generate().unwrap();
 //! let now = now_millis();
 //! let record = Record { data: br#"{"cart":[]}"#.to_vec(), created: now, expires: now + 3_600_000 };
-//! assert!(store.save(&id, &record, Write::New).await?);
+//! assert!(store.save(&id, &record, SaveIf::Absent).await?);
 //!
 //! // A request on that session: lock and load in one round trip, then
 //! // save and unlock in one more.
 //! let (guard, loaded) = store.lock_and_load(&id, Duration::from_secs(30)).await?;
 //! let mut record = loaded.expect("just saved");
 //! record.data = br#"{"cart":[42]}"#.to_vec();
-//! assert!(store.save_and_unlock(&id, &record, Write::Existing, guard).await?);
+//! assert!(store.save_and_unlock(&id, &record, SaveIf::Live, guard).await?);
 //! # Ok(()) }
 //! ```
 //!
@@ -38,7 +38,7 @@ use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::task::AbortHandle;
 
 use super::locks::LocalGuard;
-use super::{Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
+use super::{Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::{SessionId, ShortId};
 use crate::record::{now_millis, Millis, Record};
 
@@ -185,7 +185,7 @@ impl Scripts {
 ///
 /// # Saves
 ///
-/// [`Write::New`] is `SET … PX <ttl> NX` and [`Write::Existing`] is
+/// [`SaveIf::Absent`] is `SET … PX <ttl> NX` and [`SaveIf::Live`] is
 /// `SET … PX <ttl> XX`, so the precondition is checked by Redis in the
 /// same command that writes: a save never brings back a session that was
 /// deleted, regenerated or expired meanwhile. Values that are not records
@@ -430,10 +430,10 @@ fn ttl_ms(expires: Millis) -> u64 {
     expires.saturating_sub(now_millis()).max(1)
 }
 
-fn mode(write: Write) -> &'static str {
+fn mode(write: SaveIf) -> &'static str {
     match write {
-        Write::New => "NX",
-        Write::Existing => "XX",
+        SaveIf::Absent => "NX",
+        SaveIf::Live => "XX",
     }
 }
 
@@ -611,7 +611,7 @@ impl SessionStore for RedisStore {
         Ok(self.finish_read(id, status, value, n))
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.check_size(record)?;
         let mut conn = self.conn.clone();
         let written: Option<String> = bounded(
@@ -717,7 +717,7 @@ impl SessionStore for RedisStore {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         // On refusal the guard is dropped, which releases the lock.

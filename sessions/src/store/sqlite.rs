@@ -35,7 +35,7 @@ use super::locks::LocalGuard;
 use super::sql::{
     is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
 };
-use super::{BoxError, Error, LocalLocks, LockGuard, SessionAdmin, SessionStore, Write};
+use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 
@@ -424,11 +424,11 @@ impl Inner {
         conn: &Connection,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
     ) -> rusqlite::Result<bool> {
         let sql = match write {
-            Write::New => &self.sql.insert,
-            Write::Existing => &self.sql.update,
+            SaveIf::Absent => &self.sql.insert,
+            SaveIf::Live => &self.sql.update,
         };
         let n = conn.prepare_cached(sql)?.execute((
             &*id.as_hex(),
@@ -640,7 +640,7 @@ impl SessionStore for SqliteStore {
             .await
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: Write) -> Result<bool, Error> {
+    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.prepared().await?;
         let (id, record) = (*id, record.clone());
         self.blocking("sqlite: save", move |inner, conn| {
@@ -701,7 +701,7 @@ impl SessionStore for SqliteStore {
         &self,
         id: &SessionId,
         record: &Record,
-        write: Write,
+        write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         let mut lock = match guard.downcast::<SqliteLock>() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response};
-use sessions::store::{MemoryStore, SessionStore, Write};
+use sessions::store::{MemoryStore, SaveIf, SessionStore};
 use sessions::{now_millis, Config, Record, Session, SessionConfig, SessionId, SessionLayer};
 use tower::{Layer, ServiceExt};
 
@@ -85,7 +85,7 @@ pub fn request(
                 created,
                 expires: now + 3_600_000,
             };
-            assert!(store.save(&live, &record, Write::New).await.unwrap());
+            assert!(store.save(&live, &record, SaveIf::Absent).await.unwrap());
             let layer = SessionLayer::new(store).with_file_config(config);
             let service = layer.layer(tower::service_fn(move |req: Request<()>| async move {
                 let Some(session) = req.extensions().get::<Session>().cloned() else {
