@@ -19,7 +19,7 @@ pub(crate) enum ClientId {
     /// A cookie of that name, but not a well-formed id.
     Malformed,
     /// A well-formed id.
-    Id(SessionId),
+    Valid(SessionId),
 }
 
 /// Finds the session id among all `Cookie` headers.
@@ -43,7 +43,7 @@ pub(crate) fn client_id(headers: &HeaderMap, name: &str) -> ClientId {
                 value = &value[1..value.len() - 1];
             }
             match SessionId::from_bytes(value) {
-                Ok(id) => return ClientId::Id(id),
+                Ok(id) => return ClientId::Valid(id),
                 Err(_) => found = ClientId::Malformed,
             }
         }
@@ -159,7 +159,7 @@ mod tests {
         ] {
             assert_eq!(
                 client_id(&headers(&[&h]), "session_id"),
-                ClientId::Id(id),
+                ClientId::Valid(id),
                 "{h}"
             );
         }
@@ -168,7 +168,7 @@ mod tests {
                 &headers(&["x=1", &format!("session_id={ID}")]),
                 "session_id"
             ),
-            ClientId::Id(id)
+            ClientId::Valid(id)
         );
     }
 
@@ -190,7 +190,7 @@ mod tests {
             let got = client_id(&headers(&[bad]), "session_id");
             // The last one has a good id followed by noise: that is fine.
             if bad.ends_with("Domain=evil") {
-                assert!(matches!(got, ClientId::Id(_)));
+                assert!(matches!(got, ClientId::Valid(_)));
             } else {
                 assert_eq!(got, ClientId::Malformed, "{bad}");
             }

@@ -5,7 +5,8 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
 
-use crate::session::{Error, Session};
+use crate::error::Error;
+use crate::session::Session;
 
 /// The handler asked for a [`Session`] where there is none: the
 /// [`SessionLayer`](crate::SessionLayer) is not installed around this route,
@@ -44,9 +45,10 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 }
 
 /// Lets handlers use `?` on session operations: store trouble answers 503
-/// with `Retry-After`, anything else 500, with a short body.
+/// with `Retry-After`, anything else 500, with a short body. Logged once:
+/// here, unless it was logged where it happened.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        self.failure().response()
+        self.answer()
     }
 }

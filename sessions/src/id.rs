@@ -1,6 +1,8 @@
 //! Session ids: 160 random bits, written as 40 lowercase hex characters.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::str::FromStr;
 
 /// The number of random bytes in an id (160 bits, as CherryPy's SHA-1 ids).
@@ -150,6 +152,31 @@ fn nibble(c: u8) -> Result<u8, InvalidId> {
         b'a'..=b'f' => Ok(c - b'a' + 10),
         _ => Err(InvalidId),
     }
+}
+
+// --- hashing ids in the crate's tables ------------------------------------
+
+/// Ids are uniformly random, so their first bytes are already a good hash.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `SessionId` hashes as its 20 bytes; take eight of them.
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<SessionId, V, BuildHasherDefault<IdHasher>>;
+
+/// Picks the shard for an id from bytes the table hasher does not use.
+pub(crate) fn shard_of(id: &SessionId, shards: usize) -> usize {
+    (id.prefix_u64() >> 56) as usize % shards
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@
 
 pub mod config;
 mod cookie;
+mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod id;
@@ -54,12 +55,13 @@ mod session;
 pub mod store;
 
 pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
+pub use error::Error;
 #[cfg(feature = "axum")]
 pub use extract::NoSession;
 pub use id::{HexId, InvalidId, RandomError, SessionId, ShortId};
 pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
-pub use session::{Error, Session};
+pub use session::Session;
 
 /// The README's example compiles (it is run as a doctest, `no_run`).
 #[cfg(doctest)]

@@ -420,6 +420,9 @@ impl SessionStore for Flaky {
         self.check()?;
         self.inner.lock(id, wait).await
     }
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
 }
 
 #[async_trait]

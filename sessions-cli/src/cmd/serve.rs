@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use sessions::{Config, SessionLayer};
@@ -51,7 +50,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let store = sessions::store::open(&config)
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
-    let layer = SessionLayer::from_arc(Arc::clone(&store)).with_file_config(config);
+    let layer = SessionLayer::from_arc(store.clone()).with_file_config(config);
     let app = match args.app {
         App::Demo => apps::demo::router(),
         App::Conformance => apps::conformance::router(store),

@@ -5,7 +5,7 @@ use tower_layer::Layer;
 
 use super::SessionService;
 use crate::config::{Config, SessionConfig};
-use crate::store::SessionAdmin;
+use crate::store::SessionStore;
 
 /// Adds sessions to a service. See the [module docs](crate::middleware).
 ///
@@ -18,7 +18,7 @@ pub struct SessionLayer {
 }
 
 pub(super) struct Shared {
-    pub(super) store: Arc<dyn SessionAdmin>,
+    pub(super) store: Arc<dyn SessionStore>,
     pub(super) config: Config,
     cleanup: OnceLock<Option<AbortOnDrop>>,
 }
@@ -42,13 +42,15 @@ impl std::fmt::Debug for SessionLayer {
 
 impl SessionLayer {
     /// Sessions in `store` for every path, with the default settings.
-    pub fn new(store: impl SessionAdmin) -> Self {
+    /// Background clean-up runs if the store has an admin side
+    /// ([`SessionStore::as_admin`]); every store of this crate has one.
+    pub fn new(store: impl SessionStore) -> Self {
         Self::from_arc(Arc::new(store))
     }
 
     /// Like [`new`](Self::new), for a store already shared as a trait
     /// object (as [`store::open`](crate::store::open) returns it).
-    pub fn from_arc(store: Arc<dyn SessionAdmin>) -> Self {
+    pub fn from_arc(store: Arc<dyn SessionStore>) -> Self {
         Self::build(store, Config::default())
     }
 
@@ -62,7 +64,7 @@ impl SessionLayer {
         Self::build(self.shared.store.clone(), config)
     }
 
-    fn build(store: Arc<dyn SessionAdmin>, config: Config) -> Self {
+    fn build(store: Arc<dyn SessionStore>, config: Config) -> Self {
         SessionLayer {
             shared: Arc::new(Shared {
                 store,
@@ -79,7 +81,7 @@ impl Shared {
     pub(super) fn start_cleanup(self: &Arc<Self>) {
         self.cleanup.get_or_init(|| {
             let every = self.config.storage().clean_freq;
-            if every.is_zero() {
+            if every.is_zero() || self.store.as_admin().is_none() {
                 return None;
             }
             let runtime = tokio::runtime::Handle::try_current().ok()?;
@@ -95,7 +97,10 @@ impl Shared {
                     let Some(shared) = shared.upgrade() else {
                         break;
                     };
-                    match shared.store.clean_up().await {
+                    let Some(admin) = shared.store.as_admin() else {
+                        break;
+                    };
+                    match admin.clean_up().await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(removed = n, "expired sessions cleaned up"),
                         Err(e) => tracing::warn!(error = %e, "session clean-up failed"),

@@ -17,10 +17,13 @@
 //!     .layer(SessionLayer::new(MemoryStore::new()));
 //! ```
 
+mod finish;
 mod future;
 mod layer;
 mod service;
+mod state;
 
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
 pub use service::SessionService;
+pub(crate) use state::RequestSession;

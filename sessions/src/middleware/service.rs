@@ -5,9 +5,10 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::layer::Shared;
+use super::state::RequestSession;
 use super::ResponseFuture;
 use crate::config::Locking;
-use crate::cookie;
+use crate::cookie::{self, ClientId};
 use crate::session::Session;
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around yours.
@@ -56,34 +57,59 @@ where
             .filter(|p| p.starts_with('/') && cookie::is_cookie_safe(p))
             .map(String::from);
         let early = config.locking == Locking::Early;
-        let session = Session::new(
+        let (client, malformed) = match client {
+            ClientId::Valid(id) => (Some(id), false),
+            ClientId::Malformed => (None, true),
+            ClientId::NotSent => (None, false),
+        };
+        let state = RequestSession::new(
             self.shared.store.clone(),
             config.clone(),
             client,
+            malformed,
             cookie_path,
         );
+        let session = Session::new(state, client);
         req.extensions_mut().insert(session.clone());
         ResponseFuture::session(async move {
             // Whatever ends this future — the response, an error, a panic
-            // in the handler, the client going away — releases the lock.
-            let _release = Abandon(session.clone());
+            // in the handler, the client going away — ends the request's
+            // hold on the session, releasing its lock.
+            let _end = EndOnDrop(session.clone());
             if early {
-                if let Err(e) = session.lock_early().await {
+                let mut state = session.request_state().lock().await;
+                if let Err(e) = state.acquire_lock().await {
                     return Ok(e.failure().response());
                 }
             }
             let mut response = inner.call(req).await?;
-            session.finish(&mut response).await;
+            let mut state = session.request_state().lock().await;
+            state.finish(&mut response).await;
             Ok(response)
         })
     }
 }
 
-/// Releases the session's lock when dropped, saving nothing.
-struct Abandon(Session);
+/// Ends the request's hold on its session when dropped, saving nothing:
+/// what a response, a panic and a dropped future have in common.
+struct EndOnDrop(Session);
 
-impl Drop for Abandon {
+impl Drop for EndOnDrop {
     fn drop(&mut self) {
-        self.0.abandon();
+        let state = self.0.request_state();
+        if let Ok(mut state) = state.try_lock() {
+            state.end();
+            return;
+        }
+        // Only a task the handler spawned with a clone of the session can
+        // hold the state now; end it as soon as that task lets go. Without
+        // a runtime (it is shutting down) the lease or connection close
+        // frees the lock, and the last clone's drop releases it anyway.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let session = self.0.clone();
+            runtime.spawn(async move {
+                session.request_state().lock().await.end();
+            });
+        }
     }
 }

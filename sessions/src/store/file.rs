@@ -25,11 +25,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
-use tokio::time::Instant;
 
-use super::locks::{shard_of, IdMap, LocalGuard};
-use super::{Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
+use crate::id::{shard_of, IdMap};
 use crate::record::{now_millis, DecodeError, Millis, Record};
 
 const SHARDS: usize = 64;
@@ -42,8 +41,6 @@ const STALE_TEMP: Duration = Duration::from_secs(60);
 const BATCH: usize = 256;
 /// Bound on the memory spent remembering which bad files were logged.
 const WARNED_MAX: usize = 4096;
-const BACKOFF_MIN: Duration = Duration::from_millis(1);
-const BACKOFF_MAX: Duration = Duration::from_millis(20);
 
 /// Sessions kept as files in one directory (CherryPy's `FileSession`),
 /// shared by every process on the host — or on hosts sharing the volume —
@@ -95,7 +92,7 @@ struct Inner {
     header: usize,
     fsync: bool,
     max_size: usize,
-    locks: Arc<LocalLocks>,
+    locks: Arc<LockWaits>,
     /// Serialise the check and the rename of a conditional save against
     /// other writers of the same id in this process.
     shards: Arc<[Mutex<()>]>,
@@ -166,7 +163,7 @@ impl FileStore {
                 header: empty.encode().len(),
                 fsync: false,
                 max_size: DEFAULT_MAX_SIZE,
-                locks: Arc::new(LocalLocks::new()),
+                locks: LockWaits::new(),
                 shards: (0..SHARDS).map(|_| Mutex::new(())).collect(),
                 warned: Arc::default(),
             }),
@@ -199,23 +196,16 @@ impl FileStore {
         wait: Duration,
         load: bool,
     ) -> Result<(FileLock, Option<Record>), Error> {
-        let deadline = Instant::now().checked_add(wait);
         // Tasks of this process queue here first: waiting on an async lock
         // costs no thread and no polling, and only the task at the front
         // competes with other processes for the flock.
-        let local = self
-            .inner
-            .locks
-            .lock(id, wait)
-            .await
-            .ok_or(Error::LockTimeout(wait))?;
+        let mut waiter = self.inner.locks.enter(id, wait).await?;
         let context = if load {
             "locking and loading a session"
         } else {
             "locking a session"
         };
         let mut opened = None;
-        let mut pause = BACKOFF_MIN;
         loop {
             let (inner, key) = (Arc::clone(&self.inner), *id);
             let attempt = blocking(context, move || match inner.try_flock(&key, opened)? {
@@ -230,7 +220,7 @@ impl FileStore {
                 Ok((file, record)) => {
                     let held = Held {
                         file,
-                        local,
+                        local: waiter.granted(),
                         inner: Arc::clone(&self.inner),
                         id: *id,
                     };
@@ -239,18 +229,10 @@ impl FileStore {
                 Err(file) => opened = file,
             }
             // flock has no bounded wait, and a blocking one would hold a
-            // pool thread for as long as the other process keeps the lock:
-            // poll it instead, with a backoff that stays short because
-            // session locks are held for the length of a request.
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => BACKOFF_MAX,
-            };
-            if left.is_zero() {
-                return Err(Error::LockTimeout(wait));
-            }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(BACKOFF_MAX);
+            // pool thread for as long as the other process keeps the lock;
+            // nor does it notify: poll it, with the crate's backoff, which
+            // stays short because session locks are held for a request.
+            waiter.pause().await?;
         }
     }
 
@@ -303,6 +285,10 @@ impl FileStore {
 
 #[async_trait]
 impl SessionStore for FileStore {
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         let (inner, id) = (Arc::clone(&self.inner), *id);
         blocking("loading a session", move || inner.load(&id)).await
@@ -892,7 +878,7 @@ impl Inner {
         if self.locks.is_busy(id) {
             return Ok(false);
         }
-        let Some(_local) = self.locks.try_lock(id) else {
+        let Some(_local) = self.locks.try_local(id) else {
             return Ok(false);
         };
         let path = self.lock_path(id);
@@ -948,7 +934,7 @@ impl Inner {
         if !self.is_dead(id, &path, now)? {
             return Ok(false);
         }
-        let local = self.locks.try_lock(id);
+        let local = self.locks.try_local(id);
         let lock_path = self.lock_path(id);
         let lock = match local {
             Some(_) => self.flock_now(&lock_path, false)?,
@@ -1204,7 +1190,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(!lock_path.exists());
-        assert_eq!(store.inner.locks.len(), 0);
+        assert!(store.inner.locks.is_idle());
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -6,9 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::locks::{shard_of, IdMap, LocalLocks};
-use super::{Error, LockGuard, SaveIf, SessionAdmin, SessionStore};
-use crate::id::SessionId;
+use super::{Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::id::{shard_of, IdMap, SessionId};
 use crate::record::{now_millis, Millis, Record};
 
 const SHARDS: usize = 64;
@@ -28,7 +27,8 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     shards: Box<[Mutex<IdMap<Entry>>]>,
-    locks: Arc<LocalLocks>,
+    /// The lock of a RAM session is its place in this process's queue.
+    locks: Arc<LockWaits>,
 }
 
 #[derive(Debug)]
@@ -50,7 +50,7 @@ impl MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-                locks: Arc::new(LocalLocks::new()),
+                locks: LockWaits::new(),
             }),
         }
     }
@@ -75,6 +75,10 @@ fn lock_shard(shard: &Mutex<IdMap<Entry>>) -> MutexGuard<'_, IdMap<Entry>> {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         let now = now_millis();
         Ok(self.shard(id).get(id).and_then(|e| {
@@ -126,10 +130,8 @@ impl SessionStore for MemoryStore {
     }
 
     async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        match self.inner.locks.lock(id, wait).await {
-            Some(guard) => Ok(LockGuard::new(guard)),
-            None => Err(Error::LockTimeout(wait)),
-        }
+        let local = self.inner.locks.local(id, wait).await?;
+        Ok(LockGuard::new(local))
     }
 }
 

@@ -31,8 +31,8 @@ use futures_util::stream::BoxStream;
 use crate::id::SessionId;
 use crate::record::{Millis, Record};
 
-mod locks;
 mod memory;
+mod wait;
 
 #[cfg(all(feature = "file", unix))]
 mod file;
@@ -49,18 +49,12 @@ mod sqlite;
 #[doc(hidden)]
 pub mod conformance;
 
-// Used by the file, Redis, PostgreSQL and SQLite stores.
-#[cfg_attr(
-    not(any(
-        feature = "file",
-        feature = "redis",
-        feature = "postgres",
-        feature = "sqlite"
-    )),
-    allow(unused_imports)
-)]
-pub(crate) use locks::LocalLocks;
+// The SQL stores still queue on the lock table directly (until they use
+// `LockWaits` too).
 pub use memory::MemoryStore;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) use wait::LocalLocks;
+pub(crate) use wait::{LocalGuard, LockWaits};
 
 #[cfg(all(feature = "file", unix))]
 pub use file::FileStore;
@@ -231,6 +225,13 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         drop(guard);
         saved
     }
+
+    /// The store's admin side, if it has one: the layer's background
+    /// clean-up uses it. A store that only serves requests keeps the
+    /// default; one that implements [`SessionAdmin`] returns `Some(self)`.
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        None
+    }
 }
 
 /// A store could not be opened from its configuration.
@@ -374,6 +375,9 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         guard: LockGuard,
     ) -> Result<bool, Error> {
         (**self).save_and_unlock(id, record, write, guard).await
+    }
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        (**self).as_admin()
     }
 }
 

@@ -33,10 +33,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::locks::LocalGuard;
 use super::sql::{
     is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
 };
+use super::LocalGuard;
 use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
@@ -496,6 +496,10 @@ impl Inner {
 
 #[async_trait]
 impl SessionStore for PostgresStore {
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         let inner = self.prepared().await?;
         let conn = inner.conn().await?;

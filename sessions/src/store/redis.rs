@@ -37,8 +37,7 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::task::AbortHandle;
 
-use super::locks::LocalGuard;
-use super::{Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::id::{SessionId, ShortId};
 use crate::record::{now_millis, Millis, Record};
 
@@ -199,7 +198,7 @@ pub struct RedisStore {
     /// Requests of this process queue here, in order, before the front one
     /// asks Redis: waiters of one process never poll Redis against each
     /// other, and a lock passes between them as soon as it is released.
-    locks: Arc<LocalLocks>,
+    locks: Arc<LockWaits>,
     prefix: Arc<str>,
     max_size: usize,
     lease: Duration,
@@ -242,7 +241,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             scripts: Arc::new(Scripts::new()),
-            locks: Arc::new(LocalLocks::new()),
+            locks: LockWaits::new(),
             prefix: DEFAULT_PREFIX.into(),
             max_size: DEFAULT_MAX_SIZE,
             lease: DEFAULT_LEASE,
@@ -273,18 +272,6 @@ impl RedisStore {
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(MIN_LEASE);
         self
-    }
-
-    /// Waits for this process's turn on the id, then gives what is left of
-    /// `wait` to the attempts on Redis.
-    async fn queue(&self, id: &SessionId, wait: Duration) -> Result<(LocalGuard, Backoff), Error> {
-        let started = tokio::time::Instant::now();
-        let local = self
-            .locks
-            .lock(id, wait)
-            .await
-            .ok_or(Error::LockTimeout(wait))?;
-        Ok((local, Backoff::new(wait.saturating_sub(started.elapsed()))))
     }
 
     fn data_key(&self, id: &SessionId) -> String {
@@ -565,43 +552,12 @@ fn new_token() -> Result<String, Error> {
         .map_err(|e| Error::unavailable("drawing a lock token", e))
 }
 
-/// Waits between lock attempts: short at first, so an uncontended hand-over
-/// is quick, then longer, with jitter so waiters do not move in step.
-struct Backoff {
-    next: Duration,
-    deadline: tokio::time::Instant,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(2);
-    const MAX: Duration = Duration::from_millis(50);
-
-    fn new(wait: Duration) -> Self {
-        Backoff {
-            next: Self::FIRST,
-            deadline: tokio::time::Instant::now() + wait,
-        }
-    }
-
-    /// Sleeps before the next attempt, or returns `false` if the wait is
-    /// over.
-    async fn sleep(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        if now >= self.deadline {
-            return false;
-        }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let jitter = Duration::from_nanos(u64::from(nanos) % (self.next.as_nanos() as u64 / 2 + 1));
-        tokio::time::sleep_until((now + self.next + jitter).min(self.deadline)).await;
-        self.next = (self.next * 2).min(Self::MAX);
-        true
-    }
-}
-
 #[async_trait]
 impl SessionStore for RedisStore {
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.load.prepare_invoke();
@@ -659,7 +615,7 @@ impl SessionStore for RedisStore {
     // no live session, which `EXISTS` cannot tell.
 
     async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let (local, mut backoff) = self.queue(id, wait).await?;
+        let mut waiter = self.locks.enter(id, wait).await?;
         let (key, token) = (self.lock_key(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
@@ -675,11 +631,10 @@ impl SessionStore for RedisStore {
             )
             .await?;
             if taken.is_some() {
+                let local = waiter.granted();
                 return Ok(LockGuard::new(Lease::start(self, id, key, token, local)));
             }
-            if !backoff.sleep().await {
-                return Err(Error::LockTimeout(wait));
-            }
+            waiter.pause().await?;
         }
     }
 
@@ -688,7 +643,7 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (local, mut backoff) = self.queue(id, wait).await?;
+        let mut waiter = self.locks.enter(id, wait).await?;
         let (data_key, key, token) = (self.data_key(id), self.lock_key(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
@@ -704,12 +659,11 @@ impl SessionStore for RedisStore {
             )
             .await?;
             if status != -1 {
+                let local = waiter.granted();
                 let guard = LockGuard::new(Lease::start(self, id, key, token, local));
                 return Ok((guard, self.finish_read(id, status, value, n)));
             }
-            if !backoff.sleep().await {
-                return Err(Error::LockTimeout(wait));
-            }
+            waiter.pause().await?;
         }
     }
 

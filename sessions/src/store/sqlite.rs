@@ -31,10 +31,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::OnceCell;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::locks::LocalGuard;
 use super::sql::{
     is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
 };
+use super::LocalGuard;
 use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
@@ -633,6 +633,10 @@ impl Drop for SqliteLock {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
+
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         self.prepared().await?;
         let id = *id;

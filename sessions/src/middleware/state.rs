@@ -1,0 +1,426 @@
+//! The request's session state: what this request knows of its session,
+//! which lock it holds, and the store calls that move it from phase to
+//! phase. The [`Session`](crate::Session) handle asks; this module talks to
+//! the store.
+//!
+//! The state is split in two on purpose. [`Phase`] is the session as this
+//! request sees it — not read yet, loaded, or finished — and is replaced
+//! whole by `delete`, so a new field never needs a decision there. The
+//! rest belongs to the request and outlives a delete: the lock, the ids
+//! to delete, the cookie to send, the failure to report.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::config::{Locking, SessionConfig};
+use crate::error::{Error, Failure};
+use crate::id::SessionId;
+use crate::record::{now_millis, Millis, Record};
+use crate::store::{self, LockGuard, SaveIf, SessionStore};
+
+/// The session's data as loaded: a JSON object.
+pub(crate) type Data = Map<String, Value>;
+
+/// One request's view of its session.
+pub(crate) struct RequestSession {
+    store: Arc<dyn SessionStore>,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) phase: Phase,
+    /// The one store lock this request holds, and the id it is for. After
+    /// `regenerate` or `delete` it is the old id's, kept until the old
+    /// record is gone, so that a request waiting on it never finds it alive.
+    lock: Option<HeldLock>,
+    /// Ids given up by `regenerate` or `delete`, or found dead: deleted
+    /// before the lock is released.
+    pub(crate) doomed: Vec<SessionId>,
+    /// The client sent an id that is not (or no longer) a live session.
+    pub(crate) missing: bool,
+    /// The client's cookie was there but not a well-formed id.
+    client_malformed: bool,
+    /// What this request saved last, for the cookie.
+    pub(crate) saved: Option<Saved>,
+    /// The response must make the client drop its cookie.
+    pub(crate) expire_cookie: bool,
+    /// An operation failed: the response must say so, and nothing more may
+    /// be written (the session's state is unknown).
+    pub(crate) failed: Option<Failure>,
+    /// The cookie path for this request (`path`, or `path_header`'s value).
+    pub(crate) cookie_path: Option<String>,
+}
+
+/// The session as this request sees it.
+pub(crate) enum Phase {
+    /// The store was not read yet, or was released by `release_lock` and
+    /// must be read again. `id` is what to load: the client's id, the
+    /// session's own after `release_lock`, none after `delete` or when the
+    /// client sent none.
+    Unloaded { id: Option<SessionId> },
+    /// The data is in hand.
+    Loaded(Loaded),
+    /// The response was written; every operation is refused.
+    Finished,
+}
+
+/// A loaded (or newly created) session.
+pub(crate) struct Loaded {
+    pub(crate) id: SessionId,
+    pub(crate) data: Data,
+    pub(crate) created: Millis,
+    /// A live record under `id` is in the store. False for a new or
+    /// regenerated session, whose id nobody else can know yet: it needs no
+    /// store lock.
+    stored: bool,
+    /// The handler used the session: save it, or refresh its expiry.
+    used: bool,
+    /// The data differs from what is stored.
+    pub(crate) changed: bool,
+}
+
+impl Loaded {
+    /// The expiry the session gets if it is saved now.
+    pub(crate) fn expires_now(&self, config: &SessionConfig) -> Millis {
+        expiry(config, self.created, now_millis())
+    }
+}
+
+struct HeldLock {
+    id: SessionId,
+    guard: LockGuard,
+}
+
+/// A save this request made: the cookie carries `id` until `expires`.
+#[derive(Clone, Copy)]
+pub(crate) struct Saved {
+    pub(crate) id: SessionId,
+    pub(crate) expires: Millis,
+}
+
+impl RequestSession {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        config: Arc<SessionConfig>,
+        client: Option<SessionId>,
+        client_malformed: bool,
+        cookie_path: Option<String>,
+    ) -> Self {
+        RequestSession {
+            store,
+            config,
+            phase: Phase::Unloaded { id: client },
+            lock: None,
+            doomed: Vec::new(),
+            missing: false,
+            client_malformed,
+            saved: None,
+            expire_cookie: false,
+            failed: None,
+            cookie_path,
+        }
+    }
+
+    /// Refuses every operation once the request was answered.
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        match self.phase {
+            Phase::Finished => Err(Error::Finished),
+            _ => Ok(()),
+        }
+    }
+
+    /// The loaded session, read from the store on first use (taking its
+    /// lock first in `implicit` mode), and marked used: it will be saved.
+    pub(crate) async fn load(&mut self) -> Result<&mut Loaded, Error> {
+        if let Phase::Unloaded { id } = self.phase {
+            let loaded = self.fetch(id).await?;
+            self.phase = Phase::Loaded(loaded);
+        }
+        match &mut self.phase {
+            Phase::Loaded(s) => {
+                s.used = true;
+                Ok(s)
+            }
+            _ => Err(Error::Finished),
+        }
+    }
+
+    /// Reads `id`'s record, or starts a fresh session when there is none.
+    async fn fetch(&mut self, id: Option<SessionId>) -> Result<Loaded, Error> {
+        let now = now_millis();
+        if let Some(id) = id {
+            let timeout = self.config.lock_timeout;
+            let record = if self.config.locking == Locking::Implicit && !self.holds_lock(&id) {
+                let r = self.store.lock_and_load(&id, timeout).await;
+                let (guard, record) = checked(&mut self.failed, r)?;
+                self.lock = Some(HeldLock { id, guard });
+                record
+            } else {
+                let r = self.store.load(&id).await;
+                checked(&mut self.failed, r)?
+            };
+            if let Some(record) = record {
+                if let Some(data) = self.accept(&id, &record, now) {
+                    self.debug("loaded", &id);
+                    return Ok(Loaded {
+                        id,
+                        data,
+                        created: record.created,
+                        stored: true,
+                        used: false,
+                        changed: false,
+                    });
+                }
+                // Past its absolute timeout, or unreadable: it is dead.
+                self.doomed.push(id);
+            }
+            // Unknown, expired or unreadable: a fresh session under a fresh
+            // id, never the one the client chose (session fixation). The
+            // unknown id's lock protects nothing.
+            if self.holds_lock(&id) {
+                self.lock = None;
+            }
+            self.missing = true;
+        } else {
+            self.missing = self.client_malformed;
+        }
+        let id = self.new_id()?;
+        self.debug("created", &id);
+        Ok(Loaded {
+            id,
+            data: Data::new(),
+            created: now,
+            stored: false,
+            used: false,
+            changed: true,
+        })
+    }
+
+    /// Checks a loaded record: the absolute timeout, and that the data is a
+    /// JSON object. A record failing either is treated as missing.
+    fn accept(&self, id: &SessionId, r: &Record, now: Millis) -> Option<Data> {
+        if let Some(limit) = self.config.absolute_timeout {
+            if r.created.saturating_add(limit.as_millis() as u64) <= now {
+                tracing::debug!(session = %id.short(), "absolute timeout reached");
+                return None;
+            }
+        }
+        match serde_json::from_slice::<Data>(&r.data) {
+            Ok(data) => Some(data),
+            Err(e) => {
+                tracing::warn!(session = %id.short(), error = %e, "unreadable session data treated as missing");
+                None
+            }
+        }
+    }
+
+    /// A fresh id; a failing random source is logged and reported.
+    fn new_id(&mut self) -> Result<SessionId, Error> {
+        SessionId::generate().map_err(|e| failed(&mut self.failed, e.into()))
+    }
+
+    fn holds_lock(&self, id: &SessionId) -> bool {
+        self.lock.as_ref().is_some_and(|l| l.id == *id)
+    }
+
+    /// Whether no other request can change the session under this one: it
+    /// holds the store lock, or the session is new and nobody knows its id.
+    fn is_locked(&self) -> bool {
+        self.lock.is_some() || matches!(&self.phase, Phase::Loaded(s) if !s.stored)
+    }
+
+    /// Gives the session a new id, keeping its data. The old record is
+    /// doomed; the old id's lock stays held until it is deleted.
+    pub(crate) async fn regenerate(&mut self) -> Result<(), Error> {
+        self.load().await?;
+        let new = self.new_id()?;
+        let Phase::Loaded(s) = &mut self.phase else {
+            return Err(Error::Finished);
+        };
+        if s.stored {
+            self.doomed.push(s.id);
+        }
+        s.id = new;
+        s.stored = false;
+        s.changed = true;
+        self.debug("regenerated", &new);
+        Ok(())
+    }
+
+    /// Dooms the stored session and forgets it: using the session again in
+    /// this request starts a new, empty one. Only the phase is replaced;
+    /// the lock stays until the doomed record is gone.
+    pub(crate) fn delete(&mut self) {
+        let id = match &self.phase {
+            Phase::Loaded(s) if s.stored => Some(s.id),
+            Phase::Unloaded { id } => *id,
+            _ => None,
+        };
+        self.doomed.extend(id);
+        self.phase = Phase::Unloaded { id: None };
+        self.missing = false;
+        self.saved = None;
+        if let Some(id) = id {
+            self.debug("deleted", &id);
+        }
+    }
+
+    /// Takes the session's lock (`explicit` mode's `acquire_lock`, and
+    /// `early` mode before the handler). Data read before the lock and not
+    /// changed since is read again under it.
+    pub(crate) async fn acquire_lock(&mut self) -> Result<(), Error> {
+        let id = match &self.phase {
+            // Nobody else knows a new session's id.
+            Phase::Loaded(s) if !s.stored => return Ok(()),
+            Phase::Loaded(s) => s.id,
+            Phase::Unloaded { id: Some(id) } => *id,
+            Phase::Unloaded { id: None } => return Ok(()),
+            Phase::Finished => return Err(Error::Finished),
+        };
+        if self.holds_lock(&id) {
+            return Ok(());
+        }
+        let r = self.store.lock(&id, self.config.lock_timeout).await;
+        let guard = checked(&mut self.failed, r)?;
+        self.lock = Some(HeldLock { id, guard });
+        if matches!(&self.phase, Phase::Loaded(s) if !s.changed) {
+            self.phase = Phase::Unloaded { id: Some(id) };
+        }
+        self.debug("locked", &id);
+        Ok(())
+    }
+
+    /// Saves what the handler used, deletes the doomed ids, releases the
+    /// lock and forgets the data. Forgetting is what keeps the end of the
+    /// request from overwriting what another request wrote after the
+    /// release (CherryPy issue 1027): the next use reads afresh.
+    pub(crate) async fn release_lock(&mut self) -> Result<(), Error> {
+        if !self.is_locked() {
+            return Ok(());
+        }
+        self.save_if_used().await?;
+        self.delete_doomed().await?;
+        let next = match &self.phase {
+            Phase::Loaded(s) => Some(s.id),
+            Phase::Unloaded { id } => *id,
+            Phase::Finished => None,
+        };
+        self.phase = Phase::Unloaded { id: next };
+        self.lock = None;
+        Ok(())
+    }
+
+    /// Saves the session if the handler used it.
+    pub(crate) async fn save_if_used(&mut self) -> Result<(), Error> {
+        if matches!(&self.phase, Phase::Loaded(s) if s.used) {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the loaded session now: a full save if the data changed or it
+    /// is new, otherwise an expiry refresh. A save the store refuses (the
+    /// session was deleted, regenerated or expired meanwhile) is logged and
+    /// leaves no cookie.
+    async fn save(&mut self) -> Result<(), Error> {
+        let Phase::Loaded(s) = &mut self.phase else {
+            return Ok(());
+        };
+        let id = s.id;
+        let now = now_millis();
+        let expires = expiry(&self.config, s.created, now);
+        // The lock goes with the save only if it is this id's lock (after
+        // `regenerate` it is the old id's, released once that is deleted).
+        let guard = self.lock.take_if(|l| l.id == id).map(|l| l.guard);
+        let saved = if s.changed || !s.stored {
+            // A map of JSON values always encodes.
+            let data = serde_json::to_vec(&s.data).unwrap_or_default();
+            if data.len() > self.config.max_size {
+                // Refuse before writing: the stored session stays as it was.
+                if let Some(guard) = guard {
+                    self.lock = Some(HeldLock { id, guard });
+                }
+                let e = Error::TooLarge {
+                    size: data.len(),
+                    max: self.config.max_size,
+                };
+                return Err(failed(&mut self.failed, e));
+            }
+            let record = Record {
+                data,
+                created: s.created,
+                expires,
+            };
+            let only = if s.stored {
+                SaveIf::Live
+            } else {
+                SaveIf::Absent
+            };
+            let r = match guard {
+                Some(g) => self.store.save_and_unlock(&id, &record, only, g).await,
+                None => self.store.save(&id, &record, only).await,
+            };
+            checked(&mut self.failed, r)?
+        } else {
+            let r = self.store.touch(&id, expires).await;
+            drop(guard);
+            checked(&mut self.failed, r)?
+        };
+        s.stored = saved;
+        if saved {
+            s.changed = false;
+            self.saved = Some(Saved { id, expires });
+        } else {
+            tracing::warn!(
+                session = %id.short(),
+                "session was deleted, regenerated or expired while the request ran; not saved"
+            );
+            self.saved = None;
+        }
+        self.debug(if saved { "saved" } else { "save refused" }, &id);
+        Ok(())
+    }
+
+    /// Deletes the ids given up in this request.
+    pub(crate) async fn delete_doomed(&mut self) -> Result<(), Error> {
+        for id in std::mem::take(&mut self.doomed) {
+            let r = self.store.delete(&id).await;
+            checked(&mut self.failed, r)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the request's hold on the session: releases the lock (for a
+    /// remote store, the guard spawns the release) and refuses every later
+    /// operation. Saves nothing.
+    pub(crate) fn end(&mut self) {
+        self.phase = Phase::Finished;
+        self.lock = None;
+    }
+
+    pub(crate) fn debug(&self, what: &str, id: &SessionId) {
+        if self.config.debug {
+            tracing::info!(session = %id.short(), "session {what}");
+        }
+    }
+}
+
+/// The new expiry: now + timeout, but never past the absolute timeout.
+fn expiry(config: &SessionConfig, created: Millis, now: Millis) -> Millis {
+    let idle = now.saturating_add(config.timeout.as_millis() as u64);
+    match config.absolute_timeout {
+        Some(limit) => idle.min(created.saturating_add(limit.as_millis() as u64)),
+        None => idle,
+    }
+}
+
+/// A store call's result, with a failure logged once and remembered, so
+/// that the response reports it even if the handler swallows the error.
+fn checked<T>(failure: &mut Option<Failure>, r: Result<T, store::Error>) -> Result<T, Error> {
+    r.map_err(|e| failed(failure, e.into()))
+}
+
+/// Logs `e` and remembers the first failure of the request.
+fn failed(failure: &mut Option<Failure>, e: Error) -> Error {
+    failure.get_or_insert(e.failure());
+    e.log();
+    e
+}

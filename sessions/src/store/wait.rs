@@ -1,0 +1,444 @@
+//! The one way a store waits for a session lock.
+//!
+//! Requests of one process queue on a per-id FIFO ([`LocalLocks`]) first:
+//! waiting there costs no thread, no connection and no round trip, and a
+//! lock passes to the next local waiter the moment it is let go. Only the
+//! request at the front of its id's queue asks the backend, through a
+//! [`Waiter`]: it tries, and while the backend says the lock is taken
+//! elsewhere it pauses until either the store [wakes](LockWaits::wake) it
+//! (a backend notification that the lock was released) or the one backoff
+//! of this crate runs out, and tries again, until the caller's wait is
+//! used up. Stores whose backend cannot notify simply never wake: the
+//! backoff alone then paces the polling.
+//!
+//! ```text
+//! request ──► local FIFO (per id) ──► front: try backend ──taken──► pause ─┐
+//!                                          ▲                               │
+//!                                          └──── woken, or backoff over ◄──┘
+//! ```
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard};
+use tokio::time::Instant;
+
+use super::Error;
+use crate::id::{shard_of, IdMap, SessionId};
+
+const SHARDS: usize = 32;
+
+type Slot = Arc<AsyncMutex<()>>;
+
+/// A sharded table of per-id async mutexes.
+///
+/// The table never leaks: an entry is removed when the last holder or
+/// waiter lets go of it. Every increase of an entry's reference count
+/// happens under its shard's lock, so the holder that sees the count fall
+/// to the table's own reference knows nobody else can be using it.
+#[derive(Debug)]
+pub(crate) struct LocalLocks {
+    shards: Box<[Mutex<IdMap<Slot>>]>,
+}
+
+/// A held lock from [`LocalLocks`]; dropping it releases the lock and, if
+/// nobody else wants the id, removes the table entry.
+#[derive(Debug)]
+pub(crate) struct LocalGuard {
+    // Field order matters: the mutex guard (which holds a reference to the
+    // slot) is released before `claim` tidies the table.
+    _guard: Option<OwnedMutexGuard<()>>,
+    _claim: Claim,
+}
+
+/// A reference to a slot that tidies the table when dropped.
+#[derive(Debug)]
+struct Claim {
+    locks: Arc<LocalLocks>,
+    id: SessionId,
+    slot: Option<Slot>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut shard = self.locks.shard(&self.id);
+        drop(self.slot.take());
+        if shard
+            .get(&self.id)
+            .is_some_and(|slot| Arc::strong_count(slot) == 1)
+        {
+            shard.remove(&self.id);
+        }
+    }
+}
+
+impl LocalLocks {
+    pub(crate) fn new() -> Self {
+        LocalLocks {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Slot>> {
+        // A poisoned shard only means a panic elsewhere while it was held;
+        // the map itself is always consistent, so keep using it.
+        self.shards[shard_of(id, SHARDS)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers interest in the id's lock: a claim on its table entry and
+    /// the entry's mutex. The claim must outlive every other reference this
+    /// caller takes to the slot, so that its drop sees the final count.
+    fn claim(self: &Arc<Self>, id: &SessionId) -> (Claim, Slot) {
+        let slot = Arc::clone(self.shard(id).entry(*id).or_default());
+        let claim = Claim {
+            locks: Arc::clone(self),
+            id: *id,
+            slot: Some(Arc::clone(&slot)),
+        };
+        (claim, slot)
+    }
+
+    /// Waits at most `wait` for the id's lock; `None` on timeout.
+    pub(crate) async fn lock(
+        self: &Arc<Self>,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Option<LocalGuard> {
+        let (claim, slot) = self.claim(id);
+        // Uncontended, the usual case: no timer to arm.
+        let guard = match Arc::clone(&slot).try_lock_owned() {
+            Ok(guard) => guard,
+            // `slot` moves into the wait; on timeout or cancellation the
+            // wait is dropped before `claim`, which then tidies the entry.
+            Err(_) => tokio::time::timeout(wait, slot.lock_owned()).await.ok()?,
+        };
+        Some(LocalGuard {
+            _guard: Some(guard),
+            _claim: claim,
+        })
+    }
+
+    /// Takes the lock if it is free right now.
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
+    pub(crate) fn try_lock(self: &Arc<Self>, id: &SessionId) -> Option<LocalGuard> {
+        let (claim, slot) = self.claim(id);
+        let guard = slot.try_lock_owned().ok()?;
+        Some(LocalGuard {
+            _guard: Some(guard),
+            _claim: claim,
+        })
+    }
+
+    /// Whether the id's lock is held or awaited right now.
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
+    pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
+        self.shard(id).contains_key(id)
+    }
+
+    /// Whether anyone holds or waits for a lock (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// The lock waits of one store in one process: the local FIFO per id and
+/// the wake-up signals of the waiters at the front of each queue.
+#[derive(Debug)]
+pub(crate) struct LockWaits {
+    local: Arc<LocalLocks>,
+    /// One entry per id whose front waiter is asking the backend right now
+    /// (the local FIFO lets only one per id do so), removed when it stops.
+    wakeups: Box<[Mutex<IdMap<Arc<Notify>>>]>,
+}
+
+impl LockWaits {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(LockWaits {
+            local: Arc::new(LocalLocks::new()),
+            wakeups: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        })
+    }
+
+    /// Waits at most `wait` for the id's place at the front of this
+    /// process's queue: all a store whose locks live in this process needs.
+    pub(crate) async fn local(&self, id: &SessionId, wait: Duration) -> Result<LocalGuard, Error> {
+        self.local
+            .lock(id, wait)
+            .await
+            .ok_or(Error::LockTimeout(wait))
+    }
+
+    /// Takes the id's local place if it is free right now (for clean-up,
+    /// which must never wait behind a request).
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
+    pub(crate) fn try_local(&self, id: &SessionId) -> Option<LocalGuard> {
+        self.local.try_lock(id)
+    }
+
+    /// Whether a request of this process holds or awaits the id's lock.
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
+    pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
+        self.local.is_busy(id)
+    }
+
+    /// Queues for the id in this process, then hands back the [`Waiter`]
+    /// through which the front of the queue asks the backend. The whole
+    /// wait, queue and backend together, is bounded by `wait`.
+    #[cfg_attr(
+        not(any(
+            feature = "file",
+            feature = "redis",
+            feature = "postgres",
+            feature = "sqlite"
+        )),
+        allow(dead_code)
+    )]
+    pub(crate) async fn enter(
+        self: &Arc<Self>,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<Waiter, Error> {
+        let deadline = Instant::now() + wait;
+        let local = self.local(id, wait).await?;
+        // Registered before the first attempt, so that a release the
+        // backend reports between an attempt and the pause after it is
+        // kept as a permit instead of lost.
+        let notify = Arc::new(Notify::new());
+        self.wakeups(id).insert(*id, Arc::clone(&notify));
+        Ok(Waiter {
+            local: Some(local),
+            waits: Arc::clone(self),
+            id: *id,
+            notify,
+            deadline,
+            wait,
+            step: Backoff::FIRST,
+        })
+    }
+
+    /// The backend says the id's lock was let go: the waiter of this
+    /// process at the front of its queue, if any, tries again now.
+    // Called by the stores whose backend can tell that a lock was let go
+    // (PostgreSQL LISTEN/NOTIFY, Redis messages), which are wired next.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn wake(&self, id: &SessionId) {
+        if let Some(notify) = self.wakeups(id).get(id) {
+            notify.notify_one();
+        }
+    }
+
+    fn wakeups(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Arc<Notify>>> {
+        // As for the lock table: a poisoned shard is still consistent.
+        self.wakeups[shard_of(id, SHARDS)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether anyone holds or waits for a lock (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.local.len() == 0
+            && self
+                .wakeups
+                .iter()
+                .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    }
+}
+
+/// The front of an id's local queue, asking the backend for the lock:
+///
+/// ```text
+/// let mut waiter = waits.enter(id, wait).await?;
+/// loop {
+///     if let Some(lock) = try_backend().await? {
+///         return Ok(StoreLock { lock, local: waiter.granted() });
+///     }
+///     waiter.pause().await?; // Err(LockTimeout) once `wait` is used up
+/// }
+/// ```
+#[derive(Debug)]
+#[cfg_attr(
+    not(any(
+        feature = "file",
+        feature = "redis",
+        feature = "postgres",
+        feature = "sqlite"
+    )),
+    allow(dead_code)
+)]
+pub(crate) struct Waiter {
+    local: Option<LocalGuard>,
+    waits: Arc<LockWaits>,
+    id: SessionId,
+    notify: Arc<Notify>,
+    deadline: Instant,
+    wait: Duration,
+    step: Duration,
+}
+
+#[cfg_attr(
+    not(any(
+        feature = "file",
+        feature = "redis",
+        feature = "postgres",
+        feature = "sqlite"
+    )),
+    allow(dead_code)
+)]
+impl Waiter {
+    /// The lock timeout error for this wait.
+    pub(crate) fn timed_out(&self) -> Error {
+        Error::LockTimeout(self.wait)
+    }
+
+    /// Pauses before the next attempt: until the store wakes this waiter
+    /// or the backoff step is over, whichever comes first. Fails with
+    /// [`Error::LockTimeout`] once the caller's wait is used up.
+    pub(crate) async fn pause(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(self.timed_out());
+        }
+        let until = (now + Backoff::jittered(self.step)).min(self.deadline);
+        // Woken or not, the next attempt comes now.
+        let _ = tokio::time::timeout_at(until, self.notify.notified()).await;
+        self.step = Backoff::next(self.step);
+        Ok(())
+    }
+
+    /// The backend granted the lock. The local place goes with it: the
+    /// store keeps it in its lock value and lets it go with the backend
+    /// lock, so the next waiter of this process starts only then.
+    pub(crate) fn granted(mut self) -> LocalGuard {
+        self.local
+            .take()
+            .expect("a waiter holds its local place until granted")
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut wakeups = self.waits.wakeups(&self.id);
+        if wakeups
+            .get(&self.id)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            wakeups.remove(&self.id);
+        }
+    }
+}
+
+/// The one backoff between lock attempts: short at first, so that a
+/// hand-over between processes is quick, doubling to a cap, with jitter so
+/// that waiters of several processes do not move in step. Where the
+/// backend notifies, it is only the backstop for a missed notification.
+struct Backoff;
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(2);
+    const MAX: Duration = Duration::from_millis(50);
+
+    fn next(step: Duration) -> Duration {
+        (step * 2).min(Self::MAX)
+    }
+
+    /// `step` plus up to half of it again.
+    fn jittered(step: Duration) -> Duration {
+        // The clock's low bits are random enough to spread waiters; this
+        // needs no cryptographic randomness.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let half = step.as_nanos() as u64 / 2 + 1;
+        step + Duration::from_nanos(u64::from(nanos) % half)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn exclusion_timeout_and_no_leak() {
+        let locks = Arc::new(LocalLocks::new());
+        let id = SessionId::generate().unwrap();
+        let g = locks.lock(&id, Duration::from_secs(1)).await.unwrap();
+        assert!(locks.try_lock(&id).is_none());
+        assert!(locks.lock(&id, Duration::from_millis(20)).await.is_none());
+        assert_eq!(locks.len(), 1);
+        drop(g);
+        assert_eq!(locks.len(), 0);
+        let g = locks.try_lock(&id).unwrap();
+        drop(g);
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_waiters_leave_nothing_behind() {
+        let locks = Arc::new(LocalLocks::new());
+        let id = SessionId::generate().unwrap();
+        let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let (locks, counter) = (locks.clone(), counter.clone());
+            tasks.push(tokio::spawn(async move {
+                // Some waiters give up early, exercising the cancel path.
+                let wait = if i % 5 == 0 { 1 } else { 5_000 };
+                if let Some(_g) = locks.lock(&id, Duration::from_millis(wait)).await {
+                    let n = counter.load(std::sync::atomic::Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(n + 1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(counter.load(std::sync::atomic::Ordering::SeqCst) >= 40);
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wake_ends_the_pause_and_a_timeout_ends_the_wait() {
+        let waits = LockWaits::new();
+        let id = SessionId::generate().unwrap();
+        let mut waiter = waits.enter(&id, Duration::from_secs(30)).await.unwrap();
+        // A wake that comes before the pause is kept, not lost.
+        waits.wake(&id);
+        let started = Instant::now();
+        for _ in 0..10 {
+            waits.wake(&id);
+            waiter.pause().await.unwrap();
+        }
+        // Ten backoff steps would take at least 2+4+…+50 ms.
+        assert!(started.elapsed() < Duration::from_millis(200));
+        drop(waiter);
+        assert!(waits.is_idle());
+
+        let mut waiter = waits.enter(&id, Duration::from_millis(30)).await.unwrap();
+        let mut pauses = 0;
+        let err = loop {
+            match waiter.pause().await {
+                Ok(()) => pauses += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::LockTimeout(_)), "{err:?}");
+        assert!(pauses >= 2, "backed off {pauses} times in 30 ms");
+        // A second request of this process queues behind the first.
+        assert!(matches!(
+            waits.enter(&id, Duration::from_millis(10)).await,
+            Err(Error::LockTimeout(_))
+        ));
+        let local = waiter.granted();
+        assert!(!waits.is_idle());
+        drop(local);
+        assert!(waits.is_idle());
+    }
+}
