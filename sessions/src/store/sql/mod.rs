@@ -3,23 +3,33 @@
 
 use crate::record::Millis;
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
 /// The default table.
-pub(super) const DEFAULT_TABLE: &str = "sessions";
+const DEFAULT_TABLE: &str = "sessions";
 /// Larger than any sane session; a row beyond it was not written by us.
-pub(super) const MAX_DATA: usize = 16 << 20;
+const MAX_DATA: usize = 16 << 20;
 /// Rows per clean-up statement: short enough that no batch holds locks for
 /// long, large enough that a backlog goes quickly.
-pub(super) const CLEAN_BATCH: i64 = 1_000;
-/// Ids per page of [`SessionAdmin::ids`](super::SessionAdmin::ids).
-pub(super) const IDS_PAGE: i64 = 500;
+const CLEAN_BATCH: i64 = 1_000;
+/// Ids per page of [`SessionAdmin::ids`](crate::store::SessionAdmin::ids).
+const IDS_PAGE: i64 = 500;
 /// The longest table name: PostgreSQL's 63-byte identifiers less room for
 /// the derived `_schema`, `_expires` and `_locks` names.
-pub(super) const MAX_TABLE: usize = 56;
+const MAX_TABLE: usize = 56;
 
 /// Whether `s` is a plain SQL identifier of at most `max` bytes: a letter or
 /// `_`, then letters, digits or `_`. Table names go into SQL text, quoted;
 /// this check is what makes the quoting safe.
-pub(super) fn is_identifier(s: &str, max: usize) -> bool {
+fn is_identifier(s: &str, max: usize) -> bool {
     let mut chars = s.chars();
     s.len() <= max
         && chars
@@ -29,7 +39,7 @@ pub(super) fn is_identifier(s: &str, max: usize) -> bool {
 }
 
 /// An instant as the `BIGINT` the tables store.
-pub(super) fn to_sql_ms(ms: Millis) -> i64 {
+fn to_sql_ms(ms: Millis) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 

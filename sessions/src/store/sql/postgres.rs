@@ -33,13 +33,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::locks::LocalGuard;
-use super::sql::{
-    is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
-};
-use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use super::{is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::locks::LocalGuard;
+use crate::store::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -31,13 +31,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::OnceCell;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::locks::LocalGuard;
-use super::sql::{
-    is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
-};
-use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use super::{is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::locks::LocalGuard;
+use crate::store::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
