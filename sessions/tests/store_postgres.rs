@@ -58,6 +58,17 @@ fn record(data: &str, ttl_ms: u64) -> Record {
     }
 }
 
+/// An error and its sources, as a log line shows them.
+fn chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 /// A plain client for setting up and inspecting, or `None` (skip) when the
 /// server is unreachable outside CI.
 async fn admin() -> Option<tokio_postgres::Client> {
@@ -430,7 +441,17 @@ async fn bad_table_names_and_urls_are_refused() {
         long.as_str(),
     ] {
         let err = base().with_table(bad).expect_err(bad);
-        assert!(err.to_string().contains("table name"), "{bad:?}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    setting: "table",
+                    ..
+                }
+            ),
+            "{bad:?}: {err:?}"
+        );
+        assert!(chain(&err).contains("table name"), "{bad:?}: {err}");
     }
     let longest = "t".repeat(56);
     let schema = "s".repeat(63);
@@ -444,7 +465,13 @@ async fn bad_table_names_and_urls_are_refused() {
     ] {
         base().with_table(good).expect(good);
     }
-    assert!(PostgresStore::new("postgres://host:notaport/db").is_err());
+    assert!(matches!(
+        PostgresStore::new("postgres://host:notaport/db"),
+        Err(Error::Config {
+            setting: "storage_url",
+            ..
+        })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
