@@ -2,7 +2,7 @@
 //! and what they share because their tables are laid out alike: table-name
 //! checks and limits, the statements on the sessions table, the versioned
 //! migration runner, how a row becomes a [`Record`] (a damaged one is
-//! missing, not an error), the id pager
+//! missing, not an error), the size a save may not exceed, the id pager
 //! behind [`SessionAdmin::ids`](crate::store::SessionAdmin::ids), batched
 //! clean-up, and instants as SQL integers.
 //!
@@ -32,7 +32,8 @@ pub use sqlite::SqliteStore;
 
 /// The default table.
 const DEFAULT_TABLE: &str = "sessions";
-/// Larger than any sane session; a row beyond it was not written by us.
+/// Larger than any sane session; a row beyond it was not written by us, and
+/// a save beyond it is refused, since it could not be read back.
 const MAX_DATA: usize = 16 << 20;
 /// Rows per clean-up statement: short enough that no batch holds locks for
 /// long, large enough that a backlog goes quickly.
@@ -299,6 +300,18 @@ fn live_or_missing(
     }
 }
 
+/// Refuses a record the store could not read back, before anything is
+/// written: what the store held stays as it was.
+fn check_size(record: &Record) -> Result<(), Error> {
+    match record.data.len() {
+        size if size > MAX_DATA => Err(Error::TooLarge {
+            size,
+            max: MAX_DATA,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// One page of [`ids`] and the cursor for the next (`None` after the last).
 struct Page {
     ids: Vec<SessionId>,
@@ -473,6 +486,20 @@ mod tests {
         assert_eq!(live_or_missing(expired, &id, &Table::default()), None);
         let damaged = decode(b"{}", -5, far);
         assert_eq!(live_or_missing(damaged, &id, &Table::default()), None);
+    }
+
+    #[test]
+    fn saves_over_the_read_limit_are_refused() {
+        let record = |len| Record {
+            data: vec![b'x'; len],
+            created: 0,
+            expires: 1,
+        };
+        assert!(check_size(&record(MAX_DATA)).is_ok());
+        assert!(matches!(
+            check_size(&record(MAX_DATA + 1)),
+            Err(Error::TooLarge { size, max: MAX_DATA }) if size == MAX_DATA + 1
+        ));
     }
 
     #[test]

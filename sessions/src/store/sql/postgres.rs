@@ -34,8 +34,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements, Table,
-    CLEAN_BATCH, IDS_PAGE,
+    check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
+    Table, CLEAN_BATCH, IDS_PAGE,
 };
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
@@ -475,6 +475,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        check_size(record)?;
         let inner = self.prepared().await?;
         let conn = inner.conn().await?;
         let saved = inner.save(&conn, id, record, write).await?;
@@ -556,6 +557,8 @@ impl SessionStore for PostgresStore {
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
+        // Refused before anything is sent; the guard, dropped, unlocks.
+        check_size(record)?;
         let mut lock = match guard.downcast::<PgLock>() {
             Ok(lock) => lock,
             // Not one of ours: save, then let the guard release itself.

@@ -32,8 +32,8 @@ use tokio::sync::OnceCell;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::{
-    decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements, Table,
-    CLEAN_BATCH, IDS_PAGE,
+    check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
+    Table, CLEAN_BATCH, IDS_PAGE,
 };
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
@@ -596,6 +596,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        check_size(record)?;
         self.prepared().await?;
         let (id, record) = (*id, record.clone());
         self.blocking("sqlite: save", move |inner, conn| {
@@ -659,6 +660,8 @@ impl SessionStore for SqliteStore {
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
+        // Refused before anything is written; the guard, dropped, releases.
+        check_size(record)?;
         let mut lock = match guard.downcast::<SqliteLock>() {
             Ok(lock) => lock,
             Err(guard) => {
