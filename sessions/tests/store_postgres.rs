@@ -475,6 +475,56 @@ async fn bad_table_names_and_urls_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_never_printed() {
+    // Nothing listens on port 1: no server is needed for this test.
+    let url = "postgres://user:secret@127.0.0.1:1/db";
+    let wait = Duration::from_secs(1);
+    let store = PostgresStore::new(url).unwrap().with_timeout(wait);
+    let shown = format!("{store:?}");
+    assert!(
+        shown.starts_with("PostgresStore") && !shown.contains("secret"),
+        "{shown}"
+    );
+    let lazy = PostgresStore::new(url)
+        .unwrap()
+        .with_timeout(wait)
+        .with_auto_migrate(false);
+    let mut errors = vec![
+        store.ready().await.expect_err("no server"),
+        store.migrate().await.expect_err("no server"),
+        lazy.ready().await.expect_err("no server"),
+        lazy.load(&id()).await.expect_err("no server"),
+        lazy.lock(&id(), wait).await.expect_err("no server"),
+    ];
+    for bad in [
+        "postgres://user:secret@127.0.0.1:notaport/db",
+        "postgres://user:secret@127.0.0.1:1/db?sslmode=sometimes",
+        "postgres://user:secret@[::1/db",
+        "postgres://user:secret@127.0.0.1:1/db?connect_timeout",
+        "host=127.0.0.1 user=user password=secret port=notaport",
+        "host=127.0.0.1 user=user password='secret",
+    ] {
+        let err = PostgresStore::new(bad).expect_err(bad);
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    setting: "storage_url",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        errors.push(err);
+    }
+    for err in &errors {
+        for text in [format!("{err:?}"), chain(err)] {
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saves_over_the_read_limit_are_refused() {
     let Some(admin) = admin().await else { return };
     let table = unique_table();
