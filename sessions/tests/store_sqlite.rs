@@ -305,30 +305,5 @@ async fn clean_up_in_batches_and_damaged_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saves_over_the_read_limit_are_refused() {
     let store = SqliteStore::open(fresh_db()).await.unwrap();
-    let (id, absent) = (id(), self::id());
-    let old = record("{\"n\":1}", 60_000);
-    assert!(store.save(&id, &old, SaveIf::Absent).await.unwrap());
-    let limit = 16 << 20;
-    let mut big = record("", 60_000);
-    big.data = vec![b'x'; limit + 1];
-    let too_large = |r: Result<bool, Error>| match r {
-        Err(Error::TooLarge { size, max }) => assert_eq!((size, max), (limit + 1, limit)),
-        other => panic!("{other:?}"),
-    };
-    too_large(store.save(&id, &big, SaveIf::Live).await);
-    too_large(store.save(&absent, &big, SaveIf::Absent).await);
-    let (guard, loaded) = store
-        .lock_and_load(&id, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(loaded.as_ref(), Some(&old));
-    too_large(store.save_and_unlock(&id, &big, SaveIf::Live, guard).await);
-    // The refused save released its lock and changed nothing.
-    drop(store.lock(&id, Duration::from_secs(5)).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(old));
-    assert_eq!(store.load(&absent).await.unwrap(), None);
-    // The limit itself is a record the store writes and reads back.
-    big.data.pop();
-    assert!(store.save(&id, &big, SaveIf::Live).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(big));
+    sessions::store::conformance::refuses_saves_over(&store, 16 << 20).await;
 }
