@@ -58,6 +58,17 @@ fn record(data: &str, ttl_ms: u64) -> Record {
     }
 }
 
+/// An error and its sources, as a log line shows them.
+fn chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 /// A plain client for setting up and inspecting, or `None` (skip) when the
 /// server is unreachable outside CI.
 async fn admin() -> Option<tokio_postgres::Client> {
@@ -430,7 +441,17 @@ async fn bad_table_names_and_urls_are_refused() {
         long.as_str(),
     ] {
         let err = base().with_table(bad).expect_err(bad);
-        assert!(err.to_string().contains("table name"), "{bad:?}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    setting: "table",
+                    ..
+                }
+            ),
+            "{bad:?}: {err:?}"
+        );
+        assert!(chain(&err).contains("table name"), "{bad:?}: {err}");
     }
     let longest = "t".repeat(56);
     let schema = "s".repeat(63);
@@ -444,7 +465,71 @@ async fn bad_table_names_and_urls_are_refused() {
     ] {
         base().with_table(good).expect(good);
     }
-    assert!(PostgresStore::new("postgres://host:notaport/db").is_err());
+    assert!(matches!(
+        PostgresStore::new("postgres://host:notaport/db"),
+        Err(Error::Config {
+            setting: "storage_url",
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_never_printed() {
+    // Nothing listens on port 1: no server is needed for this test.
+    let url = "postgres://user:secret@127.0.0.1:1/db";
+    let wait = Duration::from_secs(1);
+    let store = PostgresStore::new(url).unwrap().with_timeout(wait);
+    let shown = format!("{store:?}");
+    assert!(
+        shown.starts_with("PostgresStore") && !shown.contains("secret"),
+        "{shown}"
+    );
+    let lazy = PostgresStore::new(url)
+        .unwrap()
+        .with_timeout(wait)
+        .with_auto_migrate(false);
+    let mut errors = vec![
+        store.ready().await.expect_err("no server"),
+        store.migrate().await.expect_err("no server"),
+        lazy.ready().await.expect_err("no server"),
+        lazy.load(&id()).await.expect_err("no server"),
+        lazy.lock(&id(), wait).await.expect_err("no server"),
+    ];
+    for bad in [
+        "postgres://user:secret@127.0.0.1:notaport/db",
+        "postgres://user:secret@127.0.0.1:1/db?sslmode=sometimes",
+        "postgres://user:secret@[::1/db",
+        "postgres://user:secret@127.0.0.1:1/db?connect_timeout",
+        "host=127.0.0.1 user=user password=secret port=notaport",
+        "host=127.0.0.1 user=user password='secret",
+    ] {
+        let err = PostgresStore::new(bad).expect_err(bad);
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    setting: "storage_url",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        errors.push(err);
+    }
+    for err in &errors {
+        for text in [format!("{err:?}"), chain(err)] {
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_over_the_read_limit_are_refused() {
+    let Some(admin) = admin().await else { return };
+    let table = unique_table();
+    sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20).await;
+    drop_table(&admin, &table).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,17 @@ fn record(data: &str, ttl_ms: u64) -> Record {
     }
 }
 
+/// An error and its sources, as a log line shows them.
+fn chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 sessions::store_conformance!(async {
     Some(
         sessions::store::SqliteStore::open(super::fresh_db())
@@ -168,12 +179,7 @@ async fn unusable_files_are_clear_errors_at_open() {
     for path in [garbage, dir.clone(), missing_parent] {
         let err = SqliteStore::open(&path).await.expect_err("open must fail");
         assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-        let mut chain = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(s) = source {
-            chain.push_str(&format!(": {s}"));
-            source = s.source();
-        }
+        let chain = chain(&err);
         assert!(chain.contains("cannot open SQLite database"), "{chain}");
         eprintln!("{chain}");
     }
@@ -231,7 +237,17 @@ async fn bad_table_names_are_refused() {
         let err = SqliteStore::new("unused.db")
             .with_table(bad)
             .expect_err(bad);
-        assert!(err.to_string().contains("table name"), "{bad:?}: {err}");
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    setting: "table",
+                    ..
+                }
+            ),
+            "{bad:?}: {err:?}"
+        );
+        assert!(chain(&err).contains("table name"), "{bad:?}: {err}");
     }
     let path = fresh_db();
     let store = SqliteStore::new(&path).with_table("Select").unwrap();
@@ -284,4 +300,10 @@ async fn clean_up_in_batches_and_damaged_rows() {
     assert_eq!(listed.len(), 1_233);
     assert!(listed.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(store.count().await.unwrap(), 1_234);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_over_the_read_limit_are_refused() {
+    let store = SqliteStore::open(fresh_db()).await.unwrap();
+    sessions::store::conformance::refuses_saves_over(&store, 16 << 20).await;
 }

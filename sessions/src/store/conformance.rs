@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{SaveIf, SessionAdmin};
+use super::{Error, SaveIf, SessionAdmin};
 use crate::id::SessionId;
 use crate::record::{now_millis, Record};
 
@@ -276,6 +276,36 @@ pub async fn no_lost_updates_between<S: SessionAdmin + Clone>(a: &S, b: &S) {
     for store in [a, b] {
         assert_eq!(store.load(&id).await.unwrap().unwrap().data, b"80".to_vec());
     }
+}
+
+/// A store that reads back at most `max` bytes of data refuses a larger
+/// save with [`Error::TooLarge`], writing nothing, and releases the lock of
+/// a refused `save_and_unlock`; a record of exactly `max` bytes is written
+/// and read back. Not part of the macro's suite: not every store has a
+/// limit, and each has its own.
+pub async fn refuses_saves_over<S: SessionAdmin>(store: &S, max: usize) {
+    let (id, absent) = (id(), id());
+    let old = record(r#"{"n":1}"#, 60_000);
+    assert!(store.save(&id, &old, SaveIf::Absent).await.unwrap());
+    let mut big = record("", 60_000);
+    big.data = vec![b'x'; max + 1];
+    let too_large = |r: Result<bool, Error>| match r {
+        Err(Error::TooLarge { size, max: limit }) => assert_eq!((size, limit), (max + 1, max)),
+        other => panic!("{other:?}"),
+    };
+    too_large(store.save(&id, &big, SaveIf::Live).await);
+    too_large(store.save(&absent, &big, SaveIf::Absent).await);
+    let (guard, loaded) = store.lock_and_load(&id, LONG).await.unwrap();
+    assert_eq!(loaded.as_ref(), Some(&old));
+    too_large(store.save_and_unlock(&id, &big, SaveIf::Live, guard).await);
+    // The refused saves released the lock and changed nothing.
+    drop(store.lock(&id, LONG).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(old));
+    assert_eq!(store.load(&absent).await.unwrap(), None);
+    // The limit itself is a record the store writes and reads back.
+    big.data.pop();
+    assert!(store.save(&id, &big, SaveIf::Live).await.unwrap());
+    assert_eq!(store.load(&id).await.unwrap(), Some(big));
 }
 
 /// Adds one to the number stored under `id`, `times` times, each under the

@@ -36,14 +36,10 @@ mod wait;
 
 #[cfg(all(feature = "file", unix))]
 mod file;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 
 #[cfg(feature = "test-suite")]
 #[doc(hidden)]
@@ -58,12 +54,12 @@ pub(crate) use wait::{LocalGuard, LockWaits};
 
 #[cfg(all(feature = "file", unix))]
 pub use file::FileStore;
-#[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
+#[cfg(feature = "postgres")]
+pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sql::SqliteStore;
 
 /// A boxed error from a store's backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

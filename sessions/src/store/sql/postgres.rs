@@ -27,19 +27,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::BoxStream;
 use tokio::sync::OnceCell;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::sql::{
-    is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
+use super::{
+    check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
+    Table, CLEAN_BATCH, IDS_PAGE,
 };
-use super::LocalGuard;
-use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::LocalGuard;
+use crate::store::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -149,12 +150,13 @@ impl PostgresStore {
     ///
     /// Fails only if `url` does not parse.
     pub fn new(url: &str) -> Result<Self, Error> {
-        let pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| config_error("invalid PostgreSQL connection URL", e))?;
+        // The parse error names the part that is wrong, never its value: it
+        // cannot show a password.
+        let pg: tokio_postgres::Config =
+            url.parse().map_err(|e| Error::config("storage_url", e))?;
         Ok(Self::from_options(Options {
             pg,
-            table: Table::parse(DEFAULT_TABLE).map_err(|e| config_error("table name", e))?,
+            table: Table::default(),
             auto_migrate: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeout: DEFAULT_TIMEOUT,
@@ -167,7 +169,7 @@ impl PostgresStore {
     /// 56, so that the derived `<table>_schema` fits PostgreSQL's identifier
     /// limit. Names are case-insensitive, as unquoted names are in SQL.
     pub fn with_table(self, name: &str) -> Result<Self, Error> {
-        let table = Table::parse(name).map_err(|e| config_error("table name", e))?;
+        let table = Table::setting(name, TABLE_RULE, |_| true)?;
         Ok(self.reconfigure(|o| o.table = table))
     }
 
@@ -275,7 +277,14 @@ impl PostgresStore {
         }
         Ok(&self.inner)
     }
+}
 
+/// Waiting for a session lock, in one function that
+/// [`lock`](SessionStore::lock) and
+/// [`lock_and_load`](SessionStore::lock_and_load) both call: this process's
+/// tasks queue on [`LocalLocks`], then the front one has the server wait
+/// for the advisory lock.
+impl PostgresStore {
     /// Takes the id's lock and, if `load`, reads the record on the same
     /// connection in the same round trip.
     async fn acquire(
@@ -305,7 +314,7 @@ impl PostgresStore {
                 .timed("postgres: prepare lock", async {
                     let lock_st = client.prepare_cached(&inner.sql.lock).await?;
                     let load_st = match load {
-                        true => Some(client.prepare_cached(&inner.sql.load).await?),
+                        true => Some(client.prepare_cached(&inner.sql.table.load).await?),
                         false => None,
                     };
                     Ok((lock_st, load_st))
@@ -383,30 +392,9 @@ impl Inner {
     /// expired.
     fn record(&self, id: &SessionId, row: &Row) -> Option<Record> {
         let decoded = (|| -> Result<Record, BoxError> {
-            let data: &[u8] = row.try_get(0)?;
-            if data.len() > MAX_DATA {
-                return Err(format!("data of {} bytes", data.len()).into());
-            }
-            let created = Millis::try_from(row.try_get::<_, i64>(1)?)?;
-            let expires = Millis::try_from(row.try_get::<_, i64>(2)?)?;
-            Ok(Record {
-                data: data.to_vec(),
-                created,
-                expires,
-            })
+            decode(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
         })();
-        match decoded {
-            Ok(record) => (!record.is_expired(now_millis())).then_some(record),
-            Err(error) => {
-                tracing::warn!(
-                    session = %id.short(),
-                    table = %self.opts.table.text(),
-                    %error,
-                    "damaged session row treated as missing"
-                );
-                None
-            }
-        }
+        live_or_missing(decoded, id, &self.opts.table)
     }
 
     async fn migrate(&self) -> Result<u32, Error> {
@@ -423,51 +411,23 @@ impl Inner {
                 // before it.
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
                     .await?;
-                tx.batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {} (\
-                       version integer PRIMARY KEY, \
-                       applied_at bigint NOT NULL)",
-                    table.sql("_schema")
-                ))
-                .await?;
+                tx.batch_execute(&MIGRATIONS.create_bookkeeping(table))
+                    .await?;
                 let current: Option<i32> = tx
-                    .query_one(
-                        &format!("SELECT max(version) FROM {}", table.sql("_schema")),
-                        &[],
-                    )
+                    .query_one(&MIGRATIONS.read_version(table), &[])
                     .await?
                     .try_get(0)?;
-                let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
-                if current > MIGRATIONS.len() {
-                    tracing::warn!(
-                        table = %table.text(),
-                        version = current,
-                        known = MIGRATIONS.len(),
-                        "session table schema is newer than this build; using it as is"
-                    );
-                }
-                let mut applied = 0;
-                for (n, step) in MIGRATIONS.iter().enumerate().skip(current) {
-                    tx.batch_execute(&step(table)).await?;
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {} (version, applied_at) VALUES ($1, $2)",
-                            table.sql("_schema")
-                        ),
-                        &[&(n as i32 + 1), &to_sql_ms(now_millis())],
-                    )
-                    .await?;
-                    applied += 1;
+                let plan = MIGRATIONS.plan(table, current.map(i64::from));
+                for statement in &plan.statements {
+                    tx.batch_execute(statement).await?;
                 }
                 tx.commit().await?;
-                Ok(applied)
+                Ok(plan.applied)
             },
         )
         .await?;
         conn.release();
-        if applied > 0 {
-            tracing::info!(table = %table.text(), steps = applied, "session table migrated");
-        }
+        MIGRATIONS.applied(table, applied);
         Ok(applied)
     }
 
@@ -484,7 +444,10 @@ impl Inner {
         let now = to_sql_ms(now_millis());
         let n = self
             .timed("postgres: save", async {
-                let st = conn.client().prepare_cached(self.sql.save(write)).await?;
+                let st = conn
+                    .client()
+                    .prepare_cached(self.sql.table.save(write))
+                    .await?;
                 conn.client()
                     .execute(&st, &[&hex, &record.data, &created, &expires, &now])
                     .await
@@ -507,7 +470,7 @@ impl SessionStore for PostgresStore {
         let hex: &str = &hex;
         let row = inner
             .timed("postgres: load", async {
-                let st = conn.client().prepare_cached(&inner.sql.load).await?;
+                let st = conn.client().prepare_cached(&inner.sql.table.load).await?;
                 conn.client().query_opt(&st, &[&hex]).await
             })
             .await?;
@@ -516,6 +479,7 @@ impl SessionStore for PostgresStore {
     }
 
     async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        check_size(record)?;
         let inner = self.prepared().await?;
         let conn = inner.conn().await?;
         let saved = inner.save(&conn, id, record, write).await?;
@@ -531,7 +495,7 @@ impl SessionStore for PostgresStore {
         let (expires, now) = (to_sql_ms(expires), to_sql_ms(now_millis()));
         let n = inner
             .timed("postgres: touch", async {
-                let st = conn.client().prepare_cached(&inner.sql.touch).await?;
+                let st = conn.client().prepare_cached(&inner.sql.table.touch).await?;
                 conn.client().execute(&st, &[&hex, &expires, &now]).await
             })
             .await?;
@@ -546,7 +510,10 @@ impl SessionStore for PostgresStore {
         let hex: &str = &hex;
         inner
             .timed("postgres: delete", async {
-                let st = conn.client().prepare_cached(&inner.sql.delete).await?;
+                let st = conn
+                    .client()
+                    .prepare_cached(&inner.sql.table.delete)
+                    .await?;
                 conn.client().execute(&st, &[&hex]).await
             })
             .await?;
@@ -562,7 +529,10 @@ impl SessionStore for PostgresStore {
         let now = to_sql_ms(now_millis());
         let row = inner
             .timed("postgres: exists", async {
-                let st = conn.client().prepare_cached(&inner.sql.exists).await?;
+                let st = conn
+                    .client()
+                    .prepare_cached(&inner.sql.table.exists)
+                    .await?;
                 conn.client().query_opt(&st, &[&hex, &now]).await
             })
             .await?;
@@ -591,6 +561,8 @@ impl SessionStore for PostgresStore {
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
+        // Refused before anything is sent; the guard, dropped, unlocks.
+        check_size(record)?;
         let mut lock = match guard.downcast::<PgLock>() {
             Ok(lock) => lock,
             // Not one of ours: save, then let the guard release itself.
@@ -617,7 +589,7 @@ impl SessionStore for PostgresStore {
             let client = conn.client();
             match inner
                 .timed("postgres: prepare save", async {
-                    let save_st = client.prepare_cached(inner.sql.save(write)).await?;
+                    let save_st = client.prepare_cached(inner.sql.table.save(write)).await?;
                     let unlock_st = client.prepare_cached(UNLOCK).await?;
                     Ok((save_st, unlock_st))
                 })
@@ -676,7 +648,7 @@ impl SessionAdmin for PostgresStore {
         let now = to_sql_ms(now_millis());
         let n: i64 = inner
             .timed("postgres: count", async {
-                let st = conn.client().prepare_cached(&inner.sql.count).await?;
+                let st = conn.client().prepare_cached(&inner.sql.table.count).await?;
                 conn.client().query_one(&st, &[&now]).await?.try_get(0)
             })
             .await?;
@@ -685,30 +657,19 @@ impl SessionAdmin for PostgresStore {
     }
 
     fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
-        // Keyset pages (`id > last`), so a large table is never held at once
-        // and no long-running cursor pins a connection.
-        stream::unfold(Some(String::new()), move |cursor| async move {
-            let after = cursor?;
-            Some(match self.ids_page(&after).await {
-                Ok((ids, next)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), next),
-                Err(e) => (vec![Err(e)], None),
-            })
-        })
-        .flat_map(stream::iter)
-        .boxed()
+        super::ids(move |after| self.ids_page(after))
     }
 
     async fn clean_up(&self) -> Result<u64, Error> {
         let inner = self.prepared().await?;
         let now = to_sql_ms(now_millis());
-        let mut removed = 0;
         // One short statement per batch, each on a connection taken afresh,
         // so a large backlog neither holds row locks for long nor keeps a
         // connection from the requests. Session locks are advisory locks,
         // which no row owns: deleting an expired row never frees or breaks a
         // held lock, and a request that still holds one finds its row gone
-        // and does not save (the `Existing` precondition).
-        loop {
+        // and does not save (the `Live` precondition).
+        in_batches(|| async {
             let conn = inner.conn().await?;
             let n = inner
                 .timed("postgres: clean-up", async {
@@ -717,50 +678,29 @@ impl SessionAdmin for PostgresStore {
                 })
                 .await?;
             conn.release();
-            removed += n;
-            if n < CLEAN_BATCH as u64 {
-                return Ok(removed);
-            }
-        }
+            Ok(n)
+        })
+        .await
     }
 }
 
 impl PostgresStore {
-    /// One page of live ids after `after`, and the cursor for the next page
-    /// (`None` after the last).
-    async fn ids_page(&self, after: &str) -> Result<(Vec<SessionId>, Option<String>), Error> {
+    /// One page of live ids after `after`.
+    async fn ids_page(&self, after: String) -> Result<Page, Error> {
         let inner = self.prepared().await?;
         let conn = inner.conn().await?;
         let now = to_sql_ms(now_millis());
         let rows = inner
             .timed("postgres: list", async {
-                let st = conn.client().prepare_cached(&inner.sql.ids).await?;
+                let st = conn.client().prepare_cached(&inner.sql.table.ids).await?;
                 conn.client().query(&st, &[&after, &now, &IDS_PAGE]).await
             })
             .await?;
         conn.release();
-        let next = match rows.last() {
-            Some(row) if rows.len() as i64 == IDS_PAGE => row.try_get::<_, String>(0).ok(),
-            _ => None,
-        };
-        let ids = rows
+        let column = rows
             .iter()
-            .filter_map(|row| {
-                let id = row
-                    .try_get::<_, &str>(0)
-                    .ok()
-                    .and_then(|text| text.parse::<SessionId>().ok());
-                if id.is_none() {
-                    // Not logged as text: it may be a real id, damaged.
-                    tracing::warn!(
-                        table = %inner.opts.table.text(),
-                        "malformed session id in table; skipped"
-                    );
-                }
-                id
-            })
-            .collect();
-        Ok((ids, next))
+            .map(|row| row.try_get::<_, &str>(0).ok().map(str::as_bytes));
+        Ok(Page::from_column(&inner.opts.table, column))
     }
 }
 
@@ -784,14 +724,6 @@ fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
         e.code(),
         Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
     )
-}
-
-/// A configuration mistake found before any connection is made.
-///
-/// `store::Error` has no variant for configuration yet; until it does, these
-/// are reported as `Unavailable` with a context that says what was wrong.
-fn config_error(context: &'static str, source: impl Into<BoxError>) -> Error {
-    Error::unavailable(context, source)
 }
 
 /// The database did not answer in time.
@@ -877,31 +809,31 @@ async fn unlock(conn: Conn, key: i64, timeout: Duration) {
 
 const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 
-/// The schema steps, in order; step `n` brings the table to version `n + 1`.
-/// Append only: a released step is never edited.
-const MIGRATIONS: &[fn(&Table) -> String] = &[|t| {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {table} (\
-           id text COLLATE \"C\" PRIMARY KEY, \
-           data bytea NOT NULL, \
-           created_at bigint NOT NULL, \
-           expires_at bigint NOT NULL); \
-         CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);",
-        table = t.sql(""),
-        index = t.unqualified_sql("_expires"),
-    )
-}];
+/// The table's schema history. Append only: a released step is never
+/// edited.
+const MIGRATIONS: Migrations = Migrations {
+    bookkeeping: "(version integer PRIMARY KEY, applied_at bigint NOT NULL)",
+    steps: &[|t| {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (\
+               id text COLLATE \"C\" PRIMARY KEY, \
+               data bytea NOT NULL, \
+               created_at bigint NOT NULL, \
+               expires_at bigint NOT NULL); \
+             CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);",
+            table = t.sql(""),
+            index = t.index("_expires"),
+        )
+    }],
+};
+
+/// What [`PostgresStore::with_table`] accepts, for its error.
+const TABLE_RULE: &str = "[schema.]table, each a letter or '_' then letters, digits or '_', \
+     the schema at most 63 and the table at most 56 characters";
 
 /// The statements, with the table name filled in once.
 struct Sql {
-    load: String,
-    exists: String,
-    insert: String,
-    update: String,
-    touch: String,
-    delete: String,
-    count: String,
-    ids: String,
+    table: Statements,
     clean: String,
     lock: String,
 }
@@ -910,29 +842,7 @@ impl Sql {
     fn new(table: &Table) -> Self {
         let t = table.sql("");
         Sql {
-            load: format!("SELECT data, created_at, expires_at FROM {t} WHERE id = $1"),
-            exists: format!("SELECT 1 FROM {t} WHERE id = $1 AND expires_at > $2"),
-            // A new session may only replace a row that has expired.
-            insert: format!(
-                "INSERT INTO {t} AS s (id, data, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO UPDATE \
-                 SET data = EXCLUDED.data, created_at = EXCLUDED.created_at, \
-                     expires_at = EXCLUDED.expires_at \
-                 WHERE s.expires_at <= $5"
-            ),
-            // A loaded session is written only while its row is live: never
-            // brought back once deleted, regenerated or expired.
-            update: format!(
-                "UPDATE {t} SET data = $2, created_at = $3, expires_at = $4 \
-                 WHERE id = $1 AND expires_at > $5"
-            ),
-            touch: format!("UPDATE {t} SET expires_at = $2 WHERE id = $1 AND expires_at > $3"),
-            delete: format!("DELETE FROM {t} WHERE id = $1"),
-            count: format!("SELECT count(*) FROM {t} WHERE expires_at > $1"),
-            ids: format!(
-                "SELECT id FROM {t} WHERE id > $1 AND expires_at > $2 ORDER BY id LIMIT $3"
-            ),
+            table: Statements::new(table, '$'),
             // Rows a save is writing right now are skipped, not waited for;
             // the next clean-up takes them if they are still expired.
             clean: format!(
@@ -947,66 +857,6 @@ impl Sql {
                    FROM (SELECT set_config('lock_timeout', $2, true)) AS t"
                 .to_owned(),
         }
-    }
-
-    fn save(&self, write: SaveIf) -> &str {
-        match write {
-            SaveIf::Absent => &self.insert,
-            SaveIf::Live => &self.update,
-        }
-    }
-}
-
-/// A checked table name, lower-cased, optionally schema-qualified.
-#[derive(Clone)]
-struct Table {
-    schema: Option<String>,
-    name: String,
-}
-
-/// Why a table name was refused.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid table name {0:?}: expected [schema.]table, each a letter or '_' then letters, \
-     digits or '_', the schema at most 63 and the table at most 56 characters"
-)]
-struct InvalidTableName(String);
-
-impl Table {
-    fn parse(text: &str) -> Result<Self, InvalidTableName> {
-        let (schema, name) = match text.split_once('.') {
-            Some((schema, name)) => (Some(schema), name),
-            None => (None, text),
-        };
-        if !is_identifier(name, MAX_TABLE) || schema.is_some_and(|s| !is_identifier(s, 63)) {
-            return Err(InvalidTableName(text.to_owned()));
-        }
-        Ok(Table {
-            schema: schema.map(str::to_ascii_lowercase),
-            name: name.to_ascii_lowercase(),
-        })
-    }
-
-    /// The name as written in logs and hashed into lock keys.
-    fn text(&self) -> String {
-        match &self.schema {
-            Some(s) => format!("{s}.{}", self.name),
-            None => self.name.clone(),
-        }
-    }
-
-    /// `"schema"."name<suffix>"`, quoted so that reserved words work; the
-    /// characters were checked, so the quotes cannot be escaped.
-    fn sql(&self, suffix: &str) -> String {
-        match &self.schema {
-            Some(s) => format!("\"{s}\".\"{}{suffix}\"", self.name),
-            None => format!("\"{}{suffix}\"", self.name),
-        }
-    }
-
-    /// `"name<suffix>"`, for an index (which lives in its table's schema).
-    fn unqualified_sql(&self, suffix: &str) -> String {
-        format!("\"{}{suffix}\"", self.name)
     }
 }
 

@@ -25,19 +25,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::BoxStream;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::OnceCell;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::sql::{
-    is_identifier, to_sql_ms, CLEAN_BATCH, DEFAULT_TABLE, IDS_PAGE, MAX_DATA, MAX_TABLE,
+use super::{
+    check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
+    Table, CLEAN_BATCH, IDS_PAGE,
 };
-use super::LocalGuard;
-use super::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::LocalGuard;
+use crate::store::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
 
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
@@ -114,7 +115,7 @@ impl fmt::Debug for SqliteStore {
         let o = &self.inner.opts;
         f.debug_struct("SqliteStore")
             .field("path", &o.path)
-            .field("table", &o.table.name)
+            .field("table", &o.table.text())
             .field("busy_timeout", &o.busy_timeout)
             .field("lease", &o.lease)
             .field("auto_migrate", &o.auto_migrate)
@@ -139,7 +140,7 @@ impl SqliteStore {
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self::from_options(Options {
             path: path.as_ref().to_owned(),
-            table: Table::parse(DEFAULT_TABLE).expect("the default table name is valid"),
+            table: Table::default(),
             auto_migrate: true,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             lease: DEFAULT_LEASE,
@@ -150,7 +151,11 @@ impl SqliteStore {
     /// letters, digits and `_`, at most 56 characters, not starting with
     /// `sqlite_`. Names are case-insensitive, as in SQL.
     pub fn with_table(self, name: &str) -> Result<Self, Error> {
-        let table = Table::parse(name).map_err(|e| config_error("table name", e))?;
+        // Another schema would be another attached file; `sqlite_` names
+        // are SQLite's own.
+        let table = Table::setting(name, TABLE_RULE, |t| {
+            t.schema.is_none() && !t.name.starts_with("sqlite_")
+        })?;
         Ok(self.reconfigure(|o| o.table = table))
     }
 
@@ -238,9 +243,7 @@ impl SqliteStore {
                 migrate(conn, &inner.opts.table)
             })
             .await?;
-        if applied > 0 {
-            tracing::info!(table = %self.inner.opts.table.name, steps = applied, "session table migrated");
-        }
+        MIGRATIONS.applied(&self.inner.opts.table, applied);
         Ok(applied)
     }
 
@@ -282,7 +285,14 @@ impl SqliteStore {
         }
         self.ready().await
     }
+}
 
+/// Waiting for a session lock, in one function that
+/// [`lock`](SessionStore::lock) and
+/// [`lock_and_load`](SessionStore::lock_and_load) both call: this process's
+/// tasks queue on [`LocalLocks`], then the front one tries for the lease,
+/// backing off while another process holds it.
+impl SqliteStore {
     /// Takes the id's lock and, if `load`, reads the record in the same
     /// blocking call that took it.
     async fn acquire(
@@ -360,7 +370,9 @@ impl SqliteStore {
             pause = (pause * 2).min(MAX_POLL);
         }
     }
+}
 
+impl SqliteStore {
     /// Renews the lease every third of its length until aborted.
     fn renew(&self, id: SessionId, owner: String) -> AbortHandle {
         let store = self.clone();
@@ -401,22 +413,10 @@ impl Inner {
     /// The live record, reading on the given connection.
     fn load(&self, conn: &Connection, id: &SessionId) -> rusqlite::Result<Option<Record>> {
         let decoded = conn
-            .prepare_cached(&self.sql.load)?
+            .prepare_cached(&self.sql.table.load)?
             .query_row([&*id.as_hex()], |row| Ok(decode_row(row)))
             .optional()?;
-        Ok(match decoded {
-            None => None,
-            Some(Ok(record)) => (!record.is_expired(now_millis())).then_some(record),
-            Some(Err(error)) => {
-                tracing::warn!(
-                    session = %id.short(),
-                    table = %self.opts.table.name,
-                    %error,
-                    "damaged session row treated as missing"
-                );
-                None
-            }
-        })
+        Ok(decoded.and_then(|decoded| live_or_missing(decoded, id, &self.opts.table)))
     }
 
     fn save(
@@ -426,11 +426,7 @@ impl Inner {
         record: &Record,
         write: SaveIf,
     ) -> rusqlite::Result<bool> {
-        let sql = match write {
-            SaveIf::Absent => &self.sql.insert,
-            SaveIf::Live => &self.sql.update,
-        };
-        let n = conn.prepare_cached(sql)?.execute((
+        let n = conn.prepare_cached(self.sql.table.save(write))?.execute((
             &*id.as_hex(),
             &record.data,
             to_sql_ms(record.created),
@@ -449,17 +445,10 @@ impl Inner {
 
 fn decode_row(row: &rusqlite::Row<'_>) -> Result<Record, BoxError> {
     let data = match row.get_ref(0)? {
-        ValueRef::Blob(b) if b.len() <= MAX_DATA => b.to_vec(),
-        ValueRef::Blob(b) => return Err(format!("data of {} bytes", b.len()).into()),
+        ValueRef::Blob(b) => b,
         other => return Err(format!("data of type {}", other.data_type()).into()),
     };
-    let created = Millis::try_from(row.get::<_, i64>(1)?)?;
-    let expires = Millis::try_from(row.get::<_, i64>(2)?)?;
-    Ok(Record {
-        data,
-        created,
-        expires,
-    })
+    decode(data, row.get(1)?, row.get(2)?)
 }
 
 fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
@@ -495,40 +484,14 @@ fn migrate(conn: &mut Connection, table: &Table) -> rusqlite::Result<u32> {
     // IMMEDIATE takes the write lock first: migrations of several processes
     // run one after the other, each seeing the versions the others recorded.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {} (\
-           version INTEGER PRIMARY KEY, \
-           applied_at INTEGER NOT NULL) STRICT",
-        table.sql("_schema")
-    ))?;
-    let current: Option<i64> = tx.query_row(
-        &format!("SELECT max(version) FROM {}", table.sql("_schema")),
-        [],
-        |r| r.get(0),
-    )?;
-    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
-    if current > MIGRATIONS.len() {
-        tracing::warn!(
-            table = %table.name,
-            version = current,
-            known = MIGRATIONS.len(),
-            "session table schema is newer than this build; using it as is"
-        );
-    }
-    let mut applied = 0;
-    for (n, step) in MIGRATIONS.iter().enumerate().skip(current) {
-        tx.execute_batch(&step(table))?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (version, applied_at) VALUES (?1, ?2)",
-                table.sql("_schema")
-            ),
-            (n as i64 + 1, to_sql_ms(now_millis())),
-        )?;
-        applied += 1;
+    tx.execute_batch(&MIGRATIONS.create_bookkeeping(table))?;
+    let current: Option<i64> = tx.query_row(&MIGRATIONS.read_version(table), [], |r| r.get(0))?;
+    let plan = MIGRATIONS.plan(table, current);
+    for statement in &plan.statements {
+        tx.execute_batch(statement)?;
     }
     tx.commit()?;
-    Ok(applied)
+    Ok(plan.applied)
 }
 
 fn lock_conn(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -546,14 +509,6 @@ fn joined<T>(
         Ok(Err(e)) => Err(Error::unavailable(context, e)),
         Err(e) => Err(Error::unavailable(context, e)),
     }
-}
-
-/// A configuration mistake found before the file is opened.
-///
-/// `store::Error` has no variant for configuration yet; until it does, these
-/// are reported as `Unavailable` with a context that says what was wrong.
-fn config_error(context: &'static str, source: impl Into<BoxError>) -> Error {
-    Error::unavailable(context, source)
 }
 
 /// The database file could not be opened.
@@ -645,6 +600,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        check_size(record)?;
         self.prepared().await?;
         let (id, record) = (*id, record.clone());
         self.blocking("sqlite: save", move |inner, conn| {
@@ -657,7 +613,7 @@ impl SessionStore for SqliteStore {
         self.prepared().await?;
         let id = *id;
         self.blocking("sqlite: touch", move |inner, conn| {
-            Ok(conn.prepare_cached(&inner.sql.touch)?.execute((
+            Ok(conn.prepare_cached(&inner.sql.table.touch)?.execute((
                 &*id.as_hex(),
                 to_sql_ms(expires),
                 to_sql_ms(now_millis()),
@@ -670,7 +626,7 @@ impl SessionStore for SqliteStore {
         self.prepared().await?;
         let id = *id;
         self.blocking("sqlite: delete", move |inner, conn| {
-            conn.prepare_cached(&inner.sql.delete)?
+            conn.prepare_cached(&inner.sql.table.delete)?
                 .execute([&*id.as_hex()])?;
             Ok(())
         })
@@ -681,7 +637,7 @@ impl SessionStore for SqliteStore {
         self.prepared().await?;
         let id = *id;
         self.blocking("sqlite: exists", move |inner, conn| {
-            conn.prepare_cached(&inner.sql.exists)?
+            conn.prepare_cached(&inner.sql.table.exists)?
                 .exists((&*id.as_hex(), to_sql_ms(now_millis())))
         })
         .await
@@ -708,6 +664,8 @@ impl SessionStore for SqliteStore {
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
+        // Refused before anything is written; the guard, dropped, releases.
+        check_size(record)?;
         let mut lock = match guard.downcast::<SqliteLock>() {
             Ok(lock) => lock,
             Err(guard) => {
@@ -746,7 +704,7 @@ impl SessionAdmin for SqliteStore {
         self.prepared().await?;
         let n: i64 = self
             .blocking("sqlite: count", |inner, conn| {
-                conn.prepare_cached(&inner.sql.count)?
+                conn.prepare_cached(&inner.sql.table.count)?
                     .query_row([to_sql_ms(now_millis())], |r| r.get(0))
             })
             .await?;
@@ -754,116 +712,80 @@ impl SessionAdmin for SqliteStore {
     }
 
     fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
-        stream::unfold(Some(String::new()), move |cursor| async move {
-            let after = cursor?;
-            Some(match self.ids_page(after).await {
-                Ok((ids, next)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), next),
-                Err(e) => (vec![Err(e)], None),
-            })
-        })
-        .flat_map(stream::iter)
-        .boxed()
+        super::ids(move |after| self.ids_page(after))
     }
 
     async fn clean_up(&self) -> Result<u64, Error> {
         self.prepared().await?;
         let now = to_sql_ms(now_millis());
-        let mut removed = 0;
         // One short transaction per batch, releasing the connection between
         // them, so requests go on while a large backlog is removed.
-        loop {
-            let n = self
-                .blocking("sqlite: clean-up", move |inner, conn| {
-                    conn.prepare_cached(&inner.sql.clean)?
-                        .execute((now, CLEAN_BATCH))
-                })
-                .await? as u64;
-            removed += n;
-            if n < CLEAN_BATCH as u64 {
-                break;
-            }
-        }
+        let batch = |statement: fn(&Sql) -> &str| {
+            self.blocking("sqlite: clean-up", move |inner, conn| {
+                let mut st = conn.prepare_cached(statement(&inner.sql))?;
+                st.execute((now, CLEAN_BATCH)).map(|n| n as u64)
+            })
+        };
+        let removed = in_batches(|| batch(|sql| &sql.clean)).await?;
         // Leases that ran out belong to nobody: their holder died or gave up.
-        loop {
-            let n = self
-                .blocking("sqlite: clean-up", move |inner, conn| {
-                    conn.prepare_cached(&inner.sql.clean_leases)?
-                        .execute((now, CLEAN_BATCH))
-                })
-                .await? as u64;
-            if n < CLEAN_BATCH as u64 {
-                break;
-            }
-        }
+        in_batches(|| batch(|sql| &sql.clean_leases)).await?;
         Ok(removed)
     }
 }
 
 impl SqliteStore {
-    /// One page of live ids after `after`, and the cursor for the next page
-    /// (`None` after the last).
-    async fn ids_page(&self, after: String) -> Result<(Vec<SessionId>, Option<String>), Error> {
+    /// One page of live ids after `after`.
+    async fn ids_page(&self, after: String) -> Result<Page, Error> {
         self.prepared().await?;
         self.blocking("sqlite: list", move |inner, conn| {
-            let mut st = conn.prepare_cached(&inner.sql.ids)?;
+            let mut st = conn.prepare_cached(&inner.sql.table.ids)?;
             let mut rows = st.query((&after, to_sql_ms(now_millis()), IDS_PAGE))?;
-            let (mut ids, mut seen, mut last) = (Vec::new(), 0, None);
+            let mut column = Vec::new();
             while let Some(row) = rows.next()? {
-                seen += 1;
-                match row.get_ref(0)? {
-                    ValueRef::Text(text) => {
-                        last = Some(String::from_utf8_lossy(text).into_owned());
-                        match SessionId::from_bytes(text) {
-                            Ok(id) => ids.push(id),
-                            // Not logged as text: it may be a real id, damaged.
-                            Err(_) => tracing::warn!(
-                                table = %inner.opts.table.name,
-                                "malformed session id in table; skipped"
-                            ),
-                        }
-                    }
-                    _ => tracing::warn!(
-                        table = %inner.opts.table.name,
-                        "malformed session id in table; skipped"
-                    ),
-                }
+                column.push(match row.get_ref(0)? {
+                    ValueRef::Text(text) => Some(text.to_vec()),
+                    _ => None,
+                });
             }
-            Ok((ids, if seen == IDS_PAGE { last } else { None }))
+            Ok(Page::from_column(
+                &inner.opts.table,
+                column.iter().map(Option::as_deref),
+            ))
         })
         .await
     }
 }
 
-/// The schema steps, in order; step `n` brings the tables to version `n + 1`.
-/// Append only: a released step is never edited.
-const MIGRATIONS: &[fn(&Table) -> String] = &[|t| {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {table} (\
-           id TEXT PRIMARY KEY NOT NULL, \
-           data BLOB NOT NULL, \
-           created_at INTEGER NOT NULL, \
-           expires_at INTEGER NOT NULL) STRICT; \
-         CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at); \
-         CREATE TABLE IF NOT EXISTS {locks} (\
-           id TEXT PRIMARY KEY NOT NULL, \
-           owner TEXT NOT NULL, \
-           lease_expires INTEGER NOT NULL) STRICT;",
-        table = t.sql(""),
-        index = t.sql("_expires"),
-        locks = t.sql("_locks"),
-    )
-}];
+/// The tables' schema history. Append only: a released step is never
+/// edited.
+const MIGRATIONS: Migrations = Migrations {
+    bookkeeping: "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
+    steps: &[|t| {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (\
+               id TEXT PRIMARY KEY NOT NULL, \
+               data BLOB NOT NULL, \
+               created_at INTEGER NOT NULL, \
+               expires_at INTEGER NOT NULL) STRICT; \
+             CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at); \
+             CREATE TABLE IF NOT EXISTS {locks} (\
+               id TEXT PRIMARY KEY NOT NULL, \
+               owner TEXT NOT NULL, \
+               lease_expires INTEGER NOT NULL) STRICT;",
+            table = t.sql(""),
+            index = t.index("_expires"),
+            locks = t.sql("_locks"),
+        )
+    }],
+};
+
+/// What [`SqliteStore::with_table`] accepts, for its error.
+const TABLE_RULE: &str = "a letter or '_' then letters, digits or '_', \
+     at most 56 characters, not starting with 'sqlite_'";
 
 /// The statements, with the table name filled in once.
 struct Sql {
-    load: String,
-    exists: String,
-    insert: String,
-    update: String,
-    touch: String,
-    delete: String,
-    count: String,
-    ids: String,
+    table: Statements,
     clean: String,
     clean_leases: String,
     acquire: String,
@@ -876,27 +798,7 @@ impl Sql {
         let t = table.sql("");
         let l = table.sql("_locks");
         Sql {
-            load: format!("SELECT data, created_at, expires_at FROM {t} WHERE id = ?1"),
-            exists: format!("SELECT 1 FROM {t} WHERE id = ?1 AND expires_at > ?2"),
-            // A new session may only replace a row that has expired.
-            insert: format!(
-                "INSERT INTO {t} (id, data, created_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (id) DO UPDATE \
-                 SET data = excluded.data, created_at = excluded.created_at, \
-                     expires_at = excluded.expires_at \
-                 WHERE {t}.expires_at <= ?5"
-            ),
-            // A loaded session is written only while its row is live.
-            update: format!(
-                "UPDATE {t} SET data = ?2, created_at = ?3, expires_at = ?4 \
-                 WHERE id = ?1 AND expires_at > ?5"
-            ),
-            touch: format!("UPDATE {t} SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?3"),
-            delete: format!("DELETE FROM {t} WHERE id = ?1"),
-            count: format!("SELECT count(*) FROM {t} WHERE expires_at > ?1"),
-            ids: format!(
-                "SELECT id FROM {t} WHERE id > ?1 AND expires_at > ?2 ORDER BY id LIMIT ?3"
-            ),
+            table: Statements::new(table, '?'),
             clean: format!(
                 "DELETE FROM {t} WHERE rowid IN (\
                    SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
@@ -915,38 +817,5 @@ impl Sql {
             renew: format!("UPDATE {l} SET lease_expires = ?3 WHERE id = ?1 AND owner = ?2"),
             release: format!("DELETE FROM {l} WHERE id = ?1 AND owner = ?2"),
         }
-    }
-}
-
-/// A checked, lower-cased table name.
-#[derive(Clone)]
-struct Table {
-    name: String,
-}
-
-/// Why a table name was refused.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid table name {0:?}: expected a letter or '_' then letters, digits or '_', \
-     at most 56 characters, not starting with 'sqlite_'"
-)]
-struct InvalidTableName(String);
-
-impl Table {
-    fn parse(text: &str) -> Result<Self, InvalidTableName> {
-        let ok =
-            is_identifier(text, MAX_TABLE) && !text.to_ascii_lowercase().starts_with("sqlite_");
-        if !ok {
-            return Err(InvalidTableName(text.to_owned()));
-        }
-        Ok(Table {
-            name: text.to_ascii_lowercase(),
-        })
-    }
-
-    /// `"name<suffix>"`, quoted so that keywords work; the characters were
-    /// checked, so the quotes cannot be escaped.
-    fn sql(&self, suffix: &str) -> String {
-        format!("\"{}{suffix}\"", self.name)
     }
 }
