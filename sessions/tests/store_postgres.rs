@@ -1,5 +1,5 @@
 //! The PostgreSQL store against a real server: the conformance suite, and
-//! what only a real database shows — a lock freed when its connection dies,
+//! what only a real database shows — a vanished holder's lease running out,
 //! a large clean-up under load, concurrent migrations, damaged rows.
 //!
 //! The server is `SESSIONS_TEST_POSTGRES_URL`, by default
@@ -120,7 +120,8 @@ async fn drop_stale_tables(client: &tokio_postgres::Client) {
 async fn drop_table(client: &tokio_postgres::Client, table: &str) {
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS \"{table}\"; DROP TABLE IF EXISTS \"{table}_schema\""
+            "DROP TABLE IF EXISTS \"{table}\"; DROP TABLE IF EXISTS \"{table}_schema\"; \
+             DROP TABLE IF EXISTS \"{table}_locks\""
         ))
         .await
         .unwrap();
@@ -145,59 +146,146 @@ async fn fresh_store() -> Option<PostgresStore> {
 
 sessions::store_conformance!(async { super::fresh_store().await });
 
+/// The same store through PgBouncer in transaction pooling mode, where
+/// consecutive transactions of one client may run on different server
+/// connections: no server-side state may outlive a transaction.
+/// `SESSIONS_TEST_PGBOUNCER_URL`, by default `postgres://postgres@127.0.0.1:6432/test`
+/// (`.ci/run` starts one in front of the test server).
+mod through_pgbouncer {
+    use super::*;
+
+    const DEFAULT_BOUNCER_URL: &str = "postgres://postgres@127.0.0.1:6432/test";
+
+    fn bouncer_url() -> String {
+        std::env::var("SESSIONS_TEST_PGBOUNCER_URL")
+            .unwrap_or_else(|_| DEFAULT_BOUNCER_URL.to_owned())
+    }
+
+    /// A fresh store for each conformance check, or `None` to skip.
+    pub(super) async fn fresh_store() -> Option<PostgresStore> {
+        store_through_bouncer(&unique_table()).await
+    }
+
+    /// A ready store through the bouncer on `table`, or `None` (skip) when
+    /// no bouncer answers outside CI.
+    async fn store_through_bouncer(table: &str) -> Option<PostgresStore> {
+        admin().await?;
+        let store = PostgresStore::new(&bouncer_url())
+            .unwrap()
+            .with_table(table)
+            .unwrap()
+            .with_max_connections(8)
+            .with_timeout(Duration::from_secs(3));
+        match store.ready().await {
+            Ok(()) => Some(store),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!(
+                    "PgBouncer unreachable at {} (CI=true): {}",
+                    bouncer_url(),
+                    chain(&e)
+                )
+            }
+            Err(e) => {
+                eprintln!(
+                    "skipping: PgBouncer unreachable at {}: {}",
+                    bouncer_url(),
+                    chain(&e)
+                );
+                None
+            }
+        }
+    }
+
+    sessions::store_conformance!(async { super::fresh_store().await });
+
+    /// Two instances through one bouncer, 8 tasks alternating between them,
+    /// lose no update.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_lose_no_update() {
+        let table = unique_table();
+        let Some(a) = store_through_bouncer(&table).await else {
+            return;
+        };
+        let Some(b) = store_through_bouncer(&table).await else {
+            return;
+        };
+        sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    }
+}
+
+/// A lock is a lease row, not a server session: a holder whose process
+/// vanished (here its runtime is dropped, so neither its renewal nor its
+/// release ever runs) frees the lock one lease later, and a live holder
+/// keeps its lock when the server ends its connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_of_a_dead_connection_is_released() {
+async fn a_vanished_holder_frees_its_lock_after_its_lease() {
     let Some(admin) = admin().await else { return };
     let table = unique_table();
-    let app_a = format!("{table}_a");
-    let a = PostgresStore::new(&url_named(&app_a))
-        .unwrap()
-        .with_table(&table)
-        .unwrap();
-    a.ready().await.unwrap();
     let b = store_on(&table).await;
     let id = id();
-    assert!(a
+    assert!(b
         .save(&id, &record("1", 60_000), SaveIf::Absent)
         .await
         .unwrap());
 
-    let guard = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let lease = Duration::from_millis(600);
+    let vanished = PostgresStore::new(&url())
+        .unwrap()
+        .with_table(&table)
+        .unwrap()
+        .with_lease(lease);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let guard = vanished.lock(&id, Duration::from_secs(5)).await.unwrap();
+            std::mem::forget(guard);
+        });
+        // Dropping the runtime ends the renewal task, as a crash would.
+    })
+    .join()
+    .unwrap();
     assert!(matches!(
         b.lock(&id, Duration::from_millis(200)).await,
         Err(Error::LockTimeout(_))
     ));
+    let started = Instant::now();
+    let taken = b.lock(&id, Duration::from_secs(5)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(taken);
 
-    // The server ends the connection that holds the lock, as when a host
-    // or a network link dies.
-    let killed = admin
-        .query(
-            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
-             JOIN pg_stat_activity s ON s.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND s.application_name = $1",
-            &[&app_a],
+    // A live holder whose connections the server ends keeps its lock: it
+    // holds no connection, and its renewal reconnects.
+    let app = format!("{table}_a");
+    let a = PostgresStore::new(&url_named(&app))
+        .unwrap()
+        .with_table(&table)
+        .unwrap()
+        .with_lease(lease);
+    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
         )
         .await
         .unwrap();
-    assert_eq!(killed.len(), 1, "one connection held the lock");
-
-    let started = Instant::now();
-    let taken = b.lock(&id, Duration::from_secs(5)).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
-
-    // The dead guard's release fails quietly; its store keeps working and
-    // still sees the lock as taken (by `b` now).
-    drop(guard);
-    assert_eq!(
-        a.load(&id).await.unwrap().map(|r| r.data),
-        Some(b"1".to_vec())
-    );
+    // Longer than the lease: only renewal keeps it.
     assert!(matches!(
-        a.lock(&id, Duration::from_millis(200)).await,
+        b.lock(&id, lease * 2).await,
         Err(Error::LockTimeout(_))
     ));
-    drop(taken);
-    drop(a.lock(&id, Duration::from_secs(5)).await.unwrap());
+    drop(held);
+    let started = Instant::now();
+    drop(b.lock(&id, Duration::from_secs(5)).await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        b.load(&id).await.unwrap().map(|r| r.data),
+        Some(b"1".to_vec())
+    );
     drop_table(&admin, &table).await;
 }
 

@@ -45,11 +45,7 @@ mod sql;
 #[doc(hidden)]
 pub mod conformance;
 
-// The SQL stores still queue on the lock table directly (until they use
-// `LockWaits` too).
 pub use memory::MemoryStore;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) use wait::LocalLocks;
 pub(crate) use wait::{LocalGuard, LockWaits};
 
 #[cfg(all(feature = "file", unix))]

@@ -9,8 +9,8 @@
 //! This module runs no statement itself: each backend runs the SQL text it
 //! is handed, in its own way (PostgreSQL asynchronously on pooled
 //! connections, SQLite on tokio's blocking pool), so nothing here is tied to
-//! either driver. Waiting for a session lock is not shared: each backend
-//! keeps it in one `acquire` function of its own.
+//! either driver. Their locks are leases with the same rules (`lease.rs`),
+//! each backend supplying the statements.
 
 use std::future::Future;
 
@@ -20,6 +20,7 @@ use super::{BoxError, Error, SaveIf};
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 
+mod lease;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

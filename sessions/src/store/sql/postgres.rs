@@ -1,5 +1,5 @@
 //! The PostgreSQL store: sessions in one table, shared by any number of
-//! server instances, locked with PostgreSQL advisory locks.
+//! server instances, locked with lease rows that hold no connection.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -22,30 +22,34 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use futures_util::stream::BoxStream;
+use futures_util::future::Either;
+use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::OnceCell;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio::task::AbortHandle;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
 
+use super::lease::{self, LeaseBackend, Released, Taken, DEFAULT_LEASE, MIN_LEASE};
 use super::{
     check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
     Table, CLEAN_BATCH, IDS_PAGE,
 };
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::LocalGuard;
-use crate::store::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a migration may wait for another instance's migration.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the listener waits before connecting again after losing its
+/// connection; waiters poll on the backoff meanwhile.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Sessions in a PostgreSQL table, shared by every instance that uses it.
 ///
@@ -59,28 +63,38 @@ const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// # Design
 ///
-/// - **Table.** `id text PRIMARY KEY, data bytea, created_at bigint,
-///   expires_at bigint` (milliseconds since the epoch, UTC) with an index on
-///   `expires_at`. [`PostgresStore::migrate`] creates or upgrades it in
-///   numbered steps recorded in `<table>_schema`, inside one transaction
-///   that holds an advisory lock, so instances starting together apply each
-///   step once.
-/// - **Lock.** Tasks of one process first queue on an in-memory per-id lock,
-///   so waiters cost no connection. The front task then takes
-///   `pg_advisory_lock(key)` on a pooled connection that the [`LockGuard`]
-///   owns until it is dropped; `key` is 64 bits of the id mixed with a hash of
-///   the table name, so two tables never share locks. The server does the
-///   waiting (`lock_timeout` set for that one statement), which hands the lock
-///   over the moment it is released, in arrival order, instead of polling.
-///   Dropping the guard spawns `pg_advisory_unlock` on its connection and
-///   returns it to the pool; if that cannot run, or anything on a
-///   lock-holding connection fails or is cancelled, the connection is closed
-///   instead of pooled, and the server frees its locks with it.
-/// - **Round trips.** `lock_and_load` pipelines the lock and the read on
-///   the locked connection, `save_and_unlock` the write and the unlock: one
-///   round trip each. They are separate statements on purpose: the read takes
-///   its snapshot after the lock is granted, and the unlock runs after the
-///   write has committed.
+/// - **Tables.** `<table> (id text PRIMARY KEY, data bytea, created_at
+///   bigint, expires_at bigint)` (milliseconds since the epoch, UTC) with an
+///   index on `expires_at`, and `<table>_locks (id, owner, lease_expires,
+///   waiters)` for the locks. [`PostgresStore::migrate`] creates or
+///   upgrades them in numbered steps recorded in `<table>_schema`, inside
+///   one transaction that holds an advisory lock, so instances starting
+///   together apply each step once; a table of an older version keeps its
+///   sessions.
+/// - **Lock.** A lease row, not a server session: a held lock costs no
+///   connection while the handler runs, so a process serves as many
+///   requests at once as it likes with a small pool. Tasks of one process
+///   queue in memory first; the front one inserts the row (or takes over
+///   one whose lease ran out) and reads the record in the same round trip,
+///   one transaction. While held, the lease is renewed every third of its
+///   length ([`with_lease`](PostgresStore::with_lease), default 10 s);
+///   a holder that vanished frees its lock one lease later.
+///   [`save_and_unlock`](SessionStore::save_and_unlock) deletes the row and
+///   writes the session in one statement, and writes nothing if the row was
+///   no longer ours (the lease ran out and was taken): that save fails with
+///   [`Error::Unavailable`] instead of overwriting another holder's work.
+/// - **Wake-ups.** A waiter that finds the lock held by another process
+///   marks the row; the holder's release then sends `NOTIFY` on a channel
+///   of the table, which one `LISTEN` connection per store (opened on the
+///   first such wait, reconnecting by itself) turns into a wake-up of this
+///   process's waiter. A missed notification costs at most a backoff step.
+/// - **PgBouncer.** Every statement is sent unnamed with its parameter
+///   types (no server-side prepared statement outlives it) and every
+///   multi-statement step is one transaction, so the store works through
+///   PgBouncer in `pool_mode = transaction`. `LISTEN` needs a session of
+///   its own, which transaction pooling cannot give: behind PgBouncer point
+///   [`with_listen_url`](PostgresStore::with_listen_url) at the server
+///   itself, or waiters of different processes poll on the backoff.
 /// - **Saves** carry their precondition in SQL: a new session is inserted or
 ///   overwrites only an expired row, an existing one is updated only while
 ///   live; the affected-row count says whether it was written. Every instant
@@ -100,21 +114,34 @@ pub struct PostgresStore {
 #[derive(Clone)]
 struct Options {
     pg: tokio_postgres::Config,
+    /// Where the `LISTEN` connection goes, if not to `pg`.
+    listen: Option<tokio_postgres::Config>,
     table: Table,
     auto_migrate: bool,
     max_connections: usize,
     timeout: Duration,
+    lease: Duration,
 }
 
 struct Inner {
     opts: Options,
     pool: Pool,
     sql: Sql,
-    /// Mixed into every lock key, so that tables do not share locks.
-    namespace: u64,
-    locks: Arc<LocalLocks>,
+    /// This process's lock waits; the listener wakes them.
+    waits: Arc<LockWaits>,
+    /// The `LISTEN` task, started at the first wait for a lock another
+    /// process holds; aborted with the store.
+    listener: OnceLock<AbortOnDrop>,
     /// Set once the automatic migration has succeeded.
     migrated: OnceCell<()>,
+}
+
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -126,6 +153,7 @@ impl fmt::Debug for PostgresStore {
             .field("max_connections", &o.max_connections)
             .field("timeout", &o.timeout)
             .field("auto_migrate", &o.auto_migrate)
+            .field("lease", &o.lease)
             .finish_non_exhaustive()
     }
 }
@@ -156,10 +184,12 @@ impl PostgresStore {
             url.parse().map_err(|e| Error::config("storage_url", e))?;
         Ok(Self::from_options(Options {
             pg,
+            listen: None,
             table: Table::default(),
             auto_migrate: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeout: DEFAULT_TIMEOUT,
+            lease: DEFAULT_LEASE,
         }))
     }
 
@@ -180,8 +210,10 @@ impl PostgresStore {
         self.reconfigure(|o| o.auto_migrate = on)
     }
 
-    /// The most connections the pool opens (default 16). A held session lock
-    /// keeps one connection until the request ends.
+    /// The most connections the pool opens (default 16). A connection is
+    /// taken for each statement, never for a held lock, so this bounds the
+    /// statements in flight, not the requests. The `LISTEN` connection, if
+    /// one is opened, comes on top.
     pub fn with_max_connections(self, n: usize) -> Self {
         self.reconfigure(|o| o.max_connections = n.max(1))
     }
@@ -192,6 +224,23 @@ impl PostgresStore {
     /// [`Error::Unavailable`].
     pub fn with_timeout(self, timeout: Duration) -> Self {
         self.reconfigure(|o| o.timeout = timeout)
+    }
+
+    /// Sets the lock lease (default 10 s, at least 30 ms): how long a lock
+    /// outlives a holder that vanished without releasing it. A live holder
+    /// renews it every third of the lease, however long it holds the lock.
+    pub fn with_lease(self, lease: Duration) -> Self {
+        self.reconfigure(|o| o.lease = lease.max(MIN_LEASE))
+    }
+
+    /// Opens the `LISTEN` connection, which wakes waiters when another
+    /// process releases a lock, to `url` instead of the store's URL: the
+    /// server itself when the store's URL goes through PgBouncer in
+    /// transaction mode, which cannot keep a `LISTEN`.
+    pub fn with_listen_url(self, url: &str) -> Result<Self, Error> {
+        let listen: tokio_postgres::Config =
+            url.parse().map_err(|e| Error::config("listen_url", e))?;
+        Ok(self.reconfigure(|o| o.listen = Some(listen)))
     }
 
     /// Connects now and, with automatic migration on, brings the table up to
@@ -249,14 +298,13 @@ impl PostgresStore {
             // runtime is set just above.
             .expect("pool with a runtime");
         let sql = Sql::new(&opts.table);
-        let namespace = fnv1a(b"sessions-lock:", opts.table.text().as_bytes());
         PostgresStore {
             inner: Arc::new(Inner {
                 opts,
                 pool,
                 sql,
-                namespace,
-                locks: Arc::new(LocalLocks::new()),
+                waits: LockWaits::new(),
+                listener: OnceLock::new(),
                 migrated: OnceCell::new(),
             }),
         }
@@ -279,89 +327,239 @@ impl PostgresStore {
     }
 }
 
-/// Waiting for a session lock, in one function that
-/// [`lock`](SessionStore::lock) and
-/// [`lock_and_load`](SessionStore::lock_and_load) both call: this process's
-/// tasks queue on [`LocalLocks`], then the front one has the server wait
-/// for the advisory lock.
+/// The lease statements, for the rules in `sql/lease.rs`.
+#[async_trait]
+impl LeaseBackend for PostgresStore {
+    async fn take(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        until: Millis,
+        load: bool,
+    ) -> Result<Taken, Error> {
+        let inner = self.prepared().await?;
+        let conn = inner.conn().await?;
+        let hex = id.as_hex();
+        let hex: &str = &hex;
+        let (until, now) = (to_sql_ms(until), to_sql_ms(now_millis()));
+        let client = conn.client();
+        // One transaction, pipelined into one round trip. The read is a
+        // statement of its own so that its snapshot is taken after the
+        // take: a take that waited for the previous holder's save (which
+        // deletes the lock row in the same transaction as it writes) reads
+        // what that save wrote. Only the lock row changes here, so the
+        // commit need not wait for a WAL flush: if the server crashes
+        // before it is flushed, the row is simply gone after recovery, and
+        // the save that would release it finds it gone and writes nothing.
+        let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off");
+        let take_params: [(&(dyn ToSql + Sync), Type); 4] = [
+            (&hex, Type::TEXT),
+            (&owner, Type::TEXT),
+            (&until, Type::INT8),
+            (&now, Type::INT8),
+        ];
+        let take = client.query_typed(&inner.sql.take, &take_params);
+        let read = async {
+            match load {
+                true => {
+                    client
+                        .query_typed_opt(&inner.sql.table.load, &[(&hex, Type::TEXT)])
+                        .await
+                }
+                false => Ok(None),
+            }
+        };
+        let commit = client.batch_execute("COMMIT");
+        let (began, taken, row, committed) = inner
+            .timed("postgres: lock", async {
+                Ok(futures_util::future::join4(begin, take, read, commit).await)
+            })
+            .await?;
+        let unavailable = |e| Error::unavailable("postgres: lock", e);
+        began.map_err(unavailable)?;
+        let taken: bool = taken
+            .map_err(unavailable)?
+            .first()
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(unavailable)?
+            .unwrap_or(false);
+        let row = row.map_err(unavailable)?;
+        committed.map_err(unavailable)?;
+        conn.release();
+        Ok(match taken {
+            true => Taken::Ours(row.and_then(|row| inner.record(id, &row))),
+            false => Taken::Busy,
+        })
+    }
+
+    async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error> {
+        let hex = id.as_hex();
+        let hex: &str = &hex;
+        let until = to_sql_ms(until);
+        let rows = self
+            .inner
+            .query(
+                "postgres: renew lock",
+                &self.inner.sql.renew,
+                &[
+                    (&hex, Type::TEXT),
+                    (&owner, Type::TEXT),
+                    (&until, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error> {
+        let hex = id.as_hex();
+        let hex: &str = &hex;
+        let channel: &str = &self.inner.sql.channel;
+        self.inner
+            .query(
+                "postgres: unlock",
+                &self.inner.sql.release,
+                &[
+                    (&hex, Type::TEXT),
+                    (&owner, Type::TEXT),
+                    (&channel, Type::TEXT),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn save_and_release(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+    ) -> Result<Released, Error> {
+        let hex = id.as_hex();
+        let hex: &str = &hex;
+        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
+        let now = to_sql_ms(now_millis());
+        let channel: &str = &self.inner.sql.channel;
+        let sql = match only {
+            SaveIf::Absent => &self.inner.sql.insert_and_release,
+            SaveIf::Live => &self.inner.sql.update_and_release,
+        };
+        let rows = self
+            .inner
+            .query(
+                "postgres: save",
+                sql,
+                &[
+                    (&hex, Type::TEXT),
+                    (&record.data, Type::BYTEA),
+                    (&created, Type::INT8),
+                    (&expires, Type::INT8),
+                    (&now, Type::INT8),
+                    (&owner, Type::TEXT),
+                    (&channel, Type::TEXT),
+                ],
+            )
+            .await?;
+        let counts = rows
+            .first()
+            .map(|row| {
+                Ok::<_, tokio_postgres::Error>((
+                    row.try_get::<_, i64>(0)?,
+                    row.try_get::<_, i64>(1)?,
+                ))
+            })
+            .transpose()
+            .map_err(|e| Error::unavailable("postgres: save", e))?;
+        Ok(match counts {
+            Some((1, written)) => Released::Saved(written == 1),
+            _ => Released::Lost,
+        })
+    }
+}
+
 impl PostgresStore {
-    /// Takes the id's lock and, if `load`, reads the record on the same
-    /// connection in the same round trip.
+    /// Takes the id's lease, reading the record with it if `load`.
     async fn acquire(
         &self,
         id: &SessionId,
         wait: Duration,
         load: bool,
-    ) -> Result<(PgLock, Option<Record>), Error> {
+    ) -> Result<(lease::Lease<PostgresStore>, Option<Record>), Error> {
         let inner = self.prepared().await?;
-        let started = Instant::now();
-        // Waiters of this process queue here, without holding a connection.
-        let local = inner
-            .locks
-            .lock(id, wait)
-            .await
-            .ok_or(Error::LockTimeout(wait))?;
-        let conn = inner.conn().await?;
-        let remaining = wait.saturating_sub(started.elapsed());
-        // lock_timeout 0 would mean "wait forever".
-        let wait_ms = remaining.as_millis().clamp(1, i32::MAX as u128).to_string();
-        let key = inner.key(id);
-        let hex = id.as_hex();
-        let hex: &str = &hex;
-        let outcome = {
-            let client = conn.client();
-            let (lock_st, load_st) = inner
-                .timed("postgres: prepare lock", async {
-                    let lock_st = client.prepare_cached(&inner.sql.lock).await?;
-                    let load_st = match load {
-                        true => Some(client.prepare_cached(&inner.sql.table.load).await?),
-                        false => None,
-                    };
-                    Ok((lock_st, load_st))
-                })
-                .await?;
-            // Both requests are sent before either answer is awaited.
-            let lock_fut = async { client.execute(&lock_st, &[&key, &wait_ms]).await };
-            let load_fut = async {
-                match &load_st {
-                    Some(st) => client.query_opt(st, &[&hex]).await,
-                    None => Ok(None),
+        lease::acquire(self, &inner.waits, inner.opts.lease, id, wait, load, || {
+            self.listen()
+        })
+        .await
+    }
+
+    /// Starts the `LISTEN` task once, at the first wait for a lock that
+    /// another process holds: a store that never meets one never opens the
+    /// extra connection.
+    fn listen(&self) {
+        let inner = &self.inner;
+        inner.listener.get_or_init(|| {
+            let mut pg = inner
+                .opts
+                .listen
+                .clone()
+                .unwrap_or_else(|| inner.opts.pg.clone());
+            if pg.get_connect_timeout().is_none() {
+                pg.connect_timeout(inner.opts.timeout);
+            }
+            if pg.get_application_name().is_none() {
+                pg.application_name("sessions-listen");
+            }
+            let task = tokio::spawn(listen(
+                pg,
+                inner.sql.channel.clone(),
+                Arc::downgrade(&inner.waits),
+            ));
+            AbortOnDrop(task.abort_handle())
+        });
+    }
+}
+
+/// Holds one `LISTEN` connection and wakes this process's waiter for each
+/// id another process released; connects again after a loss. Ends when the
+/// store (its waits) is gone.
+async fn listen(pg: tokio_postgres::Config, channel: String, waits: Weak<LockWaits>) {
+    loop {
+        match pg.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let waits = waits.clone();
+                // The connection delivers notifications only while it is
+                // polled for them, so it is driven here, not spawned away.
+                let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let wake = messages.for_each(|message| {
+                    if let Ok(AsyncMessage::Notification(n)) = message {
+                        if let (Some(waits), Ok(id)) = (waits.upgrade(), n.payload().parse()) {
+                            waits.wake(&id);
+                        }
+                    }
+                    async {}
+                });
+                let listen = format!("LISTEN {channel}");
+                let subscribe = client.batch_execute(&listen);
+                futures_util::pin_mut!(subscribe, wake);
+                match futures_util::future::select(subscribe, wake).await {
+                    // Subscribed: deliver until the connection ends.
+                    Either::Left((Ok(()), wake)) => wake.await,
+                    Either::Left((Err(error), _)) => {
+                        tracing::warn!(%error, "session lock wake-ups unavailable; waiters poll")
+                    }
+                    Either::Right(((), _)) => {}
                 }
-            };
-            tokio::time::timeout(
-                remaining.saturating_add(inner.opts.timeout),
-                futures_util::future::join(lock_fut, load_fut),
-            )
-            .await
-        };
-        // On every error path below but the first, `conn` is dropped
-        // un-released: it is closed, freeing any lock the server granted.
-        let row = match outcome {
-            Ok((Err(e), _)) if is_lock_timeout(&e) => {
-                // Not granted, and the connection is in a clean state.
-                conn.release();
-                return Err(Error::LockTimeout(wait));
             }
-            Ok((Err(e), _)) => return Err(Error::unavailable("postgres: lock", e)),
-            Ok((Ok(_), Err(e))) => return Err(Error::unavailable("postgres: load", e)),
-            Ok((Ok(_), Ok(row))) => row,
-            Err(_) => {
-                return Err(Error::unavailable(
-                    "postgres: lock",
-                    TimedOut(remaining.saturating_add(inner.opts.timeout)),
-                ))
+            Err(error) => {
+                tracing::debug!(%error, "session lock listener cannot connect; waiters poll")
             }
-        };
-        let record = row.and_then(|row| inner.record(id, &row));
-        Ok((
-            PgLock {
-                conn: Some(conn),
-                local: Some(local),
-                key,
-                timeout: inner.opts.timeout,
-            },
-            record,
-        ))
+        }
+        if waits.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
 
@@ -382,10 +580,22 @@ impl Inner {
         bounded(context, self.opts.timeout, fut).await
     }
 
-    fn key(&self, id: &SessionId) -> i64 {
-        // Ids are uniformly random, so 64 of their bits XOR a per-table
-        // constant are a uniformly random key in that table's namespace.
-        (id.prefix_u64() ^ self.namespace) as i64
+    /// Runs one statement on a pooled connection: sent unnamed with its
+    /// parameter types, so that nothing of it stays on the server
+    /// connection (PgBouncer in transaction mode may give the next
+    /// statement another one), in one round trip.
+    async fn query(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, Error> {
+        let conn = self.conn().await?;
+        let rows = self
+            .timed(context, conn.client().query_typed(sql, params))
+            .await?;
+        conn.release();
+        Ok(rows)
     }
 
     /// The record in a row, or `None` (logged) if the row is damaged or has
@@ -409,14 +619,18 @@ impl Inner {
                 // Held to the end of the transaction: concurrent migrations
                 // queue here, and each then sees the versions committed
                 // before it.
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+                tx.query_typed("SELECT pg_advisory_xact_lock($1)", &[(&key, Type::INT8)])
                     .await?;
                 tx.batch_execute(&MIGRATIONS.create_bookkeeping(table))
                     .await?;
-                let current: Option<i32> = tx
-                    .query_one(&MIGRATIONS.read_version(table), &[])
+                let current: Option<i32> = match tx
+                    .query_typed(&MIGRATIONS.read_version(table), &[])
                     .await?
-                    .try_get(0)?;
+                    .first()
+                {
+                    Some(row) => row.try_get(0)?,
+                    None => None,
+                };
                 let plan = MIGRATIONS.plan(table, current.map(i64::from));
                 for statement in &plan.statements {
                     tx.batch_execute(statement).await?;
@@ -431,29 +645,28 @@ impl Inner {
         Ok(applied)
     }
 
-    async fn save(
+    /// Runs one statement as [`query`](Self::query) does and returns how
+    /// many rows it changed.
+    async fn execute(
         &self,
-        conn: &Conn,
-        id: &SessionId,
-        record: &Record,
-        write: SaveIf,
-    ) -> Result<bool, Error> {
-        let hex = id.as_hex();
-        let hex: &str = &hex;
-        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
-        let now = to_sql_ms(now_millis());
+        context: &'static str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<u64, Error> {
+        let conn = self.conn().await?;
         let n = self
-            .timed("postgres: save", async {
-                let st = conn
+            .timed(context, async {
+                let rows = conn
                     .client()
-                    .prepare_cached(self.sql.table.save(write))
+                    .query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))
                     .await?;
-                conn.client()
-                    .execute(&st, &[&hex, &record.data, &created, &expires, &now])
-                    .await
+                futures_util::pin_mut!(rows);
+                while rows.next().await.transpose()?.is_some() {}
+                Ok(rows.rows_affected().unwrap_or(0))
             })
             .await?;
-        Ok(n == 1)
+        conn.release();
+        Ok(n)
     }
 }
 
@@ -465,84 +678,92 @@ impl SessionStore for PostgresStore {
 
     async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let hex = id.as_hex();
         let hex: &str = &hex;
-        let row = inner
-            .timed("postgres: load", async {
-                let st = conn.client().prepare_cached(&inner.sql.table.load).await?;
-                conn.client().query_opt(&st, &[&hex]).await
-            })
+        let rows = inner
+            .query(
+                "postgres: load",
+                &inner.sql.table.load,
+                &[(&hex, Type::TEXT)],
+            )
             .await?;
-        conn.release();
-        Ok(row.and_then(|row| inner.record(id, &row)))
+        Ok(rows.first().and_then(|row| inner.record(id, row)))
     }
 
     async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         check_size(record)?;
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
-        let saved = inner.save(&conn, id, record, write).await?;
-        conn.release();
-        Ok(saved)
+        let hex = id.as_hex();
+        let hex: &str = &hex;
+        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
+        let now = to_sql_ms(now_millis());
+        let n = inner
+            .execute(
+                "postgres: save",
+                inner.sql.table.save(write),
+                &[
+                    (&hex, Type::TEXT),
+                    (&record.data, Type::BYTEA),
+                    (&created, Type::INT8),
+                    (&expires, Type::INT8),
+                    (&now, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let hex = id.as_hex();
         let hex: &str = &hex;
         let (expires, now) = (to_sql_ms(expires), to_sql_ms(now_millis()));
         let n = inner
-            .timed("postgres: touch", async {
-                let st = conn.client().prepare_cached(&inner.sql.table.touch).await?;
-                conn.client().execute(&st, &[&hex, &expires, &now]).await
-            })
+            .execute(
+                "postgres: touch",
+                &inner.sql.table.touch,
+                &[
+                    (&hex, Type::TEXT),
+                    (&expires, Type::INT8),
+                    (&now, Type::INT8),
+                ],
+            )
             .await?;
-        conn.release();
         Ok(n == 1)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let hex = id.as_hex();
         let hex: &str = &hex;
         inner
-            .timed("postgres: delete", async {
-                let st = conn
-                    .client()
-                    .prepare_cached(&inner.sql.table.delete)
-                    .await?;
-                conn.client().execute(&st, &[&hex]).await
-            })
+            .execute(
+                "postgres: delete",
+                &inner.sql.table.delete,
+                &[(&hex, Type::TEXT)],
+            )
             .await?;
-        conn.release();
         Ok(())
     }
 
     async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let hex = id.as_hex();
         let hex: &str = &hex;
         let now = to_sql_ms(now_millis());
-        let row = inner
-            .timed("postgres: exists", async {
-                let st = conn
-                    .client()
-                    .prepare_cached(&inner.sql.table.exists)
-                    .await?;
-                conn.client().query_opt(&st, &[&hex, &now]).await
-            })
+        let rows = inner
+            .query(
+                "postgres: exists",
+                &inner.sql.table.exists,
+                &[(&hex, Type::TEXT), (&now, Type::INT8)],
+            )
             .await?;
-        conn.release();
-        Ok(row.is_some())
+        Ok(!rows.is_empty())
     }
 
     async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let (lock, _) = self.acquire(id, wait, false).await?;
-        Ok(LockGuard::new(lock))
+        let (lease, _) = self.acquire(id, wait, false).await?;
+        Ok(LockGuard::new(lease))
     }
 
     async fn lock_and_load(
@@ -550,8 +771,8 @@ impl SessionStore for PostgresStore {
         id: &SessionId,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lock, record) = self.acquire(id, wait, true).await?;
-        Ok((LockGuard::new(lock), record))
+        let (lease, record) = self.acquire(id, wait, true).await?;
+        Ok((LockGuard::new(lease), record))
     }
 
     async fn save_and_unlock(
@@ -563,80 +784,13 @@ impl SessionStore for PostgresStore {
     ) -> Result<bool, Error> {
         // Refused before anything is sent; the guard, dropped, unlocks.
         check_size(record)?;
-        let mut lock = match guard.downcast::<PgLock>() {
-            Ok(lock) => lock,
-            // Not one of ours: save, then let the guard release itself.
-            Err(guard) => {
-                let saved = self.save(id, record, write).await;
-                drop(guard);
-                return saved;
-            }
-        };
-        // From here the lock is released by this function, not by `Drop`:
-        // by a successful unlock, or by closing the connection.
-        let (conn, local) = (lock.conn.take(), lock.local.take());
-        drop(lock);
-        let Some(conn) = conn else {
-            return self.save(id, record, write).await;
-        };
-        let inner = &*self.inner;
-        let key = inner.key(id);
-        let hex = id.as_hex();
-        let hex: &str = &hex;
-        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
-        let now = to_sql_ms(now_millis());
-        let outcome = {
-            let client = conn.client();
-            match inner
-                .timed("postgres: prepare save", async {
-                    let save_st = client.prepare_cached(inner.sql.table.save(write)).await?;
-                    let unlock_st = client.prepare_cached(UNLOCK).await?;
-                    Ok((save_st, unlock_st))
-                })
-                .await
-            {
-                Err(e) => Err(e),
-                Ok((save_st, unlock_st)) => {
-                    // Pipelined: the unlock runs after the write has
-                    // committed, in the same round trip.
-                    let save_fut = async {
-                        let params: [&(dyn ToSql + Sync); 5] =
-                            [&hex, &record.data, &created, &expires, &now];
-                        client.execute(&save_st, &params).await
-                    };
-                    let unlock_fut = async {
-                        client
-                            .query_one(&unlock_st, &[&key])
-                            .await?
-                            .try_get::<_, bool>(0)
-                    };
-                    tokio::time::timeout(
-                        inner.opts.timeout,
-                        futures_util::future::join(save_fut, unlock_fut),
-                    )
-                    .await
-                    .map_err(|_| Error::unavailable("postgres: save", TimedOut(inner.opts.timeout)))
-                }
-            }
-        };
-        let result = match outcome {
-            Ok((saved, unlocked)) => {
-                if matches!(unlocked, Ok(true)) {
-                    conn.release();
-                } else {
-                    drop(conn);
-                }
-                saved
-                    .map(|n| n == 1)
-                    .map_err(|e| Error::unavailable("postgres: save", e))
-            }
-            Err(e) => {
-                drop(conn);
-                Err(e)
-            }
-        };
-        drop(local);
-        result
+        lease::save_and_unlock::<PostgresStore, _>(
+            guard,
+            record,
+            write,
+            self.save(id, record, write),
+        )
+        .await
     }
 }
 
@@ -644,15 +798,20 @@ impl SessionStore for PostgresStore {
 impl SessionAdmin for PostgresStore {
     async fn count(&self) -> Result<u64, Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let now = to_sql_ms(now_millis());
-        let n: i64 = inner
-            .timed("postgres: count", async {
-                let st = conn.client().prepare_cached(&inner.sql.table.count).await?;
-                conn.client().query_one(&st, &[&now]).await?.try_get(0)
-            })
+        let rows = inner
+            .query(
+                "postgres: count",
+                &inner.sql.table.count,
+                &[(&now, Type::INT8)],
+            )
             .await?;
-        conn.release();
+        let n: i64 = match rows.first() {
+            Some(row) => row
+                .try_get(0)
+                .map_err(|e| Error::unavailable("postgres: count", e))?,
+            None => 0,
+        };
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -665,22 +824,17 @@ impl SessionAdmin for PostgresStore {
         let now = to_sql_ms(now_millis());
         // One short statement per batch, each on a connection taken afresh,
         // so a large backlog neither holds row locks for long nor keeps a
-        // connection from the requests. Session locks are advisory locks,
-        // which no row owns: deleting an expired row never frees or breaks a
-        // held lock, and a request that still holds one finds its row gone
-        // and does not save (the `Live` precondition).
-        in_batches(|| async {
-            let conn = inner.conn().await?;
-            let n = inner
-                .timed("postgres: clean-up", async {
-                    let st = conn.client().prepare_cached(&inner.sql.clean).await?;
-                    conn.client().execute(&st, &[&now, &CLEAN_BATCH]).await
-                })
-                .await?;
-            conn.release();
-            Ok(n)
-        })
-        .await
+        // connection from the requests. Locks are rows of their own table:
+        // deleting an expired session never frees or breaks a held lock,
+        // and a request that still holds one finds its row gone and does
+        // not save (the `Live` precondition). Lock rows whose lease ran out
+        // are taken over anyway; removing them only keeps the table small.
+        let params: [(&(dyn ToSql + Sync), Type); 2] =
+            [(&now, Type::INT8), (&CLEAN_BATCH, Type::INT8)];
+        let removed =
+            in_batches(|| inner.execute("postgres: clean-up", &inner.sql.clean, &params)).await?;
+        in_batches(|| inner.execute("postgres: clean-up", &inner.sql.clean_locks, &params)).await?;
+        Ok(removed)
     }
 }
 
@@ -688,15 +842,19 @@ impl PostgresStore {
     /// One page of live ids after `after`.
     async fn ids_page(&self, after: String) -> Result<Page, Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let now = to_sql_ms(now_millis());
+        let after: &str = &after;
         let rows = inner
-            .timed("postgres: list", async {
-                let st = conn.client().prepare_cached(&inner.sql.table.ids).await?;
-                conn.client().query(&st, &[&after, &now, &IDS_PAGE]).await
-            })
+            .query(
+                "postgres: list",
+                &inner.sql.table.ids,
+                &[
+                    (&after, Type::TEXT),
+                    (&now, Type::INT8),
+                    (&IDS_PAGE, Type::INT8),
+                ],
+            )
             .await?;
-        conn.release();
         let column = rows
             .iter()
             .map(|row| row.try_get::<_, &str>(0).ok().map(str::as_bytes));
@@ -716,16 +874,6 @@ async fn bounded<T>(
     }
 }
 
-fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
-    // A deadlock (two requests each holding the other's next lock) is
-    // broken by the server failing one of the waits: to the caller that is
-    // a lock it could not get, like a timeout.
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::T_R_DEADLOCK_DETECTED
-    )
-}
-
 /// The database did not answer in time.
 #[derive(Debug, thiserror::Error)]
 #[error("no answer from PostgreSQL within {0:?}")]
@@ -734,8 +882,8 @@ struct TimedOut(Duration);
 /// A pooled connection that goes back to the pool only when the code using
 /// it says so with [`release`](Conn::release). Dropped otherwise — after an
 /// error, a timeout or a cancelled future — it is closed instead: it may be
-/// mid-answer or hold an advisory lock, and closing it is what makes the
-/// server free that lock.
+/// mid-answer or inside a transaction, and closing it makes the server roll
+/// that back.
 struct Conn(Option<Object>);
 
 impl Conn {
@@ -761,70 +909,36 @@ impl Drop for Conn {
     }
 }
 
-/// A held advisory lock: the connection it was taken on, and this process's
-/// claim on the id.
-struct PgLock {
-    conn: Option<Conn>,
-    local: Option<LocalGuard>,
-    key: i64,
-    timeout: Duration,
-}
-
-impl Drop for PgLock {
-    fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        let local = self.local.take();
-        let (key, timeout) = (self.key, self.timeout);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    unlock(conn, key, timeout).await;
-                    // Only now may the next task of this process try.
-                    drop(local);
-                });
-            }
-            // No runtime to unlock on: closing the connection unlocks.
-            Err(_) => drop(conn),
-        }
-    }
-}
-
-/// Releases the advisory lock and returns the connection to the pool, or
-/// closes the connection if the unlock cannot be confirmed.
-async fn unlock(conn: Conn, key: i64, timeout: Duration) {
-    let unlocked = bounded("postgres: unlock", timeout, async {
-        let st = conn.client().prepare_cached(UNLOCK).await?;
-        conn.client()
-            .query_one(&st, &[&key])
-            .await?
-            .try_get::<_, bool>(0)
-    })
-    .await;
-    match unlocked {
-        Ok(true) => conn.release(),
-        Ok(false) => tracing::warn!("advisory lock was not held at unlock; closing its connection"),
-        Err(error) => tracing::debug!(%error, "unlock failed; closing the lock's connection"),
-    }
-}
-
-const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
-
 /// The table's schema history. Append only: a released step is never
 /// edited.
 const MIGRATIONS: Migrations = Migrations {
     bookkeeping: "(version integer PRIMARY KEY, applied_at bigint NOT NULL)",
-    steps: &[|t| {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {table} (\
+    steps: &[
+        |t| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (\
                id text COLLATE \"C\" PRIMARY KEY, \
                data bytea NOT NULL, \
                created_at bigint NOT NULL, \
                expires_at bigint NOT NULL); \
              CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);",
-            table = t.sql(""),
-            index = t.index("_expires"),
-        )
-    }],
+                table = t.sql(""),
+                index = t.index("_expires"),
+            )
+        },
+        |t| {
+            // Version 2: locks are lease rows instead of advisory locks, which
+            // held a pooled connection for a whole request.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {locks} (\
+               id text COLLATE \"C\" PRIMARY KEY, \
+               owner text NOT NULL, \
+               lease_expires bigint NOT NULL, \
+               waiters boolean NOT NULL DEFAULT false)",
+                locks = t.sql("_locks"),
+            )
+        },
+    ],
 };
 
 /// What [`PostgresStore::with_table`] accepts, for its error.
@@ -835,12 +949,25 @@ const TABLE_RULE: &str = "[schema.]table, each a letter or '_' then letters, dig
 struct Sql {
     table: Statements,
     clean: String,
-    lock: String,
+    clean_locks: String,
+    take: String,
+    renew: String,
+    release: String,
+    insert_and_release: String,
+    update_and_release: String,
+    /// The `NOTIFY` channel of this table's lock releases.
+    channel: String,
 }
 
 impl Sql {
     fn new(table: &Table) -> Self {
         let t = table.sql("");
+        let l = table.sql("_locks");
+        // Releasing a lock that someone waits for tells them, in the same
+        // transaction (a notification is sent at commit). `$1` is the id.
+        let released =
+            format!("released AS (DELETE FROM {l} WHERE id = $1 AND owner = $6 RETURNING waiters)");
+        let notify = "(SELECT count(pg_notify($7, $1)) FROM released WHERE waiters)";
         Sql {
             table: Statements::new(table, '$'),
             // Rows a save is writing right now are skipped, not waited for;
@@ -850,12 +977,59 @@ impl Sql {
                    SELECT id FROM {t} WHERE expires_at <= $1 \
                    LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
-            // The subquery runs first (a volatile subquery is not flattened),
-            // so the timeout is in force when the lock wait starts; `true`
-            // scopes it to this statement's transaction.
-            lock: "SELECT pg_advisory_lock($1) \
-                   FROM (SELECT set_config('lock_timeout', $2, true)) AS t"
-                .to_owned(),
+            clean_locks: format!(
+                "DELETE FROM {l} WHERE id IN (\
+                   SELECT id FROM {l} WHERE lease_expires <= $1 \
+                   LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+            // Taken when there is no row or its lease ran out; otherwise the
+            // row records that someone waits, so that its release notifies.
+            // Every right-hand side sees the row as it was. One row comes
+            // back either way: whether the lease is now ours.
+            take: format!(
+                "INSERT INTO {l} AS l (id, owner, lease_expires) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                   owner = CASE WHEN l.lease_expires <= $4 THEN excluded.owner ELSE l.owner END, \
+                   lease_expires = CASE WHEN l.lease_expires <= $4 \
+                     THEN excluded.lease_expires ELSE l.lease_expires END, \
+                   waiters = l.lease_expires > $4 \
+                 RETURNING owner = $2"
+            ),
+            // A lock-only write: see `take` for why it need not be flushed.
+            renew: format!(
+                "UPDATE {l} SET lease_expires = $3 \
+                 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
+                 WHERE id = $1 AND owner = $2 RETURNING 1"
+            ),
+            release: format!(
+                "WITH released AS (DELETE FROM {l} WHERE id = $1 AND owner = $2 RETURNING waiters) \
+                 SELECT set_config('synchronous_commit', 'off', true), \
+                   (SELECT count(pg_notify($3, $1)) FROM released WHERE waiters)"
+            ),
+            // The lease check and the write are one statement: the session
+            // is written only if this deleted our lock row. Both counts come
+            // back: lock rows deleted (0: the lease was lost), rows written.
+            insert_and_release: format!(
+                "WITH {released}, written AS (\
+                   INSERT INTO {t} AS s (id, data, created_at, expires_at) \
+                   SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM released) \
+                   ON CONFLICT (id) DO UPDATE \
+                   SET data = excluded.data, created_at = excluded.created_at, \
+                       expires_at = excluded.expires_at \
+                   WHERE s.expires_at <= $5 RETURNING 1) \
+                 SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM written), {notify}"
+            ),
+            update_and_release: format!(
+                "WITH {released}, written AS (\
+                   UPDATE {t} SET data = $2, created_at = $3, expires_at = $4 \
+                   WHERE id = $1 AND expires_at > $5 AND EXISTS (SELECT 1 FROM released) \
+                   RETURNING 1) \
+                 SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM written), {notify}"
+            ),
+            channel: format!(
+                "sessions_{:016x}",
+                fnv1a(b"sessions-lock:", table.text().as_bytes())
+            ),
         }
     }
 }

@@ -29,21 +29,19 @@ use futures_util::stream::BoxStream;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::OnceCell;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
+use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
     check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
     Table, CLEAN_BATCH, IDS_PAGE,
 };
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::LocalGuard;
-use crate::store::{BoxError, Error, LocalLocks, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
-/// The longest pause between two tries for a lease another process holds.
-const MAX_POLL: Duration = Duration::from_millis(50);
 
 /// Sessions in an SQLite database file, shared by the processes of one host.
 ///
@@ -70,14 +68,16 @@ const MAX_POLL: Duration = Duration::from_millis(50);
 ///   other processes' readers and the writer do not block each other, and a
 ///   busy database is waited for up to the busy timeout, then answered with
 ///   [`Error::Unavailable`].
-/// - **Lock.** Tasks of one process queue on an in-memory per-id lock. The
-///   front task then takes a *lease* in `<table>_locks`: a row
-///   `(id, owner, lease_expires)` inserted, or taken over only when its lease
-///   has run out, in one statement, with a random owner token. While the
-///   guard lives a background task renews the lease; dropping the guard
-///   deletes the row if the owner is still this guard (compare and delete).
+/// - **Lock.** A lease, with the rules the PostgreSQL store follows too:
+///   tasks of one process queue in memory; the front task inserts a row
+///   `(id, owner, lease_expires)` in `<table>_locks`, or takes over one whose
+///   lease has run out, in one statement, with a random owner token. While
+///   the guard lives a background task renews the lease; dropping the guard
+///   deletes the row if the owner is still this guard (compare and delete),
+///   and a save that releases the lock writes only if it deleted our row, in
+///   the same transaction (a lost lease writes nothing: [`Error::Unavailable`]).
 ///   A process that dies stops renewing, and its leases run out. Other
-///   processes poll for a taken lease with a short backoff until the wait
+///   processes poll for a taken lease on the crate's backoff until the wait
 ///   ends ([`Error::LockTimeout`]).
 /// - **Saves** carry their precondition in SQL, as in the PostgreSQL store:
 ///   a new session may only replace an expired row, an existing one is only
@@ -107,7 +107,8 @@ struct Inner {
     conn: OnceCell<Arc<Mutex<Connection>>>,
     /// Set once the automatic migration has succeeded.
     migrated: OnceCell<()>,
-    locks: Arc<LocalLocks>,
+    /// This process's lock waits.
+    waits: Arc<LockWaits>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -208,7 +209,7 @@ impl SqliteStore {
                 sql,
                 conn: OnceCell::new(),
                 migrated: OnceCell::new(),
-                locks: Arc::new(LocalLocks::new()),
+                waits: LockWaits::new(),
             }),
         }
     }
@@ -287,125 +288,100 @@ impl SqliteStore {
     }
 }
 
-/// Waiting for a session lock, in one function that
-/// [`lock`](SessionStore::lock) and
-/// [`lock_and_load`](SessionStore::lock_and_load) both call: this process's
-/// tasks queue on [`LocalLocks`], then the front one tries for the lease,
-/// backing off while another process holds it.
+/// The lease statements, for the rules in `sql/lease.rs`. SQLite cannot
+/// notify another process, so its waiters poll on the backoff.
+#[async_trait]
+impl LeaseBackend for SqliteStore {
+    async fn take(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        until: Millis,
+        load: bool,
+    ) -> Result<Taken, Error> {
+        self.prepared().await?;
+        let (id, owner) = (*id, owner.to_owned());
+        self.blocking("sqlite: lock", move |inner, conn| {
+            let taken = conn.prepare_cached(&inner.sql.acquire)?.execute((
+                &*id.as_hex(),
+                &owner,
+                to_sql_ms(until),
+                to_sql_ms(now_millis()),
+            ))? == 1;
+            Ok(match (taken, load) {
+                (false, _) => Taken::Busy,
+                (true, false) => Taken::Ours(None),
+                // SQLite writes one transaction at a time: the previous
+                // holder's save committed before this take could.
+                (true, true) => Taken::Ours(inner.load(conn, &id)?),
+            })
+        })
+        .await
+    }
+
+    async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error> {
+        let (id, owner) = (*id, owner.to_owned());
+        self.blocking("sqlite: renew lock", move |inner, conn| {
+            Ok(conn.prepare_cached(&inner.sql.renew)?.execute((
+                &*id.as_hex(),
+                &owner,
+                to_sql_ms(until),
+            ))? == 1)
+        })
+        .await
+    }
+
+    async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error> {
+        let (id, owner) = (*id, owner.to_owned());
+        self.blocking("sqlite: unlock", move |inner, conn| {
+            inner.release(conn, &id, &owner).map(drop)
+        })
+        .await
+    }
+
+    async fn save_and_release(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+    ) -> Result<Released, Error> {
+        let (id, owner, record) = (*id, owner.to_owned(), record.clone());
+        // One transaction: the session is written only if this deleted our
+        // lock row. Once spawned it runs to the end even if the caller is
+        // dropped, so the lease is released.
+        self.blocking("sqlite: save", move |inner, conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !inner.release(&tx, &id, &owner)? {
+                return Ok(Released::Lost);
+            }
+            let saved = inner.save(&tx, &id, &record, only)?;
+            tx.commit()?;
+            Ok(Released::Saved(saved))
+        })
+        .await
+    }
+}
+
 impl SqliteStore {
-    /// Takes the id's lock and, if `load`, reads the record in the same
-    /// blocking call that took it.
+    /// Takes the id's lease, reading the record with it if `load`.
     async fn acquire(
         &self,
         id: &SessionId,
         wait: Duration,
         load: bool,
-    ) -> Result<(SqliteLock, Option<Record>), Error> {
+    ) -> Result<(lease::Lease<SqliteStore>, Option<Record>), Error> {
         self.prepared().await?;
-        let started = Instant::now();
-        let deadline = started.checked_add(wait);
-        // Waiters of this process queue here; only the front one polls.
-        let local = self
-            .inner
-            .locks
-            .lock(id, wait)
-            .await
-            .ok_or(Error::LockTimeout(wait))?;
-        let owner = SessionId::generate()
-            .map_err(|e| Error::unavailable("sqlite: lock owner token", e))?
-            .to_string();
-        let id = *id;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let owner_c = owner.clone();
-            let handle = self
-                .spawn_blocking(move |inner, conn| {
-                    let now = to_sql_ms(now_millis());
-                    let lease_end =
-                        now.saturating_add(to_sql_ms(inner.opts.lease.as_millis() as u64));
-                    let taken = conn.prepare_cached(&inner.sql.acquire)?.execute((
-                        &*id.as_hex(),
-                        &owner_c,
-                        lease_end,
-                        now,
-                    ))? == 1;
-                    if !taken || !load {
-                        return Ok((taken, None));
-                    }
-                    Ok((true, inner.load(conn, &id)?))
-                })
-                .await?;
-            // If this future is dropped while the call runs, the lease it may
-            // take is released once the call has finished.
-            let mut pending = Pending {
-                handle: Some(handle),
-                release: Some((self.clone(), id, owner.clone())),
-            };
-            let outcome = match pending.handle.as_mut() {
-                Some(handle) => handle.await,
-                None => unreachable!("set just above"),
-            };
-            pending.release = None;
-            let (taken, record) = joined("sqlite: lock", outcome)?;
-            if taken {
-                let renew = self.renew(id, owner.clone());
-                return Ok((
-                    SqliteLock {
-                        store: Some(self.clone()),
-                        id,
-                        owner,
-                        renew,
-                        local: Some(local),
-                    },
-                    record,
-                ));
-            }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(deadline) if now >= deadline => return Err(Error::LockTimeout(wait)),
-                Some(deadline) => deadline - now,
-                None => pause,
-            };
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(MAX_POLL);
-        }
-    }
-}
-
-impl SqliteStore {
-    /// Renews the lease every third of its length until aborted.
-    fn renew(&self, id: SessionId, owner: String) -> AbortHandle {
-        let store = self.clone();
-        let every = self.inner.opts.lease / 3;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let owner = owner.clone();
-                let renewed = store
-                    .blocking("sqlite: renew lock", move |inner, conn| {
-                        let end = to_sql_ms(now_millis())
-                            .saturating_add(to_sql_ms(inner.opts.lease.as_millis() as u64));
-                        Ok(conn.prepare_cached(&inner.sql.renew)?.execute((
-                            &*id.as_hex(),
-                            &owner,
-                            end,
-                        ))? == 1)
-                    })
-                    .await;
-                match renewed {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(session = %id.short(), "session lock lease lost");
-                        return;
-                    }
-                    // Tried again at the next tick; the lease outlasts two.
-                    Err(error) => {
-                        tracing::warn!(session = %id.short(), %error, "session lock renewal failed")
-                    }
-                }
-            }
-        })
-        .abort_handle()
+        lease::acquire(
+            self,
+            &self.inner.waits,
+            self.inner.opts.lease,
+            id,
+            wait,
+            load,
+            || {},
+        )
+        .await
     }
 }
 
@@ -436,10 +412,12 @@ impl Inner {
         Ok(n == 1)
     }
 
-    fn release(&self, conn: &Connection, id: &SessionId, owner: &str) -> rusqlite::Result<()> {
-        conn.prepare_cached(&self.sql.release)?
-            .execute((&*id.as_hex(), owner))?;
-        Ok(())
+    /// Deletes the lock row if it is still `owner`'s; whether it was.
+    fn release(&self, conn: &Connection, id: &SessionId, owner: &str) -> rusqlite::Result<bool> {
+        Ok(conn
+            .prepare_cached(&self.sql.release)?
+            .execute((&*id.as_hex(), owner))?
+            == 1)
     }
 }
 
@@ -518,72 +496,6 @@ struct OpenError {
     path: PathBuf,
     #[source]
     source: rusqlite::Error,
-}
-
-/// Whether a lease was taken, and the record if it was asked for.
-type Attempt = rusqlite::Result<(bool, Option<Record>)>;
-
-/// A lease-taking call in flight: if the waiting future is dropped, the
-/// lease the call may yet take is released after it finishes.
-struct Pending {
-    handle: Option<JoinHandle<Attempt>>,
-    release: Option<(SqliteStore, SessionId, String)>,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let (Some(handle), Some((store, id, owner))) = (self.handle.take(), self.release.take())
-        else {
-            return;
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Ok(Ok((true, _))) = handle.await {
-                    let _ = store
-                        .blocking("sqlite: unlock", move |inner, conn| {
-                            inner.release(conn, &id, &owner)
-                        })
-                        .await;
-                }
-            });
-        }
-    }
-}
-
-/// A held lease, renewed in the background until dropped.
-struct SqliteLock {
-    /// `None` once released by `save_and_unlock`.
-    store: Option<SqliteStore>,
-    id: SessionId,
-    owner: String,
-    renew: AbortHandle,
-    local: Option<LocalGuard>,
-}
-
-impl Drop for SqliteLock {
-    fn drop(&mut self) {
-        self.renew.abort();
-        let Some(store) = self.store.take() else {
-            return;
-        };
-        let (id, owner, local) = (self.id, std::mem::take(&mut self.owner), self.local.take());
-        let Some(conn) = store.inner.conn.get().cloned() else {
-            return;
-        };
-        let release = move || {
-            if let Err(error) = store.inner.release(&lock_conn(&conn), &id, &owner) {
-                // The lease runs out by itself.
-                tracing::warn!(session = %id.short(), %error, "session lock release failed");
-            }
-            // Only now may the next task of this process try.
-            drop(local);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(release)),
-            // Not on a runtime thread, so blocking here is fine.
-            Err(_) => release(),
-        }
-    }
 }
 
 #[async_trait]
@@ -666,35 +578,8 @@ impl SessionStore for SqliteStore {
     ) -> Result<bool, Error> {
         // Refused before anything is written; the guard, dropped, releases.
         check_size(record)?;
-        let mut lock = match guard.downcast::<SqliteLock>() {
-            Ok(lock) => lock,
-            Err(guard) => {
-                let saved = self.save(id, record, write).await;
-                drop(guard);
-                return saved;
-            }
-        };
-        lock.renew.abort();
-        // From here this function releases the lease, not `Drop`.
-        let (store, local) = (lock.store.take(), lock.local.take());
-        let (lock_id, owner) = (lock.id, std::mem::take(&mut lock.owner));
-        drop(lock);
-        let Some(conn) = store.and_then(|s| s.inner.conn.get().cloned()) else {
-            return self.save(id, record, write).await;
-        };
-        let (id, record) = (*id, record.clone());
-        // Save, then release, in one blocking call. Once spawned it runs to
-        // the end even if this future is dropped, so the lease is released.
-        let handle = self.spawn_on(conn, move |inner, conn| {
-            let saved = inner.save(conn, &id, &record, write);
-            if let Err(error) = inner.release(conn, &lock_id, &owner) {
-                // The lease runs out by itself.
-                tracing::warn!(session = %lock_id.short(), %error, "session lock release failed");
-            }
-            drop(local);
-            saved
-        });
-        joined("sqlite: save", handle.await)
+        lease::save_and_unlock::<SqliteStore, _>(guard, record, write, self.save(id, record, write))
+            .await
     }
 }
 

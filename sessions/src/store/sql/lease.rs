@@ -1,0 +1,289 @@
+//! Lease locks for the SQL stores: a row in `<table>_locks` per held lock,
+//! taken when free or when its holder's lease ran out, renewed while held,
+//! released by its owner, and checked by the save that releases it.
+//!
+//! A lease holds no connection: the handler runs while the lock is a row,
+//! not a session on the server, so a process serves as many requests at
+//! once as it likes with a small pool, and the store works behind
+//! PgBouncer in transaction pooling mode. The rules are the same for
+//! PostgreSQL and SQLite; each supplies the statements ([`LeaseBackend`]).
+//!
+//! - **Take**: insert the lock row, or take over one whose lease ran out
+//!   (`lease_expires <= now`). A holder that vanished frees its lock one
+//!   lease later.
+//! - **Renew**: every third of the lease, while the guard lives.
+//! - **Release**: delete the row if it is still ours.
+//! - **Save and release**: in one atomic step, delete the row if it is
+//!   still ours and write the session only if that deleted a row. A save
+//!   whose lease was lost (taken over after it ran out) writes nothing and
+//!   fails with [`Error::Unavailable`]: another request may hold the
+//!   session by then, and two writers must never both succeed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::AbortHandle;
+
+use crate::id::SessionId;
+use crate::record::{now_millis, Millis, Record};
+use crate::store::{Error, LocalGuard, LockGuard, LockWaits, SaveIf};
+
+/// The default lease: how long a lock outlives a holder that vanished.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Renewals come every third of the lease; below this they would be busy.
+pub(crate) const MIN_LEASE: Duration = Duration::from_millis(30);
+
+/// What a take found.
+pub(crate) enum Taken {
+    /// The lease is ours; the record if one was asked for and is live.
+    Ours(Option<Record>),
+    /// Someone else holds it.
+    Busy,
+}
+
+/// What a save that releases the lease found.
+pub(crate) enum Released {
+    /// The lease was ours and is released; whether the save's precondition
+    /// held and the record was written.
+    Saved(bool),
+    /// The lease was no longer ours: nothing was written.
+    Lost,
+}
+
+/// The statements of one SQL store, as the lease rules need them.
+#[async_trait]
+pub(crate) trait LeaseBackend: Clone + Send + Sync + 'static {
+    /// Inserts or takes over the lock row of `id` for `owner` until
+    /// `until`, and with `load` reads the record after the take committed
+    /// (so that it sees what the previous holder saved).
+    async fn take(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        until: Millis,
+        load: bool,
+    ) -> Result<Taken, Error>;
+
+    /// Moves the lease's end to `until` if it is still ours.
+    async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error>;
+
+    /// Deletes the lock row if it is still ours.
+    async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error>;
+
+    /// Deletes the lock row if it is still ours and, in the same atomic
+    /// step and only then, saves `record` under its precondition.
+    async fn save_and_release(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+    ) -> Result<Released, Error>;
+}
+
+/// Waits for and takes the lease of `id`: queued locally first, then
+/// asking the backend until it is free or `wait` is over (the one wait of
+/// `store::wait`; the backend may wake the waiter when a holder releases).
+pub(crate) async fn acquire<B: LeaseBackend>(
+    backend: &B,
+    waits: &Arc<LockWaits>,
+    lease: Duration,
+    id: &SessionId,
+    wait: Duration,
+    load: bool,
+    on_busy: impl Fn(),
+) -> Result<(Lease<B>, Option<Record>), Error> {
+    let mut waiter = waits.enter(id, wait).await?;
+    let owner = SessionId::generate()
+        .map(|t| t.to_string())
+        .map_err(|e| Error::unavailable("drawing a lock owner token", e))?;
+    loop {
+        let until = now_millis().saturating_add(lease.as_millis() as u64);
+        match take_to_completion(backend, id, &owner, until, load).await? {
+            Taken::Ours(record) => {
+                let lease = Lease::start(backend.clone(), *id, owner, lease, waiter.granted());
+                return Ok((lease, record));
+            }
+            Taken::Busy => {
+                on_busy();
+                waiter.pause().await?;
+            }
+        }
+    }
+}
+
+/// Runs one take on its own task, so that it completes even if the caller
+/// is dropped meanwhile (the client went away): a take that committed is
+/// then released at once instead of keeping the session locked for a
+/// whole lease.
+async fn take_to_completion<B: LeaseBackend>(
+    backend: &B,
+    id: &SessionId,
+    owner: &str,
+    until: Millis,
+    load: bool,
+) -> Result<Taken, Error> {
+    let (b, key, who) = (backend.clone(), *id, owner.to_owned());
+    let handle = tokio::spawn(async move { b.take(&key, &who, until, load).await });
+    let mut pending = PendingTake {
+        handle: Some(handle),
+        undo: Some((backend.clone(), *id, owner.to_owned())),
+    };
+    let joined = match pending.handle.as_mut() {
+        Some(handle) => handle.await,
+        None => unreachable!("set just above"),
+    };
+    pending.handle = None;
+    joined.map_err(|e| Error::unavailable("taking a session lock", e))?
+}
+
+/// A take in flight; if dropped before it was awaited, releases what the
+/// take got once it finishes.
+struct PendingTake<B: LeaseBackend> {
+    handle: Option<tokio::task::JoinHandle<Result<Taken, Error>>>,
+    undo: Option<(B, SessionId, String)>,
+}
+
+impl<B: LeaseBackend> Drop for PendingTake<B> {
+    fn drop(&mut self) {
+        let (Some(handle), Some((backend, id, owner))) = (self.handle.take(), self.undo.take())
+        else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(Ok(Taken::Ours(_))) = handle.await {
+                    let _ = backend.release(&id, &owner).await;
+                }
+            });
+        }
+    }
+}
+
+/// A held lease: what the SQL stores put in a [`LockGuard`]. Dropping it
+/// stops the renewal and releases the row; this process's next waiter for
+/// the id starts only after that, so its first take succeeds.
+pub(crate) struct Lease<B: LeaseBackend> {
+    backend: B,
+    id: SessionId,
+    owner: String,
+    renewal: AbortHandle,
+    /// This process's place at the front of the id's queue.
+    local: Option<LocalGuard>,
+}
+
+impl<B: LeaseBackend> Lease<B> {
+    fn start(backend: B, id: SessionId, owner: String, lease: Duration, local: LocalGuard) -> Self {
+        let renewal = tokio::spawn(renew(backend.clone(), id, owner.clone(), lease)).abort_handle();
+        Lease {
+            backend,
+            id,
+            owner,
+            renewal,
+            local: Some(local),
+        }
+    }
+
+    /// Saves `record` and releases the lease in one step; `Ok(false)` when
+    /// the precondition failed, [`Error::Unavailable`] when the lease was
+    /// lost before the save (nothing written).
+    pub(crate) async fn save_and_release(
+        mut self,
+        record: &Record,
+        only: SaveIf,
+    ) -> Result<bool, Error> {
+        self.renewal.abort();
+        let outcome = self
+            .backend
+            .save_and_release(&self.id, &self.owner, record, only)
+            .await;
+        // Released (or lost, or in doubt — the lease then runs out): never
+        // released again by `Drop`.
+        self.owner.clear();
+        match outcome? {
+            Released::Saved(saved) => Ok(saved),
+            Released::Lost => {
+                tracing::warn!(
+                    session = %self.id.short(),
+                    "a session lock's lease was lost before its save; not saved"
+                );
+                Err(Error::unavailable("saving a session", LeaseLost))
+            }
+        }
+    }
+}
+
+impl<B: LeaseBackend> Drop for Lease<B> {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        let local = self.local.take();
+        if self.owner.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to release on: the lease runs out by itself.
+            return;
+        };
+        let (backend, id, owner) = (
+            self.backend.clone(),
+            self.id,
+            std::mem::take(&mut self.owner),
+        );
+        runtime.spawn(async move {
+            if let Err(error) = backend.release(&id, &owner).await {
+                tracing::debug!(session = %id.short(), %error, "lock release failed; its lease will free it");
+            }
+            drop(local);
+        });
+    }
+}
+
+/// Extends the lease every third of it until aborted; stops when the lease
+/// turns out to be someone else's.
+async fn renew<B: LeaseBackend>(backend: B, id: SessionId, owner: String, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let until = now_millis().saturating_add(lease.as_millis() as u64);
+        match backend.renew(&id, &owner, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    session = %id.short(),
+                    "a session lock's lease ran out while held; its save will be refused"
+                );
+                return;
+            }
+            // Try again at the next tick: two of them fit in a lease.
+            Err(error) => {
+                tracing::warn!(session = %id.short(), %error, "could not renew a session lock")
+            }
+        }
+    }
+}
+
+/// The lease was taken over before the save.
+#[derive(Debug, thiserror::Error)]
+#[error("the session lock's lease was lost before the save")]
+pub(crate) struct LeaseLost;
+
+/// `save_and_unlock` for a SQL store: through the lease when the guard is
+/// one of ours, as a plain save otherwise.
+pub(crate) async fn save_and_unlock<B: LeaseBackend, F>(
+    guard: LockGuard,
+    record: &Record,
+    only: SaveIf,
+    plain_save: F,
+) -> Result<bool, Error>
+where
+    F: std::future::Future<Output = Result<bool, Error>>,
+{
+    match guard.downcast::<Lease<B>>() {
+        Ok(lease) => lease.save_and_release(record, only).await,
+        Err(guard) => {
+            let saved = plain_save.await;
+            drop(guard);
+            saved
+        }
+    }
+}
