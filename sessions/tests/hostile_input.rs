@@ -371,7 +371,7 @@ async fn hostile_ids_get_a_fresh_session_never_echoed() {
     let r = client
         .get_with("/missing", Some(&format!("session_id={forged}")))
         .await;
-    assert_eq!(r.body, "true true", "{}", r.body);
+    assert_eq!(r.body, "true true", "{forged}");
     assert_ne!(r.cookie_value().unwrap(), forged);
     // No cookie at all: a new session that is not "missing".
     assert_eq!(client.get_with("/missing", None).await.body, "false false");

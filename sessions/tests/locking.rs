@@ -22,6 +22,8 @@ stores!(
     release_lock_then_end_save_overwrites_nothing,
 );
 
+/// 5 clients × 30 requests on one session at once, under `locking`: the
+/// counter ends at exactly 1 + 150 + 1, every update counted once.
 async fn concurrency(locking: Locking) {
     let mut c = SessionConfig::default();
     c.locking = locking;

@@ -3,9 +3,9 @@
 //! ([`client`]), the app and its routes ([`app`]), the stores ([`stores`]),
 //! a store wrapper that watches and fails ([`watched`]), the captured log
 //! ([`logs`]), ids and records ([`records`]), the file store's files
-//! ([`files`]) and the cookie checks shared
-//! with the fuzz targets ([`checks`]). The sessions-cli tests include the
-//! dependency-free files (`ci.rs`, `temp.rs`, `client.rs`) by path.
+//! ([`files`]) and the checks shared with the fuzz targets ([`checks`]).
+//! The sessions-cli tests include the dependency-free files (`ci.rs`,
+//! `temp.rs`, `client.rs`) by path.
 
 #![allow(dead_code, unreachable_pub)]
 
