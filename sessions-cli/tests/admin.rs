@@ -1,14 +1,13 @@
 //! The admin commands against a real store (SQLite, which needs no server)
 //! filled through the real server.
 
-#[path = "../../sessions/tests/common/mod.rs"]
-mod common;
 mod server;
 
 use std::process::{Command, Output};
 
-use common::Client;
-use server::{Server, TempDir};
+use server::client::Client;
+use server::temp::TempDir;
+use server::Server;
 
 fn sessions(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sessions"))
@@ -41,7 +40,7 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 #[tokio::test]
 async fn list_show_stats_delete_clean_migrate() {
     let dir = TempDir::new("admin");
-    let db = dir.0.join("s.db");
+    let db = dir.path().join("s.db");
     let config = dir.write(
         "site.conf",
         &format!(

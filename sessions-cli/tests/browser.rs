@@ -6,13 +6,16 @@
 
 mod server;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use server::{Server, TempDir};
+use server::ci::skip;
+use server::client::{free_port, wait_for_port};
+use server::temp::TempDir;
+use server::Server;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -26,29 +29,18 @@ struct Driver {
 impl Driver {
     fn start() -> Option<Driver> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and chromium / chromium-driver are not installed"
+            return skip(
+                "chromium / chromium-driver are not installed (Debian's chromium and chromium-driver)",
             );
-            eprintln!("skipping: install Debian's chromium and chromium-driver to run this test");
-            return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, Duration::from_secs(20), "chromedriver");
         Some(Driver { child, port })
     }
 
@@ -132,7 +124,7 @@ async fn the_demo_in_a_real_browser() {
     };
     let dir = TempDir::new("browser");
     let server = Server::start(&["serve", "--bind", "127.0.0.1:0"]);
-    let c = driver.browser(&dir.0.join("profile")).await;
+    let c = driver.browser(&dir.path().join("profile")).await;
     let result = async {
         // The counter goes up across page loads.
         c.goto(&url(server.addr, "/")).await.unwrap();
@@ -218,7 +210,7 @@ async fn a_browser_session_cookie_has_no_expiry() {
         "--bind",
         "127.0.0.1:0",
     ]);
-    let c = driver.browser(&dir.0.join("profile")).await;
+    let c = driver.browser(&dir.path().join("profile")).await;
     c.goto(&url(server.addr, "/")).await.unwrap();
     let cookie = session_cookie(&c).await;
     let visits = text(&c, "#visits").await;

@@ -7,26 +7,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
-use common::{counter, serve, Client};
+use common::app::serve_app;
+use common::ci::skip;
+use common::client::Client;
+use common::temp::TempDir;
 use sessions::store::{FileStore, SessionAdmin, SessionStore};
-use sessions::{Session, SessionId, SessionLayer};
+use sessions::SessionConfig;
 
 /// A tmpfs of `size` at a fresh directory; unmounted when dropped.
-struct Mount(PathBuf);
+struct Mount(TempDir);
 
 impl Mount {
     fn new(size: &str) -> Option<Mount> {
-        let dir = std::env::temp_dir().join(format!(
-            "sessions-test-mount-{}",
-            &SessionId::generate().unwrap().to_string()[..12]
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("mount");
         let ok = Command::new("mount")
             .args([
                 "-t",
@@ -35,17 +32,11 @@ impl Mount {
                 &format!("size={size},mode=0700"),
                 "tmpfs",
             ])
-            .arg(&dir)
+            .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and a tmpfs cannot be mounted (the test needs root)"
-            );
-            eprintln!("skipping: cannot mount a tmpfs here (needs root)");
-            return None;
+            return skip("a tmpfs cannot be mounted here (the test needs root)");
         }
         Some(Mount(dir))
     }
@@ -53,36 +44,26 @@ impl Mount {
     fn remount(&self, options: &str) {
         let status = Command::new("mount")
             .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
+            .arg(self.path())
             .status()
             .unwrap();
         assert!(status.success(), "remount {options}");
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
 impl Drop for Mount {
+    /// Unmounts; the directory goes with the `TempDir` afterwards.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = Command::new("umount").arg(self.path()).status();
     }
 }
 
 /// Stores a big value, to fill the disk quickly.
-async fn ballast(session: Session) -> Result<String, sessions::Error> {
-    session.insert("ballast", "x".repeat(30_000)).await?;
-    Ok("stored".into())
-}
-
-fn app(store: FileStore) -> Router {
-    Router::new()
-        .route("/", get(counter))
-        .route("/ballast", get(ballast))
-        .layer(SessionLayer::new(store))
-}
+const BALLAST: &str = "/put?key=ballast&len=30000";
 
 /// Every session file in the directory decodes, and every session listed
 /// loads.
@@ -102,7 +83,7 @@ async fn a_full_disk_answers_503_and_recovers() {
         return;
     };
     let store = FileStore::open(mount.path().join("sessions")).unwrap();
-    let addr = serve(app(store.clone())).await;
+    let addr = serve_app(SessionConfig::default(), store.clone()).await;
     let mut alice = Client::new(addr);
     assert_eq!(alice.get("/").await.body, "1");
     assert_eq!(alice.get("/").await.body, "2");
@@ -110,7 +91,7 @@ async fn a_full_disk_answers_503_and_recovers() {
     // Fill the disk with other visitors' sessions until a save fails.
     let mut refused = None;
     for _ in 0..200 {
-        let r = Client::new(addr).get_with("/ballast", None).await;
+        let r = Client::new(addr).get_with(BALLAST, None).await;
         if r.status != 200 {
             refused = Some(r);
             break;
@@ -132,10 +113,7 @@ async fn a_full_disk_answers_503_and_recovers() {
     let r = alice.get("/").await;
     assert_eq!(r.status, 200);
     assert!(r.body == "3" || r.body == "4", "{}", r.body);
-    assert_eq!(
-        Client::new(addr).get_with("/ballast", None).await.status,
-        200
-    );
+    assert_eq!(Client::new(addr).get_with(BALLAST, None).await.status, 200);
     assert!(all_intact(&store).await > 2);
     // No temporary files left behind by the failed writes.
     let leftovers: Vec<_> = std::fs::read_dir(mount.path().join("sessions"))
@@ -152,7 +130,7 @@ async fn a_read_only_directory_answers_503_and_recovers() {
         return;
     };
     let store = FileStore::open(mount.path().join("sessions")).unwrap();
-    let addr = serve(app(store.clone())).await;
+    let addr = serve_app(SessionConfig::default(), store.clone()).await;
     let mut bob = Client::new(addr);
     assert_eq!(bob.get("/").await.body, "1");
 

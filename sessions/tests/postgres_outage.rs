@@ -1,7 +1,9 @@
-//! PostgreSQL stopped (crashed) and restarted under HTTP traffic, end to
-//! end, on a private cluster made for the test with initdb: requests answer
-//! 503 quickly while it is down, nothing panics, service resumes by itself
-//! and no session saved before the outage is lost.
+//! PostgreSQL going away: connections that die (one holding a lock, every
+//! one in the pool), a server that is not there, and a private cluster
+//! (made for the test with initdb) crashed and restarted under HTTP
+//! traffic. Calls answer unavailable quickly, a vanished holder's lock is
+//! freed by its lease, a live holder's survives its connections, nothing panics, service resumes by itself, and no session saved
+//! before the crash is lost.
 
 #![cfg(feature = "postgres")]
 
@@ -9,18 +11,190 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use axum::Router;
-use common::{counter, outage_under_traffic, serve};
-use sessions::store::PostgresStore;
-use sessions::{SessionId, SessionLayer};
+use common::app::{app, outage_under_traffic};
+use common::ci::skip;
+use common::client::{free_port, serve};
+use common::records::{id, record};
+use common::stores::{drop_table, postgres, postgres_admin, postgres_url};
+use common::temp::{unique_table, TempDir};
+use sessions::store::{Error, PostgresStore, SaveIf, SessionStore};
+use sessions::SessionConfig;
+
+/// The URL with an `application_name`, to find a store's connections.
+fn url_named(name: &str) -> String {
+    let url = postgres_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={name}")
+}
+
+/// A lock is a lease row, not a server session: a holder whose process
+/// vanished (here its runtime is dropped, so neither its renewal nor its
+/// release ever runs) frees the lock one lease later, and a live holder
+/// keeps its lock when the server ends its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_holder_frees_its_lock_after_its_lease() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let b = postgres(&table).await;
+    let id = id();
+    assert!(b
+        .save(&id, &record("1", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+
+    let lease = Duration::from_millis(600);
+    let vanished = PostgresStore::new(&postgres_url())
+        .unwrap()
+        .with_table(&table)
+        .unwrap()
+        .with_lease(lease);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let guard = vanished.lock(&id, Duration::from_secs(5)).await.unwrap();
+            std::mem::forget(guard);
+        });
+        // Dropping the runtime ends the renewal task, as a crash would.
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(
+        b.lock(&id, Duration::from_millis(200)).await,
+        Err(Error::LockTimeout(_))
+    ));
+    let started = Instant::now();
+    let taken = b.lock(&id, Duration::from_secs(5)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(taken);
+
+    // A live holder whose connections the server ends keeps its lock: it
+    // holds no connection, and its renewal reconnects.
+    let app = format!("{table}_a");
+    let a = PostgresStore::new(&url_named(&app))
+        .unwrap()
+        .with_table(&table)
+        .unwrap()
+        .with_lease(lease);
+    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    // Longer than the lease: only renewal keeps it.
+    assert!(matches!(
+        b.lock(&id, lease * 2).await,
+        Err(Error::LockTimeout(_))
+    ));
+    drop(held);
+    let started = Instant::now();
+    drop(b.lock(&id, Duration::from_secs(5)).await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        b.load(&id).await.unwrap().map(|r| r.data),
+        Some(b"1".to_vec())
+    );
+    drop_table(&admin, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_when_its_connections_are_killed() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let app = format!("{table}_r");
+    let store = PostgresStore::new(&url_named(&app))
+        .unwrap()
+        .with_table(&table)
+        .unwrap();
+    store.ready().await.unwrap();
+    let id = id();
+    assert!(store
+        .save(&id, &record("x", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    // Warm several pooled connections, then kill every one of them.
+    let loads = (0..4).map(|_| store.load(&id));
+    for r in futures_util::future::join_all(loads).await {
+        r.unwrap();
+    }
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    // A request that meets a dying connection fails cleanly (503); the
+    // store then reconnects by itself.
+    let mut ok = false;
+    for _ in 0..20 {
+        match store.load(&id).await {
+            Ok(r) => {
+                assert_eq!(r.map(|r| r.data), Some(b"x".to_vec()));
+                ok = true;
+                break;
+            }
+            Err(Error::Unavailable { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(ok, "store did not recover");
+    drop_table(&admin, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_database_is_unavailable_quickly() {
+    // Nothing listens on port 1: no server is needed for this test.
+    let url = "postgres://postgres@127.0.0.1:1/test";
+    let started = Instant::now();
+    let err = PostgresStore::new(url)
+        .unwrap()
+        .with_timeout(Duration::from_secs(1))
+        .ready()
+        .await
+        .expect_err("no server");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+
+    let lazy = PostgresStore::new(url)
+        .unwrap()
+        .with_timeout(Duration::from_secs(1))
+        .with_auto_migrate(false);
+    let id = id();
+    assert!(matches!(
+        lazy.load(&id).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        lazy.lock(&id, Duration::from_secs(30)).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        lazy.save(&id, &record("{}", 1_000), SaveIf::Absent).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
 
 /// A PostgreSQL cluster of this test's own, run as the `postgres` user.
 struct PrivatePostgres {
     bin: PathBuf,
-    dir: PathBuf,
+    dir: TempDir,
     port: u16,
 }
 
@@ -32,40 +206,24 @@ impl PrivatePostgres {
             .map(|v| v.join("bin"))
             .filter(|b| b.join("initdb").exists());
         let Some(bin) = bin else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and PostgreSQL's server binaries are not installed"
-            );
-            eprintln!("skipping: no /usr/lib/postgresql/*/bin/initdb");
-            return None;
+            return skip("PostgreSQL's server binaries are not installed (no /usr/lib/postgresql/*/bin/initdb)");
         };
-        let dir = std::env::temp_dir().join(format!(
-            "sessions-test-pg-{}",
-            &SessionId::generate().unwrap().to_string()[..12]
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("pg");
         // The cluster runs as the `postgres` user, which takes root to set up.
         let owned = Command::new("chown")
             .args(["postgres"])
-            .arg(&dir)
+            .arg(dir.path())
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if !owned {
-            let _ = std::fs::remove_dir_all(&dir);
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true and a private PostgreSQL cluster cannot be set up (needs root)"
-            );
-            eprintln!("skipping: a private PostgreSQL cluster needs root");
-            return None;
+            return skip("a private PostgreSQL cluster cannot be set up (needs root)");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = PrivatePostgres { bin, dir, port };
+        let pg = PrivatePostgres {
+            bin,
+            dir,
+            port: free_port(),
+        };
         pg.as_postgres(
             "initdb",
             &["-D", "data", "-U", "postgres", "--auth=trust", "-N"],
@@ -79,7 +237,7 @@ impl PrivatePostgres {
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join(tool))
             .args(args)
-            .current_dir(&self.dir)
+            .current_dir(self.dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
@@ -91,7 +249,7 @@ impl PrivatePostgres {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
-            self.dir.display()
+            self.dir.path().display()
         );
         self.as_postgres(
             "pg_ctl",
@@ -116,9 +274,8 @@ impl Drop for PrivatePostgres {
             .args(["-u", "postgres", "--"])
             .arg(self.bin.join("pg_ctl"))
             .args(["-D", "data", "-m", "immediate", "stop"])
-            .current_dir(&self.dir)
+            .current_dir(self.dir.path())
             .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -131,11 +288,6 @@ async fn postgres_crashed_and_restarted_under_traffic() {
         .unwrap()
         .with_timeout(Duration::from_secs(2));
     store.ready().await.unwrap();
-    let addr = serve(
-        Router::new()
-            .route("/", get(counter))
-            .layer(SessionLayer::new(store)),
-    )
-    .await;
+    let addr = serve(app(SessionConfig::default(), store)).await;
     outage_under_traffic(addr, 10, || pg.crash(), || pg.up(), Duration::from_secs(20)).await;
 }

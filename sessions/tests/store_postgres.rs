@@ -1,164 +1,43 @@
-//! The PostgreSQL store against a real server: the conformance suite, and
-//! what only a real database shows — a vanished holder's lease running out,
-//! a large clean-up under load, concurrent migrations, damaged rows.
+//! The PostgreSQL store against the shared server: the conformance suite,
+//! and what only a real database shows — cancelled lock waits, a large
+//! clean-up under load, concurrent migrations, table names and schemas,
+//! damaged rows, paged listing. Lost connections and a crashed server are
+//! in `postgres_outage.rs`.
 //!
-//! The server is `SESSIONS_TEST_POSTGRES_URL`, by default
-//! `postgres://postgres@127.0.0.1:5432/test`. Each test uses tables of its
-//! own, `test_<unix seconds>_<random>`, so runs never collide; tables left
-//! by earlier runs are dropped after a while. When the server cannot be
-//! reached the tests are skipped, except with `CI=true`, where that fails.
+//! Each test uses tables of its own ([`unique_table`]), dropped at its end
+//! or, should it fail first, by a later run's sweep.
 
 #![cfg(feature = "postgres")]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::records::{id, record};
+use common::stores::{drop_table, postgres_admin, postgres_store, postgres_url};
+use common::temp::unique_table;
 use futures_util::StreamExt;
 use sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, Record, SessionId};
-use tokio_postgres::NoTls;
+use sessions::{now_millis, SessionId};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-/// Tables of earlier runs older than this are dropped.
-const STALE_SECS: u64 = 15 * 60;
-
-fn url() -> String {
-    std::env::var("SESSIONS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// The URL with an `application_name`, to find a store's connections.
-fn url_named(name: &str) -> String {
-    let url = url();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}application_name={name}")
-}
-
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn unique_table() -> String {
-    let random = SessionId::generate().unwrap().to_string();
-    format!("test_{}_{}", unix_secs(), &random[..10])
-}
-
-fn id() -> SessionId {
-    SessionId::generate().unwrap()
-}
-
-fn record(data: &str, ttl_ms: u64) -> Record {
-    let now = now_millis();
-    Record {
-        data: data.as_bytes().to_vec(),
-        created: now,
-        expires: now + ttl_ms,
-    }
-}
-
-/// An error and its sources, as a log line shows them.
-fn chain(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
-}
-
-/// A plain client for setting up and inspecting, or `None` (skip) when the
-/// server is unreachable outside CI.
-async fn admin() -> Option<tokio_postgres::Client> {
-    let mut config: tokio_postgres::Config = url().parse().expect("test URL");
-    config.connect_timeout(Duration::from_secs(3));
-    match config.connect(NoTls).await {
-        Ok((client, conn)) => {
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            drop_stale_tables(&client).await;
-            Some(client)
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("PostgreSQL unreachable at {} (CI=true): {e}", url())
-        }
-        Err(e) => {
-            eprintln!("skipping: PostgreSQL unreachable at {}: {e}", url());
-            None
-        }
-    }
-}
-
-/// Drops the test tables of runs that ended long ago (once per process).
-async fn drop_stale_tables(client: &tokio_postgres::Client) {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let rows = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = 'public' AND table_name LIKE 'test\\_%'",
-            &[],
-        )
-        .await
-        .unwrap();
-    for row in rows {
-        let name: String = row.get(0);
-        let secs = name.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
-        if secs.is_some_and(|s| s + STALE_SECS < unix_secs()) {
-            let _ = client
-                .batch_execute(&format!("DROP TABLE IF EXISTS \"{name}\""))
-                .await;
-        }
-    }
-}
-
-async fn drop_table(client: &tokio_postgres::Client, table: &str) {
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS \"{table}\"; DROP TABLE IF EXISTS \"{table}_schema\"; \
-             DROP TABLE IF EXISTS \"{table}_locks\""
-        ))
-        .await
-        .unwrap();
-}
-
-/// A ready store on a fresh table.
-async fn store_on(table: &str) -> PostgresStore {
-    let store = PostgresStore::new(&url())
-        .unwrap()
-        .with_table(table)
-        .unwrap()
-        .with_max_connections(8);
-    store.ready().await.unwrap();
-    store
-}
-
-/// A fresh store for each conformance check, or `None` to skip.
-async fn fresh_store() -> Option<PostgresStore> {
-    admin().await?;
-    Some(store_on(&unique_table()).await)
-}
-
-sessions::store_conformance!(async { super::fresh_store().await });
+sessions::store_conformance!(async {
+    crate::common::stores::Fixture::new(crate::common::stores::Kind::Postgres).await
+});
 
 /// The same store through PgBouncer in transaction pooling mode, where
 /// consecutive transactions of one client may run on different server
 /// connections: no server-side state may outlive a transaction.
-/// `SESSIONS_TEST_PGBOUNCER_URL`, by default `postgres://postgres@127.0.0.1:6432/test`
-/// (`.ci/run` starts one in front of the test server).
+/// `SESSIONS_TEST_PGBOUNCER_URL`, by default
+/// `postgres://postgres@127.0.0.1:6432/test` (`.ci/run` starts one in front
+/// of the test server).
 mod through_pgbouncer {
     use super::*;
-
-    const DEFAULT_BOUNCER_URL: &str = "postgres://postgres@127.0.0.1:6432/test";
+    use crate::common::ci::skip;
 
     fn bouncer_url() -> String {
         std::env::var("SESSIONS_TEST_PGBOUNCER_URL")
-            .unwrap_or_else(|_| DEFAULT_BOUNCER_URL.to_owned())
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:6432/test".to_owned())
     }
 
     /// A fresh store for each conformance check, or `None` to skip.
@@ -167,9 +46,9 @@ mod through_pgbouncer {
     }
 
     /// A ready store through the bouncer on `table`, or `None` (skip) when
-    /// no bouncer answers outside CI.
+    /// no bouncer answers.
     async fn store_through_bouncer(table: &str) -> Option<PostgresStore> {
-        admin().await?;
+        postgres_admin().await?;
         let store = PostgresStore::new(&bouncer_url())
             .unwrap()
             .with_table(table)
@@ -178,21 +57,10 @@ mod through_pgbouncer {
             .with_timeout(Duration::from_secs(3));
         match store.ready().await {
             Ok(()) => Some(store),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!(
-                    "PgBouncer unreachable at {} (CI=true): {}",
-                    bouncer_url(),
-                    chain(&e)
-                )
-            }
-            Err(e) => {
-                eprintln!(
-                    "skipping: PgBouncer unreachable at {}: {}",
-                    bouncer_url(),
-                    chain(&e)
-                );
-                None
-            }
+            Err(e) => skip(format!(
+                "PgBouncer at {} is unreachable: {e:?}",
+                bouncer_url()
+            )),
         }
     }
 
@@ -213,85 +81,18 @@ mod through_pgbouncer {
     }
 }
 
-/// A lock is a lease row, not a server session: a holder whose process
-/// vanished (here its runtime is dropped, so neither its renewal nor its
-/// release ever runs) frees the lock one lease later, and a live holder
-/// keeps its lock when the server ends its connections.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vanished_holder_frees_its_lock_after_its_lease() {
-    let Some(admin) = admin().await else { return };
-    let table = unique_table();
-    let b = store_on(&table).await;
-    let id = id();
-    assert!(b
-        .save(&id, &record("1", 60_000), SaveIf::Absent)
-        .await
-        .unwrap());
-
-    let lease = Duration::from_millis(600);
-    let vanished = PostgresStore::new(&url())
-        .unwrap()
-        .with_table(&table)
-        .unwrap()
-        .with_lease(lease);
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let guard = vanished.lock(&id, Duration::from_secs(5)).await.unwrap();
-            std::mem::forget(guard);
-        });
-        // Dropping the runtime ends the renewal task, as a crash would.
-    })
-    .join()
-    .unwrap();
-    assert!(matches!(
-        b.lock(&id, Duration::from_millis(200)).await,
-        Err(Error::LockTimeout(_))
-    ));
-    let started = Instant::now();
-    let taken = b.lock(&id, Duration::from_secs(5)).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    drop(taken);
-
-    // A live holder whose connections the server ends keeps its lock: it
-    // holds no connection, and its renewal reconnects.
-    let app = format!("{table}_a");
-    let a = PostgresStore::new(&url_named(&app))
-        .unwrap()
-        .with_table(&table)
-        .unwrap()
-        .with_lease(lease);
-    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap();
-    // Longer than the lease: only renewal keeps it.
-    assert!(matches!(
-        b.lock(&id, lease * 2).await,
-        Err(Error::LockTimeout(_))
-    ));
-    drop(held);
-    let started = Instant::now();
-    drop(b.lock(&id, Duration::from_secs(5)).await.unwrap());
-    assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(
-        b.load(&id).await.unwrap().map(|r| r.data),
-        Some(b"1".to_vec())
-    );
-    drop_table(&admin, &table).await;
+/// A ready store on `table`, with a pool smaller than the default.
+async fn store_on(table: &str) -> PostgresStore {
+    let store = postgres_store(table).with_max_connections(8);
+    store.ready().await.unwrap();
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_wait_leaves_no_lock_behind() {
-    let Some(admin) = admin().await else { return };
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
     let table = unique_table();
     let (a, b) = (store_on(&table).await, store_on(&table).await);
     let id = id();
@@ -317,90 +118,10 @@ async fn a_cancelled_wait_leaves_no_lock_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovers_when_its_connections_are_killed() {
-    let Some(admin) = admin().await else { return };
-    let table = unique_table();
-    let app = format!("{table}_r");
-    let store = PostgresStore::new(&url_named(&app))
-        .unwrap()
-        .with_table(&table)
-        .unwrap();
-    store.ready().await.unwrap();
-    let id = id();
-    assert!(store
-        .save(&id, &record("x", 60_000), SaveIf::Absent)
-        .await
-        .unwrap());
-    // Warm several pooled connections, then kill every one of them.
-    let loads = (0..4).map(|_| store.load(&id));
-    for r in futures_util::future::join_all(loads).await {
-        r.unwrap();
-    }
-    admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .unwrap();
-    // A request that meets a dying connection fails cleanly (503); the
-    // store then reconnects by itself.
-    let mut ok = false;
-    for _ in 0..20 {
-        match store.load(&id).await {
-            Ok(r) => {
-                assert_eq!(r.map(|r| r.data), Some(b"x".to_vec()));
-                ok = true;
-                break;
-            }
-            Err(Error::Unavailable { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-    assert!(ok, "store did not recover");
-    drop_table(&admin, &table).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn down_database_is_unavailable_quickly() {
-    // Nothing listens on port 1: no server is needed for this test.
-    let url = "postgres://postgres@127.0.0.1:1/test";
-    let started = Instant::now();
-    let err = PostgresStore::new(url)
-        .unwrap()
-        .with_timeout(Duration::from_secs(1))
-        .ready()
-        .await
-        .expect_err("no server");
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-
-    let lazy = PostgresStore::new(url)
-        .unwrap()
-        .with_timeout(Duration::from_secs(1))
-        .with_auto_migrate(false);
-    let id = id();
-    assert!(matches!(
-        lazy.load(&id).await,
-        Err(Error::Unavailable { .. })
-    ));
-    assert!(matches!(
-        lazy.lock(&id, Duration::from_secs(30)).await,
-        Err(Error::Unavailable { .. })
-    ));
-    assert!(matches!(
-        lazy.save(&id, &record("{}", 1_000), SaveIf::Absent).await,
-        Err(Error::Unavailable { .. })
-    ));
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
-    let Some(admin) = admin().await else { return };
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
     let table = unique_table();
     let store = store_on(&table).await;
     admin
@@ -473,15 +194,11 @@ async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_run_once_even_when_concurrent() {
-    let Some(admin) = admin().await else { return };
-    let table = unique_table();
-    let make = || {
-        PostgresStore::new(&url())
-            .unwrap()
-            .with_table(&table)
-            .unwrap()
-            .with_auto_migrate(false)
+    let Some(admin) = postgres_admin().await else {
+        return;
     };
+    let table = unique_table();
+    let make = || postgres_store(&table).with_auto_migrate(false);
     let (a, b) = (make(), make());
     // Without automatic migration, `ready` only checks the connection.
     a.ready().await.unwrap();
@@ -513,7 +230,7 @@ async fn migrations_run_once_even_when_concurrent() {
 
 #[tokio::test]
 async fn bad_table_names_and_urls_are_refused() {
-    let base = || PostgresStore::new(DEFAULT_URL).unwrap();
+    let base = || PostgresStore::new(&postgres_url()).unwrap();
     let long = "t".repeat(57);
     for bad in [
         "",
@@ -553,13 +270,96 @@ async fn bad_table_names_and_urls_are_refused() {
     ] {
         base().with_table(good).expect(good);
     }
-    assert!(matches!(
-        PostgresStore::new("postgres://host:notaport/db"),
-        Err(Error::Config {
-            setting: "storage_url",
-            ..
-        })
-    ));
+    assert!(PostgresStore::new("postgres://host:notaport/db").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_do_not_share_locks_and_schemas_work() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let schema = unique_table();
+    admin
+        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .unwrap();
+    let a = store_on(&format!("{schema}.sessions")).await;
+    let b = store_on(&format!("{schema}.other")).await;
+    let id = id();
+    let _held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    drop(b.lock(&id, Duration::from_millis(500)).await.unwrap());
+    assert!(a
+        .save(&id, &record("a", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    assert_eq!(b.load(&id).await.unwrap(), None);
+    drop(_held);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_rows_are_missing_not_errors() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let store = store_on(&table).await;
+    let (negative, good) = (id(), id());
+    let far = (now_millis() + 600_000) as i64;
+    admin
+        .execute(
+            &format!(
+                "INSERT INTO \"{table}\" (id, data, created_at, expires_at) VALUES \
+                 ($1, '\\x7b7d', -5, $3), \
+                 ('NOT-AN-ID', '\\x7b7d', 0, $3), \
+                 ($2, '\\x7b7d', 0, $3)"
+            ),
+            &[&negative.to_string(), &good.to_string(), &far],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.load(&negative).await.unwrap(), None);
+    let (guard, loaded) = store
+        .lock_and_load(&negative, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(loaded, None);
+    drop(guard);
+    assert!(store.load(&good).await.unwrap().is_some());
+    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    assert!(listed.contains(&good));
+    assert_eq!(listed.len(), 2, "the malformed id is skipped");
+    drop_table(&admin, &table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_paged_through_everything() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let store = store_on(&table).await;
+    let far = (now_millis() + 600_000) as i64;
+    admin
+        .execute(
+            &format!(
+                "INSERT INTO \"{table}\" (id, data, created_at, expires_at) \
+                 SELECT lpad(to_hex(g), 40, '0'), '\\x7b7d'::bytea, 0, \
+                        CASE WHEN g % 10 = 0 THEN 1 ELSE $1::bigint END \
+                 FROM generate_series(1, 1234) AS g"
+            ),
+            &[&far],
+        )
+        .await
+        .unwrap();
+    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    assert_eq!(listed.len(), 1234 - 123, "live ids only, each once");
+    assert!(listed.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(store.count().await.unwrap(), 1234 - 123);
+    drop_table(&admin, &table).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,91 +414,21 @@ async fn passwords_are_never_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saves_over_the_read_limit_are_refused() {
-    let Some(admin) = admin().await else { return };
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
     let table = unique_table();
     sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20).await;
     drop_table(&admin, &table).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tables_do_not_share_locks_and_schemas_work() {
-    let Some(admin) = admin().await else { return };
-    let schema = unique_table();
-    admin
-        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
-        .await
-        .unwrap();
-    let a = store_on(&format!("{schema}.sessions")).await;
-    let b = store_on(&format!("{schema}.other")).await;
-    let id = id();
-    let _held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
-    drop(b.lock(&id, Duration::from_millis(500)).await.unwrap());
-    assert!(a
-        .save(&id, &record("a", 60_000), SaveIf::Absent)
-        .await
-        .unwrap());
-    assert_eq!(b.load(&id).await.unwrap(), None);
-    drop(_held);
-    admin
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_rows_are_missing_not_errors() {
-    let Some(admin) = admin().await else { return };
-    let table = unique_table();
-    let store = store_on(&table).await;
-    let (negative, good) = (id(), id());
-    let far = (now_millis() + 600_000) as i64;
-    admin
-        .execute(
-            &format!(
-                "INSERT INTO \"{table}\" (id, data, created_at, expires_at) VALUES \
-                 ($1, '\\x7b7d', -5, $3), \
-                 ('NOT-AN-ID', '\\x7b7d', 0, $3), \
-                 ($2, '\\x7b7d', 0, $3)"
-            ),
-            &[&negative.to_string(), &good.to_string(), &far],
-        )
-        .await
-        .unwrap();
-    assert_eq!(store.load(&negative).await.unwrap(), None);
-    let (guard, loaded) = store
-        .lock_and_load(&negative, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(loaded, None);
-    drop(guard);
-    assert!(store.load(&good).await.unwrap().is_some());
-    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
-    assert!(listed.contains(&good));
-    assert_eq!(listed.len(), 2, "the malformed id is skipped");
-    drop_table(&admin, &table).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ids_are_paged_through_everything() {
-    let Some(admin) = admin().await else { return };
-    let table = unique_table();
-    let store = store_on(&table).await;
-    let far = (now_millis() + 600_000) as i64;
-    admin
-        .execute(
-            &format!(
-                "INSERT INTO \"{table}\" (id, data, created_at, expires_at) \
-                 SELECT lpad(to_hex(g), 40, '0'), '\\x7b7d'::bytea, 0, \
-                        CASE WHEN g % 10 = 0 THEN 1 ELSE $1::bigint END \
-                 FROM generate_series(1, 1234) AS g"
-            ),
-            &[&far],
-        )
-        .await
-        .unwrap();
-    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
-    assert_eq!(listed.len(), 1234 - 123, "live ids only, each once");
-    assert!(listed.windows(2).all(|w| w[0] < w[1]));
-    assert_eq!(store.count().await.unwrap(), 1234 - 123);
-    drop_table(&admin, &table).await;
+/// An error and its sources, as a log line shows them.
+fn chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }

@@ -1,62 +1,19 @@
 //! The SQLite store on real files: the conformance suite, two stores on one
 //! file excluding each other, leases, damaged files and rows, migrations.
-//!
-//! Each test uses a database in a directory of its own under the system's
-//! temporary directory; directories of earlier runs are removed after a
-//! while.
+//! Each test uses a database in a directory of its own.
 
 #![cfg(feature = "sqlite")]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+mod common;
 
+use std::time::{Duration, Instant};
+
+use common::records::{id, record};
+use common::stores::sqlite;
+use common::temp::TempDir;
 use futures_util::StreamExt;
 use sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
-use sessions::{now_millis, Record, SessionId};
-
-const STALE: Duration = Duration::from_secs(15 * 60);
-
-/// A new, empty directory for one test.
-fn fresh_dir() -> PathBuf {
-    let root = std::env::temp_dir().join("sessions-test-sqlite");
-    std::fs::create_dir_all(&root).unwrap();
-    static SWEPT: AtomicBool = AtomicBool::new(false);
-    if !SWEPT.swap(true, Ordering::SeqCst) {
-        for entry in std::fs::read_dir(&root).unwrap().flatten() {
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > STALE);
-            if old {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    let random = SessionId::generate().unwrap().to_string();
-    let dir = root.join(format!("{}-{}", std::process::id(), &random[..12]));
-    std::fs::create_dir(&dir).unwrap();
-    dir
-}
-
-fn fresh_db() -> PathBuf {
-    fresh_dir().join("sessions.db")
-}
-
-fn id() -> SessionId {
-    SessionId::generate().unwrap()
-}
-
-fn record(data: &str, ttl_ms: u64) -> Record {
-    let now = now_millis();
-    Record {
-        data: data.as_bytes().to_vec(),
-        created: now,
-        expires: now + ttl_ms,
-    }
-}
+use sessions::{now_millis, SessionId};
 
 /// An error and its sources, as a log line shows them.
 fn chain(err: &Error) -> String {
@@ -70,16 +27,13 @@ fn chain(err: &Error) -> String {
 }
 
 sessions::store_conformance!(async {
-    Some(
-        sessions::store::SqliteStore::open(super::fresh_db())
-            .await
-            .unwrap(),
-    )
+    crate::common::stores::Fixture::new(crate::common::stores::Kind::Sqlite).await
 });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_exclude_each_other() {
-    let path = fresh_db();
+    let dir = TempDir::new("sqlite");
+    let path = dir.path().join("sessions.db");
     let a = SqliteStore::open(&path).await.unwrap();
     let b = SqliteStore::open(&path).await.unwrap();
     let id = id();
@@ -100,7 +54,8 @@ async fn two_stores_on_one_file_exclude_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_run_out_and_are_renewed() {
-    let path = fresh_db();
+    let dir = TempDir::new("sqlite");
+    let path = dir.path().join("sessions.db");
     let store = SqliteStore::open(&path)
         .await
         .unwrap()
@@ -153,7 +108,8 @@ async fn leases_run_out_and_are_renewed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_wait_leaves_no_lock_behind() {
-    let store = SqliteStore::open(fresh_db()).await.unwrap();
+    let dir = TempDir::new("sqlite");
+    let store = sqlite(&dir).await;
     let id = id();
     let held = store.lock(&id, Duration::from_secs(5)).await.unwrap();
     for _ in 0..5 {
@@ -168,15 +124,15 @@ async fn a_cancelled_wait_leaves_no_lock_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_files_are_clear_errors_at_open() {
-    let dir = fresh_dir();
-    let garbage = dir.join("garbage.db");
+    let dir = TempDir::new("sqlite");
+    let garbage = dir.path().join("garbage.db");
     std::fs::write(
         &garbage,
         b"this is not an SQLite database, just some text ".repeat(100),
     )
     .unwrap();
-    let missing_parent = dir.join("no/such/dir/sessions.db");
-    for path in [garbage, dir.clone(), missing_parent] {
+    let missing_parent = dir.path().join("no/such/dir/sessions.db");
+    for path in [garbage, dir.path().to_path_buf(), missing_parent] {
         let err = SqliteStore::open(&path).await.expect_err("open must fail");
         assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
         let chain = chain(&err);
@@ -184,14 +140,15 @@ async fn unusable_files_are_clear_errors_at_open() {
         eprintln!("{chain}");
     }
     // The garbage file is left as it was.
-    assert!(std::fs::read(dir.join("garbage.db"))
+    assert!(std::fs::read(dir.path().join("garbage.db"))
         .unwrap()
         .starts_with(b"this is not"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_run_once_even_when_concurrent() {
-    let path = fresh_db();
+    let dir = TempDir::new("sqlite");
+    let path = dir.path().join("sessions.db");
     let make = || SqliteStore::new(&path).with_auto_migrate(false);
     let (a, b) = (make(), make());
     let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
@@ -249,7 +206,8 @@ async fn bad_table_names_are_refused() {
         );
         assert!(chain(&err).contains("table name"), "{bad:?}: {err}");
     }
-    let path = fresh_db();
+    let dir = TempDir::new("sqlite");
+    let path = dir.path().join("sessions.db");
     let store = SqliteStore::new(&path).with_table("Select").unwrap();
     store.ready().await.unwrap();
     let id = id();
@@ -266,7 +224,8 @@ async fn bad_table_names_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_up_in_batches_and_damaged_rows() {
-    let path = fresh_db();
+    let dir = TempDir::new("sqlite");
+    let path = dir.path().join("sessions.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -304,6 +263,9 @@ async fn clean_up_in_batches_and_damaged_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saves_over_the_read_limit_are_refused() {
-    let store = SqliteStore::open(fresh_db()).await.unwrap();
+    let dir = TempDir::new("sqlite");
+    let store = SqliteStore::open(dir.path().join("sessions.db"))
+        .await
+        .unwrap();
     sessions::store::conformance::refuses_saves_over(&store, 16 << 20).await;
 }

@@ -1,11 +1,22 @@
-//! Runs the real `sessions` binary as a child process on a free port.
+//! Runs the real `sessions` binary as a child process on a free port, and
+//! brings in what these tests share with the library's: the CI rule, fresh
+//! names and directories, and the HTTP client.
 
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../../../sessions/tests/common/ci.rs"]
+pub mod ci;
+#[path = "../../../sessions/tests/common/client.rs"]
+pub mod client;
+#[path = "../../../sessions/tests/common/temp.rs"]
+pub mod temp;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+use temp::TempDir;
 
 /// A running `sessions serve`; killed when dropped.
 pub struct Server {
@@ -62,37 +73,6 @@ impl Drop for Server {
     }
 }
 
-/// A fresh directory under the system temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "sessions-{tag}-{}",
-            sessions::SessionId::generate()
-                .unwrap()
-                .short()
-                .to_string()
-                .trim_end_matches('…')
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// Writes `text` to `name` inside the directory and returns its path.
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// CherryPy's test configuration (`_cp_config` of its test app), as an INI
 /// file; each line of `extra` adds a key to `[/]` or replaces it there.
 pub fn cherrypy_config(extra: &str) -> String {
@@ -114,4 +94,19 @@ pub fn cherrypy_config(extra: &str) -> String {
          tools.sessions.persistent = False\n",
         root.join("\n")
     )
+}
+
+/// The file store's config lines; `{dir}` stands for the directory
+/// [`conformance_app`] makes.
+pub const FILE_STORE: &str = "tools.sessions.storage_type = 'file'\n\
+                              tools.sessions.storage_path = '{dir}/sessions'";
+
+/// Starts the conformance app with CherryPy's configuration and `extra`;
+/// `{dir}` in `extra` stands for a fresh directory that lives as long as
+/// the returned guard.
+pub fn conformance_app(extra: &str) -> (Server, TempDir) {
+    let dir = TempDir::new("conformance");
+    let extra = extra.replace("{dir}", dir.path().to_str().unwrap());
+    let config = dir.write("site.conf", &cherrypy_config(&extra));
+    (Server::conformance(&config), dir)
 }

@@ -144,7 +144,9 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Checks a `Set-Cookie` written under `config`: `name=<40 hex>` and then
-/// only the configured attributes, nothing from the request. Returns the id.
+/// only the configured attributes, nothing from the request, and a Max-Age
+/// within the timeout. Returns the id. (The end-to-end tests check every
+/// cookie they get with it too, through `common::app::checked_cookie`.)
 pub fn check_set_cookie(cookie: &[u8], config: &SessionConfig) -> SessionId {
     let text = std::str::from_utf8(cookie).expect("Set-Cookie is ASCII");
     let (first, rest) = text.split_once(';').expect("Set-Cookie has attributes");
@@ -164,6 +166,12 @@ pub fn check_set_cookie(cookie: &[u8], config: &SessionConfig) -> SessionId {
         let max_age = attrs.next().unwrap();
         let secs = max_age.strip_prefix("Max-Age=").unwrap();
         assert!(secs.bytes().all(|b| b.is_ascii_digit()), "{text}");
+        // Never a promise beyond the timeout (rounded to whole seconds).
+        let secs: u128 = secs.parse().unwrap();
+        assert!(
+            secs <= u128::from(config.timeout.as_secs()) + 1,
+            "Max-Age beyond the timeout: {text}"
+        );
     }
     assert_eq!(
         attrs.next(),

@@ -1,0 +1,160 @@
+//! `sessions serve` beyond CherryPy's scenarios: a config it cannot use
+//! fails with one clear line naming the file, line and key (or the store),
+//! and the file store as CherryPy lays it out on disk, also after a
+//! `kill -9` under write load.
+
+mod server;
+
+use std::time::Duration;
+
+use server::client::Client;
+use server::temp::TempDir;
+use server::{cherrypy_config, conformance_app, Server, FILE_STORE};
+
+#[tokio::test]
+async fn the_seed_config_is_understood() {
+    // The seed document's example, verbatim. Its directory does not exist
+    // here, so serving must fail with one clear line naming the store.
+    let dir = TempDir::new("seed");
+    let config = dir.write(
+        "seed.conf",
+        "\t[/]\n\ttools.sessions.on = True\n\ttools.sessions.storage_type = \"file\"\n\
+         \ttools.sessions.storage_path = \"/proc/sessions-cannot-be-here\"\n\ttools.sessions.timeout = 60\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessions"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("file store"), "{err}");
+}
+
+#[tokio::test]
+async fn config_errors_name_file_line_and_key() {
+    let dir = TempDir::new("badconf");
+    let config = dir.write(
+        "bad.conf",
+        "[/]\ntools.sessions.on = True\ntools.sessions.timout = 5\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessions"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.conf:3: tools.sessions.timout: unknown session key"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// The data files in a file store's directory, by name.
+fn session_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("session-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CherryPy's file-store checks: `session-<id>` appears, `/delete` removes
+/// it, and clean-up removes expired files (with their lock files).
+#[tokio::test]
+async fn session_files_follow_cherrypys_layout() {
+    let (server, dir) = conformance_app(FILE_STORE);
+    let store = dir.path().join("sessions");
+    let mut c = Client::new(server.addr);
+    c.get("/testStr").await;
+    let id = c.id().unwrap();
+    assert!(session_files(&store).contains(&format!("session-{id}")));
+    assert_eq!(c.get("/delete").await.body, "done");
+    assert!(!session_files(&store).contains(&format!("session-{id}")));
+    let mut d = Client::new(server.addr);
+    d.get("/").await;
+    assert!(!session_files(&store).is_empty());
+    // Timeout 1 s, clean-up every second.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(session_files(&store), Vec::<String>::new());
+}
+
+/// kill -9 of a server under write load, then a restart on the same
+/// directory: every session a client was told about (got a cookie for)
+/// loads, with at least the count the client last saw.
+#[tokio::test]
+async fn a_server_killed_under_write_load_loses_no_told_session() {
+    let dir = TempDir::new("kill9");
+    let config = dir.write(
+        "site.conf",
+        &cherrypy_config(&format!(
+            "tools.sessions.storage_type = 'file'\n\
+             tools.sessions.storage_path = '{}/sessions'\n\
+             tools.sessions.timeout = 60",
+            dir.path().display()
+        )),
+    );
+    let mut server = Server::conformance(&config);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut told: Vec<(String, u64)> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // A new visitor, then a few updates of its session.
+                    let mut c = Client::new(addr);
+                    for _ in 0..5 {
+                        match c
+                            .try_request(reqwest::Method::GET, "/testStr", c.cookie.as_deref())
+                            .await
+                        {
+                            Ok(r) if r.status == 200 => {
+                                if let Some(v) = r.cookie_value() {
+                                    c.cookie = Some(format!("session_id={v}"));
+                                    let n: u64 = r.body.parse().unwrap();
+                                    told.retain(|(id, _)| *id != v);
+                                    told.push((v, n));
+                                }
+                            }
+                            _ => return told,
+                        }
+                    }
+                }
+                told
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.kill();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut told = Vec::new();
+    for w in writers {
+        told.extend(w.await.unwrap());
+    }
+    assert!(
+        told.len() > 20,
+        "only {} sessions written before the kill",
+        told.len()
+    );
+    let server = Server::conformance(&config);
+    let probe = Client::new(server.addr);
+    for (id, seen) in &told {
+        let r = probe
+            .get_with("/testStr", Some(&format!("session_id={id}")))
+            .await;
+        assert_eq!(r.status, 200);
+        let n: u64 = r.body.parse().unwrap();
+        assert!(n > *seen, "session {} lost: saw {seen}, now {n}", &id[..8]);
+    }
+}
