@@ -661,12 +661,21 @@ fn duration_minutes(v: &Value) -> Result<Duration, String> {
     Ok(minutes(number(v)?))
 }
 
+/// A cookie name, path or domain. Checked here, once, so that writing the
+/// `Set-Cookie` header (`cookie.rs`) never has to fail.
 fn cookie_word(v: &Value, allow_slash: bool) -> Result<String, String> {
     let s = string(v)?;
-    if s.is_empty() || !crate::cookie::is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
+    if s.is_empty() || !is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
         return Err(format!("{s:?} cannot be used in a cookie"));
     }
     Ok(s)
+}
+
+/// Whether `s` may appear in a cookie attribute: visible ASCII only, no
+/// `;` or `,` (they would end the attribute or the header value).
+pub(crate) fn is_cookie_safe(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
 }
 
 #[cfg(test)]
