@@ -22,7 +22,6 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +32,7 @@ use crate::record::{Millis, Record};
 
 mod locks;
 mod memory;
+mod open;
 
 #[cfg(all(feature = "file", unix))]
 mod file;
@@ -61,6 +61,7 @@ pub mod conformance;
 )]
 pub(crate) use locks::LocalLocks;
 pub use memory::MemoryStore;
+pub use open::{migrate, open, OpenError};
 
 #[cfg(all(feature = "file", unix))]
 pub use file::FileStore;
@@ -230,94 +231,6 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         let saved = self.save(id, record, write).await;
         drop(guard);
         saved
-    }
-}
-
-/// A store could not be opened from its configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// This build does not include the store (its cargo feature is off, or
-    /// the store does not exist on this platform).
-    #[error("storage_type = \"{0}\" is not available in this build")]
-    NotBuilt(&'static str),
-    /// A required setting is missing.
-    #[error("storage_type = \"{kind}\" needs {key}")]
-    Missing {
-        /// The store.
-        kind: &'static str,
-        /// The missing key.
-        key: &'static str,
-    },
-    /// The store's backend refused.
-    #[error(transparent)]
-    Store(#[from] Error),
-}
-
-/// Opens the store a configuration names (`storage_type` and its
-/// settings). Reads are bounded by the largest `max_size` of any section.
-pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
-    use crate::config::StorageType;
-    let storage = config.storage();
-    #[cfg_attr(
-        not(any(feature = "redis", all(feature = "file", unix))),
-        allow(unused_variables)
-    )]
-    let max_size = config
-        .sections()
-        .map(|(_, c)| c.max_size)
-        .max()
-        .unwrap_or(64 * 1024);
-    #[allow(unused_variables)]
-    let url = || {
-        storage.url.as_deref().ok_or(OpenError::Missing {
-            kind: storage.kind.as_str(),
-            key: "storage_url",
-        })
-    };
-    match storage.kind {
-        StorageType::Ram => Ok(Arc::new(MemoryStore::new())),
-        #[cfg(all(feature = "file", unix))]
-        StorageType::File => {
-            let path = storage.path.as_ref().ok_or(OpenError::Missing {
-                kind: "file",
-                key: "storage_path",
-            })?;
-            Ok(Arc::new(
-                FileStore::open(path)?
-                    .with_fsync(storage.file_fsync)
-                    .with_max_size(max_size),
-            ))
-        }
-        #[cfg(feature = "redis")]
-        StorageType::Redis => Ok(Arc::new(
-            RedisStore::connect(url()?)
-                .await?
-                .with_prefix(storage.redis_prefix.clone())
-                .with_max_size(max_size),
-        )),
-        #[cfg(feature = "postgres")]
-        StorageType::Postgres => {
-            let store = PostgresStore::new(url()?)?
-                .with_table(&storage.table)?
-                .with_auto_migrate(storage.auto_migrate);
-            store.ready().await?;
-            Ok(Arc::new(store))
-        }
-        #[cfg(feature = "sqlite")]
-        StorageType::Sqlite => {
-            let path = storage.path.as_ref().ok_or(OpenError::Missing {
-                kind: "sqlite",
-                key: "storage_path",
-            })?;
-            let store = SqliteStore::new(path)
-                .with_table(&storage.table)?
-                .with_auto_migrate(storage.auto_migrate);
-            store.ready().await?;
-            Ok(Arc::new(store))
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(OpenError::NotBuilt(other.as_str())),
     }
 }
 
