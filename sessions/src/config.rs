@@ -98,7 +98,11 @@ impl StorageType {
 
 /// Where the sessions are stored. One store serves a whole server, so these
 /// keys must agree across every section that has sessions on.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` shows `url` with any password replaced by `***`, so that a
+/// logged or printed config (or a [`SessionLayer`](crate::SessionLayer))
+/// never carries one.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct StorageConfig {
     /// `storage_type` (or CherryPy's `storage_class`).
@@ -117,6 +121,23 @@ pub struct StorageConfig {
     pub auto_migrate: bool,
     /// `clean_freq`: time between background clean-ups; zero turns them off.
     pub clean_freq: Duration,
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written out rather than derived only for `url`: a new field must
+        // be added here too.
+        f.debug_struct("StorageConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(crate::redact::url))
+            .field("file_fsync", &self.file_fsync)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("table", &self.table)
+            .field("auto_migrate", &self.auto_migrate)
+            .field("clean_freq", &self.clean_freq)
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {

@@ -50,6 +50,7 @@ mod extract;
 mod id;
 pub mod middleware;
 mod record;
+mod redact;
 mod session;
 pub mod store;
 
