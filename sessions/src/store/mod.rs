@@ -1,6 +1,11 @@
 //! Where sessions live: the [`SessionStore`] trait, its admin companion
 //! [`SessionAdmin`], and the stores that come with the crate.
 //!
+//! [`MemoryStore`] is always built; every other store is behind the cargo
+//! feature of its name: `file` (`FileStore`, Unix), `redis`
+//! (`RedisStore`), `postgres` (`PostgresStore`), `sqlite` (`SqliteStore`).
+//! [`open`] builds the one a config file names.
+//!
 //! A store knows nothing of HTTP. It loads and saves [`Record`]s by
 //! [`SessionId`], hands out per-id locks as [`LockGuard`] values, and checks
 //! a [`SaveIf`] precondition on every save so that a request can never bring
@@ -64,12 +69,16 @@ pub use memory::MemoryStore;
 pub use open::{migrate, open, OpenError};
 
 #[cfg(all(feature = "file", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]
 pub use file::FileStore;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
 
 /// A boxed error from a store's backend.
