@@ -98,7 +98,11 @@ impl StorageType {
 
 /// Where the sessions are stored. One store serves a whole server, so these
 /// keys must agree across every section that has sessions on.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its `Debug` shows `url` with any password replaced by `***`, so that a
+/// logged or printed config (or a [`SessionLayer`](crate::SessionLayer))
+/// never carries one.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct StorageConfig {
     /// `storage_type` (or CherryPy's `storage_class`).
@@ -117,6 +121,23 @@ pub struct StorageConfig {
     pub auto_migrate: bool,
     /// `clean_freq`: time between background clean-ups; zero turns them off.
     pub clean_freq: Duration,
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written out rather than derived only for `url`: a new field must
+        // be added here too.
+        f.debug_struct("StorageConfig")
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(crate::redact::url))
+            .field("file_fsync", &self.file_fsync)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("table", &self.table)
+            .field("auto_migrate", &self.auto_migrate)
+            .field("clean_freq", &self.clean_freq)
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {
@@ -661,12 +682,21 @@ fn duration_minutes(v: &Value) -> Result<Duration, String> {
     Ok(minutes(number(v)?))
 }
 
+/// A cookie name, path or domain. Checked here, once, so that writing the
+/// `Set-Cookie` header (`cookie.rs`) never has to fail.
 fn cookie_word(v: &Value, allow_slash: bool) -> Result<String, String> {
     let s = string(v)?;
-    if s.is_empty() || !crate::cookie::is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
+    if s.is_empty() || !is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
         return Err(format!("{s:?} cannot be used in a cookie"));
     }
     Ok(s)
+}
+
+/// Whether `s` may appear in a cookie attribute: visible ASCII only, no
+/// `;` or `,` (they would end the attribute or the header value).
+pub(crate) fn is_cookie_safe(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
 }
 
 #[cfg(test)]

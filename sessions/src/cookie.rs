@@ -2,12 +2,18 @@
 //! `Set-Cookie`. Hand-written because the hot path needs one value out of
 //! the header without building a jar, and the writer needs exactly the
 //! attributes of SPEC §4.6 in a fixed order.
+//!
+//! It reads the settings from [`SessionConfig`], which has already checked
+//! that they are cookie-safe; the config knows nothing of this module.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
+// The rule lives with the config checks that need it at load time; the
+// middleware applies it to a path taken from a request header.
+pub(crate) use crate::config::is_cookie_safe;
 use crate::config::{SameSite, SessionConfig};
 use crate::id::SessionId;
 
@@ -121,16 +127,9 @@ fn attributes(s: &mut String, config: &SessionConfig, path: &str) {
 
 fn to_header(s: String) -> HeaderValue {
     // Name, path and domain were checked for header-safe characters when the
-    // config was built; the id is hex. Should that ever fail, send nothing
+    // config was built (`config::cookie_word`); the id is hex. Should that ever fail, send nothing
     // rather than a broken header.
     HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// Whether `s` may appear in a cookie attribute (no control characters,
-/// no `;`, visible ASCII only).
-pub(crate) fn is_cookie_safe(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
 }
 
 #[cfg(test)]

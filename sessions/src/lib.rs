@@ -42,6 +42,28 @@
 //! Settings come from [`SessionConfig`] (one for every path) or a
 //! [`Config`] file (per path), given to the layer with
 //! [`SessionLayer::with_config`] or [`SessionLayer::with_file_config`].
+//!
+//! # Features
+//!
+//! The defaults are what most apps need: the RAM store (always built) and
+//! `axum`. Each other store is opt-in, so that an app compiles only the
+//! backend it uses (`cargo add sessions --features redis`):
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `axum` (default) | the [`Session`] extractor for axum handlers |
+//! | `file` | `store::FileStore`, files with `flock` (Unix) |
+//! | `redis` | `store::RedisStore` |
+//! | `postgres` | `store::PostgresStore` |
+//! | `sqlite` | `store::SqliteStore`, with a bundled SQLite |
+//! | `test-suite` | the store conformance suite, for a store of your own |
+//!
+//! A config file naming a store that is not built fails to open with
+//! [`store::OpenError::NotBuilt`], which names the feature.
+
+// docs.rs builds with `--cfg docsrs` and every feature, and marks each
+// feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod config;
 mod cookie;
@@ -51,12 +73,14 @@ mod extract;
 mod id;
 pub mod middleware;
 mod record;
+mod redact;
 mod session;
 pub mod store;
 
 pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
 pub use error::Error;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::NoSession;
 pub use id::{HexId, InvalidId, RandomError, SessionId, ShortId};
 pub use middleware::SessionLayer;

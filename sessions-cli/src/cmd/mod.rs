@@ -25,9 +25,14 @@ pub(crate) struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// Loads the config.
+    pub(crate) fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(&self.config)?)
+    }
+
     /// Loads the config and opens its store.
     pub(crate) async fn open(&self) -> anyhow::Result<Arc<dyn SessionAdmin>> {
-        let config = Config::load(&self.config)?;
+        let config = self.load()?;
         let kind = config.storage().kind.as_str();
         sessions::store::open(&config)
             .await

@@ -55,7 +55,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Vec<RawSection>, Error> {
             file: file.into(),
             line,
             key: key.clone(),
-            message: format!("{value_text:?} is not a Python literal"),
+            // Most often an unquoted `storage_url`: shown without its password.
+            message: format!(
+                "{:?} is not a Python literal",
+                crate::redact::url(value_text)
+            ),
         })?;
         section.entries.push(Entry { key, value, line });
     }

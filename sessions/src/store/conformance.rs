@@ -1,6 +1,6 @@
-//! The behaviour every [`SessionStore`] must show, as async checks, and the
-//! [`store_conformance!`](crate::store_conformance) macro that turns them
-//! into one `#[tokio::test]` each for a store.
+//! The behaviour every [`SessionStore`](super::SessionStore) must show, as
+//! async checks, and the [`store_conformance!`](crate::store_conformance)
+//! macro that turns them into one `#[tokio::test]` each for a store.
 //!
 //! Enabled by the `test-suite` feature; use it to test a store of your own:
 //!

@@ -267,17 +267,10 @@ impl FileStore {
     fn encode(&self, record: &Record) -> Result<Vec<u8>, Error> {
         // A record this store could not read back would be a silent loss.
         if record.data.len() > self.inner.max_size {
-            return Err(Error::unavailable(
-                "saving a session",
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "session data of {} bytes exceeds the file store's max_size of {}",
-                        record.data.len(),
-                        self.inner.max_size
-                    ),
-                ),
-            ));
+            return Err(Error::TooLarge {
+                size: record.data.len(),
+                max: self.inner.max_size,
+            });
         }
         Ok(record.encode())
     }

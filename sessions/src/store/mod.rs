@@ -1,6 +1,11 @@
 //! Where sessions live: the [`SessionStore`] trait, its admin companion
 //! [`SessionAdmin`], and the stores that come with the crate.
 //!
+//! [`MemoryStore`] is always built; every other store is behind the cargo
+//! feature of its name: `file` (`FileStore`, Unix), `redis`
+//! (`RedisStore`), `postgres` (`PostgresStore`), `sqlite` (`SqliteStore`).
+//! [`open`] builds the one a config file names.
+//!
 //! A store knows nothing of HTTP. It loads and saves [`Record`]s by
 //! [`SessionId`], hands out per-id locks as [`LockGuard`] values, and checks
 //! a [`SaveIf`] precondition on every save so that a request can never bring
@@ -22,7 +27,6 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +36,7 @@ use crate::id::SessionId;
 use crate::record::{Millis, Record};
 
 mod memory;
+mod open;
 mod wait;
 
 #[cfg(all(feature = "file", unix))]
@@ -46,15 +51,27 @@ mod sql;
 pub mod conformance;
 
 pub use memory::MemoryStore;
-pub(crate) use wait::{LocalGuard, LockWaits};
+pub use open::{migrate, open, OpenError};
+#[cfg(any(
+    all(feature = "file", unix),
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite"
+))]
+pub(crate) use wait::LocalGuard;
+pub(crate) use wait::LockWaits;
 
 #[cfg(all(feature = "file", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]
 pub use file::FileStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use sql::PostgresStore;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sql::SqliteStore;
 
 /// A boxed error from a store's backend.
@@ -223,94 +240,6 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// default; one that implements [`SessionAdmin`] returns `Some(self)`.
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         None
-    }
-}
-
-/// A store could not be opened from its configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OpenError {
-    /// This build does not include the store (its cargo feature is off, or
-    /// the store does not exist on this platform).
-    #[error("storage_type = \"{0}\" is not available in this build")]
-    NotBuilt(&'static str),
-    /// A required setting is missing.
-    #[error("storage_type = \"{kind}\" needs {key}")]
-    Missing {
-        /// The store.
-        kind: &'static str,
-        /// The missing key.
-        key: &'static str,
-    },
-    /// The store's backend refused.
-    #[error(transparent)]
-    Store(#[from] Error),
-}
-
-/// Opens the store a configuration names (`storage_type` and its
-/// settings). Reads are bounded by the largest `max_size` of any section.
-pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
-    use crate::config::StorageType;
-    let storage = config.storage();
-    #[cfg_attr(
-        not(any(feature = "redis", all(feature = "file", unix))),
-        allow(unused_variables)
-    )]
-    let max_size = config
-        .sections()
-        .map(|(_, c)| c.max_size)
-        .max()
-        .unwrap_or(64 * 1024);
-    #[allow(unused_variables)]
-    let url = || {
-        storage.url.as_deref().ok_or(OpenError::Missing {
-            kind: storage.kind.as_str(),
-            key: "storage_url",
-        })
-    };
-    match storage.kind {
-        StorageType::Ram => Ok(Arc::new(MemoryStore::new())),
-        #[cfg(all(feature = "file", unix))]
-        StorageType::File => {
-            let path = storage.path.as_ref().ok_or(OpenError::Missing {
-                kind: "file",
-                key: "storage_path",
-            })?;
-            Ok(Arc::new(
-                FileStore::open(path)?
-                    .with_fsync(storage.file_fsync)
-                    .with_max_size(max_size),
-            ))
-        }
-        #[cfg(feature = "redis")]
-        StorageType::Redis => Ok(Arc::new(
-            RedisStore::connect(url()?)
-                .await?
-                .with_prefix(storage.redis_prefix.clone())
-                .with_max_size(max_size),
-        )),
-        #[cfg(feature = "postgres")]
-        StorageType::Postgres => {
-            let store = PostgresStore::new(url()?)?
-                .with_table(&storage.table)?
-                .with_auto_migrate(storage.auto_migrate);
-            store.ready().await?;
-            Ok(Arc::new(store))
-        }
-        #[cfg(feature = "sqlite")]
-        StorageType::Sqlite => {
-            let path = storage.path.as_ref().ok_or(OpenError::Missing {
-                kind: "sqlite",
-                key: "storage_path",
-            })?;
-            let store = SqliteStore::new(path)
-                .with_table(&storage.table)?
-                .with_auto_migrate(storage.auto_migrate);
-            store.ready().await?;
-            Ok(Arc::new(store))
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(OpenError::NotBuilt(other.as_str())),
     }
 }
 

@@ -218,12 +218,12 @@ impl RedisStore {
     /// Connects to the Redis at `url`, e.g.
     /// `redis://[user:password@]host[:port][/db]`.
     ///
-    /// Fails with [`Error::Unavailable`] if the URL does not parse or the
-    /// server cannot be reached within a few seconds. Once connected, the
-    /// store reconnects by itself whenever the connection drops.
+    /// Fails with [`Error::Config`] if the URL does not parse, and with
+    /// [`Error::Unavailable`] if the server cannot be reached within a few
+    /// seconds. Once connected, the store reconnects by itself whenever the
+    /// connection drops.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        let client =
-            Client::open(url).map_err(|e| Error::unavailable("parsing the redis url", e))?;
+        let client = Client::open(url).map_err(|e| Error::config("storage_url", e))?;
         // Few, quick reconnection attempts: a request waiting on a dead
         // server should get its 503 in seconds, and the next request
         // starts a new attempt anyway.

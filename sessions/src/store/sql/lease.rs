@@ -29,11 +29,6 @@ use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{Error, LocalGuard, LockGuard, LockWaits, SaveIf};
 
-/// The default lease: how long a lock outlives a holder that vanished.
-pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-/// Renewals come every third of the lease; below this they would be busy.
-pub(crate) const MIN_LEASE: Duration = Duration::from_millis(30);
-
 /// What a take found.
 pub(crate) enum Taken {
     /// The lease is ours; the record if one was asked for and is live.

@@ -34,7 +34,7 @@ use tokio::task::AbortHandle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use super::lease::{self, LeaseBackend, Released, Taken, DEFAULT_LEASE, MIN_LEASE};
+use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
     check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
     Table, CLEAN_BATCH, IDS_PAGE,
@@ -47,6 +47,10 @@ const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a migration may wait for another instance's migration.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default lease: how long a lock outlives a holder that vanished.
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Renewals come every third of the lease; below this they would be busy.
+const MIN_LEASE: Duration = Duration::from_millis(30);
 /// How long the listener waits before connecting again after losing its
 /// connection; waiters poll on the backoff meanwhile.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
