@@ -372,15 +372,28 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
         }
         y += 24.0;
     }
+    // The title one line per `; `-separated part, so that it fits the
+    // width; the panels move down by the lines added.
+    let lines: Vec<&str> = title.split("; ").collect();
+    let shift = 16.0 * (lines.len() - 1) as f64;
+    let mut head = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 < lines.len() { ";" } else { "" };
+        let _ = writeln!(
+            head,
+            r#"<text x="10" y="{}" class="t">{}{sep}</text>"#,
+            20.0 + 16.0 * i as f64,
+            escape(line)
+        );
+    }
     format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{h}" viewBox="0 0 {WIDTH} {h}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
 <style>.h{{font-size:14px;font-weight:bold}}.u{{font-weight:normal;fill:#555}}.l{{font-size:12px;text-anchor:end}}.v{{font-size:12px}}.t{{font-size:12px;fill:#555}}</style>
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="20" class="t">{title}</text>
-{body}</svg>
+{head}<g transform="translate(0,{shift})">
+{body}</g></svg>
 "#,
-        h = y,
-        title = escape(title),
+        h = y + shift,
     )
 }
 
@@ -437,8 +450,10 @@ mod tests {
 
     #[test]
     fn svg_is_one_document() {
-        let s = svg(&rows(), "t <&>");
+        let s = svg(&rows(), "t <&>; second");
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert!(s.contains("t &lt;&amp;&gt;"));
+        assert!(s.contains(r#"y="20" class="t">t &lt;&amp;&gt;;</text>"#));
+        assert!(s.contains(r#"y="36" class="t">second</text>"#));
+        assert!(s.contains(r#"<g transform="translate(0,16)">"#));
     }
 }
