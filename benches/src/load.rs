@@ -1,13 +1,12 @@
-//! The load generator: keep-alive HTTP/1.1 connections from a hyper client,
-//! each sending one request after another for a fixed time.
-//!
-//! It runs on its own tokio runtime (its own threads), apart from the
-//! servers', so every system is driven by the same client in the same way.
+//! HTTP/1.1 from a hyper client: the single requests the benchmark makes
+//! to set up and check a round (start a session, read its counter), and the
+//! visitor loop that the client process ([`crate::client`]) runs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use futures_util::future::join_all;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::header::{COOKIE, HOST, SET_COOKIE};
@@ -15,63 +14,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Which cookie each connection sends.
-#[derive(Debug, Clone)]
-pub(crate) enum Cookies {
-    /// None: every request is a new visitor.
-    None,
-    /// Connection `i` sends the `i`-th (`name=value`).
-    PerConnection(Vec<String>),
-    /// All connections send this one.
-    Shared(String),
-}
-
-impl Cookies {
-    fn for_connection(&self, i: usize) -> Option<&str> {
-        match self {
-            Cookies::None => None,
-            Cookies::PerConnection(all) => Some(&all[i % all.len()]),
-            Cookies::Shared(one) => Some(one),
-        }
-    }
-}
-
-/// What one round measured.
-#[derive(Debug, Default)]
-pub(crate) struct Round {
-    /// 200 answers received before the deadline.
-    pub(crate) ok_in_time: u64,
-    /// All 200 answers, including those to requests still running at the
-    /// deadline (they changed the counter too).
-    pub(crate) ok_total: u64,
-    /// Other statuses and failed connections.
-    pub(crate) errors: u64,
-    /// Latencies of the requests counted in `ok_in_time`, in microseconds.
-    latencies: Vec<u32>,
-    duration: Duration,
-    /// New visitors: the cookies (`name=value`) the server handed out, so
-    /// that the sessions can be removed from a shared store afterwards.
-    pub(crate) handed_out: Vec<String>,
-}
-
-impl Round {
-    pub(crate) fn rps(&self) -> f64 {
-        self.ok_in_time as f64 / self.duration.as_secs_f64()
-    }
-
-    /// The 99th percentile latency in milliseconds.
-    pub(crate) fn p99_ms(&mut self) -> Option<f64> {
-        if self.latencies.is_empty() {
-            return None;
-        }
-        let k = (self.latencies.len() * 99).div_ceil(100) - 1;
-        let (_, p99, _) = self.latencies.select_nth_unstable(k);
-        Some(f64::from(*p99) / 1000.0)
-    }
-}
-
 /// One connection, kept alive across requests.
-struct Conn {
+pub(crate) struct Conn {
     sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
 }
 
@@ -84,7 +28,7 @@ pub(crate) struct Reply {
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -146,76 +90,117 @@ pub(crate) async fn read_counter(addr: SocketAddr, cookie: &str) -> anyhow::Resu
     Ok(std::str::from_utf8(&reply.body)?.trim().parse()?)
 }
 
-/// Sends `GET /` on `connections` keep-alive connections for `duration`.
-pub(crate) async fn round(
-    addr: SocketAddr,
-    connections: usize,
-    cookies: &Cookies,
-    duration: Duration,
-) -> Round {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let tasks: Vec<_> = (0..connections)
-        .map(|i| {
-            let cookie = cookies.for_connection(i).map(String::from);
-            tokio::spawn(connection(addr, cookie, deadline))
-        })
-        .collect();
-    let mut total = Round {
-        duration,
-        ..Round::default()
-    };
-    for task in tasks {
-        let r = task.await.unwrap_or_default();
-        total.ok_in_time += r.ok_in_time;
-        total.ok_total += r.ok_total;
-        total.errors += r.errors;
-        total.latencies.extend(r.latencies);
-        total.handed_out.extend(r.handed_out);
-    }
-    total
+/// What visitors counted.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// 200 answers received before the deadline.
+    pub(crate) ok_in_time: u64,
+    /// All 200 answers, including those to requests still running at the
+    /// deadline (they changed the counter too).
+    pub(crate) ok_total: u64,
+    /// Other statuses and failed connections.
+    pub(crate) errors: u64,
+    /// For each request (or burst) all answered 200 before the deadline:
+    /// the time from sending until the last answer, in microseconds.
+    pub(crate) samples: Vec<u32>,
+    /// Requests sent without a cookie: the cookies (`name=value`) the
+    /// server handed out, so that the sessions can be removed from a shared
+    /// store afterwards.
+    pub(crate) handed_out: Vec<String>,
 }
 
-/// One connection's loop. A failed connection is counted and opened again,
-/// so a server that closes connections on errors is still measured.
-async fn connection(addr: SocketAddr, cookie: Option<String>, deadline: Instant) -> Round {
-    let mut r = Round {
-        latencies: Vec::with_capacity(1 << 14),
-        ..Round::default()
-    };
-    let mut conn = None;
-    while Instant::now() < deadline {
-        let c = match &mut conn {
+impl Tally {
+    pub(crate) fn add(&mut self, other: Tally) {
+        self.ok_in_time += other.ok_in_time;
+        self.ok_total += other.ok_total;
+        self.errors += other.errors;
+        self.samples.extend(other.samples);
+        self.handed_out.extend(other.handed_out);
+    }
+}
+
+/// A connection of a visitor, opened again after a failure.
+pub(crate) struct Slot {
+    addr: SocketAddr,
+    conn: Option<Conn>,
+}
+
+impl Slot {
+    /// Connects now, so that connecting is not part of the measured time.
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Slot> {
+        let conn = Conn::open(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        Ok(Slot {
+            addr,
+            conn: Some(conn),
+        })
+    }
+
+    /// One request; the time it was answered. A failed connection is
+    /// dropped, to be opened again by the next request, so that a server
+    /// that closes connections on errors is still measured.
+    async fn get(&mut self, path: &str, cookie: Option<&str>) -> (anyhow::Result<Reply>, Instant) {
+        let conn = match &mut self.conn {
             Some(c) => c,
-            None => match Conn::open(addr).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    r.errors += 1;
+            None => match Conn::open(self.addr).await {
+                Ok(c) => self.conn.insert(c),
+                Err(e) => {
+                    // Do not spin on a server that refuses connections.
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
+                    return (Err(e), Instant::now());
                 }
             },
         };
+        let reply = conn.get(path, cookie).await;
+        if reply.is_err() {
+            self.conn = None;
+        }
+        (reply, Instant::now())
+    }
+}
+
+/// One visitor until `deadline`: `GET path` with its cookie (if any) on all
+/// of its connections at once, and again as soon as all have answered.
+/// With one connection that is a keep-alive client sending one request
+/// after another; with six, a page firing its XHRs together.
+pub(crate) async fn visit(
+    slots: &mut [Slot],
+    path: &str,
+    cookie: Option<&str>,
+    deadline: Instant,
+) -> Tally {
+    let mut t = Tally {
+        samples: Vec::with_capacity(1 << 12),
+        ..Tally::default()
+    };
+    while Instant::now() < deadline {
         let sent = Instant::now();
-        match c.get("/", cookie.as_deref()).await {
-            Ok(reply) if reply.status == StatusCode::OK => {
-                let done = Instant::now();
-                r.ok_total += 1;
-                if cookie.is_none() {
-                    r.handed_out.extend(reply.cookie);
+        let answers = join_all(slots.iter_mut().map(|s| s.get(path, cookie))).await;
+        let mut all_ok = true;
+        let mut last = sent;
+        for (reply, done) in answers {
+            last = last.max(done);
+            match reply {
+                Ok(reply) if reply.status == StatusCode::OK => {
+                    t.ok_total += 1;
+                    if done <= deadline {
+                        t.ok_in_time += 1;
+                    }
+                    if cookie.is_none() {
+                        t.handed_out.extend(reply.cookie);
+                    }
                 }
-                if done <= deadline {
-                    r.ok_in_time += 1;
-                    let micros = (done - sent).as_micros();
-                    r.latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+                _ => {
+                    t.errors += 1;
+                    all_ok = false;
                 }
-            }
-            Ok(_) => r.errors += 1,
-            Err(_) => {
-                r.errors += 1;
-                conn = None;
             }
         }
+        if all_ok && last <= deadline {
+            let micros = (last - sent).as_micros();
+            t.samples.push(u32::try_from(micros).unwrap_or(u32::MAX));
+        }
     }
-    r
+    t
 }

@@ -8,6 +8,10 @@ use serde::Serialize;
 pub(crate) const MANY: &str = "many sessions";
 pub(crate) const HOT: &str = "one hot session";
 pub(crate) const NEW: &str = "new visitors";
+pub(crate) const SLOW64: &str = "slow handler 64";
+pub(crate) const SLOW256: &str = "slow handler 256";
+pub(crate) const BURST: &str = "page burst";
+pub(crate) const TWO: &str = "two processes";
 pub(crate) const MEMORY: &str = "memory";
 
 const BARE: &str = "bare axum";
@@ -21,13 +25,25 @@ pub(crate) struct Row {
     pub(crate) workload: &'static str,
     pub(crate) store: &'static str,
     pub(crate) system: &'static str,
-    /// Median of the rounds.
+    /// The client's connections.
+    pub(crate) connections: Option<usize>,
+    /// 200 answers per second, median of the rounds.
     pub(crate) rps: Option<f64>,
-    /// Median of the rounds' 99th percentiles.
+    /// Median of the rounds' medians: of request latency, or for the page
+    /// burst of the time until all of a burst's requests were answered.
+    pub(crate) p50_ms: Option<f64>,
+    /// Median of the rounds' 99th percentiles, of the same.
     pub(crate) p99_ms: Option<f64>,
-    /// Hot session: answered 200 less what the counter grew by, summed over
+    /// Workloads that share a session (hot session, page burst, two
+    /// processes): answered 200 less what the counters grew by, summed over
     /// the measured rounds.
     pub(crate) lost_updates: Option<u64>,
+    /// PostgreSQL: the most connections the system's server processes held
+    /// at the end of a round (`pg_stat_activity`, by `application_name`).
+    pub(crate) pg_connections: Option<u64>,
+    /// How busy the client process was: its CPU time over its threads'
+    /// time, median of the rounds. Near 1, the client set the pace.
+    pub(crate) client_busy: Option<f64>,
     /// Memory: resident set after the sessions, in MB.
     pub(crate) rss_mb: Option<f64>,
     /// Memory: growth per session less the session's data, in bytes.
@@ -46,9 +62,13 @@ impl Row {
             workload,
             store,
             system,
+            connections: None,
             rps: None,
+            p50_ms: None,
             p99_ms: None,
             lost_updates: None,
+            pg_connections: None,
+            client_busy: None,
             rss_mb: None,
             bytes_per_session: None,
             errors: 0,
@@ -101,13 +121,16 @@ pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<9} {:<15} {:>9} {:>7} {:>14} {:>7} {:>8} {:>8} {:>8} {:>6}",
+        "{:<16} {:<8} {:<14} {:>5} {:>8} {:>7} {:>7} {:>14} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6}",
         "workload",
         "store",
         "system",
+        "conns",
         "req/s",
+        "p50 ms",
         "p99 ms",
         "lost updates",
+        "pg conns",
         "rss MB",
         "B/sess",
         "vs peer",
@@ -124,13 +147,16 @@ pub(crate) fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<9} {:<15} {:>9} {:>7} {:>14} {:>7} {:>8} {:>8} {:>8} {:>6}",
+            "{:<16} {:<8} {:<14} {:>5} {:>8} {:>7} {:>7} {:>14} {:>8} {:>6} {:>6} {:>7} {:>7} {:>6}",
             r.workload,
             r.store,
             r.system,
+            r.connections.map_or_else(|| "-".into(), |c| c.to_string()),
             num(r.rps, 0),
+            num(r.p50_ms, 2),
             num(r.p99_ms, 2),
             lost,
+            r.pg_connections.map_or_else(|| "-".into(), |c| c.to_string()),
             num(r.rss_mb, 1),
             num(r.bytes_per_session, 0),
             ratio(vs_peer(rows, r)),
@@ -191,6 +217,16 @@ pub(crate) fn targets(rows: &[Row]) -> String {
             ),
             v.map(|v| format!("{v:.2}x")),
             v.map(|v| v >= 1.0),
+        );
+    }
+    for r in rows
+        .iter()
+        .filter(|r| (r.workload == BURST || r.workload == TWO) && r.system == OURS)
+    {
+        line(
+            format!("{}, {}: sessions loses 0 updates", r.workload, r.store),
+            r.lost_updates.map(|l| l.to_string()),
+            r.lost_updates.map(|l| l == 0),
         );
     }
     for r in rows
@@ -258,22 +294,27 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
     const LABEL: f64 = 210.0;
     const BAR_MAX: f64 = 370.0;
     const ROW: f64 = 22.0;
-    let panels: [(&str, &str); 4] = [
+    let panels: [(&str, &str); 8] = [
         (MANY, "requests/s (more is better)"),
         (HOT, "requests/s (more is better); lost updates"),
         (NEW, "requests/s (more is better)"),
+        (SLOW64, "requests/s (more is better); p99"),
+        (SLOW256, "requests/s (more is better); p99"),
+        (
+            BURST,
+            "p99 ms until all 6 answered (less is better); lost updates",
+        ),
+        (TWO, "requests/s (more is better); lost updates"),
         (MEMORY, "bytes per session over its data (less is better)"),
     ];
     let mut body = String::new();
     let mut y = 40.0;
     for (workload, unit) in panels {
         let panel: Vec<&Row> = rows.iter().filter(|r| r.workload == workload).collect();
-        let value = |r: &Row| {
-            if workload == MEMORY {
-                r.bytes_per_session
-            } else {
-                r.rps
-            }
+        let value = |r: &Row| match workload {
+            MEMORY => r.bytes_per_session,
+            BURST => r.p99_ms,
+            _ => r.rps,
         };
         if panel.iter().all(|r| value(r).is_none()) {
             continue;
@@ -297,11 +338,19 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
             } else {
                 format!("{} · {}", r.store, r.system)
             };
-            let mut text = if workload == MEMORY {
-                format!("{} B", grouped(v))
-            } else {
-                format!("{}/s", grouped(v))
+            let mut text = match workload {
+                MEMORY => format!("{} B", grouped(v)),
+                BURST => format!("{v:.1} ms"),
+                _ => format!("{}/s", grouped(v)),
             };
+            if workload == SLOW64 || workload == SLOW256 {
+                if let Some(p99) = r.p99_ms {
+                    let _ = write!(text, ", p99 {p99:.1} ms");
+                }
+                if let Some(n) = r.pg_connections {
+                    let _ = write!(text, ", {n} pg conns");
+                }
+            }
             if let Some(l) = r.lost_updates {
                 let _ = write!(text, ", lost {}", grouped(l as f64));
                 if let Some(a) = r.answered.filter(|&a| a > 0) {
@@ -323,15 +372,28 @@ pub(crate) fn svg(rows: &[Row], title: &str) -> String {
         }
         y += 24.0;
     }
+    // The title one line per `; `-separated part, so that it fits the
+    // width; the panels move down by the lines added.
+    let lines: Vec<&str> = title.split("; ").collect();
+    let shift = 16.0 * (lines.len() - 1) as f64;
+    let mut head = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let sep = if i + 1 < lines.len() { ";" } else { "" };
+        let _ = writeln!(
+            head,
+            r#"<text x="10" y="{}" class="t">{}{sep}</text>"#,
+            20.0 + 16.0 * i as f64,
+            escape(line)
+        );
+    }
     format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{h}" viewBox="0 0 {WIDTH} {h}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
 <style>.h{{font-size:14px;font-weight:bold}}.u{{font-weight:normal;fill:#555}}.l{{font-size:12px;text-anchor:end}}.v{{font-size:12px}}.t{{font-size:12px;fill:#555}}</style>
 <rect width="100%" height="100%" fill="white"/>
-<text x="10" y="20" class="t">{title}</text>
-{body}</svg>
+{head}<g transform="translate(0,{shift})">
+{body}</g></svg>
 "#,
-        h = y,
-        title = escape(title),
+        h = y + shift,
     )
 }
 
@@ -365,9 +427,12 @@ mod tests {
             "workload",
             "store",
             "system",
+            "connections",
             "rps",
+            "p50_ms",
             "p99_ms",
             "lost_updates",
+            "pg_connections",
             "rss_mb",
         ] {
             assert!(first.get(key).is_some(), "{key}");
@@ -385,8 +450,10 @@ mod tests {
 
     #[test]
     fn svg_is_one_document() {
-        let s = svg(&rows(), "t <&>");
+        let s = svg(&rows(), "t <&>; second");
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-        assert!(s.contains("t &lt;&amp;&gt;"));
+        assert!(s.contains(r#"y="20" class="t">t &lt;&amp;&gt;;</text>"#));
+        assert!(s.contains(r#"y="36" class="t">second</text>"#));
+        assert!(s.contains(r#"<g transform="translate(0,16)">"#));
     }
 }

@@ -1,5 +1,10 @@
 //! The systems under test and the stores they run on: one table says which
 //! system runs on which store, and one function per system builds its app.
+//!
+//! Every app serves the same routes: `/` reads `counter`, adds one and
+//! writes it back; `/slow` does the same but waits [`SLOW_HANDLER`] between
+//! the read and the write, as a handler that calls another service does;
+//! `/read` answers the counter without changing it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,6 +33,7 @@ pub(crate) enum Store {
     Redis,
     Postgres,
     File,
+    Sqlite,
 }
 
 impl Store {
@@ -37,7 +43,17 @@ impl Store {
             Store::Redis => "redis",
             Store::Postgres => "postgres",
             Store::File => "file",
+            Store::Sqlite => "sqlite",
         }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Store> {
+        STORES.iter().map(|r| r.store).find(|s| s.name() == name)
+    }
+
+    /// Whether two server processes can share it (a RAM store lives in one).
+    pub(crate) fn shared_between_processes(self) -> bool {
+        self != Store::Ram
     }
 }
 
@@ -58,6 +74,25 @@ impl System {
             System::Bare => "bare axum",
             System::Ours => "sessions",
             System::TowerSessions => "tower-sessions",
+        }
+    }
+
+    /// The spelling on the command line (`--systems`, and the
+    /// subcommands the benchmark runs itself with).
+    pub(crate) fn flag(self) -> &'static str {
+        match self {
+            System::Bare => "bare",
+            System::Ours => "ours",
+            System::TowerSessions => "tower-sessions",
+        }
+    }
+
+    pub(crate) fn from_flag(flag: &str) -> Option<System> {
+        match flag {
+            "bare" => Some(System::Bare),
+            "ours" | "sessions" => Some(System::Ours),
+            "tower-sessions" => Some(System::TowerSessions),
+            _ => None,
         }
     }
 }
@@ -82,7 +117,12 @@ pub(crate) const STORES: &[StoreRow] = &[
     StoreRow { store: Store::Redis, ours: true, tower_sessions: true },
     StoreRow { store: Store::Postgres, ours: true, tower_sessions: true },
     StoreRow { store: Store::File, ours: true, tower_sessions: false },
+    StoreRow { store: Store::Sqlite, ours: true, tower_sessions: true },
 ];
+
+/// How long the `/slow` handler waits between reading and writing the
+/// session.
+pub(crate) const SLOW_HANDLER: Duration = Duration::from_millis(10);
 
 /// Sessions of both systems idle out after this, so anything a clean-up
 /// misses goes away by itself soon after the run.
@@ -95,9 +135,13 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) struct Env {
     pub(crate) redis_url: String,
     pub(crate) postgres_url: String,
-    /// Unique to this run: a Redis key prefix, table names, a directory.
+    /// Unique to this run: a Redis key prefix, table names, directories.
+    /// The server processes of the two-process workload are given it, so
+    /// that they open the same stores.
     tag: String,
     file_dir: PathBuf,
+    /// Where both systems' SQLite files are.
+    sqlite_dir: PathBuf,
     /// Stores that could not be reached, with why.
     unreachable: HashMap<Store, String>,
 }
@@ -109,16 +153,51 @@ impl Env {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let tag = format!("{}_{}", std::process::id(), millis % 1_000_000_000);
+        Env::with_tag(format!("{}_{}", std::process::id(), millis % 1_000_000_000))
+    }
+
+    /// The names of the run tagged `tag`: what a server process of the
+    /// benchmark is started with.
+    pub(crate) fn with_tag(tag: String) -> Self {
         Env {
             redis_url: std::env::var("SESSIONS_BENCH_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
             postgres_url: std::env::var("SESSIONS_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             file_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}")),
+            sqlite_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}-sqlite")),
             tag,
             unreachable: HashMap::new(),
         }
+    }
+
+    pub(crate) fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The `application_name` that `system`'s PostgreSQL connections in
+    /// server `instance` carry, so that they can be counted in
+    /// `pg_stat_activity`.
+    pub(crate) fn application_name(&self, system: System, instance: &str) -> String {
+        format!("sessions-bench_{}_{}_{instance}", self.tag, system.flag())
+    }
+
+    /// The PostgreSQL URL with that `application_name`.
+    fn postgres_url_for(&self, system: System, instance: &str) -> String {
+        let sep = if self.postgres_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{sep}application_name={}",
+            self.postgres_url,
+            self.application_name(system, instance)
+        )
+    }
+
+    fn sqlite_file(&self, system: System) -> PathBuf {
+        self.sqlite_dir.join(format!("{}.db", system.flag()))
     }
 
     fn redis_prefix(&self) -> String {
@@ -163,9 +242,11 @@ impl Env {
         }
     }
 
-    /// Removes what this run left: the file store's directory.
+    /// Removes what this run left: the file store's directory and the
+    /// SQLite files.
     pub(crate) fn remove_files(&self) {
         let _ = std::fs::remove_dir_all(&self.file_dir);
+        let _ = std::fs::remove_dir_all(&self.sqlite_dir);
     }
 }
 
@@ -175,7 +256,7 @@ async fn within<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result
         .map_err(|_| anyhow!("no answer within {PROBE_TIMEOUT:?}"))?
 }
 
-async fn postgres_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
+pub(crate) async fn postgres_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
     Ok(sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(PROBE_TIMEOUT)
         .connect(url)
@@ -200,6 +281,9 @@ pub(crate) enum Cleanup {
     TowerRedis(fred::clients::Pool),
     /// tower-sessions' table, dropped.
     TowerPostgres(sqlx::PgPool, String),
+    /// tower-sessions' SQLite table, dropped (the file goes at the end of
+    /// the run).
+    TowerSqlite(sqlx::SqlitePool, String),
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -257,6 +341,12 @@ impl Cleanup {
                     .await?;
                     pool.close().await;
                 }
+                Cleanup::TowerSqlite(pool, table) => {
+                    sqlx::query(&format!(r#"drop table if exists "{table}""#))
+                        .execute(&pool)
+                        .await?;
+                    pool.close().await;
+                }
             }
             Ok(())
         })
@@ -265,14 +355,20 @@ impl Cleanup {
 
 /// Builds `system`'s app on `store`, or says why it cannot run there.
 /// Runs on the server runtime, so that store connections live there.
-pub(crate) async fn build(system: System, store: Store, env: &Env) -> anyhow::Result<App> {
+/// `instance` names the server in its PostgreSQL `application_name`.
+pub(crate) async fn build(
+    system: System,
+    store: Store,
+    env: &Env,
+    instance: &str,
+) -> anyhow::Result<App> {
     match system {
         System::Bare => Ok(App {
             router: bare(),
             cleanup: Cleanup::Nothing,
         }),
-        System::Ours => ours(store, env).await,
-        System::TowerSessions => tower(store, env).await,
+        System::Ours => ours(store, env, instance).await,
+        System::TowerSessions => tower(store, env, instance).await,
     }
 }
 
@@ -285,11 +381,16 @@ fn bare() -> Router {
     async fn count() -> String {
         (COUNTER.fetch_add(1, Ordering::Relaxed) + 1).to_string()
     }
+    async fn slow() -> String {
+        tokio::time::sleep(SLOW_HANDLER).await;
+        count().await
+    }
     async fn read() -> String {
         COUNTER.load(Ordering::Relaxed).to_string()
     }
     Router::new()
         .route("/", get(count))
+        .route("/slow", get(slow))
         .route("/read", get(read))
 }
 
@@ -302,6 +403,13 @@ async fn ours_count(session: sessions::Session) -> Result<String, sessions::Erro
     Ok(n.to_string())
 }
 
+async fn ours_slow(session: sessions::Session) -> Result<String, sessions::Error> {
+    let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
+    tokio::time::sleep(SLOW_HANDLER).await;
+    session.insert("counter", n).await?;
+    Ok(n.to_string())
+}
+
 async fn ours_read(session: sessions::Session) -> Result<String, sessions::Error> {
     let n: u64 = session.get("counter").await?.unwrap_or(0);
     Ok(n.to_string())
@@ -309,7 +417,7 @@ async fn ours_read(session: sessions::Session) -> Result<String, sessions::Error
 
 /// Our settings for `store`: the defaults (implicit locking) with this
 /// run's own prefix, table or directory.
-fn our_config(store: Store, env: &Env) -> SessionConfig {
+fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
     let mut storage = StorageConfig::default();
     match store {
         Store::Ram => storage.kind = StorageType::Ram,
@@ -320,12 +428,17 @@ fn our_config(store: Store, env: &Env) -> SessionConfig {
         }
         Store::Postgres => {
             storage.kind = StorageType::Postgres;
-            storage.url = Some(env.postgres_url.clone());
+            storage.url = Some(env.postgres_url_for(System::Ours, instance));
             storage.table = env.table(System::Ours);
         }
         Store::File => {
             storage.kind = StorageType::File;
             storage.path = Some(env.file_dir.clone());
+        }
+        Store::Sqlite => {
+            storage.kind = StorageType::Sqlite;
+            storage.path = Some(env.sqlite_file(System::Ours));
+            storage.table = env.table(System::Ours);
         }
     }
     let mut config = SessionConfig::default();
@@ -334,16 +447,19 @@ fn our_config(store: Store, env: &Env) -> SessionConfig {
     config
 }
 
-async fn ours(store: Store, env: &Env) -> anyhow::Result<App> {
-    if store == Store::File {
-        std::fs::create_dir_all(&env.file_dir)?;
+async fn ours(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
+    match store {
+        Store::File => std::fs::create_dir_all(&env.file_dir)?,
+        Store::Sqlite => std::fs::create_dir_all(&env.sqlite_dir)?,
+        _ => {}
     }
-    let config = Config::single(our_config(store, env));
+    let config = Config::single(our_config(store, env, instance));
     let opened = sessions::store::open(&config)
         .await
         .with_context(|| format!("opening our {} store", store.name()))?;
     let router = Router::new()
         .route("/", get(ours_count))
+        .route("/slow", get(ours_slow))
         .route("/read", get(ours_read))
         .layer(SessionLayer::from_arc(opened.clone()).with_file_config(config));
     Ok(App {
@@ -361,6 +477,21 @@ async fn tower_count(session: tower_sessions::Session) -> Result<String, StatusC
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
         .unwrap_or(0)
         + 1;
+    session
+        .insert("counter", n)
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    Ok(n.to_string())
+}
+
+async fn tower_slow(session: tower_sessions::Session) -> Result<String, StatusCode> {
+    let n: u64 = session
+        .get("counter")
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .unwrap_or(0)
+        + 1;
+    tokio::time::sleep(SLOW_HANDLER).await;
     session
         .insert("counter", n)
         .await
@@ -386,11 +517,12 @@ where
     let expiry = Expiry::OnInactivity(time::Duration::seconds(SESSION_TIMEOUT.as_secs() as i64));
     Router::new()
         .route("/", get(tower_count))
+        .route("/slow", get(tower_slow))
         .route("/read", get(tower_read))
         .layer(SessionManagerLayer::new(store).with_expiry(expiry))
 }
 
-async fn tower(store: Store, env: &Env) -> anyhow::Result<App> {
+async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
     match store {
         Store::Ram => Ok(App {
             router: tower_router(tower_sessions::MemoryStore::default()),
@@ -411,7 +543,8 @@ async fn tower(store: Store, env: &Env) -> anyhow::Result<App> {
             })
         }
         Store::Postgres => {
-            let pool = postgres_pool(&env.postgres_url).await?;
+            let pool =
+                postgres_pool(&env.postgres_url_for(System::TowerSessions, instance)).await?;
             let table = env.table(System::TowerSessions);
             let store = tower_sessions_sqlx_store::PostgresStore::new(pool.clone())
                 .with_table_name(&table)
@@ -420,6 +553,29 @@ async fn tower(store: Store, env: &Env) -> anyhow::Result<App> {
             Ok(App {
                 router: tower_router(store),
                 cleanup: Cleanup::TowerPostgres(pool, table),
+            })
+        }
+        Store::Sqlite => {
+            std::fs::create_dir_all(&env.sqlite_dir)?;
+            // The journal settings of our SQLite store (WAL, synchronous
+            // NORMAL), so that the two differ in their session layer and
+            // not in what a write costs on disk.
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(env.sqlite_file(System::TowerSessions))
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect_with(options)
+                .await?;
+            let table = env.table(System::TowerSessions);
+            let store = tower_sessions_sqlx_store::SqliteStore::new(pool.clone())
+                .with_table_name(&table)
+                .map_err(|e| anyhow!(e))?;
+            store.migrate().await?;
+            Ok(App {
+                router: tower_router(store),
+                cleanup: Cleanup::TowerSqlite(pool, table),
             })
         }
         Store::File => Err(anyhow!("tower-sessions has no file store")),
