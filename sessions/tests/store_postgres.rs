@@ -432,3 +432,38 @@ fn chain(err: &Error) -> String {
     }
     text
 }
+
+/// A save whose lease was lost — taken over by another holder, as a lease
+/// that ran out during a stall allows (here the lock row is deleted behind
+/// the holder's back) — writes nothing and answers unavailable; the other
+/// holder's save stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_refuses_the_save() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let (a, b) = (store_on(&table).await, store_on(&table).await);
+    let id = id();
+    assert!(a
+        .save(&id, &record("0", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    let (held, _) = a.lock_and_load(&id, Duration::from_secs(5)).await.unwrap();
+    admin
+        .batch_execute(&format!("DELETE FROM \"{table}_locks\""))
+        .await
+        .unwrap();
+    let (taken, _) = b.lock_and_load(&id, Duration::from_secs(5)).await.unwrap();
+    let err = a
+        .save_and_unlock(&id, &record("a", 60_000), SaveIf::Live, held)
+        .await
+        .expect_err("a lost lease must refuse the save");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(b
+        .save_and_unlock(&id, &record("b", 60_000), SaveIf::Live, taken)
+        .await
+        .unwrap());
+    assert_eq!(a.load(&id).await.unwrap().unwrap().data, b"b".to_vec());
+    drop_table(&admin, &table).await;
+}

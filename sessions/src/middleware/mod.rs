@@ -21,6 +21,7 @@ mod finish;
 mod future;
 mod layer;
 mod service;
+mod shared;
 mod state;
 
 pub use future::ResponseFuture;

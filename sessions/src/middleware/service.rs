@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::layer::Shared;
+use super::shared::Shared;
 use super::state::RequestSession;
 use super::ResponseFuture;
 use crate::config::Locking;

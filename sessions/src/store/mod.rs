@@ -52,6 +52,8 @@ pub mod conformance;
 
 pub use memory::MemoryStore;
 pub use open::{migrate, open, OpenError};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) use wait::Entered;
 #[cfg(any(
     all(feature = "file", unix),
     feature = "redis",

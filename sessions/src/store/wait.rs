@@ -17,6 +17,7 @@
 //!                                          └──── woken, or backoff over ◄──┘
 //! ```
 
+use std::any::Any;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,46 +29,93 @@ use crate::id::{shard_of, IdMap, SessionId};
 
 const SHARDS: usize = 32;
 
-type Slot = Arc<AsyncMutex<()>>;
+/// What a finishing request leaves for the next one of this process: the
+/// store's backend lock, still held, and what it knows of the record.
+pub(crate) type Handover = Box<dyn Any + Send>;
 
-/// A sharded table of per-id async mutexes.
+/// The mutex of one id. Its content is empty but for the moment between a
+/// holder handing its backend lock over and the next waiter taking it.
+type Slot = Arc<AsyncMutex<Option<Handover>>>;
+
+/// A table entry: the id's mutex and how many claims (holder and waiters)
+/// there are on it, counted under the shard's lock.
+#[derive(Default)]
+struct Entry {
+    slot: Slot,
+    claims: usize,
+}
+
+/// A sharded table of per-id async mutexes, fair (first come, first
+/// served).
 ///
 /// The table never leaks: an entry is removed when the last holder or
-/// waiter lets go of it. Every increase of an entry's reference count
-/// happens under its shard's lock, so the holder that sees the count fall
-/// to the table's own reference knows nobody else can be using it.
-#[derive(Debug)]
+/// waiter lets go of it. A hand-over nobody took (every waiter gave up) is
+/// dropped with its entry, and its own `Drop` releases what it holds.
 pub(crate) struct LocalLocks {
-    shards: Box<[Mutex<IdMap<Slot>>]>,
+    shards: Box<[Mutex<IdMap<Entry>>]>,
+}
+
+impl std::fmt::Debug for LocalLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLocks").finish_non_exhaustive()
+    }
 }
 
 /// A held lock from [`LocalLocks`]; dropping it releases the lock and, if
 /// nobody else wants the id, removes the table entry.
 #[derive(Debug)]
 pub(crate) struct LocalGuard {
-    // Field order matters: the mutex guard (which holds a reference to the
-    // slot) is released before `claim` tidies the table.
-    _guard: Option<OwnedMutexGuard<()>>,
-    _claim: Claim,
+    // Field order matters: the mutex guard is released before `claim`
+    // tidies the table, so that a hand-over left in the mutex is dropped
+    // with the entry when nobody waits for it.
+    guard: Option<OwnedMutexGuard<Option<Handover>>>,
+    claim: Claim,
 }
 
-/// A reference to a slot that tidies the table when dropped.
+/// A claim on an id's entry; dropping the last one removes the entry.
 #[derive(Debug)]
 struct Claim {
     locks: Arc<LocalLocks>,
     id: SessionId,
-    slot: Option<Slot>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut shard = self.locks.shard(&self.id);
-        drop(self.slot.take());
-        if shard
-            .get(&self.id)
-            .is_some_and(|slot| Arc::strong_count(slot) == 1)
-        {
-            shard.remove(&self.id);
+        let last = shard.get_mut(&self.id).is_some_and(|entry| {
+            entry.claims -= 1;
+            entry.claims == 0
+        });
+        let removed = if last { shard.remove(&self.id) } else { None };
+        // A hand-over in the removed mutex is dropped outside the shard's
+        // lock: its `Drop` may spawn a release.
+        drop(shard);
+        drop(removed);
+    }
+}
+
+impl LocalGuard {
+    /// Whether another request of this process waits for this id.
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+        allow(dead_code)
+    )]
+    pub(crate) fn has_waiters(&self) -> bool {
+        let shard = self.claim.locks.shard(&self.claim.id);
+        shard.get(&self.claim.id).is_some_and(|e| e.claims > 1)
+    }
+
+    /// Lets go of the id, leaving `value` — the backend lock, still held —
+    /// for the next waiter, which [`LockWaits::enter`] hands it to. Only
+    /// worth it when [`has_waiters`](Self::has_waiters): should every
+    /// waiter give up instead, the value is dropped with the entry.
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+        allow(dead_code)
+    )]
+    pub(crate) fn hand_over(mut self, value: Handover) {
+        if let Some(guard) = self.guard.as_mut() {
+            **guard = Some(value);
         }
     }
 }
@@ -79,7 +127,7 @@ impl LocalLocks {
         }
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Slot>> {
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Entry>> {
         // A poisoned shard only means a panic elsewhere while it was held;
         // the map itself is always consistent, so keep using it.
         self.shards[shard_of(id, SHARDS)]
@@ -88,46 +136,53 @@ impl LocalLocks {
     }
 
     /// Registers interest in the id's lock: a claim on its table entry and
-    /// the entry's mutex. The claim must outlive every other reference this
-    /// caller takes to the slot, so that its drop sees the final count.
+    /// the entry's mutex.
     fn claim(self: &Arc<Self>, id: &SessionId) -> (Claim, Slot) {
-        let slot = Arc::clone(self.shard(id).entry(*id).or_default());
+        let mut shard = self.shard(id);
+        let entry = shard.entry(*id).or_default();
+        entry.claims += 1;
+        let slot = Arc::clone(&entry.slot);
+        drop(shard);
         let claim = Claim {
             locks: Arc::clone(self),
             id: *id,
-            slot: Some(Arc::clone(&slot)),
         };
         (claim, slot)
     }
 
-    /// Waits at most `wait` for the id's lock; `None` on timeout.
+    /// Waits at most `wait` for the id's lock; `None` on timeout. With the
+    /// lock comes what the previous holder handed over, if anything.
     pub(crate) async fn lock(
         self: &Arc<Self>,
         id: &SessionId,
         wait: Duration,
-    ) -> Option<LocalGuard> {
+    ) -> Option<(LocalGuard, Option<Handover>)> {
         let (claim, slot) = self.claim(id);
         // Uncontended, the usual case: no timer to arm.
-        let guard = match Arc::clone(&slot).try_lock_owned() {
+        let mut guard = match Arc::clone(&slot).try_lock_owned() {
             Ok(guard) => guard,
-            // `slot` moves into the wait; on timeout or cancellation the
-            // wait is dropped before `claim`, which then tidies the entry.
+            // On timeout or cancellation the wait is dropped before
+            // `claim`, which then tidies the entry.
             Err(_) => tokio::time::timeout(wait, slot.lock_owned()).await.ok()?,
         };
-        Some(LocalGuard {
-            _guard: Some(guard),
-            _claim: claim,
-        })
+        let handed = guard.take();
+        let local = LocalGuard {
+            guard: Some(guard),
+            claim,
+        };
+        Some((local, handed))
     }
 
     /// Takes the lock if it is free right now.
     #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
     pub(crate) fn try_lock(self: &Arc<Self>, id: &SessionId) -> Option<LocalGuard> {
         let (claim, slot) = self.claim(id);
-        let guard = slot.try_lock_owned().ok()?;
+        let mut guard = slot.try_lock_owned().ok()?;
+        // Clean-up takes no hand-over: dropping one releases it.
+        drop(guard.take());
         Some(LocalGuard {
-            _guard: Some(guard),
-            _claim: claim,
+            guard: Some(guard),
+            claim,
         })
     }
 
@@ -168,6 +223,16 @@ impl LockWaits {
     /// Waits at most `wait` for the id's place at the front of this
     /// process's queue: all a store whose locks live in this process needs.
     pub(crate) async fn local(&self, id: &SessionId, wait: Duration) -> Result<LocalGuard, Error> {
+        // A store that waits only locally hands nothing over.
+        let (local, _) = self.queue(id, wait).await?;
+        Ok(local)
+    }
+
+    async fn queue(
+        &self,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<(LocalGuard, Option<Handover>), Error> {
         self.local
             .lock(id, wait)
             .await
@@ -204,14 +269,53 @@ impl LockWaits {
         id: &SessionId,
         wait: Duration,
     ) -> Result<Waiter, Error> {
+        // A store that never hands over finds nothing to take.
+        match self.enter_or_take::<()>(id, wait).await? {
+            Entered::Front(waiter) => Ok(waiter),
+            Entered::HandedOver(local, _) => {
+                Ok(self.waiter(id, local, Instant::now() + wait, wait))
+            }
+        }
+    }
+
+    /// Like [`enter`](Self::enter), for a store that hands its backend lock
+    /// from a finishing request to the next of this process
+    /// ([`LocalGuard::hand_over`]): the next one then gets it here, with no
+    /// round trip.
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+        allow(dead_code)
+    )]
+    pub(crate) async fn enter_or_take<T: Any + Send>(
+        self: &Arc<Self>,
+        id: &SessionId,
+        wait: Duration,
+    ) -> Result<Entered<T>, Error> {
         let deadline = Instant::now() + wait;
-        let local = self.local(id, wait).await?;
+        let (local, handed) = self.queue(id, wait).await?;
+        if let Some(value) = handed {
+            // Anything but this store's own hand-over is dropped, which
+            // releases it.
+            if let Ok(value) = value.downcast::<T>() {
+                return Ok(Entered::HandedOver(local, value));
+            }
+        }
+        Ok(Entered::Front(self.waiter(id, local, deadline, wait)))
+    }
+
+    fn waiter(
+        self: &Arc<Self>,
+        id: &SessionId,
+        local: LocalGuard,
+        deadline: Instant,
+        wait: Duration,
+    ) -> Waiter {
         // Registered before the first attempt, so that a release the
         // backend reports between an attempt and the pause after it is
         // kept as a permit instead of lost.
         let notify = Arc::new(Notify::new());
         self.wakeups(id).insert(*id, Arc::clone(&notify));
-        Ok(Waiter {
+        Waiter {
             local: Some(local),
             waits: Arc::clone(self),
             id: *id,
@@ -219,7 +323,7 @@ impl LockWaits {
             deadline,
             wait,
             step: Backoff::FIRST,
-        })
+        }
     }
 
     /// The backend says the id's lock was let go: the waiter of this
@@ -247,6 +351,19 @@ impl LockWaits {
                 .iter()
                 .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
     }
+}
+
+/// How a request reached the front of its id's queue in this process.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
+pub(crate) enum Entered<T> {
+    /// The previous holder handed its backend lock over: it is held
+    /// already, and `T` says what the store needs to know of it.
+    HandedOver(LocalGuard, Box<T>),
+    /// Ask the backend.
+    Front(Waiter),
 }
 
 /// The front of an id's local queue, asking the backend for the lock:
@@ -437,6 +554,62 @@ mod tests {
         let local = waiter.granted();
         assert!(!waits.is_idle());
         drop(local);
+        assert!(waits.is_idle());
+    }
+
+    /// Counts its drops: a hand-over nobody takes must still be dropped,
+    /// which is what releases the backend lock it carries.
+    struct Dropped(Arc<std::sync::atomic::AtomicU32>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hand_over_reaches_the_next_waiter_or_is_dropped() {
+        let waits = LockWaits::new();
+        let id = SessionId::generate().unwrap();
+        let drops = Arc::new(std::sync::atomic::AtomicU32::new(0));
+
+        let Entered::Front(first) = waits
+            .enter_or_take::<Dropped>(&id, Duration::from_secs(1))
+            .await
+            .unwrap()
+        else {
+            panic!("nothing was handed over yet");
+        };
+        let first = first.granted();
+        assert!(!first.has_waiters());
+        let next = {
+            let waits = Arc::clone(&waits);
+            tokio::spawn(async move {
+                waits
+                    .enter_or_take::<Dropped>(&id, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+            })
+        };
+        while !first.has_waiters() {
+            tokio::task::yield_now().await;
+        }
+        first.hand_over(Box::new(Dropped(Arc::clone(&drops))));
+        match next.await.unwrap() {
+            Entered::HandedOver(local, value) => {
+                assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 0);
+                drop(value);
+                drop(local);
+            }
+            Entered::Front(_) => panic!("the hand-over was lost"),
+        }
+        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(waits.is_idle());
+
+        // Handed over with nobody left to take it: dropped with the entry.
+        let local = waits.local(&id, Duration::from_secs(1)).await.unwrap();
+        local.hand_over(Box::new(Dropped(Arc::clone(&drops))));
+        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert!(waits.is_idle());
     }
 }

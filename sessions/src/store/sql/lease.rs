@@ -27,7 +27,7 @@ use tokio::task::AbortHandle;
 
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{Error, LocalGuard, LockGuard, LockWaits, SaveIf};
+use crate::store::{Entered, Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionStore};
 
 /// What a take found.
 pub(crate) enum Taken {
@@ -48,7 +48,7 @@ pub(crate) enum Released {
 
 /// The statements of one SQL store, as the lease rules need them.
 #[async_trait]
-pub(crate) trait LeaseBackend: Clone + Send + Sync + 'static {
+pub(crate) trait LeaseBackend: SessionStore + Clone {
     /// Inserts or takes over the lock row of `id` for `owner` until
     /// `until`, and with `load` reads the record after the take committed
     /// (so that it sees what the previous holder saved).
@@ -66,6 +66,18 @@ pub(crate) trait LeaseBackend: Clone + Send + Sync + 'static {
     /// Deletes the lock row if it is still ours.
     async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error>;
 
+    /// Saves `record` under its precondition if the lease is still ours,
+    /// in the same atomic step moving the lease's end to `until` and
+    /// keeping it: for a hand-over to this process's next request.
+    async fn save_and_keep(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+        until: Millis,
+    ) -> Result<Released, Error>;
+
     /// Deletes the lock row if it is still ours and, in the same atomic
     /// step and only then, saves `record` under its precondition.
     async fn save_and_release(
@@ -80,24 +92,38 @@ pub(crate) trait LeaseBackend: Clone + Send + Sync + 'static {
 /// Waits for and takes the lease of `id`: queued locally first, then
 /// asking the backend until it is free or `wait` is over (the one wait of
 /// `store::wait`; the backend may wake the waiter when a holder releases).
+/// When the request before in this process handed its lease over, the
+/// lease is taken from it instead, with no round trip for a known record.
 pub(crate) async fn acquire<B: LeaseBackend>(
     backend: &B,
     waits: &Arc<LockWaits>,
-    lease: Duration,
+    length: Duration,
     id: &SessionId,
     wait: Duration,
     load: bool,
     on_busy: impl Fn(),
 ) -> Result<(Lease<B>, Option<Record>), Error> {
-    let mut waiter = waits.enter(id, wait).await?;
+    let mut waiter = match waits.enter_or_take::<Handover<B>>(id, wait).await? {
+        Entered::HandedOver(local, handover) => {
+            let Handover { mut lease, record } = *handover;
+            lease.local = Some(local);
+            let record = match record {
+                Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
+                Known::Unknown if load => backend.load(id).await?,
+                Known::Unknown => None,
+            };
+            return Ok((lease, record));
+        }
+        Entered::Front(waiter) => waiter,
+    };
     let owner = SessionId::generate()
         .map(|t| t.to_string())
         .map_err(|e| Error::unavailable("drawing a lock owner token", e))?;
     loop {
-        let until = now_millis().saturating_add(lease.as_millis() as u64);
+        let until = now_millis().saturating_add(length.as_millis() as u64);
         match take_to_completion(backend, id, &owner, until, load).await? {
             Taken::Ours(record) => {
-                let lease = Lease::start(backend.clone(), *id, owner, lease, waiter.granted());
+                let lease = Lease::start(backend.clone(), *id, owner, length, waiter.granted());
                 return Ok((lease, record));
             }
             Taken::Busy => {
@@ -106,6 +132,24 @@ pub(crate) async fn acquire<B: LeaseBackend>(
             }
         }
     }
+}
+
+/// At most this many requests of one process in a row get a lease handed
+/// over; then it is released, so that other processes get their turn.
+const MAX_HANDOVERS: u32 = 8;
+
+/// A lease handed from a finishing request to the next of this process.
+struct Handover<B: LeaseBackend> {
+    lease: Lease<B>,
+    record: Known,
+}
+
+/// What the finishing request knows of the record it leaves behind.
+enum Known {
+    /// It saved this (or found the session gone: `None`).
+    Record(Option<Record>),
+    /// It saved nothing: the next request reads the record.
+    Unknown,
 }
 
 /// Runs one take on its own task, so that it completes even if the caller
@@ -162,22 +206,61 @@ impl<B: LeaseBackend> Drop for PendingTake<B> {
 pub(crate) struct Lease<B: LeaseBackend> {
     backend: B,
     id: SessionId,
+    /// Empty once released (or lost): `Drop` then does nothing more.
     owner: String,
+    length: Duration,
     renewal: AbortHandle,
-    /// This process's place at the front of the id's queue.
+    /// This process's place at the front of the id's queue; `None` while
+    /// the lease waits in a hand-over.
     local: Option<LocalGuard>,
+    /// How many requests in a row have had this lease handed over.
+    handovers: u32,
 }
 
 impl<B: LeaseBackend> Lease<B> {
-    fn start(backend: B, id: SessionId, owner: String, lease: Duration, local: LocalGuard) -> Self {
-        let renewal = tokio::spawn(renew(backend.clone(), id, owner.clone(), lease)).abort_handle();
+    fn start(
+        backend: B,
+        id: SessionId,
+        owner: String,
+        length: Duration,
+        local: LocalGuard,
+    ) -> Self {
+        let renewal =
+            tokio::spawn(renew(backend.clone(), id, owner.clone(), length)).abort_handle();
         Lease {
             backend,
             id,
             owner,
+            length,
             renewal,
             local: Some(local),
+            handovers: 0,
         }
+    }
+
+    /// Whether to hand this lease to the next request of this process
+    /// instead of releasing it: someone waits, and the run of hand-overs
+    /// has not reached its bound.
+    fn hand_over_next(&self) -> bool {
+        self.handovers < MAX_HANDOVERS && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
+    }
+
+    /// Moves the lease, still held and renewed, out of this guard into a
+    /// hand-over for the next request; this guard then releases nothing.
+    fn hand_over(&mut self, record: Known) {
+        let Some(local) = self.local.take() else {
+            return;
+        };
+        let lease = Lease {
+            backend: self.backend.clone(),
+            id: self.id,
+            owner: std::mem::take(&mut self.owner),
+            length: self.length,
+            renewal: self.renewal.clone(),
+            local: None,
+            handovers: self.handovers + 1,
+        };
+        local.hand_over(Box::new(Handover { lease, record }));
     }
 
     /// Saves `record` and releases the lease in one step; `Ok(false)` when
@@ -188,6 +271,22 @@ impl<B: LeaseBackend> Lease<B> {
         record: &Record,
         only: SaveIf,
     ) -> Result<bool, Error> {
+        if self.hand_over_next() {
+            // One round trip for the next request too: the lease stays,
+            // and so does what was just written.
+            let until = now_millis().saturating_add(self.length.as_millis() as u64);
+            let outcome = self
+                .backend
+                .save_and_keep(&self.id, &self.owner, record, only, until)
+                .await?;
+            return match outcome {
+                Released::Saved(saved) => {
+                    self.hand_over(Known::Record(saved.then(|| record.clone())));
+                    Ok(saved)
+                }
+                Released::Lost => Err(self.lost()),
+            };
+        }
         self.renewal.abort();
         let outcome = self
             .backend
@@ -198,19 +297,33 @@ impl<B: LeaseBackend> Lease<B> {
         self.owner.clear();
         match outcome? {
             Released::Saved(saved) => Ok(saved),
-            Released::Lost => {
-                tracing::warn!(
-                    session = %self.id.short(),
-                    "a session lock's lease was lost before its save; not saved"
-                );
-                Err(Error::unavailable("saving a session", LeaseLost))
-            }
+            Released::Lost => Err(self.lost()),
         }
+    }
+
+    /// The error of a save whose lease was lost; nothing is left to release.
+    fn lost(&mut self) -> Error {
+        self.owner.clear();
+        tracing::warn!(
+            session = %self.id.short(),
+            "a session lock's lease was lost before its save; not saved"
+        );
+        Error::unavailable("saving a session", LeaseLost)
     }
 }
 
 impl<B: LeaseBackend> Drop for Lease<B> {
     fn drop(&mut self) {
+        if !self.owner.is_empty() && self.hand_over_next() {
+            // Nothing was saved (an unchanged session, an error, a
+            // release without a save): the next request reads the record.
+            self.hand_over(Known::Unknown);
+            return;
+        }
+        if self.owner.is_empty() && self.local.is_none() {
+            // Handed over: the renewal now belongs to the next holder.
+            return;
+        }
         self.renewal.abort();
         let local = self.local.take();
         if self.owner.is_empty() {

@@ -434,6 +434,23 @@ impl LeaseBackend for PostgresStore {
         Ok(())
     }
 
+    async fn save_and_keep(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+        until: Millis,
+    ) -> Result<Released, Error> {
+        let sql = match only {
+            SaveIf::Absent => &self.inner.sql.insert_and_keep,
+            SaveIf::Live => &self.inner.sql.update_and_keep,
+        };
+        let until = to_sql_ms(until);
+        self.save_under_lease(sql, id, owner, record, (&until, Type::INT8))
+            .await
+    }
+
     async fn save_and_release(
         &self,
         id: &SessionId,
@@ -441,15 +458,31 @@ impl LeaseBackend for PostgresStore {
         record: &Record,
         only: SaveIf,
     ) -> Result<Released, Error> {
-        let hex = id.as_hex();
-        let hex: &str = &hex;
-        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
-        let now = to_sql_ms(now_millis());
-        let channel: &str = &self.inner.sql.channel;
         let sql = match only {
             SaveIf::Absent => &self.inner.sql.insert_and_release,
             SaveIf::Live => &self.inner.sql.update_and_release,
         };
+        let channel: &str = &self.inner.sql.channel;
+        self.save_under_lease(sql, id, owner, record, (&channel, Type::TEXT))
+            .await
+    }
+}
+
+impl PostgresStore {
+    /// Runs one of the statements that save under the lease, whose `$7` is
+    /// `last` (the channel, or the lease's new end).
+    async fn save_under_lease(
+        &self,
+        sql: &str,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        last: (&(dyn ToSql + Sync), Type),
+    ) -> Result<Released, Error> {
+        let hex = id.as_hex();
+        let hex: &str = &hex;
+        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
+        let now = to_sql_ms(now_millis());
         let rows = self
             .inner
             .query(
@@ -462,7 +495,7 @@ impl LeaseBackend for PostgresStore {
                     (&expires, Type::INT8),
                     (&now, Type::INT8),
                     (&owner, Type::TEXT),
-                    (&channel, Type::TEXT),
+                    last,
                 ],
             )
             .await?;
@@ -959,6 +992,8 @@ struct Sql {
     release: String,
     insert_and_release: String,
     update_and_release: String,
+    insert_and_keep: String,
+    update_and_keep: String,
     /// The `NOTIFY` channel of this table's lock releases.
     channel: String,
 }
@@ -967,11 +1002,36 @@ impl Sql {
     fn new(table: &Table) -> Self {
         let t = table.sql("");
         let l = table.sql("_locks");
-        // Releasing a lock that someone waits for tells them, in the same
-        // transaction (a notification is sent at commit). `$1` is the id.
+        // A save under the lease: the lease step (`held`: our lock row
+        // deleted, or kept with a new end) and the write are one
+        // statement, and the write happens only if the lease step found our
+        // row. Both counts come back: lock rows (0: the lease was lost) and
+        // rows written. Releasing a lock someone waits for tells them in the
+        // same transaction (a notification is sent at commit). `$1` is the
+        // id, `$6` the owner, `$7` the channel or the lease's new end.
         let released =
-            format!("released AS (DELETE FROM {l} WHERE id = $1 AND owner = $6 RETURNING waiters)");
-        let notify = "(SELECT count(pg_notify($7, $1)) FROM released WHERE waiters)";
+            format!("held AS (DELETE FROM {l} WHERE id = $1 AND owner = $6 RETURNING waiters)");
+        let kept = format!(
+            "held AS (UPDATE {l} SET lease_expires = $7 WHERE id = $1 AND owner = $6 \
+             RETURNING waiters)"
+        );
+        let insert = format!(
+            "written AS (\
+               INSERT INTO {t} AS s (id, data, created_at, expires_at) \
+               SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM held) \
+               ON CONFLICT (id) DO UPDATE \
+               SET data = excluded.data, created_at = excluded.created_at, \
+                   expires_at = excluded.expires_at \
+               WHERE s.expires_at <= $5 RETURNING 1)"
+        );
+        let update = format!(
+            "written AS (\
+               UPDATE {t} SET data = $2, created_at = $3, expires_at = $4 \
+               WHERE id = $1 AND expires_at > $5 AND EXISTS (SELECT 1 FROM held) \
+               RETURNING 1)"
+        );
+        let counts = "SELECT (SELECT count(*) FROM held), (SELECT count(*) FROM written)";
+        let notify = "(SELECT count(pg_notify($7, $1)) FROM held WHERE waiters)";
         Sql {
             table: Statements::new(table, '$'),
             // Rows a save is writing right now are skipped, not waited for;
@@ -1010,26 +1070,10 @@ impl Sql {
                  SELECT set_config('synchronous_commit', 'off', true), \
                    (SELECT count(pg_notify($3, $1)) FROM released WHERE waiters)"
             ),
-            // The lease check and the write are one statement: the session
-            // is written only if this deleted our lock row. Both counts come
-            // back: lock rows deleted (0: the lease was lost), rows written.
-            insert_and_release: format!(
-                "WITH {released}, written AS (\
-                   INSERT INTO {t} AS s (id, data, created_at, expires_at) \
-                   SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM released) \
-                   ON CONFLICT (id) DO UPDATE \
-                   SET data = excluded.data, created_at = excluded.created_at, \
-                       expires_at = excluded.expires_at \
-                   WHERE s.expires_at <= $5 RETURNING 1) \
-                 SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM written), {notify}"
-            ),
-            update_and_release: format!(
-                "WITH {released}, written AS (\
-                   UPDATE {t} SET data = $2, created_at = $3, expires_at = $4 \
-                   WHERE id = $1 AND expires_at > $5 AND EXISTS (SELECT 1 FROM released) \
-                   RETURNING 1) \
-                 SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM written), {notify}"
-            ),
+            insert_and_release: format!("WITH {released}, {insert} {counts}, {notify}"),
+            update_and_release: format!("WITH {released}, {update} {counts}, {notify}"),
+            insert_and_keep: format!("WITH {kept}, {insert} {counts}"),
+            update_and_keep: format!("WITH {kept}, {update} {counts}"),
             channel: format!(
                 "sessions_{:016x}",
                 fnv1a(b"sessions-lock:", table.text().as_bytes())

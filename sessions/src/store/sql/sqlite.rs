@@ -339,6 +339,34 @@ impl LeaseBackend for SqliteStore {
         .await
     }
 
+    async fn save_and_keep(
+        &self,
+        id: &SessionId,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+        until: Millis,
+    ) -> Result<Released, Error> {
+        let (id, owner, record) = (*id, owner.to_owned(), record.clone());
+        // One transaction: the session is written only if our lock row is
+        // still there, and the row's lease is moved on with it.
+        self.blocking("sqlite: save", move |inner, conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let renewed = tx.prepare_cached(&inner.sql.renew)?.execute((
+                &*id.as_hex(),
+                &owner,
+                to_sql_ms(until),
+            ))? == 1;
+            if !renewed {
+                return Ok(Released::Lost);
+            }
+            let saved = inner.save(&tx, &id, &record, only)?;
+            tx.commit()?;
+            Ok(Released::Saved(saved))
+        })
+        .await
+    }
+
     async fn save_and_release(
         &self,
         id: &SessionId,

@@ -1,0 +1,69 @@
+//! What every request of one layer shares: the store, the per-path
+//! config, and the background clean-up task. Its own module so that the
+//! layer and the service both use it without importing each other.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use tokio::task::AbortHandle;
+
+use crate::config::Config;
+use crate::store::SessionStore;
+
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn SessionStore>,
+    pub(super) config: Config,
+    cleanup: OnceLock<Option<AbortOnDrop>>,
+}
+
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Shared {
+    pub(super) fn new(store: Arc<dyn SessionStore>, config: Config) -> Self {
+        Shared {
+            store,
+            config,
+            cleanup: OnceLock::new(),
+        }
+    }
+
+    /// Starts the clean-up task once, from inside the runtime (the layer
+    /// may be built before there is one).
+    pub(super) fn start_cleanup(self: &Arc<Self>) {
+        self.cleanup.get_or_init(|| {
+            let every = self.config.storage().clean_freq;
+            if every.is_zero() || self.store.as_admin().is_none() {
+                return None;
+            }
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            // The task holds only a weak reference, so it never keeps the
+            // layer alive; dropping the layer aborts it.
+            let shared: Weak<Shared> = Arc::downgrade(self);
+            let task = runtime.spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = shared.upgrade() else {
+                        break;
+                    };
+                    let Some(admin) = shared.store.as_admin() else {
+                        break;
+                    };
+                    match admin.clean_up().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(removed = n, "expired sessions cleaned up"),
+                        Err(e) => tracing::warn!(error = %e, "session clean-up failed"),
+                    }
+                }
+            });
+            Some(AbortOnDrop(task.abort_handle()))
+        });
+    }
+}
