@@ -467,3 +467,65 @@ async fn a_lost_lease_refuses_the_save() {
     assert_eq!(a.load(&id).await.unwrap().unwrap().data, b"b".to_vec());
     drop_table(&admin, &table).await;
 }
+
+/// A take that has to wait for the previous holder's save-and-release
+/// (which deletes the lock row and writes the session in one transaction)
+/// reads what that save wrote, not the version from before it: otherwise
+/// the next save would overwrite an update. The previous holder is played
+/// here by a transaction that stays open for a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_that_waited_reads_the_save_it_waited_for() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let store = store_on(&table).await;
+    let id = id();
+    assert!(store
+        .save(&id, &record("old", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    let far = (now_millis() + 60_000) as i64;
+    admin
+        .execute(
+            &format!(
+                "INSERT INTO \"{table}_locks\" (id, owner, lease_expires) VALUES ($1, 'x', $2)"
+            ),
+            &[&id.to_string(), &far],
+        )
+        .await
+        .unwrap();
+    let holder = tokio::spawn({
+        let table = table.clone();
+        async move {
+            let Some(mut client) = postgres_admin().await else {
+                return;
+            };
+            let tx = client.transaction().await.unwrap();
+            tx.execute(
+                &format!("DELETE FROM \"{table}_locks\" WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await
+            .unwrap();
+            tx.execute(
+                &format!("UPDATE \"{table}\" SET data = 'new' WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.commit().await.unwrap();
+        }
+    });
+    // Let the holder's transaction take its row locks first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (guard, loaded) = store
+        .lock_and_load(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    holder.await.unwrap();
+    assert_eq!(loaded.map(|r| r.data), Some(b"new".to_vec()));
+    drop(guard);
+    drop_table(&admin, &table).await;
+}

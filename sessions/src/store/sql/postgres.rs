@@ -342,59 +342,37 @@ impl LeaseBackend for PostgresStore {
         load: bool,
     ) -> Result<Taken, Error> {
         let inner = self.prepared().await?;
-        let conn = inner.conn().await?;
         let hex = id.as_hex();
         let hex: &str = &hex;
         let (until, now) = (to_sql_ms(until), to_sql_ms(now_millis()));
-        let client = conn.client();
-        // One transaction, pipelined into one round trip. The read is a
-        // statement of its own so that its snapshot is taken after the
-        // take: a take that waited for the previous holder's save (which
-        // deletes the lock row in the same transaction as it writes) reads
-        // what that save wrote. Only the lock row changes here, so the
-        // commit need not wait for a WAL flush: if the server crashes
-        // before it is flushed, the row is simply gone after recovery, and
-        // the save that would release it finds it gone and writes nothing.
-        let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off");
-        let take_params: [(&(dyn ToSql + Sync), Type); 4] = [
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
             (&hex, Type::TEXT),
             (&owner, Type::TEXT),
             (&until, Type::INT8),
             (&now, Type::INT8),
         ];
-        let take = client.query_typed(&inner.sql.take, &take_params);
-        let read = async {
-            match load {
-                true => {
-                    client
-                        .query_typed_opt(&inner.sql.table.load, &[(&hex, Type::TEXT)])
-                        .await
-                }
-                false => Ok(None),
-            }
+        let sql = match load {
+            true => &inner.sql.take_and_load,
+            false => &inner.sql.take,
         };
-        let commit = client.batch_execute("COMMIT");
-        let (began, taken, row, committed) = inner
-            .timed("postgres: lock", async {
-                Ok(futures_util::future::join4(begin, take, read, commit).await)
-            })
-            .await?;
-        let unavailable = |e| Error::unavailable("postgres: lock", e);
-        began.map_err(unavailable)?;
-        let taken: bool = taken
-            .map_err(unavailable)?
-            .first()
-            .map(|row| row.try_get(0))
+        let rows = inner.query("postgres: lock", sql, &params).await?;
+        let row = rows.first();
+        let ours = row
+            .map(|row| row.try_get::<_, bool>(0))
             .transpose()
-            .map_err(unavailable)?
+            .map_err(|e| Error::unavailable("postgres: lock", e))?
             .unwrap_or(false);
-        let row = row.map_err(unavailable)?;
-        committed.map_err(unavailable)?;
-        conn.release();
-        Ok(match taken {
-            true => Taken::Ours(row.and_then(|row| inner.record(id, &row))),
-            false => Taken::Busy,
-        })
+        if !ours {
+            return Ok(Taken::Busy);
+        }
+        // Without a session row the read's columns are NULL.
+        let record = match (load, row) {
+            (true, Some(row)) if row.try_get::<_, Option<&[u8]>>(2).ok().flatten().is_some() => {
+                inner.record_at(id, row, 2)
+            }
+            _ => None,
+        };
+        Ok(Taken::Ours(record))
     }
 
     async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error> {
@@ -638,8 +616,13 @@ impl Inner {
     /// The record in a row, or `None` (logged) if the row is damaged or has
     /// expired.
     fn record(&self, id: &SessionId, row: &Row) -> Option<Record> {
+        self.record_at(id, row, 0)
+    }
+
+    /// The record in a row's columns `at`, `at + 1` and `at + 2`.
+    fn record_at(&self, id: &SessionId, row: &Row, at: usize) -> Option<Record> {
         let decoded = (|| -> Result<Record, BoxError> {
-            decode(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)
+            decode(row.try_get(at)?, row.try_get(at + 1)?, row.try_get(at + 2)?)
         })();
         live_or_missing(decoded, id, &self.opts.table)
     }
@@ -988,6 +971,7 @@ struct Sql {
     clean: String,
     clean_locks: String,
     take: String,
+    take_and_load: String,
     renew: String,
     release: String,
     insert_and_release: String,
@@ -1031,6 +1015,26 @@ impl Sql {
                RETURNING 1)"
         );
         let counts = "SELECT (SELECT count(*) FROM held), (SELECT count(*) FROM written)";
+        // Taken when there is no row or its lease ran out; otherwise the row
+        // records that someone waits, so that its release notifies. Every
+        // right-hand side sees the row as it was. One row comes back either
+        // way: whether the lease is now ours.
+        let taken = format!(
+            "taken AS (\
+               INSERT INTO {l} AS l (id, owner, lease_expires) VALUES ($1, $2, $3) \
+               ON CONFLICT (id) DO UPDATE SET \
+                 owner = CASE WHEN l.lease_expires <= $4 THEN excluded.owner ELSE l.owner END, \
+                 lease_expires = CASE WHEN l.lease_expires <= $4 \
+                   THEN excluded.lease_expires ELSE l.lease_expires END, \
+                 waiters = l.lease_expires > $4 \
+               RETURNING owner = $2 AS ours)"
+        );
+        // Only the lock row changes in a take, so its commit need not wait
+        // for a WAL flush: should the server crash before the flush, the
+        // row is simply gone after recovery — as if the lease had run out —
+        // and the save that would release it finds it gone and writes
+        // nothing. (`true`: for this statement's transaction only.)
+        let async_commit = "set_config('synchronous_commit', 'off', true)";
         let notify = "(SELECT count(pg_notify($7, $1)) FROM held WHERE waiters)";
         Sql {
             table: Statements::new(table, '$'),
@@ -1046,20 +1050,24 @@ impl Sql {
                    SELECT id FROM {l} WHERE lease_expires <= $1 \
                    LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
-            // Taken when there is no row or its lease ran out; otherwise the
-            // row records that someone waits, so that its release notifies.
-            // Every right-hand side sees the row as it was. One row comes
-            // back either way: whether the lease is now ours.
-            take: format!(
-                "INSERT INTO {l} AS l (id, owner, lease_expires) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                   owner = CASE WHEN l.lease_expires <= $4 THEN excluded.owner ELSE l.owner END, \
-                   lease_expires = CASE WHEN l.lease_expires <= $4 \
-                     THEN excluded.lease_expires ELSE l.lease_expires END, \
-                   waiters = l.lease_expires > $4 \
-                 RETURNING owner = $2"
+            take: format!("WITH {taken} SELECT ours, {async_commit} FROM taken"),
+            // The read locks the session row (`FOR NO KEY UPDATE`), which
+            // makes it return the row as last committed, not as of the
+            // statement's start: a take that had to wait for the previous
+            // holder's save-and-release (which deletes the lock row and
+            // writes the session in one transaction) reads what that save
+            // wrote. A plain read would see the version from before it, and
+            // the next save would overwrite an update. The row lock ends
+            // with the statement.
+            take_and_load: format!(
+                "WITH {taken} \
+                 SELECT taken.ours, {async_commit}, s.data, s.created_at, s.expires_at \
+                 FROM taken LEFT JOIN LATERAL (\
+                   SELECT data, created_at, expires_at FROM {t} \
+                   WHERE id = $1 AND taken.ours FOR NO KEY UPDATE) AS s ON true"
             ),
-            // A lock-only write: see `take` for why it need not be flushed.
+            // A lock-only write: see `async_commit` for why it need not be
+            // flushed.
             renew: format!(
                 "UPDATE {l} SET lease_expires = $3 \
                  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
