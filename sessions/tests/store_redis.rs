@@ -398,8 +398,18 @@ async fn connecting_to_nothing_fails_fast() {
         .expect_err("nothing listens there");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(6), "{started:?}");
+    // A URL that does not parse is a wrong setting, not an outage.
     let err = RedisStore::connect("not a url").await.expect_err("bad url");
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                setting: "storage_url",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// A redis-server of the test's own, killed when dropped (also when the

@@ -295,7 +295,8 @@ pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn SessionAdmin
             RedisStore::connect(url()?)
                 .await?
                 .with_prefix(storage.redis_prefix.clone())
-                .with_max_size(max_size),
+                .with_max_size(max_size)
+                .with_wait_replicas(storage.redis_wait_replicas),
         )),
         #[cfg(feature = "postgres")]
         StorageType::Postgres => {
