@@ -241,7 +241,8 @@ impl Scripts {
 /// the new master lets a second request in, but the first one's save
 /// checks its lease in the same script as the write and is refused
 /// (503); a release that was lost keeps the session locked until the
-/// lease runs out.
+/// lease runs out. A save that answers 503 because its connection failed
+/// may or may not have been written: Redis may have taken it just before.
 ///
 /// [`with_wait_replicas(n)`](Self::with_wait_replicas)
 /// (`redis_wait_replicas = n`) closes the first gap: every save and delete
