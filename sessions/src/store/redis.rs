@@ -230,7 +230,10 @@ impl Scripts {
 /// [`Error::Unavailable`] (503), each within a few seconds, until a replica
 /// takes over — about the Cluster's `cluster-node-timeout` or Sentinel's
 /// `down-after-milliseconds`, plus the election — and then succeed again
-/// by themselves. Every session keeps its id.
+/// by themselves. Every session keeps its id. On a Cluster the other
+/// masters' sessions go on: in the second or two in which a Cluster with
+/// `cluster-require-full-coverage yes` (the default) refuses every key,
+/// their calls wait, up to 4 s, rather than fail.
 ///
 /// Redis replicates asynchronously: what the master had acknowledged but
 /// not yet sent to the replica that takes over is lost. That can be a

@@ -20,7 +20,6 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -163,12 +162,13 @@ fn cli(port: u16, args: &[&str]) -> Result<String, String> {
 }
 
 /// The directory of one deployment and the watchdog that cleans up after
-/// this process, however it ends.
+/// this process, however it ends. Deployments declare it after their
+/// nodes, so that the nodes are killed first when one is dropped.
 struct Base {
     dir: PathBuf,
     /// Closing this (by dropping it, or by the process ending) tells the
     /// watchdog to kill what is left and remove `dir`.
-    watchdog: Option<ChildStdin>,
+    _watchdog: ChildStdin,
 }
 
 impl Base {
@@ -190,7 +190,7 @@ impl Base {
             .map_err(|e| format!("sh cannot be started: {e}"))?;
         Ok(Base {
             dir,
-            watchdog: watchdog.stdin.take(),
+            _watchdog: watchdog.stdin.take().expect("a piped stdin"),
         })
     }
 
@@ -198,16 +198,6 @@ impl Base {
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         Ok(dir)
-    }
-}
-
-impl Drop for Base {
-    fn drop(&mut self) {
-        // The nodes are dropped (killed) first: they are fields declared
-        // before `base` in their deployment.
-        if let Some(mut w) = self.watchdog.take() {
-            let _ = w.flush();
-        }
     }
 }
 

@@ -33,9 +33,13 @@ pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// gives up after this, inside the store's own bound on a call (5 s), so a
 /// slot without a master answers a clear error rather than a bare timeout.
 const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
-/// Enough for a `MOVED`, an `ASK` and a couple of slot-map refreshes while a
-/// replica takes over; the request timeout above bounds them all.
-const CLUSTER_RETRIES: u32 = 6;
+/// Retries of one Cluster request (redirections, slot-map refreshes, and
+/// waits out a `CLUSTERDOWN`), spaced 50 to 500 ms apart. Enough that the
+/// request timeout above, not the count, ends them: while a dead master is
+/// being replaced, a Cluster with `cluster-require-full-coverage yes` (the
+/// default) refuses every key for a second or two, and requests on the
+/// healthy masters should ride that out rather than fail.
+const CLUSTER_RETRIES: u32 = 16;
 
 /// What a storage URL names, parsed but not yet connected.
 pub(super) enum Target {
