@@ -25,7 +25,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The key layout, expiry and lock design are described on [`RedisStore`].
+//! The same store runs on a Redis Cluster (several comma-separated node
+//! URLs, or `redis+cluster://host:port,host:port`) and on the master that
+//! Sentinel names (`redis+sentinel://host:port,host:port/MASTER`); see
+//! [`RedisStore::connect`]. The key layout, expiry, lock design and what a
+//! failover can lose are described on [`RedisStore`].
 
 use std::fmt;
 use std::sync::Arc;

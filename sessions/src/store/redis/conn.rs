@@ -203,19 +203,19 @@ fn sentinel(multi: Multi<'_>) -> Result<Target, Error> {
 }
 
 /// The parts of a URL with several hosts, which the URL syntax has no room
-/// for: `[auth@]host[:port][,host[:port]…][/path]`.
+/// for: `[auth@]host[:port][,host[:port]…][/path][?query]`.
 struct Multi<'a> {
     /// `user:password@`, or empty.
     auth: &'a str,
     /// `host:port`, the port added where it was left out.
     hosts: Vec<String>,
-    /// From the first `/` on, or empty.
+    /// From the first `/` or `?` on, or empty.
     path: &'a str,
 }
 
 impl<'a> Multi<'a> {
     fn split(rest: &'a str, default_port: u16) -> Result<Multi<'a>, Error> {
-        let (authority, path) = match rest.find('/') {
+        let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
@@ -694,6 +694,10 @@ mod tests {
         );
         assert_eq!(
             topology("redis+cluster://127.0.0.1:7000"),
+            Topology::Cluster
+        );
+        assert_eq!(
+            topology("redis+cluster://127.0.0.1:7000,127.0.0.1:7001?protocol=resp3"),
             Topology::Cluster
         );
         assert_eq!(
