@@ -123,6 +123,34 @@ fn redis() -> Option<String> {
     ))
 }
 
+/// The Redis Cluster (3 masters, 3 replicas) or Sentinel set that this
+/// test process starts on loopback and shares, each test on a prefix of its
+/// own.
+fn redis_at(url: String) -> String {
+    format!(
+        "tools.sessions.storage_type = 'redis'\n\
+         tools.sessions.storage_url = '{url}'\n\
+         tools.sessions.redis_prefix = '{}'",
+        unique_prefix()
+    )
+}
+
+fn redis_cluster() -> Option<String> {
+    Some(redis_at(server::redis_topology::shared_cluster()?.url()))
+}
+
+fn redis_sentinel() -> Option<String> {
+    Some(redis_at(server::redis_topology::shared_sentinels()?.url()))
+}
+
+/// Every save waits for its replica (each master has one).
+fn waiting(extra: Option<String>) -> Option<String> {
+    Some(format!(
+        "{}\ntools.sessions.redis_wait_replicas = 1",
+        extra?
+    ))
+}
+
 fn postgres() -> Option<String> {
     reachable("127.0.0.1:5432", "postgres")?;
     // Named as the store tests name theirs, so their sweep drops it later.
@@ -168,6 +196,24 @@ mod sqlite {
 mod redis {
     scenarios!(scenarios, crate::redis());
     shared!(shared, crate::redis());
+}
+
+mod redis_cluster {
+    scenarios!(scenarios, crate::redis_cluster());
+    shared!(shared, crate::redis_cluster());
+    shared!(
+        shared_waiting_for_replicas,
+        crate::waiting(crate::redis_cluster())
+    );
+}
+
+mod redis_sentinel {
+    scenarios!(scenarios, crate::redis_sentinel());
+    shared!(shared, crate::redis_sentinel());
+    shared!(
+        shared_waiting_for_replicas,
+        crate::waiting(crate::redis_sentinel())
+    );
 }
 
 /// Two `sessions` processes on one store: a session started on one

@@ -109,12 +109,17 @@ pub struct StorageConfig {
     pub kind: StorageType,
     /// `storage_path`: the file store's directory, or the SQLite file.
     pub path: Option<PathBuf>,
-    /// `storage_url`: `redis://…` or `postgres://…`.
+    /// `storage_url`: `redis://…` (one node), several `redis://…`
+    /// comma-separated or `redis+cluster://…` (Redis Cluster),
+    /// `redis+sentinel://…/MASTER` (Sentinel), or `postgres://…`.
     pub url: Option<String>,
     /// `file_fsync`: fsync file-store writes (default false).
     pub file_fsync: bool,
     /// `redis_prefix`: key prefix in Redis (default `session:`).
     pub redis_prefix: String,
+    /// `redis_wait_replicas`: after a save, `WAIT` until this many replicas
+    /// have it, or answer 503 (default 0: do not wait).
+    pub redis_wait_replicas: u32,
     /// `table`: the SQL stores' table (default `sessions`).
     pub table: String,
     /// `auto_migrate`: create or upgrade the SQL table on start (default true).
@@ -148,6 +153,7 @@ impl Default for StorageConfig {
             url: None,
             file_fsync: false,
             redis_prefix: "session:".into(),
+            redis_wait_replicas: 0,
             table: "sessions".into(),
             auto_migrate: true,
             clean_freq: minutes(5.0),
@@ -571,6 +577,13 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
         "storage_url" => c.storage.url = Some(string(v)?),
         "file_fsync" => c.storage.file_fsync = boolean(v)?,
         "redis_prefix" => c.storage.redis_prefix = string(v)?,
+        "redis_wait_replicas" => {
+            c.storage.redis_wait_replicas = match v {
+                Value::Int(n) => u32::try_from(*n)
+                    .map_err(|_| format!("expected a number of replicas, got {v}"))?,
+                _ => return Err(format!("expected a number of replicas, got {v}")),
+            }
+        }
         "table" => c.storage.table = string(v)?,
         "auto_migrate" => c.storage.auto_migrate = boolean(v)?,
         "clean_freq" => c.storage.clean_freq = duration_minutes(v)?,
@@ -828,6 +841,36 @@ mod tests {
                 }
                 other => panic!("{text}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn redis_wait_replicas_in_both_syntaxes() {
+        let ini = Config::from_ini_str(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'redis'\n\
+             tools.sessions.storage_url = 'redis+sentinel://h:26379/m'\n\
+             tools.sessions.redis_wait_replicas = 2\n",
+            "r.conf",
+        )
+        .unwrap();
+        assert_eq!(ini.storage().redis_wait_replicas, 2);
+        let toml = Config::from_toml_str(
+            "[\"/\"]\nsessions.on = true\nsessions.storage_type = \"redis\"\n\
+             sessions.storage_url = \"redis+cluster://h:7000,h:7001\"\n\
+             sessions.redis_wait_replicas = 1\n",
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(toml.storage().redis_wait_replicas, 1);
+        let default = Config::from_ini_str("[/]\ntools.sessions.on = True\n", "d").unwrap();
+        assert_eq!(default.storage().redis_wait_replicas, 0);
+        for bad in ["-1", "'one'", "1.5", "5000000000"] {
+            let text = format!("[/]\ntools.sessions.redis_wait_replicas = {bad}\n");
+            let err = Config::from_ini_str(&text, "b.conf").unwrap_err();
+            assert!(
+                matches!(&err, Error::Key { line: 2, key, .. } if key == "tools.sessions.redis_wait_replicas"),
+                "{bad}: {err:?}"
+            );
         }
     }
 

@@ -8,6 +8,8 @@
 pub mod ci;
 #[path = "../../../sessions/tests/common/client.rs"]
 pub mod client;
+#[path = "../../../sessions/tests/common/redis_topology.rs"]
+pub mod redis_topology;
 #[path = "../../../sessions/tests/common/temp.rs"]
 pub mod temp;
 

@@ -88,7 +88,8 @@ pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
             RedisStore::connect(url(storage)?)
                 .await?
                 .with_prefix(storage.redis_prefix.clone())
-                .with_max_size(max_size),
+                .with_max_size(max_size)
+                .with_wait_replicas(storage.redis_wait_replicas),
         )),
         #[cfg(feature = "postgres")]
         StorageType::Postgres => {

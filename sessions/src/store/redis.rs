@@ -25,29 +25,37 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The key layout, expiry and lock design are described on [`RedisStore`].
+//! The same store runs on a Redis Cluster (several comma-separated node
+//! URLs, or `redis+cluster://host:port,host:port`) and on the master that
+//! Sentinel names (`redis+sentinel://host:port,host:port/MASTER`); see
+//! [`RedisStore::connect`]. The key layout, expiry, lock design and what a
+//! failover can lose are described on [`RedisStore`].
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisResult, Script};
+use ::redis::RedisResult;
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
+
+use self::conn::{Conn, Lua, ScanNode, Target, Wait};
 
 use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::id::{SessionId, ShortId};
 use crate::record::{now_millis, Millis, Record};
 
-/// How long one connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a command may wait for its answer on an open connection.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+mod conn;
+
 /// The bound on any single store call, reconnection included: a Redis that
 /// is down or hung answers `Unavailable` after this at the latest.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a save waits for its replicas (`redis_wait_replicas`): half the
+/// connection's response timeout, so that `WAIT` answers, even with too few
+/// replicas, before the connection gives up on it.
+const WAIT_TIMEOUT: Duration = Duration::from_millis(conn::RESPONSE_TIMEOUT.as_millis() as u64 / 2);
 /// How far the `expires` inside a stored record may be from the key's TTL
 /// and still be reported as it is (see the module docs).
 pub(crate) const EXPIRY_SLACK: Millis = 1_000;
@@ -84,10 +92,26 @@ end
 /// KEYS: data. ARGV: size limit.
 const LOAD_BODY: &str = "return read(KEYS[1], tonumber(ARGV[1]))";
 
+/// Takes a lock for `token`, or confirms it is already `token`'s and
+/// extends it: a call that ran but whose answer was lost (a Cluster client
+/// resends a command whose connection dropped) takes the lock again rather
+/// than finding it busy until its own lease runs out.
+const LOCK_FN: &str = r"
+local function lock(key, token, lease)
+  if redis.call('SET', key, token, 'NX', 'PX', lease) then return true end
+  if redis.call('GET', key) ~= token then return false end
+  redis.call('PEXPIRE', key, lease)
+  return true
+end
+";
+
+/// KEYS: lock. ARGV: token, lease ms. 1: ours; 0: held by someone else.
+const LOCK_BODY: &str = "if lock(KEYS[1], ARGV[1], ARGV[2]) then return 1 end return 0";
+
 /// KEYS: data, lock. ARGV: token, lease ms, size limit.
 /// Status -1: the lock is held by someone else.
 const LOCK_AND_LOAD_BODY: &str = r"
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if not lock(KEYS[2], ARGV[1], ARGV[2]) then
   return {-1, false, 0}
 end
 return read(KEYS[1], tonumber(ARGV[3]))
@@ -118,27 +142,29 @@ return 0
 
 /// The scripts, hashed once per store (clones share them).
 struct Scripts {
-    load: Script,
-    lock_and_load: Script,
-    save_and_unlock: Script,
-    release: Script,
-    renew: Script,
+    load: Lua,
+    lock: Lua,
+    lock_and_load: Lua,
+    save_and_unlock: Lua,
+    release: Lua,
+    renew: Lua,
 }
 
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            load: Script::new(&format!("{READ_FN}{LOAD_BODY}")),
-            lock_and_load: Script::new(&format!("{READ_FN}{LOCK_AND_LOAD_BODY}")),
-            save_and_unlock: Script::new(SAVE_AND_UNLOCK),
-            release: Script::new(RELEASE),
-            renew: Script::new(RENEW),
+            load: Lua::new(format!("{READ_FN}{LOAD_BODY}")),
+            lock: Lua::new(format!("{LOCK_FN}{LOCK_BODY}")),
+            lock_and_load: Lua::new(format!("{READ_FN}{LOCK_FN}{LOCK_AND_LOAD_BODY}")),
+            save_and_unlock: Lua::new(SAVE_AND_UNLOCK.to_owned()),
+            release: Lua::new(RELEASE.to_owned()),
+            renew: Lua::new(RENEW.to_owned()),
         }
     }
 }
 
 /// Sessions in Redis, shared by every instance that points at the same
-/// server and prefix.
+/// server (or Cluster, or Sentinel-watched master) and prefix.
 ///
 /// Built by [`connect`](Self::connect) and adjusted with the `with_*`
 /// methods. Cloning is cheap and shares the connection, which reconnects
@@ -146,6 +172,16 @@ impl Scripts {
 /// [`Error::Unavailable`] within a few seconds. Expired sessions are
 /// removed by Redis itself, so [`clean_up`](SessionAdmin::clean_up) has
 /// nothing to do.
+///
+/// # Deployments
+///
+/// The URL says which (see [`connect`](Self::connect)): one node; a Redis
+/// Cluster, whose redirections (`MOVED`, `ASK`) and topology changes the
+/// client follows by itself; or a master found through Sentinel, asked
+/// again whenever the master stops answering or refuses a write as a
+/// replica. The store runs the same commands and scripts on all three:
+/// every script touches one session's two keys, which share a slot. The
+/// admin listing (`count`, `ids`) scans every master of a Cluster.
 ///
 /// # Layout
 ///
@@ -191,9 +227,55 @@ impl Scripts {
 /// of this crate, are damaged, or are larger than the
 /// [`max size`](Self::with_max_size) load as missing and are logged with
 /// the id's [`short`](SessionId::short) form.
+///
+/// # Failover
+///
+/// When a master dies, calls on the sessions it held answer
+/// [`Error::Unavailable`] (503), each within a few seconds, until a replica
+/// takes over — about the Cluster's `cluster-node-timeout` or Sentinel's
+/// `down-after-milliseconds`, plus the election — and then succeed again
+/// by themselves. Every session keeps its id. On a Cluster the other
+/// masters' sessions go on: in the second or two in which a Cluster with
+/// `cluster-require-full-coverage yes` (the default) refuses every key,
+/// their calls wait, up to 4 s, rather than fail.
+///
+/// Redis replicates asynchronously: what the master had acknowledged but
+/// not yet sent to the replica that takes over is lost. That can be a
+/// session's latest save (it comes back as it was one request earlier), a
+/// new session (its visitor gets a fresh one), a delete (a logged-out
+/// session comes back until it expires) or a refresh (the expiry moves
+/// back). Locks cannot make two requests both write: a lock missing on
+/// the new master lets a second request in, but the first one's save
+/// checks its lease in the same script as the write and is refused
+/// (503); a release that was lost keeps the session locked until the
+/// lease runs out. A save that answers 503 because its connection failed
+/// may or may not have been written: Redis may have taken it just before.
+///
+/// [`with_wait_replicas(n)`](Self::with_wait_replicas)
+/// (`redis_wait_replicas = n`) closes the first gap: every save and delete
+/// is followed by `WAIT n`, so a success means `n` replicas have it. If
+/// fewer acknowledge within a second, the call answers
+/// [`Error::Unavailable`] (503): the master has the write, which may or
+/// may not survive a failover. `WAIT` is no consensus: an acknowledged
+/// save survives a failover to a replica that acknowledged it, and Redis
+/// promotes the most up to date replica it can reach, but with fewer
+/// acknowledgements than replicas one that did not may still be promoted.
+/// Refreshes (`touch`) are not waited for. Waited writes go over a
+/// connection of their own, so that a `WAIT` holds up no other command;
+/// they follow each other there at the pace of the replicas'
+/// acknowledgements, and while fewer than `n` replicas are up every save
+/// takes a second and fails.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// What the URL named, to open the connection for waited writes.
+    target: Arc<Target>,
+    /// Saves and deletes that `WAIT` go here, opened on first use: a `WAIT`
+    /// blocks its connection's later commands until it answers, and the
+    /// main connection is shared by every request.
+    durable: Arc<OnceCell<Conn>>,
+    /// `WAIT` for this many replicas after a save or delete; 0 = do not.
+    wait_replicas: u32,
     scripts: Arc<Scripts>,
     /// Requests of this process queue here, in order, before the front one
     /// asks Redis: waiters of one process never poll Redis against each
@@ -207,39 +289,39 @@ pub struct RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("topology", &self.target.topology())
             .field("prefix", &self.prefix)
             .field("max_size", &self.max_size)
             .field("lease", &self.lease)
+            .field("wait_replicas", &self.wait_replicas)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url`, e.g.
-    /// `redis://[user:password@]host[:port][/db]`.
+    /// Connects to the Redis that `url` names:
     ///
-    /// Fails with [`Error::Config`] if the URL does not parse, and with
-    /// [`Error::Unavailable`] if the server cannot be reached within a few
-    /// seconds. Once connected, the store reconnects by itself whenever the
-    /// connection drops.
+    /// - `redis://[user:password@]host[:port][/db]`: one node;
+    /// - `redis://host:7000,redis://host:7001,…` (several node URLs,
+    ///   comma-separated) or `redis+cluster://[user:password@]host:port[,host:port…]`:
+    ///   a Redis Cluster, discovered from whichever listed node answers;
+    /// - `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER[/db]`:
+    ///   the master that the Sentinels at those addresses (port 26379 if
+    ///   left out) monitor as `MASTER`. The credentials and database are
+    ///   the master's; the Sentinels are asked without a password.
+    ///
+    /// Fails with [`Error::Config`] (`storage_url`) if the URL does not
+    /// parse, and with [`Error::Unavailable`] if Redis (for Sentinel: a
+    /// master) cannot be reached within a few seconds. Once connected, the
+    /// store reconnects by itself whenever a connection drops.
     pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        let client = Client::open(url).map_err(|e| Error::config("storage_url", e))?;
-        // Few, quick reconnection attempts: a request waiting on a dead
-        // server should get its 503 in seconds, and the next request
-        // starts a new attempt anyway.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = bounded(
-            "connecting to redis",
-            client.get_connection_manager_with_config(config),
-        )
-        .await?;
+        let target = Target::parse(url)?;
+        let conn = bounded("connecting to redis", target.connect()).await?;
         Ok(RedisStore {
             conn,
+            target: Arc::new(target),
+            durable: Arc::new(OnceCell::new()),
+            wait_replicas: 0,
             scripts: Arc::new(Scripts::new()),
             locks: LockWaits::new(),
             prefix: DEFAULT_PREFIX.into(),
@@ -272,6 +354,47 @@ impl RedisStore {
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(MIN_LEASE);
         self
+    }
+
+    /// After every save and delete, waits (at most a second) until
+    /// `replicas` replicas have it, and answers [`Error::Unavailable`] if
+    /// fewer did (default 0: no waiting). See "Failover" above for what
+    /// this does and does not promise.
+    pub fn with_wait_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
+    }
+
+    /// The `WAIT` to follow writes with, if any.
+    fn wait(&self) -> Option<Wait> {
+        (self.wait_replicas > 0).then_some(Wait {
+            replicas: self.wait_replicas,
+            timeout: WAIT_TIMEOUT,
+        })
+    }
+
+    /// The connection for waited writes, opened on first use.
+    async fn durable(&self) -> Result<Conn, Error> {
+        let conn = self
+            .durable
+            .get_or_try_init(|| bounded("connecting to redis", self.target.connect()))
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Turns the count of replicas that acknowledged a write into an error
+    /// when there were too few.
+    fn check_replicated(&self, acked: u64) -> Result<(), Error> {
+        if acked < u64::from(self.wait_replicas) {
+            return Err(Error::unavailable(
+                "waiting for redis replicas",
+                NotReplicated {
+                    acked,
+                    wanted: self.wait_replicas,
+                },
+            ));
+        }
+        Ok(())
     }
 
     fn data_key(&self, id: &SessionId) -> String {
@@ -354,20 +477,22 @@ impl RedisStore {
         }
     }
 
-    /// One `SCAN` step: the next cursor and the session ids on this page.
-    async fn scan_page(&self, cursor: u64) -> Result<(u64, Vec<SessionId>), Error> {
+    /// One `SCAN` step on `node`: the next cursor and the session ids on
+    /// this page.
+    async fn scan_page(
+        &self,
+        node: &ScanNode,
+        cursor: u64,
+    ) -> Result<(u64, Vec<SessionId>), Error> {
         let mut conn = self.conn.clone();
-        let (next, keys): (u64, Vec<Vec<u8>>) = bounded(
-            "listing sessions",
-            ::redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(scan_pattern(&self.prefix))
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn),
-        )
-        .await?;
+        let mut scan = ::redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(scan_pattern(&self.prefix))
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            bounded("listing sessions", conn.run_on(node, scan)).await?;
         let prefix = self.prefix.as_bytes();
         let ids = keys
             .iter()
@@ -379,6 +504,31 @@ impl RedisStore {
             .collect();
         Ok((next, ids))
     }
+
+    /// The session ids stored on one node, a page at a time.
+    fn node_ids(&self, node: ScanNode) -> BoxStream<'_, Result<SessionId, Error>> {
+        stream::unfold(Some(0u64), move |cursor| {
+            let node = node.clone();
+            async move {
+                let page = match self.scan_page(&node, cursor?).await {
+                    Ok((0, ids)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), None),
+                    Ok((next, ids)) => (ids.into_iter().map(Ok).collect(), Some(next)),
+                    Err(e) => (vec![Err(e)], None),
+                };
+                Some(page)
+            }
+        })
+        .flat_map(stream::iter)
+        .boxed()
+    }
+}
+
+/// Fewer replicas than `redis_wait_replicas` acknowledged a write in time.
+#[derive(Debug, thiserror::Error)]
+#[error("{acked} of {wanted} replicas acknowledged the write in time; it may or may not survive a failover")]
+struct NotReplicated {
+    acked: u64,
+    wanted: u32,
 }
 
 /// Runs one Redis call under [`CALL_TIMEOUT`], turning every failure into
@@ -433,7 +583,7 @@ struct LeaseLost;
 
 /// What a [`RedisStore`] puts in a [`LockGuard`].
 struct Lease {
-    conn: ConnectionManager,
+    conn: Conn,
     scripts: Arc<Scripts>,
     key: String,
     token: String,
@@ -513,7 +663,7 @@ impl Drop for Lease {
 /// aborts this task). Stops when the lock turns out to be someone else's.
 async fn renew(
     session: ShortId,
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     scripts: Arc<Scripts>,
     key: String,
     token: String,
@@ -569,18 +719,24 @@ impl SessionStore for RedisStore {
 
     async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.check_size(record)?;
-        let mut conn = self.conn.clone();
-        let written: Option<String> = bounded(
-            "saving a session",
-            ::redis::cmd("SET")
-                .arg(self.data_key(id))
-                .arg(record.encode())
-                .arg("PX")
-                .arg(ttl_ms(record.expires))
-                .arg(mode(write))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let mut set = ::redis::cmd("SET");
+        set.arg(self.data_key(id))
+            .arg(record.encode())
+            .arg("PX")
+            .arg(ttl_ms(record.expires))
+            .arg(mode(write));
+        let Some(wait) = self.wait() else {
+            let mut conn = self.conn.clone();
+            let written: Option<String> =
+                bounded("saving a session", set.query_async(&mut conn)).await?;
+            return Ok(written.is_some());
+        };
+        let mut conn = self.durable().await?;
+        let (written, acked): (Option<String>, u64) =
+            bounded("saving a session", wait.after(set).query_async(&mut conn)).await?;
+        if written.is_some() {
+            self.check_replicated(acked)?;
+        }
         Ok(written.is_some())
     }
 
@@ -599,15 +755,21 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
         // Only the data: a lock on the id belongs to whoever holds it.
-        let _: i64 = bounded(
-            "deleting a session",
-            ::redis::cmd("DEL")
-                .arg(self.data_key(id))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let mut del = ::redis::cmd("DEL");
+        del.arg(self.data_key(id));
+        let Some(wait) = self.wait() else {
+            let mut conn = self.conn.clone();
+            let _: i64 = bounded("deleting a session", del.query_async(&mut conn)).await?;
+            return Ok(());
+        };
+        // Waited for too: a lost delete brings a logged-out session back.
+        let mut conn = self.durable().await?;
+        let (deleted, acked): (i64, u64) =
+            bounded("deleting a session", wait.after(del).query_async(&mut conn)).await?;
+        if deleted > 0 {
+            self.check_replicated(acked)?;
+        }
         Ok(())
     }
 
@@ -619,18 +781,10 @@ impl SessionStore for RedisStore {
         let (key, token) = (self.lock_key(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
-            let taken: Option<String> = bounded(
-                "taking a session lock",
-                ::redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(self.lease_ms())
-                    .query_async(&mut conn),
-            )
-            .await?;
-            if taken.is_some() {
+            let mut call = self.scripts.lock.prepare_invoke();
+            call.key(&key).arg(&token).arg(self.lease_ms());
+            let taken: i64 = bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
+            if taken == 1 {
                 let local = waiter.granted();
                 return Ok(LockGuard::new(Lease::start(self, id, key, token, local)));
             }
@@ -688,7 +842,6 @@ impl SessionStore for RedisStore {
         // Stop renewing first, so that a renewal racing the release below
         // cannot mistake it for a lost lease.
         lease.renewal.abort();
-        let mut conn = self.conn.clone();
         let mut call = self.scripts.save_and_unlock.prepare_invoke();
         call.key(self.data_key(id))
             .key(&lease.key)
@@ -697,11 +850,29 @@ impl SessionStore for RedisStore {
             .arg(ttl_ms(record.expires))
             .arg(mode(write));
         // On an error the guard's drop still tries to release the lock.
-        let outcome: i64 = bounded("saving a session", call.invoke_async(&mut conn)).await?;
+        let (outcome, acked): (i64, Option<u64>) = match self.wait() {
+            None => {
+                let mut conn = self.conn.clone();
+                let outcome = bounded("saving a session", call.invoke_async(&mut conn)).await?;
+                (outcome, None)
+            }
+            Some(wait) => {
+                let mut conn = self.durable().await?;
+                let (outcome, acked) =
+                    bounded("saving a session", call.invoke_and_wait(&mut conn, wait)).await?;
+                (outcome, Some(acked))
+            }
+        };
         lease.released = true;
         match outcome {
             -1 => Err(Error::unavailable("saving a session", LeaseLost)),
-            n => Ok(n == 1),
+            1 => {
+                if let Some(acked) = acked {
+                    self.check_replicated(acked)?;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 }
@@ -715,16 +886,19 @@ impl SessionAdmin for RedisStore {
     }
 
     fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
-        // SCAN, never KEYS: one page at a time, without blocking the server.
-        stream::unfold(Some(0u64), move |cursor| async move {
-            let page = match self.scan_page(cursor?).await {
-                Ok((0, ids)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), None),
-                Ok((next, ids)) => (ids.into_iter().map(Ok).collect(), Some(next)),
-                Err(e) => (vec![Err(e)], None),
-            };
-            Some(page)
+        // SCAN, never KEYS: one page at a time, without blocking a server;
+        // a cursor belongs to one server, so a Cluster is scanned master
+        // by master.
+        stream::once(async move {
+            let mut conn = self.conn.clone();
+            bounded("listing sessions", conn.scan_nodes()).await
         })
-        .flat_map(stream::iter)
+        .flat_map(move |nodes| match nodes {
+            Ok(nodes) => stream::iter(nodes)
+                .flat_map(move |node| self.node_ids(node))
+                .boxed(),
+            Err(e) => stream::iter([Err(e)]).boxed(),
+        })
         .boxed()
     }
 

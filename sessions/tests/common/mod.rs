@@ -17,6 +17,7 @@ pub mod client;
 pub mod files;
 pub mod logs;
 pub mod records;
+pub mod redis_topology;
 pub mod stores;
 pub mod temp;
 pub mod watched;

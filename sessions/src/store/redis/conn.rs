@@ -1,0 +1,754 @@
+//! Which Redis a [`RedisStore`](super::RedisStore) talks to — one node, a
+//! Cluster, or the master a set of Sentinels names — and the one
+//! connection type its commands and scripts run on, whichever it is.
+//!
+//! The store never asks which one it has, except to list keys: a `SCAN`
+//! cursor belongs to one server, so a Cluster is scanned master by master.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use ::redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use ::redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
+    ToRedisArgs, Value,
+};
+
+use super::super::Error;
+
+/// How long one connection attempt may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a command may wait for its answer on an open connection.
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A Cluster request with its redirections, slot-map refreshes and retries
+/// gives up after this, inside the store's own bound on a call (5 s), so a
+/// slot without a master answers a clear error rather than a bare timeout.
+const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// Retries of one Cluster request (redirections, slot-map refreshes, and
+/// waits out a `CLUSTERDOWN`), spaced 50 to 500 ms apart. Enough that the
+/// request timeout above, not the count, ends them: while a dead master is
+/// being replaced, a Cluster with `cluster-require-full-coverage yes` (the
+/// default) refuses every key for a second or two, and requests on the
+/// healthy masters should ride that out rather than fail.
+const CLUSTER_RETRIES: u32 = 16;
+
+/// What a storage URL names, parsed but not yet connected.
+pub(super) enum Target {
+    Node(Client),
+    Cluster(ClusterClient),
+    Sentinel(SentinelTarget),
+}
+
+/// A master found through Sentinels.
+pub(super) struct SentinelTarget {
+    sentinels: Vec<ConnectionInfo>,
+    master: String,
+    /// How to talk to the master once found: its database and credentials.
+    node: SentinelNodeConnectionInfo,
+    db: i64,
+}
+
+/// Which kind of deployment, for `Debug` (never the URL: it may hold a
+/// password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Topology {
+    Node,
+    Cluster,
+    Sentinel,
+}
+
+impl Target {
+    /// Parses a `storage_url`:
+    ///
+    /// - `redis://[user:password@]host[:port][/db]` (or any URL redis-rs
+    ///   takes): one node;
+    /// - several such URLs separated by commas, or
+    ///   `redis+cluster://[user:password@]host:port[,host:port…]`: a Redis
+    ///   Cluster, found from any of the nodes listed;
+    /// - `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER[/db]`:
+    ///   the master the Sentinels at those addresses know as `MASTER`. The
+    ///   credentials are the master's; the Sentinels are asked without any.
+    ///
+    /// Errors never repeat the URL, which may hold a password.
+    pub(super) fn parse(url: &str) -> Result<Target, Error> {
+        let bad = |e: RedisError| Error::config("storage_url", e);
+        let url = url.trim();
+        if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            let multi = Multi::split(rest, 6379)?;
+            let nodes = multi
+                .hosts
+                .iter()
+                .map(|h| format!("redis://{}{h}{}", multi.auth, multi.path))
+                .collect::<Vec<_>>();
+            return cluster(nodes);
+        }
+        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            return sentinel(Multi::split(rest, 26379)?);
+        }
+        if url.contains(',') {
+            return cluster(url.split(',').map(|u| u.trim().to_owned()).collect());
+        }
+        Client::open(url).map(Target::Node).map_err(bad)
+    }
+
+    pub(super) fn topology(&self) -> Topology {
+        match self {
+            Target::Node(_) => Topology::Node,
+            Target::Cluster(_) => Topology::Cluster,
+            Target::Sentinel(_) => Topology::Sentinel,
+        }
+    }
+
+    /// Opens a connection that follows the deployment by itself: it
+    /// reconnects to a node that comes back, follows a Cluster's slots as
+    /// they move, and finds a new master after a Sentinel failover.
+    pub(super) async fn connect(&self) -> RedisResult<Conn> {
+        match self {
+            // Few, quick reconnection attempts: a request waiting on a dead
+            // server should get its 503 in seconds, and the next request
+            // starts a new attempt anyway.
+            Target::Node(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = client.get_connection_manager_with_config(config).await?;
+                Ok(Conn::Node(conn))
+            }
+            Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Target::Sentinel(target) => {
+                let conn = SentinelConnection::new(target)?;
+                // Find the master now, so that a wrong name or unreachable
+                // Sentinels fail at start as an unreachable node does.
+                conn.0.master().await?;
+                Ok(Conn::Sentinel(conn))
+            }
+        }
+    }
+}
+
+fn cluster(nodes: Vec<String>) -> Result<Target, Error> {
+    if nodes.iter().any(|n| n.is_empty()) {
+        return Err(Error::config(
+            "storage_url",
+            "an empty node in a comma-separated cluster URL",
+        ));
+    }
+    ClusterClientBuilder::new(nodes)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .overall_response_timeout(Some(CLUSTER_REQUEST_TIMEOUT))
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(50)
+        .max_retry_wait(500)
+        .build()
+        .map(Target::Cluster)
+        .map_err(|e| Error::config("storage_url", e))
+}
+
+fn sentinel(multi: Multi<'_>) -> Result<Target, Error> {
+    let bad = |why: &'static str| Error::config("storage_url", why);
+    let path = multi.path.strip_prefix('/').unwrap_or_default();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut parts = path.split('/');
+    let master = parts
+        .next()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("a sentinel URL names the master: redis+sentinel://host:port/MASTER"))?;
+    let db = match parts.next() {
+        None | Some("") => 0,
+        Some(db) => db
+            .parse::<i64>()
+            .map_err(|_| bad("the database after the master's name is not a number"))?,
+    };
+    if parts.next().is_some() {
+        return Err(bad(
+            "a sentinel URL's path is /MASTER or /MASTER/db, nothing more",
+        ));
+    }
+    // The master's credentials, database and options, decoded as redis-rs
+    // decodes any URL (the address is a placeholder: Sentinel gives it).
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    let master_info = format!("redis://{}{}/{db}{query}", multi.auth, multi.hosts[0])
+        .into_connection_info()
+        .map_err(|e| Error::config("storage_url", e))?;
+    let sentinels = multi
+        .hosts
+        .iter()
+        .map(|h| format!("redis://{h}").into_connection_info())
+        .collect::<RedisResult<Vec<_>>>()
+        .map_err(|e| Error::config("storage_url", e))?;
+    Ok(Target::Sentinel(SentinelTarget {
+        sentinels,
+        master: master.to_owned(),
+        db,
+        node: SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(master_info.redis_settings().clone()),
+    }))
+}
+
+/// The parts of a URL with several hosts, which the URL syntax has no room
+/// for: `[auth@]host[:port][,host[:port]…][/path][?query]`.
+struct Multi<'a> {
+    /// `user:password@`, or empty.
+    auth: &'a str,
+    /// `host:port`, the port added where it was left out.
+    hosts: Vec<String>,
+    /// From the first `/` or `?` on, or empty.
+    path: &'a str,
+}
+
+impl<'a> Multi<'a> {
+    fn split(rest: &'a str, default_port: u16) -> Result<Multi<'a>, Error> {
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (auth, hosts) = match authority.rfind('@') {
+            Some(i) => authority.split_at(i + 1),
+            None => ("", authority),
+        };
+        let hosts = hosts
+            .split(',')
+            .map(|h| {
+                let h = h.trim();
+                if h.is_empty() {
+                    return Err(Error::config("storage_url", "an empty host in the list"));
+                }
+                // `[::1]` has colons but no port; `[::1]:7000` has one.
+                let has_port = match h.strip_prefix('[') {
+                    Some(v6) => v6.contains("]:"),
+                    None => h.contains(':'),
+                };
+                Ok(if has_port {
+                    h.to_owned()
+                } else {
+                    format!("{h}:{default_port}")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Multi { auth, hosts, path })
+    }
+}
+
+/// A connection to whichever deployment the URL named. Cheap to clone;
+/// clones share the underlying connections.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Conn::Node(_) => "Conn::Node",
+            Conn::Cluster(_) => "Conn::Cluster",
+            Conn::Sentinel(_) => "Conn::Sentinel",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
+/// A server to run `SCAN` on.
+#[derive(Debug, Clone)]
+pub(super) enum ScanNode {
+    /// The one server behind a node or Sentinel connection.
+    Only,
+    /// A Cluster master, by the address the Cluster gave.
+    Master { host: String, port: u16 },
+}
+
+impl Conn {
+    /// The servers that together hold every key: each master of a Cluster
+    /// (as the Cluster sees them now), or the one server.
+    pub(super) async fn scan_nodes(&mut self) -> RedisResult<Vec<ScanNode>> {
+        let Conn::Cluster(c) = self else {
+            return Ok(vec![ScanNode::Only]);
+        };
+        // A command sent to all masters without an answer policy comes back
+        // as a map from each master's address to its answer.
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let Value::Map(answers) = c.route_command(::redis::cmd("PING"), routing).await? else {
+            return Err(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "the cluster did not list its masters",
+            )));
+        };
+        answers
+            .into_iter()
+            .map(|(addr, answer)| {
+                answer.extract_error()?;
+                let addr = String::from_redis_value(addr)?;
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                    .ok_or_else(|| {
+                        RedisError::from((
+                            ErrorKind::UnexpectedReturnType,
+                            "a cluster master's address is not host:port",
+                        ))
+                    })?;
+                Ok(ScanNode::Master { host, port })
+            })
+            .collect()
+    }
+
+    /// Runs `cmd` (a `SCAN` step) on `node`.
+    pub(super) async fn run_on<T: FromRedisValue>(
+        &mut self,
+        node: &ScanNode,
+        cmd: Cmd,
+    ) -> RedisResult<T> {
+        match (self, node) {
+            (Conn::Cluster(c), ScanNode::Master { host, port }) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                let value = c.route_command(cmd, routing).await?;
+                Ok(T::from_redis_value(value.extract_error()?)?)
+            }
+            (conn, _) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+/// A connection to the master that the Sentinels name, replaced when that
+/// master stops answering or turns out to be a replica.
+///
+/// redis-rs asks the Sentinels and checks that the node they name calls
+/// itself a master (`ROLE`), trying every Sentinel in turn; it does not
+/// follow a failover by itself, so this does: a connection that fails
+/// (dropped, refused, timed out) or is refused a write (`READONLY`: the
+/// node was demoted) is forgotten, and the next command asks the Sentinels
+/// again. Only one task asks at a time; the others wait for its answer.
+/// A refused write changed nothing, so it is sent once more to the new
+/// master; any other failure is reported (a command that may have run is
+/// never repeated).
+#[derive(Clone)]
+pub(super) struct SentinelConnection(Arc<SentinelShared>);
+
+struct SentinelShared {
+    master_name: String,
+    node: SentinelNodeConnectionInfo,
+    db: i64,
+    /// redis-rs' Sentinel client; asking needs `&mut`, and one asker at a
+    /// time is what we want anyway.
+    sentinel: tokio::sync::Mutex<Sentinel>,
+    current: Mutex<Option<Master>>,
+    generation: AtomicU64,
+}
+
+/// The master's connection, numbered so that a task that saw it fail
+/// forgets only that one, not a newer one another task found meanwhile.
+#[derive(Clone)]
+struct Master {
+    generation: u64,
+    conn: MultiplexedConnection,
+}
+
+impl SentinelConnection {
+    fn new(target: &SentinelTarget) -> RedisResult<Self> {
+        Ok(SentinelConnection(Arc::new(SentinelShared {
+            master_name: target.master.clone(),
+            node: target.node.clone(),
+            db: target.db,
+            sentinel: tokio::sync::Mutex::new(Sentinel::build(target.sentinels.clone())?),
+            current: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        })))
+    }
+}
+
+impl SentinelShared {
+    fn current(&self) -> Option<Master> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The master's connection, asking the Sentinels if there is none.
+    async fn master(&self) -> RedisResult<Master> {
+        if let Some(m) = self.current() {
+            return Ok(m);
+        }
+        let mut sentinel = self.sentinel.lock().await;
+        // Another task may have found it while this one queued.
+        if let Some(m) = self.current() {
+            return Ok(m);
+        }
+        let client = sentinel
+            .async_master_for(&self.master_name, Some(&self.node))
+            .await?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let master = Master {
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            conn,
+        };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(master.clone());
+        Ok(master)
+    }
+
+    fn forget(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|m| m.generation == generation) {
+            *current = None;
+        }
+    }
+}
+
+/// What a failed answer says about the master we talk to.
+#[derive(PartialEq, Eq)]
+enum Verdict {
+    /// It answered; whatever it said stands.
+    Fine,
+    /// It is gone or unreachable: ask the Sentinels next time.
+    Gone,
+    /// It is no master any more and refused the write, which therefore did
+    /// not happen: ask the Sentinels and send it again.
+    Demoted,
+}
+
+fn verdict_of_error(e: &RedisError) -> Verdict {
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::ReadOnly) => Verdict::Demoted,
+        ErrorKind::Server(ServerErrorKind::MasterDown) | ErrorKind::Io | ErrorKind::Parse => {
+            Verdict::Gone
+        }
+        _ if e.is_timeout() || e.is_connection_dropped() => Verdict::Gone,
+        _ => Verdict::Fine,
+    }
+}
+
+fn verdict_of_value(v: &Value) -> Verdict {
+    match v {
+        Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly) => Verdict::Demoted,
+        Value::ServerError(e) if e.kind() == Some(ServerErrorKind::MasterDown) => Verdict::Gone,
+        _ => Verdict::Fine,
+    }
+}
+
+impl SentinelConnection {
+    /// Sends with `send` to the master, judging the answer with `judge`.
+    async fn send<'a, T, F>(&'a self, send: F, judge: fn(&T) -> Verdict) -> RedisResult<T>
+    where
+        F: Fn(MultiplexedConnection) -> RedisFuture<'a, T>,
+    {
+        let mut resent = false;
+        loop {
+            let master = self.0.master().await?;
+            let answer = send(master.conn).await;
+            let verdict = match &answer {
+                Ok(v) => judge(v),
+                Err(e) => verdict_of_error(e),
+            };
+            if verdict != Verdict::Fine {
+                self.0.forget(master.generation);
+                tracing::debug!(
+                    demoted = verdict == Verdict::Demoted,
+                    "the redis master stopped answering as one; asking the sentinels again"
+                );
+            }
+            if verdict == Verdict::Demoted && !resent {
+                resent = true;
+                continue;
+            }
+            return answer;
+        }
+    }
+}
+
+impl ConnectionLike for SentinelConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            self.send(
+                |mut conn| Box::pin(async move { conn.req_packed_command(cmd).await }),
+                verdict_of_value,
+            )
+            .await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            self.send(
+                |mut conn| {
+                    Box::pin(async move { conn.req_packed_commands(pipeline, offset, count).await })
+                },
+                |values: &Vec<Value>| {
+                    values
+                        .iter()
+                        .map(verdict_of_value)
+                        .find(|v| *v != Verdict::Fine)
+                        .unwrap_or(Verdict::Fine)
+                },
+            )
+            .await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.db
+    }
+}
+
+/// A Lua script of the store, run by its hash (`EVALSHA`) and sent in full
+/// (`EVAL`) only to a node that does not know it yet (new, restarted, just
+/// promoted).
+///
+/// redis-rs' own `Script::invoke_async` loads a missing script with
+/// `SCRIPT LOAD`, which a Cluster sends to every node and which fails while
+/// any of them is down — during a failover, exactly when scripts go
+/// missing. `EVAL` goes to the key's own node, like the call itself.
+pub(super) struct Lua {
+    code: String,
+    hash: String,
+}
+
+/// One call of a [`Lua`] script: its keys and arguments.
+pub(super) struct LuaCall<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Lua {
+    pub(super) fn new(code: String) -> Lua {
+        let hash = ::redis::Script::new(&code).get_hash().to_owned();
+        Lua { code, hash }
+    }
+
+    pub(super) fn prepare_invoke(&self) -> LuaCall<'_> {
+        LuaCall {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl LuaCall<'_> {
+    pub(super) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    pub(super) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn cmd(&self, by_hash: bool) -> Cmd {
+        let mut cmd = if by_hash {
+            let mut c = ::redis::cmd("EVALSHA");
+            c.arg(&self.lua.hash);
+            c
+        } else {
+            let mut c = ::redis::cmd("EVAL");
+            c.arg(&self.lua.code);
+            c
+        };
+        cmd.arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+        cmd
+    }
+
+    pub(super) async fn invoke_async<T: FromRedisValue>(&self, conn: &mut Conn) -> RedisResult<T> {
+        match self.cmd(true).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.cmd(false).query_async(conn).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Runs the script, then `WAIT replicas timeout` right behind it on the
+    /// same connection (`WAIT` counts the replicas that have every write of
+    /// its connection so far, so it must follow the write on the one the
+    /// write went on). Answers the script's result and how many replicas
+    /// acknowledged.
+    pub(super) async fn invoke_and_wait<T: FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        wait: Wait,
+    ) -> RedisResult<(T, u64)> {
+        match wait.after(self.cmd(true)).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                wait.after(self.cmd(false)).query_async(conn).await
+            }
+            answer => answer,
+        }
+    }
+}
+
+/// `WAIT` for this many replicas, at most this long.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Wait {
+    pub(super) replicas: u32,
+    pub(super) timeout: Duration,
+}
+
+impl Wait {
+    /// `cmd` and the `WAIT` behind it, as one pipeline: one round trip, on
+    /// one connection, to the node of `cmd`'s key.
+    pub(super) fn after(self, cmd: Cmd) -> Pipeline {
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(cmd)
+            .cmd("WAIT")
+            .arg(self.replicas)
+            .arg(u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX));
+        pipe
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_error(url: &str) -> String {
+        match Target::parse(url) {
+            Err(
+                e @ Error::Config {
+                    setting: "storage_url",
+                    ..
+                },
+            ) => {
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text.push_str(": ");
+                    text.push_str(&s.to_string());
+                    source = s.source();
+                }
+                text
+            }
+            Err(e) => panic!("{url}: not a storage_url error: {e:?}"),
+            Ok(_) => panic!("{url}: parsed"),
+        }
+    }
+
+    #[test]
+    fn url_forms() {
+        let topology = |u: &str| Target::parse(u).unwrap().topology();
+        assert_eq!(topology("redis://127.0.0.1:6379/0"), Topology::Node);
+        assert_eq!(
+            topology("redis://127.0.0.1:7000,redis://127.0.0.1:7001, redis://127.0.0.1:7002"),
+            Topology::Cluster
+        );
+        assert_eq!(
+            topology("redis+cluster://127.0.0.1:7000"),
+            Topology::Cluster
+        );
+        assert_eq!(
+            topology("redis+cluster://127.0.0.1:7000,127.0.0.1:7001?protocol=resp3"),
+            Topology::Cluster
+        );
+        assert_eq!(
+            topology("redis+cluster://u:p%40ss@127.0.0.1:7000,127.0.0.1:7001,[::1]:7002,host"),
+            Topology::Cluster
+        );
+        assert_eq!(
+            topology("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster"),
+            Topology::Sentinel
+        );
+        assert_eq!(
+            topology("redis+sentinel://:secret@h1,h2:26380/mymaster/3"),
+            Topology::Sentinel
+        );
+    }
+
+    #[test]
+    fn sentinel_url_carries_the_masters_credentials_and_db() {
+        let Target::Sentinel(t) =
+            Target::parse("redis+sentinel://user:p%40ss@h1,h2:26380/mymaster/3").unwrap()
+        else {
+            panic!("not a sentinel target")
+        };
+        assert_eq!(t.master, "mymaster");
+        assert_eq!(t.sentinels.len(), 2);
+        // Sentinels are asked without the master's password.
+        assert!(t
+            .sentinels
+            .iter()
+            .all(|s| s.redis_settings().password().is_none()));
+        assert_eq!(t.sentinels[0].addr().to_string(), "h1:26379");
+        assert_eq!(t.sentinels[1].addr().to_string(), "h2:26380");
+        let debug = format!("{:?}", t.node);
+        assert!(!debug.contains("p@ss"), "{debug}");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_that_keep_the_password_out() {
+        for url in [
+            "redis://:secret@host:notaport",
+            "redis+cluster://:secret@h1,,h2",
+            "redis+cluster://:secret@h1:x",
+            "redis+sentinel://:secret@h1:26379",
+            "redis+sentinel://:secret@h1:26379/",
+            "redis+sentinel://:secret@h1:26379/m/notadb",
+            "redis+sentinel://:secret@h1:26379/m/0/extra",
+            "redis://:secret@h1:7000,",
+            "nosuchscheme://:secret@h1",
+        ] {
+            let text = config_error(url);
+            assert!(!text.contains("secret"), "{url}: {text}");
+        }
+    }
+}

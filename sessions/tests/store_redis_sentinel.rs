@@ -1,0 +1,130 @@
+//! The Redis store on a master found through Sentinel (a master, its
+//! replica and three Sentinels, started by the test on loopback and shared
+//! by this file's tests): the conformance suite, two instances on one
+//! session, the URL's master name, and `redis_wait_replicas` met and not
+//! met.
+//!
+//! Without `redis-server` the tests are skipped, except under `CI=true`,
+//! where that is a failure.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis_topology::{shared_sentinels, Sentinels};
+use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
+use sessions::{now_millis, Record, SessionId};
+
+fn id() -> SessionId {
+    SessionId::generate().expect("random source")
+}
+
+fn unique_prefix() -> String {
+    format!("test:{}:", &id().to_string()[..16])
+}
+
+fn record(data: &str) -> Record {
+    let now = now_millis();
+    Record {
+        data: data.as_bytes().to_vec(),
+        created: now,
+        expires: now + 60_000,
+    }
+}
+
+/// A store on the shared Sentinel set with a prefix of its own, that
+/// prefix, and the set.
+async fn store() -> Option<(RedisStore, String, &'static Sentinels)> {
+    let set = shared_sentinels()?;
+    let prefix = unique_prefix();
+    let store = RedisStore::connect(&set.url()).await.unwrap();
+    Some((store.with_prefix(prefix.clone()), prefix, set))
+}
+
+sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_lose_no_update() {
+    let Some((a, prefix, set)) = store().await else {
+        return;
+    };
+    // A second instance: its own connections, the same keys.
+    let b = RedisStore::connect(&set.url())
+        .await
+        .unwrap()
+        .with_prefix(prefix);
+    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+}
+
+/// The data lands on the master the Sentinels name, and reaches its
+/// replica; the listing and clean-up work there as on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_named_master() {
+    let Some((store, prefix, set)) = store().await else {
+        return;
+    };
+    let id = id();
+    assert!(store.save(&id, &record("1"), SaveIf::Absent).await.unwrap());
+    let key = format!("{prefix}{{{id}}}");
+    let master = set.master_port().expect("the sentinels name a master");
+    assert_eq!(master, set.master.port);
+    assert_eq!(set.master.cli(&["exists", &key]).unwrap().trim(), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while set.replica.cli(&["exists", &key]).unwrap().trim() != "1" {
+        assert!(Instant::now() < deadline, "not replicated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(format!("{store:?}").contains("Sentinel"), "{store:?}");
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.clean_up().await.unwrap(), 0);
+}
+
+/// A master name the Sentinels do not know fails at start, in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_master_name_fails_at_start() {
+    let Some(set) = shared_sentinels() else {
+        return;
+    };
+    let url = set
+        .url()
+        .replace(&format!("/{}", set.name), "/no-such-master");
+    let started = Instant::now();
+    let err = RedisStore::connect(&url).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+/// With one replica, waiting for one succeeds; waiting for two cannot, so
+/// the save answers `Unavailable` — though the master has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_met_and_not_met() {
+    let Some((store, ..)) = store().await else {
+        return;
+    };
+    let one = store.clone().with_wait_replicas(1);
+    let (a, b) = (id(), id());
+    assert!(one.save(&a, &record("1"), SaveIf::Absent).await.unwrap());
+    let (guard, loaded) = one.lock_and_load(&a, Duration::from_secs(5)).await.unwrap();
+    let mut r = loaded.unwrap();
+    r.data = b"2".to_vec();
+    assert!(one
+        .save_and_unlock(&a, &r, SaveIf::Live, guard)
+        .await
+        .unwrap());
+    one.delete(&a).await.unwrap();
+
+    let two = store.clone().with_wait_replicas(2);
+    let started = Instant::now();
+    let err = two
+        .save(&b, &record("1"), SaveIf::Absent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("1 of 2 replicas"), "{chain}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The master took the write; only its survival is in doubt.
+    assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"1");
+}
