@@ -52,8 +52,6 @@ pub mod conformance;
 
 pub use memory::MemoryStore;
 pub use open::{migrate, open, OpenError};
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) use wait::Entered;
 #[cfg(any(
     all(feature = "file", unix),
     feature = "redis",
@@ -62,6 +60,8 @@ pub(crate) use wait::Entered;
 ))]
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
+#[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
+pub(crate) use wait::{Entered, Known, MAX_HANDOVERS};
 
 #[cfg(all(feature = "file", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]

@@ -43,7 +43,10 @@ use tokio::task::AbortHandle;
 
 use self::conn::{Conn, Lua, ScanNode, Target, Wait};
 
-use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use super::{
+    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore,
+    MAX_HANDOVERS,
+};
 use crate::id::{SessionId, ShortId};
 use crate::record::{now_millis, Millis, Record};
 
@@ -128,6 +131,17 @@ if ok then return 1 end
 return 0
 ";
 
+/// KEYS: data, lock. ARGV: token, value, ttl ms, 'NX' or 'XX', lease ms.
+/// As [`SAVE_AND_UNLOCK`], but the lock stays ours with a fresh lease: for
+/// a hand-over to the next request of this process.
+const SAVE_AND_KEEP: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local ok = redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if ok then return 1 end
+return 0
+";
+
 /// KEYS: lock. ARGV: token.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -146,6 +160,7 @@ struct Scripts {
     lock: Lua,
     lock_and_load: Lua,
     save_and_unlock: Lua,
+    save_and_keep: Lua,
     release: Lua,
     renew: Lua,
 }
@@ -157,6 +172,7 @@ impl Scripts {
             lock: Lua::new(format!("{LOCK_FN}{LOCK_BODY}")),
             lock_and_load: Lua::new(format!("{READ_FN}{LOCK_FN}{LOCK_AND_LOAD_BODY}")),
             save_and_unlock: Lua::new(SAVE_AND_UNLOCK.to_owned()),
+            save_and_keep: Lua::new(SAVE_AND_KEEP.to_owned()),
             release: Lua::new(RELEASE.to_owned()),
             renew: Lua::new(RENEW.to_owned()),
         }
@@ -592,8 +608,16 @@ struct Lease {
     released: bool,
     /// This process's place at the front of the id's queue, let go only
     /// after Redis has the lock back, so the next local waiter's first
-    /// attempt succeeds.
+    /// attempt succeeds; `None` while the lease waits in a hand-over.
     local: Option<LocalGuard>,
+    /// How many requests in a row have had this lease handed over.
+    handovers: u32,
+}
+
+/// A lease handed from a finishing request to the next of this process.
+struct Handover {
+    lease: Lease,
+    record: Known,
 }
 
 impl Lease {
@@ -622,12 +646,59 @@ impl Lease {
             renewal,
             released: false,
             local: Some(local),
+            handovers: 0,
         }
+    }
+
+    /// Whether to hand this lease to the next request of this process
+    /// instead of releasing it: someone waits, and the run of hand-overs
+    /// has not reached its bound.
+    fn hand_over_next(&self) -> bool {
+        !self.released
+            && self.handovers < MAX_HANDOVERS
+            && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
+    }
+
+    /// Moves the lease, still held and renewed, into a hand-over for the
+    /// next request; this guard then releases nothing.
+    fn hand_over(&mut self, record: Known) {
+        let Some(local) = self.local.take() else {
+            return;
+        };
+        self.released = true;
+        let lease = Lease {
+            conn: self.conn.clone(),
+            scripts: Arc::clone(&self.scripts),
+            key: std::mem::take(&mut self.key),
+            token: std::mem::take(&mut self.token),
+            renewal: self.renewal.clone(),
+            released: false,
+            local: None,
+            handovers: self.handovers + 1,
+        };
+        local.hand_over(Box::new(Handover { lease, record }));
+    }
+
+    /// Takes a handed-over lease into this request's guard.
+    fn taken(handover: Handover, local: LocalGuard) -> (Lease, Known) {
+        let Handover { mut lease, record } = handover;
+        lease.local = Some(local);
+        (lease, record)
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.hand_over_next() {
+            // Nothing was saved (an unchanged session, an error, a release
+            // without a save): the next request reads the record.
+            self.hand_over(Known::Unknown);
+            return;
+        }
+        if self.released && self.local.is_none() {
+            // Handed over: the renewal now belongs to the next holder.
+            return;
+        }
         self.renewal.abort();
         if self.released {
             return;
@@ -777,7 +848,12 @@ impl SessionStore for RedisStore {
     // no live session, which `EXISTS` cannot tell.
 
     async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let mut waiter = self.locks.enter(id, wait).await?;
+        let mut waiter = match self.locks.enter_or_take::<Handover>(id, wait).await? {
+            Entered::HandedOver(local, handover) => {
+                return Ok(LockGuard::new(Lease::taken(*handover, local).0));
+            }
+            Entered::Front(waiter) => waiter,
+        };
         let (key, token) = (self.lock_key(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
@@ -797,7 +873,20 @@ impl SessionStore for RedisStore {
         id: &SessionId,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let mut waiter = self.locks.enter(id, wait).await?;
+        let mut waiter = match self.locks.enter_or_take::<Handover>(id, wait).await? {
+            // The request before in this process left the lock, still held,
+            // and (if it saved) the record: no round trip for this one.
+            Entered::HandedOver(local, handover) => {
+                let (lease, known) = Lease::taken(*handover, local);
+                let guard = LockGuard::new(lease);
+                let record = match known {
+                    Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
+                    Known::Unknown => self.load(id).await?,
+                };
+                return Ok((guard, record));
+            }
+            Entered::Front(waiter) => waiter,
+        };
         let (data_key, key, token) = (self.data_key(id), self.lock_key(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
@@ -839,6 +928,29 @@ impl SessionStore for RedisStore {
                 return saved;
             }
         };
+        if self.wait().is_none() && lease.hand_over_next() {
+            // One round trip for the next request of this process too: the
+            // lock stays, and so does what was just written.
+            let mut call = self.scripts.save_and_keep.prepare_invoke();
+            call.key(self.data_key(id))
+                .key(&lease.key)
+                .arg(&lease.token)
+                .arg(record.encode())
+                .arg(ttl_ms(record.expires))
+                .arg(mode(write))
+                .arg(self.lease_ms());
+            let mut conn = self.conn.clone();
+            // On an error the guard's drop hands over or releases.
+            let outcome: i64 = bounded("saving a session", call.invoke_async(&mut conn)).await?;
+            if outcome == -1 {
+                lease.renewal.abort();
+                lease.released = true;
+                return Err(Error::unavailable("saving a session", LeaseLost));
+            }
+            let saved = outcome == 1;
+            lease.hand_over(Known::Record(saved.then(|| record.clone())));
+            return Ok(saved);
+        }
         // Stop renewing first, so that a renewal racing the release below
         // cannot mistake it for a lost lease.
         lease.renewal.abort();

@@ -26,12 +26,34 @@ use tokio::time::Instant;
 
 use super::Error;
 use crate::id::{shard_of, IdMap, SessionId};
+use crate::record::Record;
 
 const SHARDS: usize = 32;
 
 /// What a finishing request leaves for the next one of this process: the
 /// store's backend lock, still held, and what it knows of the record.
 pub(crate) type Handover = Box<dyn Any + Send>;
+
+/// At most this many requests of one process in a row get a backend lock
+/// handed over; then it is released, so that other processes get their
+/// turn.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
+pub(crate) const MAX_HANDOVERS: u32 = 8;
+
+/// What a request that hands its lock over knows of the record it leaves.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
+pub(crate) enum Known {
+    /// It saved this (or found the session gone: `None`).
+    Record(Option<Record>),
+    /// It saved nothing: the next request reads the record.
+    Unknown,
+}
 
 /// The mutex of one id. Its content is empty but for the moment between a
 /// holder handing its backend lock over and the next waiter taking it.

@@ -27,7 +27,9 @@ use tokio::task::AbortHandle;
 
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{Entered, Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionStore};
+use crate::store::{
+    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, SaveIf, SessionStore, MAX_HANDOVERS,
+};
 
 /// What a take found.
 pub(crate) enum Taken {
@@ -134,22 +136,10 @@ pub(crate) async fn acquire<B: LeaseBackend>(
     }
 }
 
-/// At most this many requests of one process in a row get a lease handed
-/// over; then it is released, so that other processes get their turn.
-const MAX_HANDOVERS: u32 = 8;
-
 /// A lease handed from a finishing request to the next of this process.
 struct Handover<B: LeaseBackend> {
     lease: Lease<B>,
     record: Known,
-}
-
-/// What the finishing request knows of the record it leaves behind.
-enum Known {
-    /// It saved this (or found the session gone: `None`).
-    Record(Option<Record>),
-    /// It saved nothing: the next request reads the record.
-    Unknown,
 }
 
 /// Runs one take on its own task, so that it completes even if the caller
