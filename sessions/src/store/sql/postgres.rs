@@ -986,15 +986,21 @@ impl Sql {
     fn new(table: &Table) -> Self {
         let t = table.sql("");
         let l = table.sql("_locks");
+        // A released lock row stays, its lease ended, for the next take to
+        // reuse: an update of a row in place instead of a delete and an
+        // insert (and their index entries) per request. Clean-up removes
+        // the rows of sessions no longer used. `waiters` is left as it was,
+        // for the release to see whether to notify; a take resets it.
+        let release = format!("UPDATE {l} SET lease_expires = 0");
         // A save under the lease: the lease step (`held`: our lock row
-        // deleted, or kept with a new end) and the write are one
+        // released, or kept with a new end) and the write are one
         // statement, and the write happens only if the lease step found our
         // row. Both counts come back: lock rows (0: the lease was lost) and
         // rows written. Releasing a lock someone waits for tells them in the
         // same transaction (a notification is sent at commit). `$1` is the
         // id, `$6` the owner, `$7` the channel or the lease's new end.
         let released =
-            format!("held AS (DELETE FROM {l} WHERE id = $1 AND owner = $6 RETURNING waiters)");
+            format!("held AS ({release} WHERE id = $1 AND owner = $6 RETURNING waiters)");
         let kept = format!(
             "held AS (UPDATE {l} SET lease_expires = $7 WHERE id = $1 AND owner = $6 \
              RETURNING waiters)"
@@ -1074,7 +1080,7 @@ impl Sql {
                  WHERE id = $1 AND owner = $2 RETURNING 1"
             ),
             release: format!(
-                "WITH released AS (DELETE FROM {l} WHERE id = $1 AND owner = $2 RETURNING waiters) \
+                "WITH released AS ({release} WHERE id = $1 AND owner = $2 RETURNING waiters) \
                  SELECT set_config('synchronous_commit', 'off', true), \
                    (SELECT count(pg_notify($3, $1)) FROM released WHERE waiters)"
             ),
