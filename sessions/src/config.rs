@@ -124,6 +124,14 @@ pub struct StorageConfig {
     pub table: String,
     /// `auto_migrate`: create or upgrade the SQL table on start (default true).
     pub auto_migrate: bool,
+    /// `postgres_prepared`: prepare and cache PostgreSQL statements per
+    /// connection (default true); false behind PgBouncer in transaction mode
+    /// before 1.21 (or with its `max_prepared_statements = 0`).
+    pub postgres_prepared: bool,
+    /// `postgres_listen_url`: where PostgreSQL's `LISTEN` connection for lock
+    /// wake-ups goes, when `storage_url` goes through PgBouncer (default: the
+    /// `storage_url`).
+    pub postgres_listen_url: Option<String>,
     /// `clean_freq`: time between background clean-ups; zero turns them off.
     pub clean_freq: Duration,
 }
@@ -140,6 +148,11 @@ impl fmt::Debug for StorageConfig {
             .field("redis_prefix", &self.redis_prefix)
             .field("table", &self.table)
             .field("auto_migrate", &self.auto_migrate)
+            .field("postgres_prepared", &self.postgres_prepared)
+            .field(
+                "postgres_listen_url",
+                &self.postgres_listen_url.as_deref().map(crate::redact::url),
+            )
             .field("clean_freq", &self.clean_freq)
             .finish()
     }
@@ -156,6 +169,8 @@ impl Default for StorageConfig {
             redis_wait_replicas: 0,
             table: "sessions".into(),
             auto_migrate: true,
+            postgres_prepared: true,
+            postgres_listen_url: None,
             clean_freq: minutes(5.0),
         }
     }
@@ -586,6 +601,8 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
         }
         "table" => c.storage.table = string(v)?,
         "auto_migrate" => c.storage.auto_migrate = boolean(v)?,
+        "postgres_prepared" => c.storage.postgres_prepared = boolean(v)?,
+        "postgres_listen_url" => c.storage.postgres_listen_url = Some(string(v)?),
         "clean_freq" => c.storage.clean_freq = duration_minutes(v)?,
         "timeout" => {
             c.timeout = duration_minutes(v)?;

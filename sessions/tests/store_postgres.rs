@@ -49,10 +49,13 @@ mod through_pgbouncer {
     /// no bouncer answers.
     async fn store_through_bouncer(table: &str) -> Option<PostgresStore> {
         postgres_admin().await?;
+        // Debian's PgBouncer (1.18) keeps no prepared statement across
+        // transactions.
         let store = PostgresStore::new(&bouncer_url())
             .unwrap()
             .with_table(table)
             .unwrap()
+            .with_prepared_statements(false)
             .with_max_connections(8)
             .with_timeout(Duration::from_secs(3));
         match store.ready().await {

@@ -13,27 +13,17 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::records::id;
 use common::redis_topology::{shared_cluster, Cluster};
+use common::temp::unique_prefix;
 use futures_util::StreamExt;
 use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, Record, SessionId};
+use sessions::{Record, SessionId};
 use std::time::{Duration, Instant};
 
-fn id() -> SessionId {
-    SessionId::generate().expect("random source")
-}
-
-fn unique_prefix() -> String {
-    format!("test:{}:", &id().to_string()[..16])
-}
-
+/// A record that lives a minute.
 fn record(data: &str) -> Record {
-    let now = now_millis();
-    Record {
-        data: data.as_bytes().to_vec(),
-        created: now,
-        expires: now + 60_000,
-    }
+    common::records::record(data, 60_000)
 }
 
 /// A store on the shared cluster with a prefix of its own, that prefix,

@@ -132,9 +132,14 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
 /// The PostgreSQL store of `storage`, not yet connected.
 #[cfg(feature = "postgres")]
 fn postgres(storage: &StorageConfig, auto_migrate: bool) -> Result<PostgresStore, OpenError> {
-    Ok(PostgresStore::new(url(storage)?)?
+    let store = PostgresStore::new(url(storage)?)?
         .with_table(&storage.table)?
-        .with_auto_migrate(auto_migrate))
+        .with_auto_migrate(auto_migrate)
+        .with_prepared_statements(storage.postgres_prepared);
+    match &storage.postgres_listen_url {
+        Some(listen) => Ok(store.with_listen_url(listen)?),
+        None => Ok(store),
+    }
 }
 
 /// The SQLite store of `storage`, not yet opened.

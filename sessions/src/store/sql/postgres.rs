@@ -125,6 +125,8 @@ struct Options {
     max_connections: usize,
     timeout: Duration,
     lease: Duration,
+    /// Whether statements are prepared and cached per connection.
+    prepared: bool,
 }
 
 struct Inner {
@@ -194,6 +196,7 @@ impl PostgresStore {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeout: DEFAULT_TIMEOUT,
             lease: DEFAULT_LEASE,
+            prepared: true,
         }))
     }
 
@@ -235,6 +238,16 @@ impl PostgresStore {
     /// renews it every third of the lease, however long it holds the lock.
     pub fn with_lease(self, lease: Duration) -> Self {
         self.reconfigure(|o| o.lease = lease.max(MIN_LEASE))
+    }
+
+    /// Whether statements are prepared once per connection and their plans
+    /// cached (default true). Turn it off behind PgBouncer in transaction
+    /// mode before version 1.21, or with its `max_prepared_statements = 0`:
+    /// such a bouncer cannot keep a prepared statement from one transaction
+    /// to the next, and every statement is then sent unnamed with its
+    /// parameter types (parsed and planned each time).
+    pub fn with_prepared_statements(self, on: bool) -> Self {
+        self.reconfigure(|o| o.prepared = on)
     }
 
     /// Opens the `LISTEN` connection, which wakes waiters when another
@@ -605,12 +618,57 @@ impl Inner {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, Error> {
+        Ok(self.run(context, sql, params).await?.0)
+    }
+
+    /// Runs one statement as [`query`](Self::query) does and returns how
+    /// many rows it changed.
+    async fn execute(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<u64, Error> {
+        Ok(self.run(context, sql, params).await?.1)
+    }
+
+    /// Runs one statement on a pooled connection, in one round trip: its
+    /// rows, and how many rows it changed. Prepared once per connection
+    /// and cached (the default), or, with prepared statements off, sent
+    /// unnamed with its parameter types so that nothing of it stays on the
+    /// server connection — PgBouncer in transaction mode before 1.21 may
+    /// give the next statement another one.
+    async fn run(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<(Vec<Row>, u64), Error> {
         let conn = self.conn().await?;
-        let rows = self
-            .timed(context, conn.client().query_typed(sql, params))
+        let out = self
+            .timed(context, async {
+                let client = conn.client();
+                let stream = if self.opts.prepared {
+                    let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                    let statement = client.prepare_typed_cached(sql, &types).await?;
+                    client
+                        .query_raw(&statement, params.iter().map(|(v, _)| *v))
+                        .await?
+                } else {
+                    client
+                        .query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))
+                        .await?
+                };
+                futures_util::pin_mut!(stream);
+                let mut rows = Vec::new();
+                while let Some(row) = stream.next().await.transpose()? {
+                    rows.push(row);
+                }
+                Ok((rows, stream.rows_affected().unwrap_or(0)))
+            })
             .await?;
         conn.release();
-        Ok(rows)
+        Ok(out)
     }
 
     /// The record in a row, or `None` (logged) if the row is damaged or has
@@ -663,30 +721,6 @@ impl Inner {
         conn.release();
         MIGRATIONS.applied(table, applied);
         Ok(applied)
-    }
-
-    /// Runs one statement as [`query`](Self::query) does and returns how
-    /// many rows it changed.
-    async fn execute(
-        &self,
-        context: &'static str,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<u64, Error> {
-        let conn = self.conn().await?;
-        let n = self
-            .timed(context, async {
-                let rows = conn
-                    .client()
-                    .query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))
-                    .await?;
-                futures_util::pin_mut!(rows);
-                while rows.next().await.transpose()?.is_some() {}
-                Ok(rows.rows_affected().unwrap_or(0))
-            })
-            .await?;
-        conn.release();
-        Ok(n)
     }
 }
 
