@@ -277,15 +277,7 @@ impl LockWaits {
     /// Queues for the id in this process, then hands back the [`Waiter`]
     /// through which the front of the queue asks the backend. The whole
     /// wait, queue and backend together, is bounded by `wait`.
-    #[cfg_attr(
-        not(any(
-            feature = "file",
-            feature = "redis",
-            feature = "postgres",
-            feature = "sqlite"
-        )),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
     pub(crate) async fn enter(
         self: &Arc<Self>,
         id: &SessionId,
