@@ -730,6 +730,55 @@ impl Drop for Lease {
     }
 }
 
+/// A lock attempt in flight. Should it end without an answer — the request
+/// was dropped, or the call failed or timed out — Redis may have taken the
+/// lock for its token all the same; dropped unanswered, it releases that
+/// token (compare-and-delete: nothing happens to someone else's lock).
+struct Attempt<'a> {
+    store: &'a RedisStore,
+    key: &'a str,
+    token: &'a str,
+    answered: bool,
+}
+
+impl<'a> Attempt<'a> {
+    fn new(store: &'a RedisStore, key: &'a str, token: &'a str) -> Self {
+        Attempt {
+            store,
+            key,
+            token,
+            answered: false,
+        }
+    }
+
+    /// Redis answered: the caller knows whether the lock is its own.
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (mut conn, scripts) = (self.store.conn.clone(), Arc::clone(&self.store.scripts));
+        let (key, token) = (self.key.to_owned(), self.token.to_owned());
+        runtime.spawn(async move {
+            let mut call = scripts.release.prepare_invoke();
+            call.key(&key).arg(&token);
+            let _ = bounded(
+                "releasing a session lock",
+                call.invoke_async::<i64>(&mut conn),
+            )
+            .await;
+        });
+    }
+}
+
 /// Extends the lease every third of it while the guard lives (the guard
 /// aborts this task). Stops when the lock turns out to be someone else's.
 async fn renew(
@@ -859,7 +908,9 @@ impl SessionStore for RedisStore {
         loop {
             let mut call = self.scripts.lock.prepare_invoke();
             call.key(&key).arg(&token).arg(self.lease_ms());
+            let attempt = Attempt::new(self, &key, &token);
             let taken: i64 = bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
+            attempt.answered();
             if taken == 1 {
                 let local = waiter.granted();
                 return Ok(LockGuard::new(Lease::start(self, id, key, token, local)));
@@ -896,11 +947,13 @@ impl SessionStore for RedisStore {
                 .arg(&token)
                 .arg(self.lease_ms())
                 .arg(self.read_limit());
+            let attempt = Attempt::new(self, &key, &token);
             let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
                 "locking and loading a session",
                 call.invoke_async(&mut conn),
             )
             .await?;
+            attempt.answered();
             if status != -1 {
                 let local = waiter.granted();
                 let guard = LockGuard::new(Lease::start(self, id, key, token, local));
@@ -952,8 +1005,11 @@ impl SessionStore for RedisStore {
             return Ok(saved);
         }
         // Stop renewing first, so that a renewal racing the release below
-        // cannot mistake it for a lost lease.
+        // cannot mistake it for a lost lease; and from here an error or a
+        // dropped future releases the lease (compare-and-delete, harmless if
+        // the script did), never hands a lease without renewal over.
         lease.renewal.abort();
+        lease.handovers = MAX_HANDOVERS;
         let mut call = self.scripts.save_and_unlock.prepare_invoke();
         call.key(self.data_key(id))
             .key(&lease.key)

@@ -164,7 +164,17 @@ async fn take_to_completion<B: LeaseBackend>(
         None => unreachable!("set just above"),
     };
     pending.handle = None;
-    joined.map_err(|e| Error::unavailable("taking a session lock", e))?
+    let taken = joined.map_err(|e| Error::unavailable("taking a session lock", e))?;
+    if taken.is_err() {
+        // Failed or timed out: the statement may have taken the lease all
+        // the same. Releasing our owner's row is harmless if it did not.
+        if let Some((backend, id, owner)) = pending.undo.take() {
+            tokio::spawn(async move {
+                let _ = backend.release(&id, &owner).await;
+            });
+        }
+    }
+    taken
 }
 
 /// A take in flight; if dropped before it was awaited, releases what the
@@ -278,6 +288,11 @@ impl<B: LeaseBackend> Lease<B> {
             };
         }
         self.renewal.abort();
+        // From here the lease is being released: should this future be
+        // dropped mid-save, `Drop` must release it (owner-checked, harmless
+        // if the save did), never hand a lease whose renewal stopped to the
+        // next request.
+        self.handovers = MAX_HANDOVERS;
         let outcome = self
             .backend
             .save_and_release(&self.id, &self.owner, record, only)

@@ -1025,7 +1025,9 @@ impl Sql {
         // insert (and their index entries) per request. Clean-up removes
         // the rows of sessions no longer used. `waiters` is left as it was,
         // for the release to see whether to notify; a take resets it.
-        let release = format!("UPDATE {l} SET lease_expires = 0");
+        // The owner goes too, so that a renewal already on its way when the
+        // lease was released finds nothing to extend.
+        let release = format!("UPDATE {l} SET lease_expires = 0, owner = ''");
         // A save under the lease: the lease step (`held`: our lock row
         // released, or kept with a new end) and the write are one
         // statement, and the write happens only if the lease step found our
