@@ -76,6 +76,7 @@ mod record;
 mod redact;
 mod session;
 pub mod store;
+mod task;
 
 pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
 pub use error::Error;

@@ -14,40 +14,37 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::records::id;
+use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_cluster, Cluster};
-use common::temp::unique_prefix;
 use futures_util::StreamExt;
-use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{Record, SessionId};
-use std::time::{Duration, Instant};
-
-/// A record that lives a minute.
-fn record(data: &str) -> Record {
-    common::records::record(data, 60_000)
-}
+use sessions::store::{RedisStore, SaveIf, SessionAdmin, SessionStore};
+use sessions::SessionId;
+use std::time::Duration;
 
 /// A store on the shared cluster with a prefix of its own, that prefix,
-/// and the cluster.
+/// and the deployment.
 async fn store() -> Option<(RedisStore, String, &'static Cluster)> {
     let cluster = shared_cluster()?;
-    let prefix = unique_prefix();
-    let store = RedisStore::connect(&cluster.url()).await.unwrap();
-    Some((store.with_prefix(prefix.clone()), prefix, cluster))
+    let (store, prefix) = store_at(&cluster.url()).await;
+    Some((store, prefix, cluster))
 }
 
 sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_lose_no_update() {
-    let Some((a, prefix, cluster)) = store().await else {
+    let Some(cluster) = shared_cluster() else {
         return;
     };
-    // A second instance: its own connections, the same keys.
-    let b = RedisStore::connect(&cluster.url())
-        .await
-        .unwrap()
-        .with_prefix(prefix);
-    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    redis_checks::two_instances_lose_no_update(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_met_and_not_met() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    redis_checks::wait_replicas_met_and_not_met(&cluster.url()).await;
 }
 
 /// `CLUSTER KEYSLOT` of `key`, asked of the cluster itself.
@@ -128,51 +125,4 @@ async fn both_url_forms_reach_the_cluster() {
         assert_eq!(other.load(&id).await.unwrap().unwrap().data, b"1");
         assert!(format!("{other:?}").contains("Cluster"), "{other:?}");
     }
-}
-
-/// With one replica per master, waiting for one succeeds; waiting for two
-/// cannot, so the save answers `Unavailable` — though the master has it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_replicas_met_and_not_met() {
-    let Some((store, ..)) = store().await else {
-        return;
-    };
-    let one = store.clone().with_wait_replicas(1);
-    let (a, b) = (id(), id());
-    assert!(one.save(&a, &record("1"), SaveIf::Absent).await.unwrap());
-    let (guard, loaded) = one.lock_and_load(&a, Duration::from_secs(5)).await.unwrap();
-    let mut r = loaded.unwrap();
-    r.data = b"2".to_vec();
-    assert!(one
-        .save_and_unlock(&a, &r, SaveIf::Live, guard)
-        .await
-        .unwrap());
-    // A refused precondition is an answer, not a replication failure.
-    assert!(!one.save(&b, &record("x"), SaveIf::Live).await.unwrap());
-
-    let two = store.clone().with_wait_replicas(2);
-    let started = Instant::now();
-    let err = two
-        .save(&b, &record("1"), SaveIf::Absent)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
-    assert!(chain.contains("1 of 2 replicas"), "{chain}");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    // The master took the write; only its survival is in doubt.
-    assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"1");
-    let (guard, _) = two.lock_and_load(&b, Duration::from_secs(5)).await.unwrap();
-    let err = two
-        .save_and_unlock(&b, &record("2"), SaveIf::Live, guard)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert!(matches!(
-        two.delete(&b).await,
-        Err(Error::Unavailable { .. })
-    ));
-    assert_eq!(store.load(&b).await.unwrap(), None);
-    // The lock was released by the save's own script.
-    drop(store.lock(&b, Duration::from_secs(1)).await.unwrap());
 }

@@ -14,38 +14,34 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::records::id;
+use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_sentinels, Sentinels};
-use common::temp::unique_prefix;
 use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::Record;
 
-/// A record that lives a minute.
-fn record(data: &str) -> Record {
-    common::records::record(data, 60_000)
-}
-
-/// A store on the shared Sentinel set with a prefix of its own, that
-/// prefix, and the set.
+/// A store on the shared Sentinel set with a prefix of its own, that prefix,
+/// and the deployment.
 async fn store() -> Option<(RedisStore, String, &'static Sentinels)> {
     let set = shared_sentinels()?;
-    let prefix = unique_prefix();
-    let store = RedisStore::connect(&set.url()).await.unwrap();
-    Some((store.with_prefix(prefix.clone()), prefix, set))
+    let (store, prefix) = store_at(&set.url()).await;
+    Some((store, prefix, set))
 }
 
 sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_lose_no_update() {
-    let Some((a, prefix, set)) = store().await else {
+    let Some(set) = shared_sentinels() else {
         return;
     };
-    // A second instance: its own connections, the same keys.
-    let b = RedisStore::connect(&set.url())
-        .await
-        .unwrap()
-        .with_prefix(prefix);
-    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    redis_checks::two_instances_lose_no_update(&set.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_met_and_not_met() {
+    let Some(set) = shared_sentinels() else {
+        return;
+    };
+    redis_checks::wait_replicas_met_and_not_met(&set.url()).await;
 }
 
 /// The data lands on the master the Sentinels name, and reaches its
@@ -84,37 +80,4 @@ async fn an_unknown_master_name_fails_at_start() {
     let err = RedisStore::connect(&url).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(6));
-}
-
-/// With one replica, waiting for one succeeds; waiting for two cannot, so
-/// the save answers `Unavailable` — though the master has it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_replicas_met_and_not_met() {
-    let Some((store, ..)) = store().await else {
-        return;
-    };
-    let one = store.clone().with_wait_replicas(1);
-    let (a, b) = (id(), id());
-    assert!(one.save(&a, &record("1"), SaveIf::Absent).await.unwrap());
-    let (guard, loaded) = one.lock_and_load(&a, Duration::from_secs(5)).await.unwrap();
-    let mut r = loaded.unwrap();
-    r.data = b"2".to_vec();
-    assert!(one
-        .save_and_unlock(&a, &r, SaveIf::Live, guard)
-        .await
-        .unwrap());
-    one.delete(&a).await.unwrap();
-
-    let two = store.clone().with_wait_replicas(2);
-    let started = Instant::now();
-    let err = two
-        .save(&b, &record("1"), SaveIf::Absent)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
-    assert!(chain.contains("1 of 2 replicas"), "{chain}");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    // The master took the write; only its survival is in doubt.
-    assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"1");
 }

@@ -4,23 +4,14 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use tokio::task::AbortHandle;
-
 use crate::config::Config;
 use crate::store::SessionStore;
+use crate::task::AbortOnDrop;
 
 pub(super) struct Shared {
     pub(super) store: Arc<dyn SessionStore>,
     pub(super) config: Config,
     cleanup: OnceLock<Option<AbortOnDrop>>,
-}
-
-struct AbortOnDrop(AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Shared {

@@ -30,7 +30,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use futures_util::future::Either;
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::OnceCell;
-use tokio::task::AbortHandle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
@@ -42,6 +41,7 @@ use super::{
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::task::AbortOnDrop;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,14 +140,6 @@ struct Inner {
     listener: OnceLock<AbortOnDrop>,
     /// Set once the automatic migration has succeeded.
     migrated: OnceCell<()>,
-}
-
-struct AbortOnDrop(AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl fmt::Debug for PostgresStore {

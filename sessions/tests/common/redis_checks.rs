@@ -1,0 +1,78 @@
+//! What the Redis Cluster and Sentinel tests check alike, each against its
+//! deployment's URL: two instances losing no update, and
+//! `redis_wait_replicas` with enough replicas and with too few (every master
+//! of both deployments has exactly one replica).
+
+use std::time::{Duration, Instant};
+
+use sessions::store::{Error, RedisStore, SaveIf, SessionStore};
+use sessions::Record;
+
+use super::records::id;
+use super::temp::unique_prefix;
+
+/// A record that lives a minute.
+pub fn record(data: &str) -> Record {
+    super::records::record(data, 60_000)
+}
+
+/// A store at `url` with a key prefix of its own, and that prefix.
+pub async fn store_at(url: &str) -> (RedisStore, String) {
+    let prefix = unique_prefix();
+    let store = RedisStore::connect(url).await.unwrap();
+    (store.with_prefix(prefix.clone()), prefix)
+}
+
+/// Two instances on the same keys, 8 tasks alternating between them, lose
+/// no update.
+pub async fn two_instances_lose_no_update(url: &str) {
+    let (a, prefix) = store_at(url).await;
+    // A second instance: its own connections, the same keys.
+    let b = RedisStore::connect(url).await.unwrap().with_prefix(prefix);
+    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+}
+
+/// With `WAIT 1` saves, locked saves and deletes succeed; with `WAIT 2`
+/// each answers unavailable, bounded in time, while the master has the
+/// write and the lock is released.
+pub async fn wait_replicas_met_and_not_met(url: &str) {
+    let (store, _) = store_at(url).await;
+    let one = store.clone().with_wait_replicas(1);
+    let (a, b) = (id(), id());
+    assert!(one.save(&a, &record("1"), SaveIf::Absent).await.unwrap());
+    let (guard, loaded) = one.lock_and_load(&a, Duration::from_secs(5)).await.unwrap();
+    let mut r = loaded.unwrap();
+    r.data = b"2".to_vec();
+    assert!(one
+        .save_and_unlock(&a, &r, SaveIf::Live, guard)
+        .await
+        .unwrap());
+    // A refused precondition is an answer, not a replication failure.
+    assert!(!one.save(&b, &record("x"), SaveIf::Live).await.unwrap());
+
+    let two = store.clone().with_wait_replicas(2);
+    let started = Instant::now();
+    let err = two
+        .save(&b, &record("1"), SaveIf::Absent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("1 of 2 replicas"), "{chain}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The master took the write; only its survival is in doubt.
+    assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"1");
+    let (guard, _) = two.lock_and_load(&b, Duration::from_secs(5)).await.unwrap();
+    let err = two
+        .save_and_unlock(&b, &record("2"), SaveIf::Live, guard)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(matches!(
+        two.delete(&b).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert_eq!(store.load(&b).await.unwrap(), None);
+    // The lock was released by the save's own script.
+    drop(store.lock(&b, Duration::from_secs(1)).await.unwrap());
+}
