@@ -61,7 +61,7 @@ pub use open::{migrate, open, OpenError};
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
-pub(crate) use wait::{Entered, Known, MAX_HANDOVERS};
+pub(crate) use wait::{Entered, Known, Place};
 
 #[cfg(all(feature = "file", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]

@@ -44,8 +44,8 @@ use tokio::task::AbortHandle;
 use self::conn::{Conn, Lua, ScanNode, Target, Wait};
 
 use super::{
-    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore,
-    MAX_HANDOVERS,
+    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionAdmin,
+    SessionStore,
 };
 use crate::id::{SessionId, ShortId};
 use crate::record::{now_millis, Millis, Record};
@@ -608,10 +608,8 @@ struct Lease {
     released: bool,
     /// This process's place at the front of the id's queue, let go only
     /// after Redis has the lock back, so the next local waiter's first
-    /// attempt succeeds; `None` while the lease waits in a hand-over.
-    local: Option<LocalGuard>,
-    /// How many requests in a row have had this lease handed over.
-    handovers: u32,
+    /// attempt succeeds.
+    place: Place,
 }
 
 /// A lease handed from a finishing request to the next of this process.
@@ -645,44 +643,47 @@ impl Lease {
             token,
             renewal,
             released: false,
-            local: Some(local),
-            handovers: 0,
+            place: Place::new(local),
         }
     }
 
     /// Whether to hand this lease to the next request of this process
-    /// instead of releasing it: someone waits, and the run of hand-overs
-    /// has not reached its bound.
+    /// instead of releasing it.
     fn hand_over_next(&self) -> bool {
-        !self.released
-            && self.handovers < MAX_HANDOVERS
-            && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
+        !self.released && self.place.hand_over_next()
     }
 
     /// Moves the lease, still held and renewed, into a hand-over for the
     /// next request; this guard then releases nothing.
     fn hand_over(&mut self, record: Known) {
-        let Some(local) = self.local.take() else {
+        if self.place.is_handed_over() {
             return;
-        };
+        }
         self.released = true;
-        let lease = Lease {
-            conn: self.conn.clone(),
-            scripts: Arc::clone(&self.scripts),
-            key: std::mem::take(&mut self.key),
-            token: std::mem::take(&mut self.token),
-            renewal: self.renewal.clone(),
-            released: false,
-            local: None,
-            handovers: self.handovers + 1,
-        };
-        local.hand_over(Box::new(Handover { lease, record }));
+        let (conn, scripts) = (self.conn.clone(), Arc::clone(&self.scripts));
+        let (key, token) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        let renewal = self.renewal.clone();
+        self.place.hand_over(|place| Handover {
+            lease: Lease {
+                conn,
+                scripts,
+                key,
+                token,
+                renewal,
+                released: false,
+                place,
+            },
+            record,
+        });
     }
 
     /// Takes a handed-over lease into this request's guard.
     fn taken(handover: Handover, local: LocalGuard) -> (Lease, Known) {
         let Handover { mut lease, record } = handover;
-        lease.local = Some(local);
+        lease.place.take(local);
         (lease, record)
     }
 }
@@ -695,7 +696,7 @@ impl Drop for Lease {
             self.hand_over(Known::Unknown);
             return;
         }
-        if self.released && self.local.is_none() {
+        if self.released && self.place.is_handed_over() {
             // Handed over: the renewal now belongs to the next holder.
             return;
         }
@@ -711,7 +712,7 @@ impl Drop for Lease {
                 std::mem::take(&mut self.key),
                 std::mem::take(&mut self.token),
             );
-            let local = self.local.take();
+            let local = self.place.let_go();
             rt.spawn(async move {
                 let mut call = scripts.release.prepare_invoke();
                 call.key(&key).arg(&token);
@@ -1009,7 +1010,7 @@ impl SessionStore for RedisStore {
         // dropped future releases the lease (compare-and-delete, harmless if
         // the script did), never hands a lease without renewal over.
         lease.renewal.abort();
-        lease.handovers = MAX_HANDOVERS;
+        lease.place.release_only();
         let mut call = self.scripts.save_and_unlock.prepare_invoke();
         call.key(self.data_key(id))
             .key(&lease.key)

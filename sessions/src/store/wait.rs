@@ -41,7 +41,7 @@ pub(crate) type Handover = Box<dyn Any + Send>;
     not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
     allow(dead_code)
 )]
-pub(crate) const MAX_HANDOVERS: u32 = 8;
+const MAX_HANDOVERS: u32 = 8;
 
 /// What a request that hands its lock over knows of the record it leaves.
 #[cfg_attr(
@@ -364,6 +364,80 @@ impl LockWaits {
                 .wakeups
                 .iter()
                 .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    }
+}
+
+/// This process's place at the front of an id's queue, as a store's lock
+/// value holds it: let go once the backend lock is released, or passed on
+/// with the backend lock to the next request of the process — at most
+/// [`MAX_HANDOVERS`] in a row, so that other processes get their turn.
+#[derive(Debug)]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
+pub(crate) struct Place {
+    /// `None` while the lock waits in a hand-over, and after it was passed
+    /// on.
+    local: Option<LocalGuard>,
+    /// How many requests in a row have had the lock handed over.
+    handovers: u32,
+}
+
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
+impl Place {
+    pub(crate) fn new(local: LocalGuard) -> Self {
+        Place {
+            local: Some(local),
+            handovers: 0,
+        }
+    }
+
+    /// Whether the lock should go to the next request of this process
+    /// instead of being released: one waits, and the run of hand-overs has
+    /// not reached its bound.
+    pub(crate) fn hand_over_next(&self) -> bool {
+        self.handovers < MAX_HANDOVERS && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
+    }
+
+    /// No hand-over from here on: the backend lock is being released.
+    pub(crate) fn release_only(&mut self) {
+        self.handovers = MAX_HANDOVERS;
+    }
+
+    /// Whether the place was passed on with the lock.
+    pub(crate) fn is_handed_over(&self) -> bool {
+        self.local.is_none()
+    }
+
+    /// Passes the place on: `make` builds the hand-over around the next
+    /// holder's place, which it fills in when it takes it ([`take`]).
+    /// Nothing happens if the place was passed on already.
+    ///
+    /// [`take`]: Self::take
+    pub(crate) fn hand_over<T: Any + Send>(&mut self, make: impl FnOnce(Place) -> T) {
+        let Some(local) = self.local.take() else {
+            return;
+        };
+        let next = Place {
+            local: None,
+            handovers: self.handovers + 1,
+        };
+        local.hand_over(Box::new(make(next)));
+    }
+
+    /// Fills in the place of a hand-over this request received.
+    pub(crate) fn take(&mut self, local: LocalGuard) {
+        self.local = Some(local);
+    }
+
+    /// The queue's guard, for the store to let go of once the backend lock
+    /// is released.
+    pub(crate) fn let_go(&mut self) -> Option<LocalGuard> {
+        self.local.take()
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use crate::id::SessionId;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{
-    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, SaveIf, SessionStore, MAX_HANDOVERS,
+    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionStore,
 };
 
 /// What a take found.
@@ -108,7 +108,7 @@ pub(crate) async fn acquire<B: LeaseBackend>(
     let mut waiter = match waits.enter_or_take::<Handover<B>>(id, wait).await? {
         Entered::HandedOver(local, handover) => {
             let Handover { mut lease, record } = *handover;
-            lease.local = Some(local);
+            lease.place.take(local);
             let record = match record {
                 Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
                 Known::Unknown if load => backend.load(id).await?,
@@ -210,11 +210,8 @@ pub(crate) struct Lease<B: LeaseBackend> {
     owner: String,
     length: Duration,
     renewal: AbortHandle,
-    /// This process's place at the front of the id's queue; `None` while
-    /// the lease waits in a hand-over.
-    local: Option<LocalGuard>,
-    /// How many requests in a row have had this lease handed over.
-    handovers: u32,
+    /// This process's place at the front of the id's queue.
+    place: Place,
 }
 
 impl<B: LeaseBackend> Lease<B> {
@@ -233,34 +230,29 @@ impl<B: LeaseBackend> Lease<B> {
             owner,
             length,
             renewal,
-            local: Some(local),
-            handovers: 0,
+            place: Place::new(local),
         }
-    }
-
-    /// Whether to hand this lease to the next request of this process
-    /// instead of releasing it: someone waits, and the run of hand-overs
-    /// has not reached its bound.
-    fn hand_over_next(&self) -> bool {
-        self.handovers < MAX_HANDOVERS && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
     }
 
     /// Moves the lease, still held and renewed, out of this guard into a
     /// hand-over for the next request; this guard then releases nothing.
     fn hand_over(&mut self, record: Known) {
-        let Some(local) = self.local.take() else {
+        if self.place.is_handed_over() {
             return;
-        };
-        let lease = Lease {
-            backend: self.backend.clone(),
-            id: self.id,
-            owner: std::mem::take(&mut self.owner),
-            length: self.length,
-            renewal: self.renewal.clone(),
-            local: None,
-            handovers: self.handovers + 1,
-        };
-        local.hand_over(Box::new(Handover { lease, record }));
+        }
+        let (backend, id, length) = (self.backend.clone(), self.id, self.length);
+        let (owner, renewal) = (std::mem::take(&mut self.owner), self.renewal.clone());
+        self.place.hand_over(|place| Handover {
+            lease: Lease {
+                backend,
+                id,
+                owner,
+                length,
+                renewal,
+                place,
+            },
+            record,
+        });
     }
 
     /// Saves `record` and releases the lease in one step; `Ok(false)` when
@@ -271,7 +263,7 @@ impl<B: LeaseBackend> Lease<B> {
         record: &Record,
         only: SaveIf,
     ) -> Result<bool, Error> {
-        if self.hand_over_next() {
+        if self.place.hand_over_next() {
             // One round trip for the next request too: the lease stays,
             // and so does what was just written.
             let until = now_millis().saturating_add(self.length.as_millis() as u64);
@@ -292,7 +284,7 @@ impl<B: LeaseBackend> Lease<B> {
         // dropped mid-save, `Drop` must release it (owner-checked, harmless
         // if the save did), never hand a lease whose renewal stopped to the
         // next request.
-        self.handovers = MAX_HANDOVERS;
+        self.place.release_only();
         let outcome = self
             .backend
             .save_and_release(&self.id, &self.owner, record, only)
@@ -319,18 +311,18 @@ impl<B: LeaseBackend> Lease<B> {
 
 impl<B: LeaseBackend> Drop for Lease<B> {
     fn drop(&mut self) {
-        if !self.owner.is_empty() && self.hand_over_next() {
+        if !self.owner.is_empty() && self.place.hand_over_next() {
             // Nothing was saved (an unchanged session, an error, a
             // release without a save): the next request reads the record.
             self.hand_over(Known::Unknown);
             return;
         }
-        if self.owner.is_empty() && self.local.is_none() {
+        if self.owner.is_empty() && self.place.is_handed_over() {
             // Handed over: the renewal now belongs to the next holder.
             return;
         }
         self.renewal.abort();
-        let local = self.local.take();
+        let local = self.place.let_go();
         if self.owner.is_empty() {
             return;
         }
