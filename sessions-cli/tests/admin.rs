@@ -3,26 +3,18 @@
 
 mod server;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use server::client::Client;
 use server::temp::TempDir;
-use server::Server;
-
-fn sessions(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sessions"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
+use server::{run as sessions, text, Server};
 
 fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    text(&o.stdout)
 }
 
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    text(&o.stderr)
 }
 
 /// A failure is one line on stderr and a non-zero exit, never a panic.

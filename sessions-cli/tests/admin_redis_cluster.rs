@@ -9,24 +9,10 @@
 
 mod server;
 
-use std::process::{Command, Output};
-
 use server::client::Client;
 use server::redis_topology::shared_cluster;
 use server::temp::TempDir;
-use server::Server;
-
-fn sessions(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sessions"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use server::{run as sessions, text, Server};
 
 #[tokio::test]
 async fn list_and_stats_cover_every_master() {

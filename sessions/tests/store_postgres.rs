@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::records::{id, record};
-use common::stores::{drop_table, postgres_admin, postgres_store, postgres_url};
+use common::stores::{chain, drop_table, postgres_admin, postgres_store, postgres_url};
 use common::temp::unique_table;
 use futures_util::StreamExt;
 use sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
@@ -364,17 +364,6 @@ async fn saves_over_the_read_limit_are_refused() {
     let table = unique_table();
     sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20).await;
     drop_table(&admin, &table).await;
-}
-
-/// An error and its sources, as a log line shows them.
-fn chain(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 /// A save whose lease was lost — taken over by another holder, as a lease

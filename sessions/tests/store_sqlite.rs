@@ -9,22 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::records::{id, record};
-use common::stores::sqlite;
+use common::stores::{chain, sqlite};
 use common::temp::TempDir;
 use futures_util::StreamExt;
 use sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
 use sessions::{now_millis, SessionId};
-
-/// An error and its sources, as a log line shows them.
-fn chain(err: &Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
-}
 
 sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Sqlite).await

@@ -16,7 +16,7 @@ pub mod temp;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use temp::TempDir;
 
@@ -111,4 +111,19 @@ pub fn conformance_app(extra: &str) -> (Server, TempDir) {
     let extra = extra.replace("{dir}", dir.path().to_str().unwrap());
     let config = dir.write("site.conf", &cherrypy_config(&extra));
     (Server::conformance(&config), dir)
+}
+
+/// Runs `sessions ARGS` to its end (an admin command), logging warnings
+/// only.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sessions"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// A command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -335,3 +335,14 @@ pub async fn sqlite(dir: &TempDir) -> SqliteStore {
         .await
         .unwrap()
 }
+
+/// An error and its sources, as a log line shows them.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
