@@ -330,3 +330,37 @@ async fn a_lost_lease_refuses_the_save() {
     assert_eq!(holder, "someone else");
     let _: () = raw.del(redis_lock_key(&prefix, &id)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_release_wakes_the_other_instance() {
+    if redis(&unique_prefix()).await.is_none() {
+        return;
+    }
+    let url = redis_url();
+    common::redis_checks::a_contended_release_wakes_the_other_instance(&url, &url).await;
+}
+
+/// The mark a waiting instance leaves goes with the release that answers
+/// it, and an uncontended lock leaves none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_mark_goes_with_the_release() {
+    let prefix = unique_prefix();
+    let (Some(a), Some(b)) = (redis(&prefix).await, redis(&prefix).await) else {
+        return;
+    };
+    let mut raw = redis_raw().await;
+    let (quiet, contended) = (id(), id());
+    let mark = |id: &SessionId| format!("{prefix}{{{id}}}:waiting");
+    drop(a.lock(&quiet, Duration::from_secs(1)).await.unwrap());
+    assert!(!raw.exists::<_, bool>(mark(&quiet)).await.unwrap());
+
+    let held = a.lock(&contended, Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(
+        b.lock(&contended, Duration::from_millis(100)).await,
+        Err(Error::LockTimeout(_))
+    ));
+    assert!(raw.exists::<_, bool>(mark(&contended)).await.unwrap());
+    drop(held);
+    drop(b.lock(&contended, Duration::from_secs(5)).await.unwrap());
+    assert!(!raw.exists::<_, bool>(mark(&contended)).await.unwrap());
+}

@@ -47,6 +47,17 @@ async fn wait_replicas_met_and_not_met() {
     redis_checks::wait_replicas_met_and_not_met(&cluster.url()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_release_wakes_the_other_instance() {
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    // Any node delivers a Cluster's publishes; the store subscribes at the
+    // first one its URL lists.
+    let first = format!("redis://127.0.0.1:{}", cluster.nodes[0].port);
+    redis_checks::a_contended_release_wakes_the_other_instance(&cluster.url(), &first).await;
+}
+
 /// `CLUSTER KEYSLOT` of `key`, asked of the cluster itself.
 fn slot(cluster: &Cluster, key: &str) -> u16 {
     cluster.nodes[0]

@@ -44,6 +44,15 @@ async fn wait_replicas_met_and_not_met() {
     redis_checks::wait_replicas_met_and_not_met(&set.url()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contended_release_wakes_the_other_instance() {
+    let Some(set) = shared_sentinels() else {
+        return;
+    };
+    let master = format!("redis://127.0.0.1:{}", set.master_port().unwrap());
+    redis_checks::a_contended_release_wakes_the_other_instance(&set.url(), &master).await;
+}
+
 /// The data lands on the master the Sentinels name, and reaches its
 /// replica; the listing and clean-up work there as on one node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

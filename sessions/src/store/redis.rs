@@ -32,7 +32,7 @@
 //! failover can lose are described on [`RedisStore`].
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use ::redis::RedisResult;
@@ -48,6 +48,7 @@ use super::{
     SessionStore,
 };
 use crate::id::{SessionId, ShortId};
+use crate::task::AbortOnDrop;
 use crate::record::{now_millis, Millis, Record};
 
 mod conn;
@@ -98,35 +99,50 @@ const LOAD_BODY: &str = "return read(KEYS[1], tonumber(ARGV[1]))";
 /// Takes a lock for `token`, or confirms it is already `token`'s and
 /// extends it: a call that ran but whose answer was lost (a Cluster client
 /// resends a command whose connection dropped) takes the lock again rather
-/// than finding it busy until its own lease runs out.
+/// than finding it busy until its own lease runs out. A lock held by
+/// someone else gets the `waiting` mark, so that its release wakes us.
 const LOCK_FN: &str = r"
-local function lock(key, token, lease)
+local function lock(key, waiting, token, lease)
   if redis.call('SET', key, token, 'NX', 'PX', lease) then return true end
-  if redis.call('GET', key) ~= token then return false end
+  if redis.call('GET', key) ~= token then
+    redis.call('SET', waiting, '1', 'PX', lease)
+    return false
+  end
   redis.call('PEXPIRE', key, lease)
   return true
 end
 ";
 
-/// KEYS: lock. ARGV: token, lease ms. 1: ours; 0: held by someone else.
-const LOCK_BODY: &str = "if lock(KEYS[1], ARGV[1], ARGV[2]) then return 1 end return 0";
+/// Called right after a lock was deleted: if another process marked that
+/// it waits, the mark goes and the session's tag is published, which
+/// wakes that process's waiter (see "Locks" on [`RedisStore`]).
+const RELEASED_FN: &str = r"
+local function released(waiting, channel, tag)
+  if redis.call('DEL', waiting) == 1 then redis.call('PUBLISH', channel, tag) end
+end
+";
 
-/// KEYS: data, lock. ARGV: token, lease ms, size limit.
+/// KEYS: lock, waiting. ARGV: token, lease ms. 1: ours; 0: held by
+/// someone else.
+const LOCK_BODY: &str = "if lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then return 1 end return 0";
+
+/// KEYS: data, lock, waiting. ARGV: token, lease ms, size limit.
 /// Status -1: the lock is held by someone else.
 const LOCK_AND_LOAD_BODY: &str = r"
-if not lock(KEYS[2], ARGV[1], ARGV[2]) then
+if not lock(KEYS[2], KEYS[3], ARGV[1], ARGV[2]) then
   return {-1, false, 0}
 end
 return read(KEYS[1], tonumber(ARGV[3]))
 ";
 
-/// KEYS: data, lock. ARGV: token, value, ttl ms, 'NX' or 'XX'.
-/// -1: the lock is no longer ours (nothing written); 0: precondition
-/// failed (lock released); 1: written (lock released).
-const SAVE_AND_UNLOCK: &str = r"
+/// KEYS: data, lock, waiting. ARGV: token, value, ttl ms, 'NX' or 'XX',
+/// channel, tag. -1: the lock is no longer ours (nothing written); 0:
+/// precondition failed (lock released); 1: written (lock released).
+const SAVE_AND_UNLOCK_BODY: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local ok = redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3], ARGV[4])
 redis.call('DEL', KEYS[2])
+released(KEYS[3], ARGV[5], ARGV[6])
 if ok then return 1 end
 return 0
 ";
@@ -142,10 +158,12 @@ if ok then return 1 end
 return 0
 ";
 
-/// KEYS: lock. ARGV: token.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+/// KEYS: lock, waiting. ARGV: token, channel, tag.
+const RELEASE_BODY: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+released(KEYS[2], ARGV[2], ARGV[3])
+return 1
 ";
 
 /// KEYS: lock. ARGV: token, lease ms.
@@ -171,9 +189,9 @@ impl Scripts {
             load: Lua::new(format!("{READ_FN}{LOAD_BODY}")),
             lock: Lua::new(format!("{LOCK_FN}{LOCK_BODY}")),
             lock_and_load: Lua::new(format!("{READ_FN}{LOCK_FN}{LOCK_AND_LOAD_BODY}")),
-            save_and_unlock: Lua::new(SAVE_AND_UNLOCK.to_owned()),
+            save_and_unlock: Lua::new(format!("{RELEASED_FN}{SAVE_AND_UNLOCK_BODY}")),
             save_and_keep: Lua::new(SAVE_AND_KEEP.to_owned()),
-            release: Lua::new(RELEASE.to_owned()),
+            release: Lua::new(format!("{RELEASED_FN}{RELEASE_BODY}")),
             renew: Lua::new(RENEW.to_owned()),
         }
     }
@@ -220,8 +238,16 @@ impl Scripts {
 ///
 /// # Locks
 ///
-/// A lock is a lease: `SET lock <random token> NX PX <lease>`, retried with
-/// a short backoff until the caller's wait runs out. While the guard lives,
+/// A lock is a lease: `SET lock <random token> NX PX <lease>`. Requests of
+/// one process queue in the process, so only the first asks Redis; it asks
+/// again when the holder's release wakes it, or after a short backoff,
+/// until the caller's wait runs out. The wake-up: an attempt that finds
+/// the lock held marks `{prefix}{<id>}:waiting` (in the same script), and
+/// the release that finds the mark deletes it and publishes the id on the
+/// channel `{prefix}released`, to which a store subscribes at its first
+/// such wait (one connection per store, reconnecting by itself; on a
+/// Cluster to any node, which all deliver every `PUBLISH`). Uncontended
+/// locks publish nothing, and a lost message costs only the backoff. While the guard lives,
 /// a task renews the lease every third of it (compare-and-`PEXPIRE`), so a
 /// slow request keeps its lock, while a crashed process's lock frees itself
 /// one lease later. Dropping the guard stops the renewal and spawns a
@@ -297,7 +323,12 @@ pub struct RedisStore {
     /// asks Redis: waiters of one process never poll Redis against each
     /// other, and a lock passes between them as soon as it is released.
     locks: Arc<LockWaits>,
+    /// The subscription that wakes `locks`' waiters when another process
+    /// releases, started at the first wait for such a lock.
+    listener: Arc<OnceLock<AbortOnDrop>>,
     prefix: Arc<str>,
+    /// `{prefix}released`, where releases of contended locks publish.
+    channel: Arc<str>,
     max_size: usize,
     lease: Duration,
 }
@@ -340,7 +371,9 @@ impl RedisStore {
             wait_replicas: 0,
             scripts: Arc::new(Scripts::new()),
             locks: LockWaits::new(),
+            listener: Arc::default(),
             prefix: DEFAULT_PREFIX.into(),
+            channel: release_channel(DEFAULT_PREFIX),
             max_size: DEFAULT_MAX_SIZE,
             lease: DEFAULT_LEASE,
         })
@@ -351,6 +384,9 @@ impl RedisStore {
     /// make a cluster put every session on one slot.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into().into();
+        self.channel = release_channel(&self.prefix);
+        // Another channel: this store subscribes on its own.
+        self.listener = Arc::default();
         self
     }
 
@@ -414,11 +450,29 @@ impl RedisStore {
     }
 
     fn data_key(&self, id: &SessionId) -> String {
-        format!("{}{{{}}}", self.prefix, &*id.as_hex())
+        SessionKeys::tagged(&self.prefix, id, "")
     }
 
-    fn lock_key(&self, id: &SessionId) -> String {
-        format!("{}{{{}}}:lock", self.prefix, &*id.as_hex())
+    fn keys(&self, id: &SessionId) -> SessionKeys {
+        SessionKeys {
+            lock: SessionKeys::tagged(&self.prefix, id, ":lock"),
+            waiting: SessionKeys::tagged(&self.prefix, id, ":waiting"),
+            tag: id.as_hex().to_string(),
+        }
+    }
+
+    /// Starts the wake-up subscription once, at the first wait for a lock
+    /// that another process holds: a store that never meets one never
+    /// opens the extra connection.
+    fn listen(&self) {
+        self.listener.get_or_init(|| {
+            let task = tokio::spawn(listen(
+                Arc::clone(&self.target),
+                Arc::clone(&self.channel),
+                Arc::downgrade(&self.locks),
+            ));
+            AbortOnDrop(task.abort_handle())
+        });
     }
 
     /// Refuses a record that a load would refuse, rather than write a
@@ -563,6 +617,80 @@ async fn bounded<T>(
 /// The `SCAN MATCH` pattern of data keys: the prefix with glob characters
 /// escaped, then a 40-character hash tag. Lock keys end in `:lock` and do
 /// not match.
+fn release_channel(prefix: &str) -> Arc<str> {
+    format!("{prefix}released").into()
+}
+
+/// How long the wake-up subscription may take to connect (for Sentinel:
+/// to find the master too), and waits before trying again after a loss.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Holds the wake-up subscription and wakes this process's waiter for each
+/// session another process released; subscribes again after a loss (on a
+/// Cluster, at the next listed node; with Sentinel, at the master it names
+/// then). Ends when the store (its waits) is gone.
+async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) {
+    for attempt in 0.. {
+        match tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt)).await {
+            Ok(Ok(pubsub)) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(waits) = waits.upgrade() else { return };
+                    let tag = message.get_payload::<String>();
+                    if let Ok(Ok(id)) = tag.map(|tag| tag.parse::<SessionId>()) {
+                        waits.wake(&id);
+                    }
+                }
+                tracing::debug!("session lock wake-ups lost their connection; waiters poll");
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "session lock wake-ups cannot subscribe; waiters poll")
+            }
+            Err(_) => tracing::debug!("session lock wake-ups timed out subscribing; waiters poll"),
+        }
+        if waits.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
+/// The keys of one session's lock, which share the data key's hash tag
+/// (one Cluster slot, so every script may touch them all), and the tag
+/// that a release publishes.
+#[derive(Clone, Default)]
+struct SessionKeys {
+    lock: String,
+    /// Set while another process waits for the lock.
+    waiting: String,
+    tag: String,
+}
+
+impl SessionKeys {
+    fn tagged(prefix: &str, id: &SessionId, suffix: &str) -> String {
+        format!("{prefix}{{{}}}{suffix}", &*id.as_hex())
+    }
+}
+
+/// Releases `token`'s lock (compare-and-delete: nothing happens to someone
+/// else's lock), waking another process's waiter if one is marked.
+async fn release(
+    mut conn: Conn,
+    scripts: &Scripts,
+    channel: &str,
+    keys: &SessionKeys,
+    token: &str,
+) -> Result<i64, Error> {
+    let mut call = scripts.release.prepare_invoke();
+    call.key(&keys.lock)
+        .key(&keys.waiting)
+        .arg(token)
+        .arg(channel)
+        .arg(&keys.tag);
+    bounded("releasing a session lock", call.invoke_async(&mut conn)).await
+}
+
 fn scan_pattern(prefix: &str) -> String {
     let mut p = String::with_capacity(prefix.len() + 48);
     for c in prefix.chars() {
@@ -601,7 +729,8 @@ struct LeaseLost;
 struct Lease {
     conn: Conn,
     scripts: Arc<Scripts>,
-    key: String,
+    channel: Arc<str>,
+    keys: SessionKeys,
     token: String,
     renewal: AbortHandle,
     /// Set once the lock was released by `save_and_unlock`.
@@ -623,7 +752,7 @@ impl Lease {
     fn start(
         store: &RedisStore,
         id: &SessionId,
-        key: String,
+        keys: SessionKeys,
         token: String,
         local: LocalGuard,
     ) -> Self {
@@ -631,7 +760,7 @@ impl Lease {
             id.short(),
             store.conn.clone(),
             store.scripts.clone(),
-            key.clone(),
+            keys.lock.clone(),
             token.clone(),
             store.lease,
         ))
@@ -639,7 +768,8 @@ impl Lease {
         Lease {
             conn: store.conn.clone(),
             scripts: store.scripts.clone(),
-            key,
+            channel: Arc::clone(&store.channel),
+            keys,
             token,
             renewal,
             released: false,
@@ -661,8 +791,9 @@ impl Lease {
         }
         self.released = true;
         let (conn, scripts) = (self.conn.clone(), Arc::clone(&self.scripts));
-        let (key, token) = (
-            std::mem::take(&mut self.key),
+        let channel = Arc::clone(&self.channel);
+        let (keys, token) = (
+            std::mem::take(&mut self.keys),
             std::mem::take(&mut self.token),
         );
         let renewal = self.renewal.clone();
@@ -670,7 +801,8 @@ impl Lease {
             lease: Lease {
                 conn,
                 scripts,
-                key,
+                channel,
+                keys,
                 token,
                 renewal,
                 released: false,
@@ -707,21 +839,15 @@ impl Drop for Lease {
         // Without a runtime (the process is shutting down) the lease is
         // the backstop: the lock frees itself when it runs out.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (mut conn, scripts) = (self.conn.clone(), self.scripts.clone());
-            let (key, token) = (
-                std::mem::take(&mut self.key),
+            let (conn, scripts) = (self.conn.clone(), self.scripts.clone());
+            let channel = Arc::clone(&self.channel);
+            let (keys, token) = (
+                std::mem::take(&mut self.keys),
                 std::mem::take(&mut self.token),
             );
             let local = self.place.let_go();
             rt.spawn(async move {
-                let mut call = scripts.release.prepare_invoke();
-                call.key(&key).arg(&token);
-                if let Err(e) = bounded(
-                    "releasing a session lock",
-                    call.invoke_async::<i64>(&mut conn),
-                )
-                .await
-                {
+                if let Err(e) = release(conn, &scripts, &channel, &keys, &token).await {
                     tracing::debug!(error = %e, "lock release failed; its lease will free it");
                 }
                 // Only now may the next request of this process try.
@@ -737,16 +863,16 @@ impl Drop for Lease {
 /// token (compare-and-delete: nothing happens to someone else's lock).
 struct Attempt<'a> {
     store: &'a RedisStore,
-    key: &'a str,
+    keys: &'a SessionKeys,
     token: &'a str,
     answered: bool,
 }
 
 impl<'a> Attempt<'a> {
-    fn new(store: &'a RedisStore, key: &'a str, token: &'a str) -> Self {
+    fn new(store: &'a RedisStore, keys: &'a SessionKeys, token: &'a str) -> Self {
         Attempt {
             store,
-            key,
+            keys,
             token,
             answered: false,
         }
@@ -766,16 +892,12 @@ impl Drop for Attempt<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (mut conn, scripts) = (self.store.conn.clone(), Arc::clone(&self.store.scripts));
-        let (key, token) = (self.key.to_owned(), self.token.to_owned());
+        let (conn, scripts) = (self.store.conn.clone(), Arc::clone(&self.store.scripts));
+        let channel = Arc::clone(&self.store.channel);
+        let keys = self.keys.clone();
+        let token = self.token.to_owned();
         runtime.spawn(async move {
-            let mut call = scripts.release.prepare_invoke();
-            call.key(&key).arg(&token);
-            let _ = bounded(
-                "releasing a session lock",
-                call.invoke_async::<i64>(&mut conn),
-            )
-            .await;
+            let _ = release(conn, &scripts, &channel, &keys, &token).await;
         });
     }
 }
@@ -904,18 +1026,22 @@ impl SessionStore for RedisStore {
             }
             Entered::Front(waiter) => waiter,
         };
-        let (key, token) = (self.lock_key(id), new_token()?);
+        let (keys, token) = (self.keys(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
             let mut call = self.scripts.lock.prepare_invoke();
-            call.key(&key).arg(&token).arg(self.lease_ms());
-            let attempt = Attempt::new(self, &key, &token);
+            call.key(&keys.lock)
+                .key(&keys.waiting)
+                .arg(&token)
+                .arg(self.lease_ms());
+            let attempt = Attempt::new(self, &keys, &token);
             let taken: i64 = bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
             attempt.answered();
             if taken == 1 {
                 let local = waiter.granted();
-                return Ok(LockGuard::new(Lease::start(self, id, key, token, local)));
+                return Ok(LockGuard::new(Lease::start(self, id, keys, token, local)));
             }
+            self.listen();
             waiter.pause().await?;
         }
     }
@@ -939,16 +1065,17 @@ impl SessionStore for RedisStore {
             }
             Entered::Front(waiter) => waiter,
         };
-        let (data_key, key, token) = (self.data_key(id), self.lock_key(id), new_token()?);
+        let (data_key, keys, token) = (self.data_key(id), self.keys(id), new_token()?);
         let mut conn = self.conn.clone();
         loop {
             let mut call = self.scripts.lock_and_load.prepare_invoke();
             call.key(&data_key)
-                .key(&key)
+                .key(&keys.lock)
+                .key(&keys.waiting)
                 .arg(&token)
                 .arg(self.lease_ms())
                 .arg(self.read_limit());
-            let attempt = Attempt::new(self, &key, &token);
+            let attempt = Attempt::new(self, &keys, &token);
             let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
                 "locking and loading a session",
                 call.invoke_async(&mut conn),
@@ -957,9 +1084,10 @@ impl SessionStore for RedisStore {
             attempt.answered();
             if status != -1 {
                 let local = waiter.granted();
-                let guard = LockGuard::new(Lease::start(self, id, key, token, local));
+                let guard = LockGuard::new(Lease::start(self, id, keys, token, local));
                 return Ok((guard, self.finish_read(id, status, value, n)));
             }
+            self.listen();
             waiter.pause().await?;
         }
     }
@@ -987,7 +1115,7 @@ impl SessionStore for RedisStore {
             // lock stays, and so does what was just written.
             let mut call = self.scripts.save_and_keep.prepare_invoke();
             call.key(self.data_key(id))
-                .key(&lease.key)
+                .key(&lease.keys.lock)
                 .arg(&lease.token)
                 .arg(record.encode())
                 .arg(ttl_ms(record.expires))
@@ -1013,11 +1141,14 @@ impl SessionStore for RedisStore {
         lease.place.release_only();
         let mut call = self.scripts.save_and_unlock.prepare_invoke();
         call.key(self.data_key(id))
-            .key(&lease.key)
+            .key(&lease.keys.lock)
+            .key(&lease.keys.waiting)
             .arg(&lease.token)
             .arg(record.encode())
             .arg(ttl_ms(record.expires))
-            .arg(mode(write));
+            .arg(mode(write))
+            .arg(&*lease.channel)
+            .arg(&lease.keys.tag);
         // On an error the guard's drop still tries to release the lock.
         let (outcome, acked): (i64, Option<u64>) = match self.wait() {
             None => {

@@ -342,7 +342,10 @@ impl LockWaits {
 
     /// The backend says the id's lock was let go: the waiter of this
     /// process at the front of its queue, if any, tries again now.
-    #[cfg_attr(not(any(test, feature = "postgres")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(test, feature = "redis", feature = "postgres")),
+        allow(dead_code)
+    )]
     pub(crate) fn wake(&self, id: &SessionId) {
         if let Some(notify) = self.wakeups(id).get(id) {
             notify.notify_one();

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+
 use sessions::store::{Error, RedisStore, SaveIf, SessionStore};
 use sessions::Record;
 
@@ -75,4 +77,66 @@ pub async fn wait_replicas_met_and_not_met(url: &str) {
     assert_eq!(store.load(&b).await.unwrap(), None);
     // The lock was released by the save's own script.
     drop(store.lock(&b, Duration::from_secs(1)).await.unwrap());
+}
+
+/// Two instances, one session: the instance that finds the lock held
+/// subscribes to `{prefix}released` and marks that it waits, and the
+/// holder's release publishes the session there — only then: an
+/// uncontended release publishes nothing. `node` is a plain node URL where
+/// the deployment's publishes arrive and where the waiting instance
+/// subscribes (the first node of a Cluster URL; a Sentinel set's master).
+pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str) {
+    let (a, prefix) = store_at(url).await;
+    let b = RedisStore::connect(url)
+        .await
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let channel = format!("{prefix}released");
+    let client = redis::Client::open(node).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    let mut messages = pubsub.into_on_message();
+    let wait = Duration::from_secs(10);
+
+    let (quiet, contended) = (id(), id());
+    let (guard, _) = a.lock_and_load(&quiet, wait).await.unwrap();
+    assert!(a
+        .save_and_unlock(&quiet, &record("1"), SaveIf::Absent, guard)
+        .await
+        .unwrap());
+
+    let (held, _) = a.lock_and_load(&contended, wait).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let (guard, loaded) = b.lock_and_load(&contended, wait).await?;
+        drop(guard);
+        Ok::<_, Error>(loaded)
+    });
+    // The waiting instance subscribes after its first attempt found the
+    // lock held (and marked it): two subscribers, this test and it.
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        if subscribers == 2 {
+            break;
+        }
+        assert!(started.elapsed() < wait, "the waiting instance never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a
+        .save_and_unlock(&contended, &record("2"), SaveIf::Absent, held)
+        .await
+        .unwrap());
+    let message = tokio::time::timeout(wait, messages.next())
+        .await
+        .expect("the release published nothing")
+        .unwrap();
+    assert_eq!(message.get_payload::<String>().unwrap(), contended.to_string());
+    let loaded = waiter.await.unwrap().unwrap().unwrap();
+    assert_eq!(loaded.data, b"2");
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+    ConnectionLike, PubSub, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::cluster_async::ClusterConnection;
@@ -44,7 +44,12 @@ const CLUSTER_RETRIES: u32 = 16;
 /// What a storage URL names, parsed but not yet connected.
 pub(super) enum Target {
     Node(Client),
-    Cluster(ClusterClient),
+    Cluster {
+        client: ClusterClient,
+        /// The nodes the URL listed, for the wake-up subscription (any
+        /// node of a Cluster delivers every `PUBLISH`).
+        nodes: Vec<Client>,
+    },
     Sentinel(SentinelTarget),
 }
 
@@ -103,7 +108,7 @@ impl Target {
     pub(super) fn topology(&self) -> Topology {
         match self {
             Target::Node(_) => Topology::Node,
-            Target::Cluster(_) => Topology::Cluster,
+            Target::Cluster { .. } => Topology::Cluster,
             Target::Sentinel(_) => Topology::Sentinel,
         }
     }
@@ -126,7 +131,9 @@ impl Target {
                 let conn = client.get_connection_manager_with_config(config).await?;
                 Ok(Conn::Node(conn))
             }
-            Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            Target::Cluster { client, .. } => {
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
             Target::Sentinel(target) => {
                 let conn = SentinelConnection::new(target)?;
                 // Find the master now, so that a wrong name or unreachable
@@ -138,6 +145,28 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Subscribes to `channel` on a server that delivers what the store's
+    /// scripts publish: the node; the `attempt`-th listed node of a Cluster
+    /// (in turn, so that a dead node is not asked forever), where a
+    /// `PUBLISH` on any node reaches every node; the master the Sentinels
+    /// name now.
+    pub(super) async fn subscribe(&self, channel: &str, attempt: usize) -> RedisResult<PubSub> {
+        let client = match self {
+            Target::Node(client) => client.clone(),
+            Target::Cluster { nodes, .. } => nodes[attempt % nodes.len()].clone(),
+            Target::Sentinel(t) => {
+                Sentinel::build(t.sentinels.clone())?
+                    .async_master_for(&t.master, Some(&t.node))
+                    .await?
+            }
+        };
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    }
+}
+
 fn cluster(nodes: Vec<String>) -> Result<Target, Error> {
     if nodes.iter().any(|n| n.is_empty()) {
         return Err(Error::config(
@@ -145,6 +174,11 @@ fn cluster(nodes: Vec<String>) -> Result<Target, Error> {
             "an empty node in a comma-separated cluster URL",
         ));
     }
+    let clients = nodes
+        .iter()
+        .map(|n| Client::open(n.as_str()))
+        .collect::<RedisResult<Vec<_>>>()
+        .map_err(|e| Error::config("storage_url", e))?;
     ClusterClientBuilder::new(nodes)
         .connection_timeout(CONNECT_TIMEOUT)
         .response_timeout(RESPONSE_TIMEOUT)
@@ -153,7 +187,10 @@ fn cluster(nodes: Vec<String>) -> Result<Target, Error> {
         .min_retry_wait(50)
         .max_retry_wait(500)
         .build()
-        .map(Target::Cluster)
+        .map(|client| Target::Cluster {
+            client,
+            nodes: clients,
+        })
         .map_err(|e| Error::config("storage_url", e))
 }
 
