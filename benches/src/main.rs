@@ -14,8 +14,15 @@
 //! shared machine falls on all of them alike, and the table shows the
 //! median of the rounds. See README.md for the workloads.
 
+// The tests' Redis deployments, and the CI rule they follow (a missing
+// `redis-server` is a failure under `CI=true`, else the rows are skipped).
+#[path = "../../sessions/tests/common/ci.rs"]
+mod ci;
 mod client;
 mod load;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../sessions/tests/common/redis_topology.rs"]
+mod redis_topology;
 mod memory;
 mod report;
 mod server;
@@ -58,7 +65,7 @@ struct Options {
 const USAGE: &str = "\
 usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
                       [--only many,hot,new,slow,slow64,slow256,burst,two,memory]
-                      [--stores ram,redis,postgres,file,sqlite]
+                      [--stores ram,redis,redis-cluster,postgres,file,sqlite]
                       [--systems bare,sessions,tower-sessions]
                       [--rounds N] [--seconds S]
                       [--server-threads N] [--client-threads N]
@@ -74,7 +81,9 @@ usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
   --client-threads  threads of the client process, each a current-thread
               runtime with a share of the connections (default: 1)
 
-Stores: SESSIONS_BENCH_REDIS_URL (default redis://127.0.0.1:6379) and
+Stores: SESSIONS_BENCH_REDIS_URL (default redis://127.0.0.1:6379),
+SESSIONS_BENCH_REDIS_CLUSTER_URL (comma-separated node URLs; by default the
+benchmark starts a 3-master Cluster on loopback with redis-server) and
 SESSIONS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
 a store that does not answer is skipped.";
 
@@ -354,15 +363,35 @@ fn main() -> anyhow::Result<()> {
 /// Every workload in turn. Returns the rows and the notes on what was
 /// skipped.
 async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+    // A Cluster of the benchmark's own unless one was given, up until the
+    // run ends (dropping it stops its servers).
+    let mut cluster_note = None;
+    let cluster = if options.stores.contains(&Store::RedisCluster)
+        && std::env::var(systems::REDIS_CLUSTER_URL_VAR).is_err()
+    {
+        match tokio::task::spawn_blocking(|| redis_topology::Cluster::start(3, 0, 5_000)).await? {
+            Ok(cluster) => Some(cluster),
+            Err(e) => {
+                cluster_note = Some(format!("redis-cluster: no Cluster started: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let cluster_url = cluster.as_ref().map(redis_topology::Cluster::url);
     let env = server
-        .spawn(async {
+        .spawn(async move {
             let mut env = Env::new();
+            if let Some(url) = cluster_url {
+                env.redis_cluster_url = Some(url);
+            }
             env.probe().await;
             env
         })
         .await?;
     let env = Arc::new(env);
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = cluster_note.into_iter().collect();
     // Counts the systems' PostgreSQL connections in pg_stat_activity.
     let pg = match env.unreachable(Store::Postgres) {
         Some(_) => None,
@@ -375,7 +404,7 @@ async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec
         },
     };
     let mut rows = Vec::new();
-    for store in [Store::Redis, Store::Postgres] {
+    for store in [Store::Redis, Store::RedisCluster, Store::Postgres] {
         if let Some(why) = env.unreachable(store) {
             notes.push(format!("{} skipped: unreachable ({why})", store.name()));
         }
@@ -435,6 +464,7 @@ async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec
         pg.close().await;
     }
     env.remove_files();
+    drop(cluster);
     Ok((rows, notes))
 }
 

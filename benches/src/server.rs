@@ -39,7 +39,11 @@ impl ServerProcess {
         threads: usize,
     ) -> anyhow::Result<ServerProcess> {
         let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut command = tokio::process::Command::new(exe);
+        if let Some(url) = &env.redis_cluster_url {
+            command.env(systems::REDIS_CLUSTER_URL_VAR, url);
+        }
+        let mut child = command
             .args([
                 SUBCOMMAND,
                 system.flag(),

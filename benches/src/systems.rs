@@ -31,6 +31,9 @@ use tower_sessions_sqlx_store::sqlx;
 pub(crate) enum Store {
     Ram,
     Redis,
+    /// Redis Cluster: [`Env::redis_cluster_url`], or one the benchmark
+    /// starts (3 masters on loopback).
+    RedisCluster,
     Postgres,
     File,
     Sqlite,
@@ -41,6 +44,7 @@ impl Store {
         match self {
             Store::Ram => "ram",
             Store::Redis => "redis",
+            Store::RedisCluster => "redis-cluster",
             Store::Postgres => "postgres",
             Store::File => "file",
             Store::Sqlite => "sqlite",
@@ -115,6 +119,7 @@ pub(crate) struct StoreRow {
 pub(crate) const STORES: &[StoreRow] = &[
     StoreRow { store: Store::Ram, ours: true, tower_sessions: true },
     StoreRow { store: Store::Redis, ours: true, tower_sessions: true },
+    StoreRow { store: Store::RedisCluster, ours: true, tower_sessions: true },
     StoreRow { store: Store::Postgres, ours: true, tower_sessions: true },
     StoreRow { store: Store::File, ours: true, tower_sessions: false },
     StoreRow { store: Store::Sqlite, ours: true, tower_sessions: true },
@@ -127,6 +132,10 @@ pub(crate) const SLOW_HANDLER: Duration = Duration::from_millis(10);
 /// Sessions of both systems idle out after this, so anything a clean-up
 /// misses goes away by itself soon after the run.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Where a Redis Cluster is, if the benchmark is not to start its own;
+/// server processes are given the one it started the same way.
+pub(crate) const REDIS_CLUSTER_URL_VAR: &str = "SESSIONS_BENCH_REDIS_CLUSTER_URL";
+
 /// How long reaching a store may take before it counts as unreachable.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -134,6 +143,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub(crate) struct Env {
     pub(crate) redis_url: String,
+    /// The Cluster's node URLs, comma-separated (our `storage_url` form);
+    /// `None` until the benchmark started one, if it was not given.
+    pub(crate) redis_cluster_url: Option<String>,
     pub(crate) postgres_url: String,
     /// Unique to this run: a Redis key prefix, table names, directories.
     /// The server processes of the two-process workload are given it, so
@@ -162,6 +174,7 @@ impl Env {
         Env {
             redis_url: std::env::var("SESSIONS_BENCH_REDIS_URL")
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            redis_cluster_url: std::env::var(REDIS_CLUSTER_URL_VAR).ok(),
             postgres_url: std::env::var("SESSIONS_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             file_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}")),
@@ -200,6 +213,29 @@ impl Env {
         self.sqlite_dir.join(format!("{}.db", system.flag()))
     }
 
+    /// The URL of `store` (Redis or Redis Cluster) in our form.
+    fn redis_url_of(&self, store: Store) -> String {
+        match store {
+            Store::RedisCluster => self.redis_cluster_url.clone().unwrap_or_default(),
+            _ => self.redis_url.clone(),
+        }
+    }
+
+    /// The same in fred's form: a Cluster is
+    /// `redis-cluster://host:port?node=host:port&node=…`.
+    fn fred_url_of(&self, store: Store) -> String {
+        let url = self.redis_url_of(store);
+        if store != Store::RedisCluster {
+            return url;
+        }
+        let hosts: Vec<&str> = url
+            .split(',')
+            .map(|u| u.trim().trim_start_matches("redis://").trim_end_matches('/'))
+            .collect();
+        let others: Vec<String> = hosts[1..].iter().map(|h| format!("node={h}")).collect();
+        format!("redis-cluster://{}?{}", hosts[0], others.join("&"))
+    }
+
     fn redis_prefix(&self) -> String {
         format!("sessions-bench:{}:", self.tag)
     }
@@ -219,16 +255,27 @@ impl Env {
     /// Tries each shared store once; those that do not answer are skipped.
     /// Runs on the server runtime (connections spawn their tasks there).
     pub(crate) async fn probe(&mut self) {
-        let redis = async {
-            let url = &self.redis_url;
-            let store = sessions::store::RedisStore::connect(url).await?;
-            let id = sessions::SessionId::generate()?;
-            sessions::store::SessionStore::exists(&store, &id).await?;
-            anyhow::Ok(())
-        };
-        if let Err(e) = within(redis).await {
-            self.unreachable
-                .insert(Store::Redis, format!("{}: {e:#}", self.redis_url));
+        let urls = [
+            (Store::Redis, Some(self.redis_url.clone())),
+            (Store::RedisCluster, self.redis_cluster_url.clone()),
+        ];
+        for (store, url) in urls {
+            let Some(url) = url else {
+                self.unreachable.insert(
+                    store,
+                    format!("none given ({REDIS_CLUSTER_URL_VAR}) and none could be started"),
+                );
+                continue;
+            };
+            let redis = async {
+                let store = sessions::store::RedisStore::connect(&url).await?;
+                let id = sessions::SessionId::generate()?;
+                sessions::store::SessionStore::exists(&store, &id).await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = within(redis).await {
+                self.unreachable.insert(store, format!("{url}: {e:#}"));
+            }
         }
         let postgres = async {
             let pool = postgres_pool(&self.postgres_url).await?;
@@ -328,9 +375,16 @@ impl Cleanup {
                         .iter()
                         .filter_map(|c| Some(c.split_once('=')?.1.to_string()))
                         .collect();
-                    for batch in keys.chunks(1000) {
-                        pool.del::<i64, _>(batch.to_vec()).await?;
-                    }
+                    // One key per command: a Cluster refuses a DEL whose
+                    // keys lie in different slots.
+                    futures_util::stream::iter(keys)
+                        .map(|key| {
+                            let pool = &pool;
+                            async move { pool.del::<i64, _>(key).await }
+                        })
+                        .buffer_unordered(64)
+                        .try_collect::<Vec<_>>()
+                        .await?;
                     pool.quit().await?;
                 }
                 Cleanup::TowerPostgres(pool, table) => {
@@ -421,9 +475,9 @@ fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
     let mut storage = StorageConfig::default();
     match store {
         Store::Ram => storage.kind = StorageType::Ram,
-        Store::Redis => {
+        Store::Redis | Store::RedisCluster => {
             storage.kind = StorageType::Redis;
-            storage.url = Some(env.redis_url.clone());
+            storage.url = Some(env.redis_url_of(store));
             storage.redis_prefix = env.redis_prefix();
         }
         Store::Postgres => {
@@ -528,9 +582,9 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
             router: tower_router(tower_sessions::MemoryStore::default()),
             cleanup: Cleanup::Nothing,
         }),
-        Store::Redis => {
+        Store::Redis | Store::RedisCluster => {
             // As the crate's documentation does it: a pool of six.
-            let config = fred::types::config::Config::from_url(&env.redis_url)?;
+            let config = fred::types::config::Config::from_url(&env.fred_url_of(store))?;
             let pool = fred::clients::Pool::new(config, None, None, None, 6)?;
             within(async {
                 pool.init().await?;
