@@ -20,10 +20,10 @@
 mod ci;
 mod client;
 mod load;
+mod memory;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../sessions/tests/common/redis_topology.rs"]
 mod redis_topology;
-mod memory;
 mod report;
 mod server;
 mod systems;

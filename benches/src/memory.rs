@@ -92,8 +92,8 @@ async fn ours(n: u64) -> anyhow::Result<Measured> {
     };
     let before_kib = rss_kib()?;
     for _ in 0..n {
-        let id = sessions::SessionId::generate()?;
-        if !store.save(&id, &record, SaveIf::Absent).await? {
+        let key = sessions::SessionId::generate()?.store_key();
+        if !store.save(&key, &record, SaveIf::Absent).await? {
             bail!("a new id was refused");
         }
     }

@@ -230,7 +230,11 @@ impl Env {
         }
         let hosts: Vec<&str> = url
             .split(',')
-            .map(|u| u.trim().trim_start_matches("redis://").trim_end_matches('/'))
+            .map(|u| {
+                u.trim()
+                    .trim_start_matches("redis://")
+                    .trim_end_matches('/')
+            })
             .collect();
         let others: Vec<String> = hosts[1..].iter().map(|h| format!("node={h}")).collect();
         format!("redis-cluster://{}?{}", hosts[0], others.join("&"))
@@ -270,7 +274,7 @@ impl Env {
             let redis = async {
                 let store = sessions::store::RedisStore::connect(&url).await?;
                 let id = sessions::SessionId::generate()?;
-                sessions::store::SessionStore::exists(&store, &id).await?;
+                sessions::store::SessionStore::exists(&store, &id.store_key()).await?;
                 anyhow::Ok(())
             };
             if let Err(e) = within(redis).await {
@@ -349,11 +353,11 @@ impl Cleanup {
                 // Dropping the app drops a RAM store.
                 Cleanup::Ours(_, Store::Ram) => {}
                 Cleanup::Ours(store, kind) => {
-                    let ids: Vec<_> = store.ids().try_collect().await?;
-                    futures_util::stream::iter(ids)
-                        .map(|id| {
+                    let keys: Vec<_> = store.keys().try_collect().await?;
+                    futures_util::stream::iter(keys)
+                        .map(|key| {
                             let store = &store;
-                            async move { store.delete(&id).await }
+                            async move { store.delete(&key).await }
                         })
                         .buffer_unordered(64)
                         .try_collect::<()>()

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use server::client::Client;
 use server::temp::TempDir;
-use server::{run as sessions, text, Server};
+use server::{key_of, run as sessions, text, Server};
 
 fn stdout(o: &Output) -> String {
     text(&o.stdout)
@@ -64,24 +64,35 @@ async fn list_show_stats_delete_clean_migrate() {
     let out = sessions(&["list", "--config", conf]);
     let text = stdout(&out);
     assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(!text.contains(&ida), "full id listed without --show-ids");
+    // Stores hold keys, never ids: the listing shows the keys' short form.
+    assert!(!text.contains(&ida) && !text.contains(&idb), "an id listed");
+    assert!(text.contains(&key_of(&ida)[..8]), "{text}");
     assert!(stderr(&out).contains("2 session(s)"));
 
-    let out = sessions(&["list", "--config", conf, "--json", "--show-ids"]);
+    let out = sessions(&["list", "--config", conf, "--json", "--full"]);
+    assert!(!stdout(&out).contains(&ida), "an id listed");
     let rows: Vec<serde_json::Value> = stdout(&out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let mut ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
-    ids.sort_unstable();
-    let mut want = vec![ida.as_str(), idb.as_str()];
+    let mut keys: Vec<&str> = rows.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort_unstable();
+    let (keya, keyb) = (key_of(&ida), key_of(&idb));
+    let mut want = vec![keya.as_str(), keyb.as_str()];
     want.sort_unstable();
-    assert_eq!(ids, want);
+    assert_eq!(keys, want);
     assert!(rows.iter().all(|r| r["bytes"].as_u64().unwrap() > 0));
 
-    let out = sessions(&["show", &ida, "--config", conf]);
-    let data: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(data, serde_json::json!({"aha": "foo"}));
+    // A session is named by its id (hashed) or by the key the listing gave.
+    for named in [&ida, &keya] {
+        let out = sessions(&["show", named, "--config", conf]);
+        let data: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(data, serde_json::json!({"aha": "foo"}));
+    }
+    assert_clean_failure(
+        &sessions(&["show", &ida[..39], "--config", conf]),
+        "neither a session id",
+    );
 
     let out = sessions(&["stats", "--config", conf]);
     assert!(
@@ -135,7 +146,7 @@ fn errors_are_one_line() {
             "--config",
             ram.to_str().unwrap(),
         ]),
-        "is not a session id",
+        "is neither a session id",
     );
     assert_clean_failure(
         &sessions(&["migrate", "--config", ram.to_str().unwrap()]),

@@ -12,7 +12,7 @@ mod server;
 use server::client::Client;
 use server::redis_topology::shared_cluster;
 use server::temp::TempDir;
-use server::{run as sessions, text, Server};
+use server::{key_of, run as sessions, text, Server};
 
 #[tokio::test]
 async fn list_and_stats_cover_every_master() {
@@ -63,17 +63,18 @@ async fn list_and_stats_cover_every_master() {
         text(&out.stdout),
         text(&out.stderr)
     );
-    let out = sessions(&["list", "--config", conf, "--json", "--show-ids"]);
+    let out = sessions(&["list", "--config", conf, "--json", "--full"]);
     let mut listed: Vec<String> = text(&out.stdout)
         .lines()
         .map(|l| {
             let row: serde_json::Value = serde_json::from_str(l).unwrap();
-            row["id"].as_str().unwrap().to_owned()
+            row["key"].as_str().unwrap().to_owned()
         })
         .collect();
     listed.sort_unstable();
-    ids.sort_unstable();
-    assert_eq!(listed, ids);
+    let mut keys: Vec<String> = ids.iter().map(|id| key_of(id)).collect();
+    keys.sort_unstable();
+    assert_eq!(listed, keys);
 
     let out = sessions(&["delete", &ids[0], "--config", conf]);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -220,3 +220,70 @@ async fn a_browser_session_cookie_has_no_expiry() {
     assert!(cookie.max_age().is_none(), "{cookie:?}");
     assert_eq!(visits, "1");
 }
+
+/// The strongest cookie a browser offers: `__Host-session`, with `secure`,
+/// `path = "/"` and no domain. Chromium keeps it (it drops a `__Host-`
+/// cookie that breaks those rules, which is why the config refuses such a
+/// name at load), and the session goes on across page loads.
+#[tokio::test]
+async fn a_host_prefixed_cookie_is_kept_by_the_browser() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let dir = TempDir::new("browser-host-prefix");
+    // Loopback is a secure context, so a `Secure` cookie is kept over
+    // plain HTTP there.
+    let config = dir.write(
+        "site.conf",
+        "[/]\ntools.sessions.on = True\ntools.sessions.name = \"__Host-session\"\n\
+         tools.sessions.secure = True\n",
+    );
+    let server = Server::start(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let c = driver.browser(&dir.path().join("profile")).await;
+    c.goto(&url(server.addr, "/")).await.unwrap();
+    let first = text(&c, "#visits").await;
+    c.refresh().await.unwrap();
+    let second = text(&c, "#visits").await;
+    let cookies = c.get_all_cookies().await.unwrap();
+    c.close().await.unwrap();
+    let cookie = cookies
+        .iter()
+        .find(|k| k.name() == "__Host-session")
+        .unwrap_or_else(|| panic!("no __Host-session cookie kept: {cookies:?}"));
+    assert_eq!(cookie.secure(), Some(true), "{cookie:?}");
+    assert_eq!(cookie.path(), Some("/"), "{cookie:?}");
+    assert_eq!((first.as_str(), second.as_str()), ("1", "2"));
+}
+
+/// A `__Host-` name with settings that break its rules is refused when
+/// the server starts, naming the setting: never a server whose every
+/// cookie the browser drops.
+#[test]
+fn a_host_prefixed_cookie_that_breaks_the_rules_is_refused_at_start() {
+    let dir = TempDir::new("host-prefix-refused");
+    let config = dir.write(
+        "site.conf",
+        "[/]\ntools.sessions.on = True\ntools.sessions.name = \"__Host-session\"\n\
+         tools.sessions.secure = True\ntools.sessions.domain = \"example.com\"\n",
+    );
+    let out = server::run(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let err = server::text(&out.stderr);
+    assert!(
+        err.contains("tools.sessions.domain") && err.contains("__Host-session"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -240,6 +240,44 @@ impl Default for SessionConfig {
     }
 }
 
+impl SessionConfig {
+    /// Checks the rules browsers enforce on a cookie whose name carries a
+    /// prefix, which they would otherwise enforce by silently dropping the
+    /// cookie (every request a new session): a `__Host-` cookie must be
+    /// `secure`, for `path = "/"` (no `path_header`) and without a `domain`;
+    /// a `__Secure-` cookie must be `secure`. Answers the first setting that
+    /// breaks a rule, and why. Config files are checked when they load, and
+    /// [`SessionLayer`](crate::SessionLayer) checks what it is given.
+    pub fn cookie_prefix_problem(&self) -> Option<(&'static str, String)> {
+        // Browsers match the prefixes without regard to case.
+        let starts = |prefix: &str| {
+            self.name
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        let (host, secure) = (starts("__Host-"), starts("__Secure-"));
+        let named = |rule: &str| format!("a cookie named {:?} {rule}", self.name);
+        if (host || secure) && !self.secure {
+            return Some(("secure", named("must be secure (secure = True)")));
+        }
+        if host {
+            if self.path != "/" {
+                return Some(("path", named("must have path = \"/\"")));
+            }
+            if self.path_header.is_some() {
+                return Some((
+                    "path_header",
+                    named("has the path \"/\", not one from a header"),
+                ));
+            }
+            if self.domain.is_some() {
+                return Some(("domain", named("must not set a domain")));
+            }
+        }
+        None
+    }
+}
+
 fn minutes(m: f64) -> Duration {
     Duration::from_millis((m * 60_000.0).round() as u64)
 }
@@ -466,6 +504,14 @@ impl Config {
         for (section, config) in &paths {
             if config.on {
                 check_storage(config, file, section.line)?;
+                if let Some((key, message)) = config.cookie_prefix_problem() {
+                    return Err(Error::Key {
+                        file: file.into(),
+                        line: section.line,
+                        key: format!("tools.sessions.{key}"),
+                        message,
+                    });
+                }
                 match storage {
                     None => storage = Some((&section.name, section.line, &config.storage)),
                     Some((name, _, s)) if s != &config.storage => {
@@ -937,5 +983,66 @@ mod tests {
             matches!(&err, Error::Key { line: 3, key, .. } if key == "sessions.bogus"),
             "{err:?}"
         );
+    }
+
+    /// `__Host-` and `__Secure-` names: the browsers' rules, each broken one
+    /// a load error naming the setting; settings that keep them load.
+    #[test]
+    fn cookie_prefixes_are_checked() {
+        let load = |body: &str| {
+            Config::from_ini_str(&format!("[/]\ntools.sessions.on = True\n{body}"), "p.conf")
+        };
+        let ok = "tools.sessions.name = \"__Host-session\"\ntools.sessions.secure = True\n";
+        assert_eq!(load(ok).unwrap().resolve("/").name, "__Host-session");
+        for (extra, key) in [
+            (
+                "tools.sessions.name = \"__Host-s\"\n",
+                "tools.sessions.secure",
+            ),
+            (
+                "tools.sessions.name = \"__host-s\"\n",
+                "tools.sessions.secure",
+            ),
+            (
+                "tools.sessions.name = \"__Secure-s\"\n",
+                "tools.sessions.secure",
+            ),
+            (
+                &format!("{ok}tools.sessions.path = \"/app\"\n"),
+                "tools.sessions.path",
+            ),
+            (
+                &format!("{ok}tools.sessions.domain = \"example.com\"\n"),
+                "tools.sessions.domain",
+            ),
+            (
+                &format!("{ok}tools.sessions.path_header = \"X-Path\"\n"),
+                "tools.sessions.path_header",
+            ),
+        ] {
+            let err = load(extra).unwrap_err();
+            assert!(
+                matches!(&err, Error::Key { key: k, .. } if k == key),
+                "{extra}: {err}"
+            );
+            assert!(err.to_string().contains("a cookie named"), "{err}");
+        }
+        let secure = "tools.sessions.name = \"__Secure-s\"\ntools.sessions.secure = True\n\
+                      tools.sessions.path = \"/app\"\ntools.sessions.domain = \"example.com\"\n";
+        assert!(load(secure).is_ok());
+        // Off, a section sets no cookie and is not checked.
+        assert!(
+            Config::from_ini_str("[/]\ntools.sessions.name = \"__Host-s\"\n", "p.conf").is_ok()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "must be secure")]
+    fn the_layer_refuses_a_host_cookie_that_is_not_secure() {
+        let config = SessionConfig {
+            name: "__Host-session".into(),
+            ..SessionConfig::default()
+        };
+        let _ = crate::SessionLayer::new(crate::store::MemoryStore::new()).with_config(config);
     }
 }

@@ -83,7 +83,7 @@ pub use error::Error;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::NoSession;
-pub use id::{HexId, InvalidId, RandomError, SessionId, ShortId};
+pub use id::{HexId, HexKey, InvalidId, InvalidKey, RandomError, SessionId, ShortId, StoreKey};
 pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
 pub use session::Session;

@@ -26,7 +26,12 @@ async fn oversized_session_is_refused_and_old_data_kept(f: &Fixture) {
     let sent = cookie(&id);
     let r = client.get_with("/put?key=a&len=500", Some(&sent)).await;
     assert_eq!(r.status, 200);
-    let before = f.store.load(&id.parse().unwrap()).await.unwrap().unwrap();
+    let before = f
+        .store
+        .load(&common::records::key_of(&id))
+        .await
+        .unwrap()
+        .unwrap();
     for len in [1_000, 100_000] {
         let r = client
             .get_with(&format!("/put?key=b&len={len}"), Some(&sent))
@@ -37,7 +42,12 @@ async fn oversized_session_is_refused_and_old_data_kept(f: &Fixture) {
             "{len}"
         );
         assert_eq!(r.set_cookie, None);
-        let after = f.store.load(&id.parse().unwrap()).await.unwrap().unwrap();
+        let after = f
+            .store
+            .load(&common::records::key_of(&id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(after.data, before.data, "the stored data changed");
     }
     // Just under the limit is fine, and the session carries on.

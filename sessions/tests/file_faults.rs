@@ -69,12 +69,15 @@ const BALLAST: &str = "/put?key=ballast&len=30000";
 /// loads.
 async fn all_intact(store: &FileStore) -> usize {
     use futures_util::StreamExt;
-    let ids: Vec<_> = store.ids().collect().await;
-    for id in &ids {
-        let id = id.as_ref().unwrap();
-        assert!(store.load(id).await.unwrap().is_some(), "a damaged session");
+    let keys: Vec<_> = store.keys().collect().await;
+    for key in &keys {
+        let key = key.as_ref().unwrap();
+        assert!(
+            store.load(key).await.unwrap().is_some(),
+            "a damaged session"
+        );
     }
-    ids.len()
+    keys.len()
 }
 
 #[tokio::test]

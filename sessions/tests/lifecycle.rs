@@ -206,7 +206,11 @@ async fn host_prefixed_cookie_works_and_ids_in_urls_are_ignored() {
         assert!(!r.body.contains(&id));
     }
     // The session in the store is untouched by all of that.
-    let stored = store.load(&id.parse().unwrap()).await.unwrap().unwrap();
+    let stored = store
+        .load(&common::records::key_of(&id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.data, br#"{"n":2}"#);
     logs::assert_no_full_ids();
 }

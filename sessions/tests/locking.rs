@@ -14,7 +14,7 @@ use common::client::Client;
 use common::stores::Fixture;
 use common::watched::Watched;
 use sessions::store::{MemoryStore, SessionStore};
-use sessions::{Locking, SessionConfig, SessionId};
+use sessions::{Locking, SessionConfig};
 
 stores!(
     save_never_resurrects_deleted_regenerated_or_expired,
@@ -122,7 +122,7 @@ async fn a_save_never_resurrects_a_session_deleted_meanwhile() {
     let addr = serve_app(SessionConfig::default(), store.clone()).await;
     let mut client = Client::new(addr);
     client.get("/").await;
-    let id: SessionId = client.id().unwrap().parse().unwrap();
+    let key = common::records::key_of(&client.id().unwrap());
     let writer = client.fresh();
     let slow = tokio::spawn(async move {
         writer
@@ -131,12 +131,12 @@ async fn a_save_never_resurrects_a_session_deleted_meanwhile() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // An admin logs the user out while the request runs.
-    store.delete(&id).await.unwrap();
+    store.delete(&key).await.unwrap();
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.set_cookie, None, "a cookie for a deleted session");
     assert_eq!(
-        store.load(&id).await.unwrap(),
+        store.load(&key).await.unwrap(),
         None,
         "deleted session resurrected"
     );
@@ -160,7 +160,7 @@ async fn save_never_resurrects_deleted_regenerated_or_expired(f: &Fixture) {
         });
         watched.wait_for("load", &id).await;
         // An admin logs the session out while a request on it runs.
-        f.store.delete(&id.parse().unwrap()).await.unwrap();
+        f.store.delete(&common::records::key_of(&id)).await.unwrap();
         let r = slow.await.unwrap();
         assert_eq!((r.status, r.set_cookie.as_deref()), (200, None), "{r:?}");
         assert!(!f.holds(&id).await, "a deleted session came back");

@@ -14,7 +14,7 @@ use common::logs;
 use common::stores::{redis_data_key, redis_raw, Fixture, Kind};
 use common::watched::Watched;
 use sessions::store::{SaveIf, SessionStore};
-use sessions::{Record, SessionId};
+use sessions::{Record, SessionId, StoreKey};
 
 stores!(logs_never_carry_a_full_session_id);
 
@@ -44,7 +44,11 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     ids.extend([first.clone(), second.clone()]);
     // A lock held elsewhere: 503 after lock_timeout.
     let held: SessionId = second.parse().unwrap();
-    let guard = f.store.lock(&held, Duration::from_secs(5)).await.unwrap();
+    let guard = f
+        .store
+        .lock(&held.store_key(), Duration::from_secs(5))
+        .await
+        .unwrap();
     let r = client.get_with("/count", Some(&cookie(&second))).await;
     assert_eq!(r.status, 503);
     drop(guard);
@@ -69,7 +73,7 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     };
     assert!(f
         .store
-        .save(&corrupt, &garbage, SaveIf::Absent)
+        .save(&corrupt.store_key(), &garbage, SaveIf::Absent)
         .await
         .unwrap());
     let r = client
@@ -81,10 +85,10 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     let damaged = SessionId::generate().unwrap();
     assert!(f
         .store
-        .save(&damaged, &garbage, SaveIf::Absent)
+        .save(&damaged.store_key(), &garbage, SaveIf::Absent)
         .await
         .unwrap());
-    let tampered = damage(f, &damaged).await;
+    let tampered = damage(f, &damaged.store_key()).await;
     if tampered {
         let r = client
             .get_with("/count", Some(&cookie(&damaged.to_string())))
@@ -93,7 +97,8 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     }
     ids.insert(damaged.to_string());
     client.get("/logout").await;
-    ids.extend(watched.all_ids());
+    // And the keys: the log names sessions by their short form only.
+    ids.extend(watched.all_keys());
 
     let text = logs::text();
     for id in &ids {
@@ -140,7 +145,7 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
 /// that store can hold: a framed record with a wrong checksum (Redis, file),
 /// a negative creation time (the SQL stores). Returns false for RAM, which
 /// has no stored form of its own.
-async fn damage(f: &Fixture, id: &SessionId) -> bool {
+async fn damage(f: &Fixture, key: &StoreKey) -> bool {
     match f.kind {
         Kind::Ram => false,
         Kind::Redis => {
@@ -156,7 +161,7 @@ async fn damage(f: &Fixture, id: &SessionId) -> bool {
             let last = bytes.len() - 1;
             bytes[last] ^= 0x55;
             ::redis::cmd("SET")
-                .arg(redis_data_key(prefix, id))
+                .arg(redis_data_key(prefix, key))
                 .arg(bytes)
                 .arg("PX")
                 .arg(60_000)
@@ -173,7 +178,7 @@ async fn damage(f: &Fixture, id: &SessionId) -> bool {
                 .unwrap()
                 .execute(
                     &format!("UPDATE \"{table}\" SET created_at = -1 WHERE id = $1"),
-                    &[&id.to_string()],
+                    &[&key.to_string()],
                 )
                 .await
                 .unwrap();
@@ -187,7 +192,7 @@ async fn damage(f: &Fixture, id: &SessionId) -> bool {
                 .unwrap()
                 .path()
                 .join("sessions")
-                .join(format!("session-{id}"));
+                .join(format!("session-{key}"));
             let mut bytes = std::fs::read(&path).unwrap();
             let last = bytes.len() - 1;
             bytes[last] ^= 0x55;
@@ -196,12 +201,12 @@ async fn damage(f: &Fixture, id: &SessionId) -> bool {
         }
         Kind::Sqlite => {
             let path = f.dir.as_ref().unwrap().path().join("sessions.db");
-            let id = id.to_string();
+            let key = key.to_string();
             tokio::task::spawn_blocking(move || {
                 let conn = rusqlite::Connection::open(path).unwrap();
                 conn.busy_timeout(Duration::from_secs(5)).unwrap();
                 let n = conn
-                    .execute("UPDATE sessions SET created_at = -1 WHERE id = ?1", [&id])
+                    .execute("UPDATE sessions SET created_at = -1 WHERE id = ?1", [&key])
                     .unwrap();
                 assert_eq!(n, 1);
             })

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::app::{app, outage_under_traffic};
 use common::ci::skip;
 use common::client::{free_port, serve};
-use common::records::{id, record};
+use common::records::{key, record};
 use common::stores::{drop_table, postgres, postgres_admin, postgres_url};
 use common::temp::{unique_table, TempDir};
 use sessions::store::{Error, PostgresStore, SaveIf, SessionStore};
@@ -40,9 +40,9 @@ async fn a_vanished_holder_frees_its_lock_after_its_lease() {
     };
     let table = unique_table();
     let b = postgres(&table).await;
-    let id = id();
+    let key = key();
     assert!(b
-        .save(&id, &record("1", 60_000), SaveIf::Absent)
+        .save(&key, &record("1", 60_000), SaveIf::Absent)
         .await
         .unwrap());
 
@@ -55,7 +55,7 @@ async fn a_vanished_holder_frees_its_lock_after_its_lease() {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let guard = vanished.lock(&id, Duration::from_secs(5)).await.unwrap();
+            let guard = vanished.lock(&key, Duration::from_secs(5)).await.unwrap();
             std::mem::forget(guard);
         });
         // Dropping the runtime ends the renewal task, as a crash would.
@@ -63,11 +63,11 @@ async fn a_vanished_holder_frees_its_lock_after_its_lease() {
     .join()
     .unwrap();
     assert!(matches!(
-        b.lock(&id, Duration::from_millis(200)).await,
+        b.lock(&key, Duration::from_millis(200)).await,
         Err(Error::LockTimeout(_))
     ));
     let started = Instant::now();
-    let taken = b.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let taken = b.lock(&key, Duration::from_secs(5)).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -83,7 +83,7 @@ async fn a_vanished_holder_frees_its_lock_after_its_lease() {
         .with_table(&table)
         .unwrap()
         .with_lease(lease);
-    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let held = a.lock(&key, Duration::from_secs(5)).await.unwrap();
     admin
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -93,15 +93,15 @@ async fn a_vanished_holder_frees_its_lock_after_its_lease() {
         .unwrap();
     // Longer than the lease: only renewal keeps it.
     assert!(matches!(
-        b.lock(&id, lease * 2).await,
+        b.lock(&key, lease * 2).await,
         Err(Error::LockTimeout(_))
     ));
     drop(held);
     let started = Instant::now();
-    drop(b.lock(&id, Duration::from_secs(5)).await.unwrap());
+    drop(b.lock(&key, Duration::from_secs(5)).await.unwrap());
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(
-        b.load(&id).await.unwrap().map(|r| r.data),
+        b.load(&key).await.unwrap().map(|r| r.data),
         Some(b"1".to_vec())
     );
     drop_table(&admin, &table).await;
@@ -119,13 +119,13 @@ async fn recovers_when_its_connections_are_killed() {
         .with_table(&table)
         .unwrap();
     store.ready().await.unwrap();
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record("x", 60_000), SaveIf::Absent)
+        .save(&key, &record("x", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     // Warm several pooled connections, then kill every one of them.
-    let loads = (0..4).map(|_| store.load(&id));
+    let loads = (0..4).map(|_| store.load(&key));
     for r in futures_util::future::join_all(loads).await {
         r.unwrap();
     }
@@ -140,7 +140,7 @@ async fn recovers_when_its_connections_are_killed() {
     // store then reconnects by itself.
     let mut ok = false;
     for _ in 0..20 {
-        match store.load(&id).await {
+        match store.load(&key).await {
             Ok(r) => {
                 assert_eq!(r.map(|r| r.data), Some(b"x".to_vec()));
                 ok = true;
@@ -171,17 +171,17 @@ async fn down_database_is_unavailable_quickly() {
         .unwrap()
         .with_timeout(Duration::from_secs(1))
         .with_auto_migrate(false);
-    let id = id();
+    let key = key();
     assert!(matches!(
-        lazy.load(&id).await,
+        lazy.load(&key).await,
         Err(Error::Unavailable { .. })
     ));
     assert!(matches!(
-        lazy.lock(&id, Duration::from_secs(30)).await,
+        lazy.lock(&key, Duration::from_secs(30)).await,
         Err(Error::Unavailable { .. })
     ));
     assert!(matches!(
-        lazy.save(&id, &record("{}", 1_000), SaveIf::Absent).await,
+        lazy.save(&key, &record("{}", 1_000), SaveIf::Absent).await,
         Err(Error::Unavailable { .. })
     ));
     assert!(

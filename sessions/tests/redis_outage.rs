@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::app::{app, outage_under_traffic};
 use common::ci::skip;
 use common::client::{free_port, serve, wait_for_port};
-use common::records::{id, record};
+use common::records::{key, record};
 use common::temp::TempDir;
 use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
 use sessions::SessionConfig;
@@ -111,18 +111,18 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
         return;
     };
     let store = RedisStore::connect(&server.url()).await.unwrap();
-    let id = id();
+    let key = key();
     let r = record(r#"{"up":true}"#, 60_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(r.clone()));
-    let held = store.lock(&id, Duration::from_secs(1)).await.unwrap();
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+    let held = store.lock(&key, Duration::from_secs(1)).await.unwrap();
 
     server.kill();
     // Releasing a lock while Redis is down neither panics nor blocks.
     drop(held);
     let bound = Duration::from_secs(6);
     let started = Instant::now();
-    let err = store.load(&id).await.expect_err("load while down");
+    let err = store.load(&key).await.expect_err("load while down");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     eprintln!("load while down: {err} after {:?}", started.elapsed());
     assert!(
@@ -132,7 +132,7 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     );
     let started = Instant::now();
     let err = store
-        .save(&id, &r, SaveIf::Live)
+        .save(&key, &r, SaveIf::Live)
         .await
         .expect_err("save while down");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -143,7 +143,7 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     );
     let started = Instant::now();
     let err = store
-        .lock_and_load(&id, Duration::from_secs(30))
+        .lock_and_load(&key, Duration::from_secs(30))
         .await
         .expect_err("lock while down");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -157,11 +157,11 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     // Back on the same port, empty (no persistence): the same store value
     // works again without being rebuilt.
     server.spawn().expect("restart");
-    let id = self::id();
+    let key = self::key();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut failures = 0;
     loop {
-        match store.save(&id, &r, SaveIf::Absent).await {
+        match store.save(&key, &r, SaveIf::Absent).await {
             Ok(saved) => {
                 assert!(saved);
                 break;
@@ -175,9 +175,9 @@ async fn an_outage_answers_unavailable_and_the_store_recovers() {
     }
     eprintln!("recovered after {failures} failed call(s)");
     assert!(failures <= 3, "{failures} failures after the restart");
-    assert_eq!(store.load(&id).await.unwrap(), Some(r));
+    assert_eq!(store.load(&key).await.unwrap(), Some(r));
     let (g, _) = store
-        .lock_and_load(&id, Duration::from_secs(1))
+        .lock_and_load(&key, Duration::from_secs(1))
         .await
         .unwrap();
     drop(g);
@@ -189,14 +189,14 @@ async fn a_hung_server_answers_unavailable_in_bounded_time() {
         return;
     };
     let store = RedisStore::connect(&server.url()).await.unwrap();
-    let id = id();
+    let key = key();
     let r = record(r#"{"up":true}"#, 60_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
 
     // The connection stays open but nothing answers.
     server.signal("-STOP");
     let started = Instant::now();
-    let err = store.load(&id).await.expect_err("load while hung");
+    let err = store.load(&key).await.expect_err("load while hung");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     let took = started.elapsed();
     eprintln!("load while hung: {err} after {took:?}");
@@ -205,7 +205,7 @@ async fn a_hung_server_answers_unavailable_in_bounded_time() {
     server.signal("-CONT");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        match store.load(&id).await {
+        match store.load(&key).await {
             Ok(loaded) => {
                 assert_eq!(loaded, Some(r));
                 break;

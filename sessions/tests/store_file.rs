@@ -14,11 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::files::{chown_to_nobody, data_path, eventually, is_timeout, lock_path, names, MAX};
-use common::records::{id, record};
+use common::records::{key, record};
 use common::temp::TempDir;
 use futures_util::StreamExt;
 use sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, Record, SessionId};
+use sessions::{now_millis, Record, StoreKey};
 
 sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::File).await
@@ -29,9 +29,9 @@ async fn planted_files_load_as_missing() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
     let plant = |bytes: &[u8]| {
-        let id = id();
-        fs::write(data_path(dir.path(), &id), bytes).unwrap();
-        id
+        let key = key();
+        fs::write(data_path(dir.path(), &key), bytes).unwrap();
+        key
     };
     let good = record(r#"{"user":"admin"}"#, 600_000).encode();
     let mut flipped = good.clone();
@@ -52,18 +52,18 @@ async fn planted_files_load_as_missing() {
         ),
     ];
 
-    let sparse = id();
+    let sparse = key();
     let file = fs::File::create(data_path(dir.path(), &sparse)).unwrap();
     file.set_len(100 << 20).unwrap();
     drop(file);
     bad.push(("100 MB sparse", sparse));
 
-    let directory = id();
+    let directory = key();
     fs::create_dir(data_path(dir.path(), &directory)).unwrap();
     bad.push(("directory", directory));
 
     // A FIFO would block a reader that opened it without O_NONBLOCK.
-    let fifo = id();
+    let fifo = key();
     let made = Command::new("mkfifo")
         .arg(data_path(dir.path(), &fifo))
         .status();
@@ -77,33 +77,33 @@ async fn planted_files_load_as_missing() {
     let target = outside.path().join("victim");
     fs::write(&target, &good).unwrap();
     let before = fs::metadata(&target).unwrap();
-    let link = id();
+    let link = key();
     std::os::unix::fs::symlink(&target, data_path(dir.path(), &link)).unwrap();
     bad.push(("symlink", link));
 
-    let foreign = id();
+    let foreign = key();
     fs::write(data_path(dir.path(), &foreign), &good).unwrap();
     if chown_to_nobody(&data_path(dir.path(), &foreign)) {
         bad.push(("owned by another user", foreign));
     }
 
-    for (what, id) in &bad {
+    for (what, key) in &bad {
         let started = Instant::now();
-        let loaded = tokio::time::timeout(Duration::from_secs(5), store.load(id))
+        let loaded = tokio::time::timeout(Duration::from_secs(5), store.load(key))
             .await
             .unwrap_or_else(|_| panic!("{what}: load hangs"));
         assert_eq!(loaded.unwrap(), None, "{what}");
         assert!(started.elapsed() < Duration::from_secs(1), "{what}: slow");
         // Asked again (logged only the first time), still missing.
-        assert_eq!(store.load(id).await.unwrap(), None, "{what}");
-        assert!(!store.exists(id).await.unwrap(), "{what}");
+        assert_eq!(store.load(key).await.unwrap(), None, "{what}");
+        assert!(!store.exists(key).await.unwrap(), "{what}");
         assert!(
-            !store.touch(id, now_millis() + 1000).await.unwrap(),
+            !store.touch(key, now_millis() + 1000).await.unwrap(),
             "{what}"
         );
         assert!(
             !store
-                .save(id, &record("{}", 60_000), SaveIf::Live)
+                .save(key, &record("{}", 60_000), SaveIf::Live)
                 .await
                 .unwrap(),
             "{what}"
@@ -139,7 +139,11 @@ async fn planted_files_load_as_missing() {
     assert!(roomy.load(&large).await.unwrap().is_some());
     // And a record larger than the limit is refused, not silently written.
     assert!(store
-        .save(&id(), &record(&"1".repeat(MAX + 1), 60_000), SaveIf::Absent)
+        .save(
+            &key(),
+            &record(&"1".repeat(MAX + 1), 60_000),
+            SaveIf::Absent
+        )
         .await
         .is_err());
 }
@@ -161,43 +165,43 @@ async fn clean_up_removes_expired_data_and_lock_files() {
     };
 
     // Expired, with a lock file left by an earlier request.
-    let dead = id();
+    let dead = key();
     assert!(store.save(&dead, &expired(), SaveIf::Absent).await.unwrap());
     drop(store.lock(&dead, wait).await.unwrap());
     // Expired, never locked.
-    let dead_unlocked = id();
+    let dead_unlocked = key();
     assert!(store
         .save(&dead_unlocked, &expired(), SaveIf::Absent)
         .await
         .unwrap());
     // Expired, but locked by a request right now.
-    let dead_held = id();
+    let dead_held = key();
     assert!(store
         .save(&dead_held, &expired(), SaveIf::Absent)
         .await
         .unwrap());
     let held = store.lock(&dead_held, wait).await.unwrap();
     // Live, with a lock file.
-    let live = id();
+    let live = key();
     assert!(store
         .save(&live, &record("{}", 600_000), SaveIf::Absent)
         .await
         .unwrap());
     drop(store.lock(&live, wait).await.unwrap());
     // A lock file without data, held; and one nobody holds.
-    let held_orphan = id();
+    let held_orphan = key();
     let held_orphan_guard = store.lock(&held_orphan, wait).await.unwrap();
-    let orphan = id();
+    let orphan = key();
     fs::write(lock_path(d, &orphan), b"").unwrap();
     // A damaged record of ours, and somebody else's file.
-    let damaged = id();
+    let damaged = key();
     let whole = record("{}", 600_000).encode();
     fs::write(data_path(d, &damaged), &whole[..whole.len() - 1]).unwrap();
-    let foreign = id();
+    let foreign = key();
     fs::write(data_path(d, &foreign), b"\x80\x04\x95 pickled").unwrap();
     // Temporary files of a dead writer and of a live one.
-    let stale_temp = d.join(format!(".tmp-{}-0000000000000001", id()));
-    let fresh_temp = d.join(format!(".tmp-{}-0000000000000002", id()));
+    let stale_temp = d.join(format!(".tmp-{}-0000000000000001", key()));
+    let fresh_temp = d.join(format!(".tmp-{}-0000000000000002", key()));
     fs::write(&stale_temp, b"x").unwrap();
     fs::write(&fresh_temp, b"x").unwrap();
     fs::File::options()
@@ -270,22 +274,22 @@ async fn clean_up_removes_expired_data_and_lock_files() {
 async fn a_deleted_session_leaves_no_lock_file() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
-    let id = id();
+    let key = key();
     let (g, _) = store
-        .lock_and_load(&id, Duration::from_secs(1))
+        .lock_and_load(&key, Duration::from_secs(1))
         .await
         .unwrap();
     assert!(store
-        .save(&id, &record("{}", 60_000), SaveIf::Absent)
+        .save(&key, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    store.delete(&id).await.unwrap();
+    store.delete(&key).await.unwrap();
     // The caller holds the lock: its file stays until the release.
-    assert!(lock_path(dir.path(), &id).exists());
+    assert!(lock_path(dir.path(), &key).exists());
     drop(g);
     eventually("lock file removed", || names(dir.path()).is_empty()).await;
     // The lock still works afterwards.
-    drop(store.lock(&id, Duration::from_secs(1)).await.unwrap());
+    drop(store.lock(&key, Duration::from_secs(1)).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,16 +300,16 @@ async fn files_are_private() {
     let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
     assert_eq!(mode(&dir), 0o700);
 
-    let id = id();
-    let g = store.lock(&id, Duration::from_secs(1)).await.unwrap();
+    let key = key();
+    let g = store.lock(&key, Duration::from_secs(1)).await.unwrap();
     assert!(store
-        .save_and_unlock(&id, &record("{}", 60_000), SaveIf::Absent, g)
+        .save_and_unlock(&key, &record("{}", 60_000), SaveIf::Absent, g)
         .await
         .unwrap());
-    assert_eq!(mode(&data_path(&dir, &id)), 0o600);
-    assert_eq!(mode(&lock_path(&dir, &id)), 0o600);
-    assert!(store.touch(&id, now_millis() + 60_000).await.unwrap());
-    assert_eq!(mode(&data_path(&dir, &id)), 0o600);
+    assert_eq!(mode(&data_path(&dir, &key)), 0o600);
+    assert_eq!(mode(&lock_path(&dir, &key)), 0o600);
+    assert!(store.touch(&key, now_millis() + 60_000).await.unwrap());
+    assert_eq!(mode(&data_path(&dir, &key)), 0o600);
 
     // A directory others may enter is restricted.
     let open = parent.path().join("open");
@@ -330,23 +334,50 @@ async fn files_are_private() {
 async fn listing_ignores_other_files() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
-    let ids: Vec<SessionId> = (0..600).map(|_| id()).collect();
-    for id in &ids {
+    let keys: Vec<StoreKey> = (0..600).map(|_| key()).collect();
+    for key in &keys {
         assert!(store
-            .save(id, &record("{}", 600_000), SaveIf::Absent)
+            .save(key, &record("{}", 600_000), SaveIf::Absent)
             .await
             .unwrap());
     }
     for junk in ["session-", "session-XYZ", "notes.txt", ".hidden"] {
         fs::write(dir.path().join(junk), b"x").unwrap();
     }
-    drop(store.lock(&ids[0], Duration::from_secs(1)).await.unwrap());
-    let mut listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    drop(store.lock(&keys[0], Duration::from_secs(1)).await.unwrap());
+    let mut listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
     listed.sort();
-    let mut expected = ids.clone();
+    let mut expected = keys.clone();
     expected.sort();
     assert_eq!(listed, expected);
     assert_eq!(store.count().await.unwrap(), 600);
+}
+
+/// Files named by a session id, as versions before store keys wrote
+/// them, are never listed or loaded, and the first clean-up removes them
+/// (their names open sessions); other files stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_up_removes_files_of_the_earlier_layout() {
+    let dir = TempDir::new("file-test");
+    let store = FileStore::open(dir.path()).unwrap();
+    let live = key();
+    assert!(store
+        .save(&live, &record("{}", 600_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    let id = sessions::SessionId::generate().unwrap();
+    let bytes = record("{}", 600_000).encode();
+    fs::write(dir.path().join(format!("session-{id}")), &bytes).unwrap();
+    fs::write(dir.path().join(format!("session-{id}.lock")), b"").unwrap();
+    fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    let listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
+    assert_eq!(listed, vec![live]);
+    assert_eq!(store.clean_up().await.unwrap(), 2);
+    let mut left = names(dir.path());
+    left.sort();
+    let mut want = vec![format!("session-{live}"), "notes.txt".to_owned()];
+    want.sort();
+    assert_eq!(left, want);
 }
 
 /// A clean-up of 100,000 expired sessions runs beside requests without
@@ -364,9 +395,9 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
     }
     .encode();
     for _ in 0..N {
-        fs::write(data_path(dir.path(), &id()), &dead).unwrap();
+        fs::write(data_path(dir.path(), &key()), &dead).unwrap();
     }
-    let live = id();
+    let live = key();
     assert!(store
         .save(&live, &record("{}", 600_000), SaveIf::Absent)
         .await

@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::files::{eventually, is_timeout, names, MAX};
-use common::records::{id, record};
+use common::records::{key, record};
 use common::temp::TempDir;
 use sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, Record, SessionId};
+use sessions::{now_millis, Record, StoreKey};
 
 const ROLE: &str = "SESSIONS_FILE_TEST_ROLE";
 
@@ -45,7 +45,7 @@ fn child_process_role() {
         return;
     };
     let dir = PathBuf::from(std::env::var(DIR).unwrap());
-    let ids: Vec<SessionId> = std::env::var(IDS)
+    let keys: Vec<StoreKey> = std::env::var(IDS)
         .unwrap()
         .split(',')
         .map(|s| s.parse().unwrap())
@@ -58,16 +58,16 @@ fn child_process_role() {
         let store = FileStore::open(&dir).unwrap();
         match role.as_str() {
             "lock" => {
-                let _held = store.lock(&ids[0], Duration::from_secs(10)).await.unwrap();
+                let _held = store.lock(&keys[0], Duration::from_secs(10)).await.unwrap();
                 say("locked");
                 tokio::time::sleep(CHILD_LIFETIME).await;
             }
             "write" => {
                 // Saves as fast as it can, records of many sizes, until killed.
                 let end = Instant::now() + CHILD_LIFETIME;
-                let writers = ids.iter().enumerate().map(|(i, id)| {
+                let writers = keys.iter().enumerate().map(|(i, key)| {
                     let store = store.clone();
-                    let id = *id;
+                    let key = *key;
                     async move {
                         for n in 0usize.. {
                             if Instant::now() > end {
@@ -76,7 +76,7 @@ fn child_process_role() {
                             let size = (n * 7919 + i * 104_729) % 60_000;
                             let data = format!("\"{}\"", "x".repeat(size));
                             let r = record(&data, 600_000);
-                            assert!(store.save(&id, &r, SaveIf::Live).await.unwrap());
+                            assert!(store.save(&key, &r, SaveIf::Live).await.unwrap());
                         }
                     }
                 });
@@ -101,8 +101,8 @@ struct ChildProcess {
 
 impl ChildProcess {
     /// Starts the child and waits until it prints `ready`.
-    fn start(role: &str, dir: &Path, ids: &[SessionId], ready: &str) -> Self {
-        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    fn start(role: &str, dir: &Path, keys: &[StoreKey], ready: &str) -> Self {
+        let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -112,7 +112,7 @@ impl ChildProcess {
             ])
             .env(ROLE, role)
             .env(DIR, dir)
-            .env(IDS, ids.join(","))
+            .env(IDS, keys.join(","))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -149,18 +149,18 @@ impl Drop for ChildProcess {
 fn lock_of_a_killed_process_is_released() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
-    let id = id();
+    let key = key();
     let rt = runtime();
-    let mut child = ChildProcess::start("lock", dir.path(), &[id], "locked");
+    let mut child = ChildProcess::start("lock", dir.path(), &[key], "locked");
     rt.block_on(async {
         assert!(
-            is_timeout(store.lock(&id, Duration::from_millis(300)).await),
+            is_timeout(store.lock(&key, Duration::from_millis(300)).await),
             "the lock held by the child was taken"
         );
     });
     child.kill();
     rt.block_on(async {
-        drop(store.lock(&id, Duration::from_secs(5)).await.unwrap());
+        drop(store.lock(&key, Duration::from_secs(5)).await.unwrap());
     });
 }
 
@@ -168,17 +168,17 @@ fn lock_of_a_killed_process_is_released() {
 fn a_writer_killed_mid_save_leaves_only_whole_records() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
-    let ids: Vec<SessionId> = (0..4).map(|_| id()).collect();
+    let keys: Vec<StoreKey> = (0..4).map(|_| key()).collect();
     let rt = runtime();
     rt.block_on(async {
-        for id in &ids {
+        for key in &keys {
             assert!(store
-                .save(id, &record("0", 600_000), SaveIf::Absent)
+                .save(key, &record("0", 600_000), SaveIf::Absent)
                 .await
                 .unwrap());
         }
     });
-    let mut child = ChildProcess::start("write", dir.path(), &ids, "writing");
+    let mut child = ChildProcess::start("write", dir.path(), &keys, "writing");
     std::thread::sleep(Duration::from_millis(300));
     child.kill();
     for name in names(dir.path()) {
@@ -191,8 +191,8 @@ fn a_writer_killed_mid_save_leaves_only_whole_records() {
     }
     rt.block_on(async {
         let mut written = 0;
-        for id in &ids {
-            let r = store.load(id).await.unwrap().expect("a whole record");
+        for key in &keys {
+            let r = store.load(key).await.unwrap().expect("a whole record");
             written += usize::from(r.data != b"0");
         }
         assert!(written > 0, "the child wrote nothing before it was killed");
@@ -204,12 +204,12 @@ async fn two_instances_on_one_directory_exclude_each_other() {
     let dir = TempDir::new("file-test");
     let a = FileStore::open(dir.path()).unwrap();
     let b = FileStore::open(dir.path()).unwrap();
-    let id = id();
-    let held = a.lock(&id, Duration::from_secs(1)).await.unwrap();
-    assert!(is_timeout(b.lock(&id, Duration::from_millis(200)).await));
+    let key = key();
+    let held = a.lock(&key, Duration::from_secs(1)).await.unwrap();
+    assert!(is_timeout(b.lock(&key, Duration::from_millis(200)).await));
     drop(held);
-    let held = b.lock(&id, Duration::from_secs(5)).await.unwrap();
-    assert!(is_timeout(a.lock(&id, Duration::from_millis(200)).await));
+    let held = b.lock(&key, Duration::from_secs(5)).await.unwrap();
+    assert!(is_timeout(a.lock(&key, Duration::from_millis(200)).await));
     drop(held);
 
     // Counting under the lock through both, alternately: no update is lost.
@@ -230,7 +230,7 @@ async fn removing_lock_files_never_lets_two_holders_in() {
     let b = FileStore::open(dir.path()).unwrap();
     // No data ever: every release removes the lock file. Expired data:
     // every clean-up removes data and lock file when it finds them free.
-    let (bare, expiring) = (id(), id());
+    let (bare, expiring) = (key(), key());
     let done = Arc::new(AtomicBool::new(false));
     let cleaner = {
         let (store, done) = (a.clone(), done.clone());
@@ -248,8 +248,8 @@ async fn removing_lock_files_never_lets_two_holders_in() {
         tokio::spawn(async move {
             for n in 0..25 {
                 let which = (t + n) % 2;
-                let id = [bare, expiring][which];
-                let g = store.lock(&id, Duration::from_secs(30)).await.unwrap();
+                let key = [bare, expiring][which];
+                let g = store.lock(&key, Duration::from_secs(30)).await.unwrap();
                 assert_eq!(
                     holders[which].fetch_add(1, Ordering::SeqCst),
                     0,
@@ -262,7 +262,7 @@ async fn removing_lock_files_never_lets_two_holders_in() {
                         created: now - 1_000,
                         expires: now - 1,
                     };
-                    store.save(&id, &dead, SaveIf::Absent).await.unwrap();
+                    store.save(&key, &dead, SaveIf::Absent).await.unwrap();
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 holders[which].fetch_sub(1, Ordering::SeqCst);
@@ -283,31 +283,31 @@ async fn removing_lock_files_never_lets_two_holders_in() {
 async fn concurrent_saves_leave_only_whole_files() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
-    let ids: Vec<SessionId> = (0..4).map(|_| id()).collect();
-    for id in &ids {
+    let keys: Vec<StoreKey> = (0..4).map(|_| key()).collect();
+    for key in &keys {
         assert!(store
-            .save(id, &record("0", 600_000), SaveIf::Absent)
+            .save(key, &record("0", 600_000), SaveIf::Absent)
             .await
             .unwrap());
     }
     let writers = (0..16).map(|t| {
-        let (store, ids) = (store.clone(), ids.clone());
+        let (store, keys) = (store.clone(), keys.clone());
         tokio::spawn(async move {
             for n in 0..30 {
                 let data = format!("\"{}\"", "y".repeat((t * 977 + n * 3079) % 50_000));
-                let id = &ids[(t + n) % ids.len()];
+                let key = &keys[(t + n) % keys.len()];
                 let r = record(&data, 600_000);
-                assert!(store.save(id, &r, SaveIf::Live).await.unwrap());
+                assert!(store.save(key, &r, SaveIf::Live).await.unwrap());
             }
         })
     });
     // Readers never catch a file missing or half written.
     let readers = (0..4).map(|t| {
-        let (store, ids) = (store.clone(), ids.clone());
+        let (store, keys) = (store.clone(), keys.clone());
         tokio::spawn(async move {
             for n in 0..200 {
-                let id = &ids[(t + n) % ids.len()];
-                assert!(store.load(id).await.unwrap().is_some());
+                let key = &keys[(t + n) % keys.len()];
+                assert!(store.load(key).await.unwrap().is_some());
             }
         })
     });

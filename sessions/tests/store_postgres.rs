@@ -14,12 +14,12 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::records::{id, record};
+use common::records::{key, record};
 use common::stores::{chain, drop_table, postgres_admin, postgres_store, postgres_url};
 use common::temp::unique_table;
 use futures_util::StreamExt;
 use sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, SessionId};
+use sessions::{now_millis, StoreKey};
 
 sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Postgres).await
@@ -39,20 +39,20 @@ async fn a_cancelled_wait_leaves_no_lock_behind() {
     };
     let table = unique_table();
     let (a, b) = (store_on(&table).await, store_on(&table).await);
-    let id = id();
-    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let key = key();
+    let held = a.lock(&key, Duration::from_secs(5)).await.unwrap();
     // Each cancelled wait closes its connection, whose server process is
     // still queued for the lock.
     for _ in 0..5 {
-        let wait = b.lock(&id, Duration::from_secs(5));
+        let wait = b.lock(&key, Duration::from_secs(5));
         assert!(tokio::time::timeout(Duration::from_millis(50), wait)
             .await
             .is_err());
     }
     drop(held);
     let started = Instant::now();
-    drop(b.lock(&id, Duration::from_secs(3)).await.unwrap());
-    drop(a.lock(&id, Duration::from_secs(3)).await.unwrap());
+    drop(b.lock(&key, Duration::from_secs(3)).await.unwrap());
+    drop(a.lock(&key, Duration::from_secs(3)).await.unwrap());
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -72,17 +72,17 @@ async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
         .execute(
             &format!(
                 "INSERT INTO \"{table}\" (id, data, created_at, expires_at) \
-                 SELECT lpad(to_hex(g), 40, '0'), '\\x7b7d'::bytea, 0, 1 \
+                 SELECT lpad(to_hex(g), 64, '0'), '\\x7b7d'::bytea, 0, 1 \
                  FROM generate_series(1, 100000) AS g"
             ),
             &[],
         )
         .await
         .unwrap();
-    let live: Vec<SessionId> = (0..10).map(|_| id()).collect();
-    for id in &live {
+    let live: Vec<StoreKey> = (0..10).map(|_| key()).collect();
+    for key in &live {
         assert!(store
-            .save(id, &record("0", 600_000), SaveIf::Absent)
+            .save(key, &record("0", 600_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -97,17 +97,17 @@ async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
     let traffic = async {
         let (mut ops, mut slowest) = (0u32, Duration::ZERO);
         while !done.load(Ordering::SeqCst) {
-            for id in &live {
+            for key in &live {
                 let started = Instant::now();
                 let (guard, r) = store
-                    .lock_and_load(id, Duration::from_secs(5))
+                    .lock_and_load(key, Duration::from_secs(5))
                     .await
                     .unwrap();
                 let mut r = r.expect("live session");
                 let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
                 r.data = (n + 1).to_string().into_bytes();
                 assert!(store
-                    .save_and_unlock(id, &r, SaveIf::Live, guard)
+                    .save_and_unlock(key, &r, SaveIf::Live, guard)
                     .await
                     .unwrap());
                 slowest = slowest.max(started.elapsed());
@@ -163,12 +163,12 @@ async fn migrations_run_once_even_when_concurrent() {
 
     // The automatic migration finds nothing to do and the table works.
     let c = store_on(&table).await;
-    let id = id();
+    let key = key();
     assert!(c
-        .save(&id, &record("{}", 60_000), SaveIf::Absent)
+        .save(&key, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    assert!(a.exists(&id).await.unwrap());
+    assert!(a.exists(&key).await.unwrap());
     drop_table(&admin, &table).await;
 }
 
@@ -229,14 +229,14 @@ async fn tables_do_not_share_locks_and_schemas_work() {
         .unwrap();
     let a = store_on(&format!("{schema}.sessions")).await;
     let b = store_on(&format!("{schema}.other")).await;
-    let id = id();
-    let _held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
-    drop(b.lock(&id, Duration::from_millis(500)).await.unwrap());
+    let key = key();
+    let _held = a.lock(&key, Duration::from_secs(5)).await.unwrap();
+    drop(b.lock(&key, Duration::from_millis(500)).await.unwrap());
     assert!(a
-        .save(&id, &record("a", 60_000), SaveIf::Absent)
+        .save(&key, &record("a", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    assert_eq!(b.load(&id).await.unwrap(), None);
+    assert_eq!(b.load(&key).await.unwrap(), None);
     drop(_held);
     admin
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
@@ -251,7 +251,7 @@ async fn damaged_rows_are_missing_not_errors() {
     };
     let table = unique_table();
     let store = store_on(&table).await;
-    let (negative, good) = (id(), id());
+    let (negative, good) = (key(), key());
     let far = (now_millis() + 600_000) as i64;
     admin
         .execute(
@@ -273,7 +273,7 @@ async fn damaged_rows_are_missing_not_errors() {
     assert_eq!(loaded, None);
     drop(guard);
     assert!(store.load(&good).await.unwrap().is_some());
-    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    let listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
     assert!(listed.contains(&good));
     assert_eq!(listed.len(), 2, "the malformed id is skipped");
     drop_table(&admin, &table).await;
@@ -291,7 +291,7 @@ async fn ids_are_paged_through_everything() {
         .execute(
             &format!(
                 "INSERT INTO \"{table}\" (id, data, created_at, expires_at) \
-                 SELECT lpad(to_hex(g), 40, '0'), '\\x7b7d'::bytea, 0, \
+                 SELECT lpad(to_hex(g), 64, '0'), '\\x7b7d'::bytea, 0, \
                         CASE WHEN g % 10 = 0 THEN 1 ELSE $1::bigint END \
                  FROM generate_series(1, 1234) AS g"
             ),
@@ -299,7 +299,7 @@ async fn ids_are_paged_through_everything() {
         )
         .await
         .unwrap();
-    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    let listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
     assert_eq!(listed.len(), 1234 - 123, "live ids only, each once");
     assert!(listed.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(store.count().await.unwrap(), 1234 - 123);
@@ -325,8 +325,8 @@ async fn passwords_are_never_printed() {
         store.ready().await.expect_err("no server"),
         store.migrate().await.expect_err("no server"),
         lazy.ready().await.expect_err("no server"),
-        lazy.load(&id()).await.expect_err("no server"),
-        lazy.lock(&id(), wait).await.expect_err("no server"),
+        lazy.load(&key()).await.expect_err("no server"),
+        lazy.lock(&key(), wait).await.expect_err("no server"),
     ];
     for bad in [
         "postgres://user:secret@127.0.0.1:notaport/db",
@@ -377,27 +377,27 @@ async fn a_lost_lease_refuses_the_save() {
     };
     let table = unique_table();
     let (a, b) = (store_on(&table).await, store_on(&table).await);
-    let id = id();
+    let key = key();
     assert!(a
-        .save(&id, &record("0", 60_000), SaveIf::Absent)
+        .save(&key, &record("0", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    let (held, _) = a.lock_and_load(&id, Duration::from_secs(5)).await.unwrap();
+    let (held, _) = a.lock_and_load(&key, Duration::from_secs(5)).await.unwrap();
     admin
         .batch_execute(&format!("DELETE FROM \"{table}_locks\""))
         .await
         .unwrap();
-    let (taken, _) = b.lock_and_load(&id, Duration::from_secs(5)).await.unwrap();
+    let (taken, _) = b.lock_and_load(&key, Duration::from_secs(5)).await.unwrap();
     let err = a
-        .save_and_unlock(&id, &record("a", 60_000), SaveIf::Live, held)
+        .save_and_unlock(&key, &record("a", 60_000), SaveIf::Live, held)
         .await
         .expect_err("a lost lease must refuse the save");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(b
-        .save_and_unlock(&id, &record("b", 60_000), SaveIf::Live, taken)
+        .save_and_unlock(&key, &record("b", 60_000), SaveIf::Live, taken)
         .await
         .unwrap());
-    assert_eq!(a.load(&id).await.unwrap().unwrap().data, b"b".to_vec());
+    assert_eq!(a.load(&key).await.unwrap().unwrap().data, b"b".to_vec());
     drop_table(&admin, &table).await;
 }
 
@@ -413,9 +413,9 @@ async fn a_take_that_waited_reads_the_save_it_waited_for() {
     };
     let table = unique_table();
     let store = store_on(&table).await;
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record("old", 60_000), SaveIf::Absent)
+        .save(&key, &record("old", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     let far = (now_millis() + 60_000) as i64;
@@ -424,7 +424,7 @@ async fn a_take_that_waited_reads_the_save_it_waited_for() {
             &format!(
                 "INSERT INTO \"{table}_locks\" (id, owner, lease_expires) VALUES ($1, 'x', $2)"
             ),
-            &[&id.to_string(), &far],
+            &[&key.to_string(), &far],
         )
         .await
         .unwrap();
@@ -437,13 +437,13 @@ async fn a_take_that_waited_reads_the_save_it_waited_for() {
             let tx = client.transaction().await.unwrap();
             tx.execute(
                 &format!("DELETE FROM \"{table}_locks\" WHERE id = $1"),
-                &[&id.to_string()],
+                &[&key.to_string()],
             )
             .await
             .unwrap();
             tx.execute(
                 &format!("UPDATE \"{table}\" SET data = 'new' WHERE id = $1"),
-                &[&id.to_string()],
+                &[&key.to_string()],
             )
             .await
             .unwrap();
@@ -454,7 +454,7 @@ async fn a_take_that_waited_reads_the_save_it_waited_for() {
     // Let the holder's transaction take its row locks first.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (guard, loaded) = store
-        .lock_and_load(&id, Duration::from_secs(5))
+        .lock_and_load(&key, Duration::from_secs(5))
         .await
         .unwrap();
     holder.await.unwrap();

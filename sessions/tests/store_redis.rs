@@ -10,13 +10,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::records::{id, record};
+use common::records::{key, record};
 use common::stores::{redis, redis_data_key, redis_lock_key, redis_raw, redis_url};
 use common::temp::unique_prefix;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, SessionId};
+use sessions::{now_millis, StoreKey};
 
 sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Redis).await
@@ -29,7 +29,7 @@ async fn clean_up_is_a_no_op_and_keeps_held_locks() {
     let Some(store) = redis(&unique_prefix()).await else {
         return;
     };
-    let (live, dead) = (id(), id());
+    let (live, dead) = (key(), key());
     assert!(store
         .save(&live, &record("{}", 60_000), SaveIf::Absent)
         .await
@@ -61,24 +61,24 @@ async fn key_layout_and_native_ttl() {
         return;
     };
     let mut raw = redis_raw().await;
-    let id = id();
+    let key = key();
     let r = record(r#"{"a":1}"#, 60_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
 
-    let stored: Vec<u8> = raw.get(redis_data_key(&prefix, &id)).await.unwrap();
+    let stored: Vec<u8> = raw.get(redis_data_key(&prefix, &key)).await.unwrap();
     assert_eq!(stored, r.encode());
-    let ttl: i64 = raw.pttl(redis_data_key(&prefix, &id)).await.unwrap();
+    let ttl: i64 = raw.pttl(redis_data_key(&prefix, &key)).await.unwrap();
     assert!((55_000..=60_000).contains(&ttl), "pttl {ttl}");
 
     let store = store.with_lease(Duration::from_secs(3));
-    let guard = store.lock(&id, Duration::from_secs(1)).await.unwrap();
-    let ttl: i64 = raw.pttl(redis_lock_key(&prefix, &id)).await.unwrap();
+    let guard = store.lock(&key, Duration::from_secs(1)).await.unwrap();
+    let ttl: i64 = raw.pttl(redis_lock_key(&prefix, &key)).await.unwrap();
     assert!((1..=3_000).contains(&ttl), "lock pttl {ttl}");
     drop(guard);
     // The release is spawned by the guard's drop.
     let deadline = Instant::now() + Duration::from_secs(2);
     while raw
-        .exists::<_, bool>(redis_lock_key(&prefix, &id))
+        .exists::<_, bool>(redis_lock_key(&prefix, &key))
         .await
         .unwrap()
     {
@@ -94,23 +94,23 @@ async fn touch_moves_the_ttl_and_keeps_the_value() {
         return;
     };
     let mut raw = redis_raw().await;
-    let id = id();
+    let key = key();
     let r = record(r#"{"k":"v"}"#, 5_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
-    let before: Vec<u8> = raw.get(redis_data_key(&prefix, &id)).await.unwrap();
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    let before: Vec<u8> = raw.get(redis_data_key(&prefix, &key)).await.unwrap();
 
     let later = now_millis() + 600_000;
-    assert!(store.touch(&id, later).await.unwrap());
-    let after: Vec<u8> = raw.get(redis_data_key(&prefix, &id)).await.unwrap();
+    assert!(store.touch(&key, later).await.unwrap());
+    let after: Vec<u8> = raw.get(redis_data_key(&prefix, &key)).await.unwrap();
     assert_eq!(before, after, "touch rewrote the value");
-    let ttl: i64 = raw.pttl(redis_data_key(&prefix, &id)).await.unwrap();
+    let ttl: i64 = raw.pttl(redis_data_key(&prefix, &key)).await.unwrap();
     assert!(ttl > 590_000, "pttl {ttl}");
 
-    let loaded = store.load(&id).await.unwrap().unwrap();
+    let loaded = store.load(&key).await.unwrap().unwrap();
     assert_eq!((&loaded.data, loaded.created), (&r.data, r.created));
     assert!(loaded.expires.abs_diff(later) <= 1_000, "{loaded:?}");
     // Touching a missing session creates nothing.
-    let other = self::id();
+    let other = self::key();
     assert!(!store.touch(&other, later).await.unwrap());
     assert!(!raw
         .exists::<_, bool>(redis_data_key(&prefix, &other))
@@ -127,12 +127,12 @@ async fn unreadable_values_load_as_missing() {
     let store = store.with_max_size(100);
     let mut raw = redis_raw().await;
 
-    let garbage = id();
+    let garbage = key();
     let _: () = raw
         .set_ex(redis_data_key(&prefix, &garbage), b"\x80\x04pickled", 60)
         .await
         .unwrap();
-    let truncated = id();
+    let truncated = key();
     let bytes = record("{}", 60_000).encode();
     let _: () = raw
         .set_ex(
@@ -142,12 +142,12 @@ async fn unreadable_values_load_as_missing() {
         )
         .await
         .unwrap();
-    let empty = id();
+    let empty = key();
     let _: () = raw
         .set_ex(redis_data_key(&prefix, &empty), b"", 60)
         .await
         .unwrap();
-    let wrong_type = id();
+    let wrong_type = key();
     let _: () = raw
         .hset(redis_data_key(&prefix, &wrong_type), "f", "v")
         .await
@@ -156,36 +156,36 @@ async fn unreadable_values_load_as_missing() {
         .expire(redis_data_key(&prefix, &wrong_type), 60)
         .await
         .unwrap();
-    let oversized = id();
+    let oversized = key();
     let big = record(&format!("\"{}\"", "x".repeat(10_000)), 60_000);
     let _: () = raw
         .set_ex(redis_data_key(&prefix, &oversized), big.encode(), 60)
         .await
         .unwrap();
 
-    for id in [garbage, truncated, empty, wrong_type, oversized] {
-        assert_eq!(store.load(&id).await.unwrap(), None, "{id:?}");
-        assert!(!store.exists(&id).await.unwrap(), "{id:?}");
+    for key in [garbage, truncated, empty, wrong_type, oversized] {
+        assert_eq!(store.load(&key).await.unwrap(), None, "{key:?}");
+        assert!(!store.exists(&key).await.unwrap(), "{key:?}");
         let (guard, loaded) = store
-            .lock_and_load(&id, Duration::from_secs(1))
+            .lock_and_load(&key, Duration::from_secs(1))
             .await
             .unwrap();
-        assert_eq!(loaded, None, "{id:?}");
+        assert_eq!(loaded, None, "{key:?}");
         drop(guard);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn count_and_ids_skip_locks_and_foreign_keys() {
+async fn count_and_keys_skip_locks_and_foreign_keys() {
     let prefix = unique_prefix();
     let Some(store) = redis(&prefix).await else {
         return;
     };
     let mut raw = redis_raw().await;
-    let (a, b, locked_only) = (id(), id(), id());
-    for id in [&a, &b] {
+    let (a, b, locked_only) = (key(), key(), key());
+    for key in [&a, &b] {
         assert!(store
-            .save(id, &record("{}", 60_000), SaveIf::Absent)
+            .save(key, &record("{}", 60_000), SaveIf::Absent)
             .await
             .unwrap());
     }
@@ -201,7 +201,7 @@ async fn count_and_ids_skip_locks_and_foreign_keys() {
             .unwrap();
     }
     assert_eq!(store.count().await.unwrap(), 2);
-    let mut listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    let mut listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
     listed.sort();
     let mut want = vec![a, b];
     want.sort();
@@ -216,7 +216,7 @@ async fn lease_frees_the_lock_of_a_vanished_holder() {
     let Some(waiter) = redis(&prefix).await else {
         return;
     };
-    let id = id();
+    let key = key();
     let lease = Duration::from_secs(1);
     // The holder lives in a runtime of its own; dropping that runtime is
     // the crash: the guard was forgotten (no release) and its renewal task
@@ -234,7 +234,7 @@ async fn lease_frees_the_lock_of_a_vanished_holder() {
                     .unwrap()
                     .with_prefix(prefix)
                     .with_lease(lease);
-                let guard = store.lock(&id, Duration::from_secs(1)).await.unwrap();
+                let guard = store.lock(&key, Duration::from_secs(1)).await.unwrap();
                 // Renewed past its first lease while the holder lives.
                 tokio::time::sleep(lease * 2).await;
                 std::mem::forget(guard);
@@ -244,11 +244,11 @@ async fn lease_frees_the_lock_of_a_vanished_holder() {
     holder.join().unwrap();
 
     assert!(matches!(
-        waiter.lock(&id, Duration::from_millis(100)).await,
+        waiter.lock(&key, Duration::from_millis(100)).await,
         Err(Error::LockTimeout(_))
     ));
     let started = Instant::now();
-    let guard = waiter.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let guard = waiter.lock(&key, Duration::from_secs(5)).await.unwrap();
     assert!(
         started.elapsed() < lease + Duration::from_secs(1),
         "took {:?}",
@@ -268,13 +268,13 @@ async fn renewal_keeps_a_lock_past_its_lease() {
     };
     let lease = Duration::from_millis(500);
     let store = store.with_lease(lease);
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record(r#"{"n":1}"#, 60_000), SaveIf::Absent)
+        .save(&key, &record(r#"{"n":1}"#, 60_000), SaveIf::Absent)
         .await
         .unwrap());
     let (guard, loaded) = store
-        .lock_and_load(&id, Duration::from_secs(1))
+        .lock_and_load(&key, Duration::from_secs(1))
         .await
         .unwrap();
     let mut r = loaded.unwrap();
@@ -282,18 +282,18 @@ async fn renewal_keeps_a_lock_past_its_lease() {
     tokio::time::sleep(lease * 5).await;
     assert!(
         matches!(
-            other.lock(&id, Duration::from_millis(100)).await,
+            other.lock(&key, Duration::from_millis(100)).await,
             Err(Error::LockTimeout(_))
         ),
         "lock lost while held"
     );
     r.data = br#"{"n":2}"#.to_vec();
     assert!(store
-        .save_and_unlock(&id, &r, SaveIf::Live, guard)
+        .save_and_unlock(&key, &r, SaveIf::Live, guard)
         .await
         .unwrap());
     let (g, loaded) = other
-        .lock_and_load(&id, Duration::from_secs(1))
+        .lock_and_load(&key, Duration::from_secs(1))
         .await
         .unwrap();
     assert_eq!(loaded.unwrap().data, br#"{"n":2}"#.to_vec());
@@ -307,28 +307,28 @@ async fn a_lost_lease_refuses_the_save() {
         return;
     };
     let mut raw = redis_raw().await;
-    let id = id();
+    let key = key();
     let r = record(r#"{"v":1}"#, 60_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
     let (guard, _) = store
-        .lock_and_load(&id, Duration::from_secs(1))
+        .lock_and_load(&key, Duration::from_secs(1))
         .await
         .unwrap();
     // The lease ran out and someone else took the lock.
     let _: () = raw
-        .set(redis_lock_key(&prefix, &id), "someone else")
+        .set(redis_lock_key(&prefix, &key), "someone else")
         .await
         .unwrap();
     let err = store
-        .save_and_unlock(&id, &record(r#"{"v":2}"#, 60_000), SaveIf::Live, guard)
+        .save_and_unlock(&key, &record(r#"{"v":2}"#, 60_000), SaveIf::Live, guard)
         .await
         .expect_err("save without the lock");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert_eq!(store.load(&id).await.unwrap().unwrap().data, r.data);
+    assert_eq!(store.load(&key).await.unwrap().unwrap().data, r.data);
     // The other holder's lock was left alone.
-    let holder: String = raw.get(redis_lock_key(&prefix, &id)).await.unwrap();
+    let holder: String = raw.get(redis_lock_key(&prefix, &key)).await.unwrap();
     assert_eq!(holder, "someone else");
-    let _: () = raw.del(redis_lock_key(&prefix, &id)).await.unwrap();
+    let _: () = raw.del(redis_lock_key(&prefix, &key)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,8 +349,8 @@ async fn the_waiting_mark_goes_with_the_release() {
         return;
     };
     let mut raw = redis_raw().await;
-    let (quiet, contended) = (id(), id());
-    let mark = |id: &SessionId| format!("{prefix}{{{id}}}:waiting");
+    let (quiet, contended) = (key(), key());
+    let mark = |key: &StoreKey| format!("{prefix}{{{key}}}:waiting");
     drop(a.lock(&quiet, Duration::from_secs(1)).await.unwrap());
     assert!(!raw.exists::<_, bool>(mark(&quiet)).await.unwrap());
 

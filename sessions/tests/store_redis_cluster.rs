@@ -13,12 +13,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::records::id;
+use common::records::key;
 use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_cluster, Cluster};
 use futures_util::StreamExt;
 use sessions::store::{RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::SessionId;
+use sessions::StoreKey;
 use std::time::Duration;
 
 /// A store on the shared cluster with a prefix of its own, that prefix,
@@ -76,11 +76,14 @@ async fn sessions_spread_over_every_master_and_all_are_listed() {
     let Some((store, prefix, cluster)) = store().await else {
         return;
     };
-    let ids: Vec<SessionId> = (0..60).map(|_| id()).collect();
-    for id in &ids {
-        assert!(store.save(id, &record("{}"), SaveIf::Absent).await.unwrap());
+    let keys: Vec<StoreKey> = (0..60).map(|_| key()).collect();
+    for key in &keys {
+        assert!(store
+            .save(key, &record("{}"), SaveIf::Absent)
+            .await
+            .unwrap());
     }
-    let guard = store.lock(&ids[0], Duration::from_secs(5)).await;
+    let guard = store.lock(&keys[0], Duration::from_secs(5)).await;
     let guard = guard.unwrap();
 
     // Where the data keys are, by master.
@@ -100,15 +103,15 @@ async fn sessions_spread_over_every_master_and_all_are_listed() {
     assert!(per_master.values().all(|n| *n > 0), "{per_master:?}");
     assert_eq!(per_master.values().sum::<usize>(), 60, "{per_master:?}");
 
-    let data = format!("{prefix}{{{}}}", ids[0]);
+    let data = format!("{prefix}{{{}}}", keys[0]);
     assert_eq!(slot(cluster, &data), slot(cluster, &format!("{data}:lock")));
 
     // The listing scans every master and skips lock keys.
     assert_eq!(store.count().await.unwrap(), 60);
-    let mut listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
-    listed.sort_by_key(|id| id.to_string());
-    let mut expected = ids.clone();
-    expected.sort_by_key(|id| id.to_string());
+    let mut listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
+    listed.sort_by_key(|key| key.to_string());
+    let mut expected = keys.clone();
+    expected.sort_by_key(|key| key.to_string());
     assert_eq!(listed, expected);
     drop(guard);
     // Expiry is Redis' own: nothing to clean.
@@ -122,8 +125,11 @@ async fn both_url_forms_reach_the_cluster() {
     let Some((store, prefix, cluster)) = store().await else {
         return;
     };
-    let id = id();
-    assert!(store.save(&id, &record("1"), SaveIf::Absent).await.unwrap());
+    let key = key();
+    assert!(store
+        .save(&key, &record("1"), SaveIf::Absent)
+        .await
+        .unwrap());
     let seed = cluster.nodes[cluster.nodes.len() - 1].port;
     for url in [
         format!("redis+cluster://127.0.0.1:{seed}"),
@@ -133,7 +139,7 @@ async fn both_url_forms_reach_the_cluster() {
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"))
             .with_prefix(prefix.clone());
-        assert_eq!(other.load(&id).await.unwrap().unwrap().data, b"1");
+        assert_eq!(other.load(&key).await.unwrap().unwrap().data, b"1");
         assert!(format!("{other:?}").contains("Cluster"), "{other:?}");
     }
 }

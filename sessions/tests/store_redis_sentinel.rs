@@ -13,7 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::records::id;
+use common::records::key;
 use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_sentinels, Sentinels};
 use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
@@ -60,9 +60,12 @@ async fn writes_go_to_the_named_master() {
     let Some((store, prefix, set)) = store().await else {
         return;
     };
-    let id = id();
-    assert!(store.save(&id, &record("1"), SaveIf::Absent).await.unwrap());
-    let key = format!("{prefix}{{{id}}}");
+    let key = key();
+    assert!(store
+        .save(&key, &record("1"), SaveIf::Absent)
+        .await
+        .unwrap());
+    let key = format!("{prefix}{{{key}}}");
     let master = set.master_port().expect("the sentinels name a master");
     assert_eq!(master, set.master.port);
     assert_eq!(set.master.cli(&["exists", &key]).unwrap().trim(), "1");

@@ -8,12 +8,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::records::{id, record};
+use common::records::{key, record};
 use common::stores::{chain, sqlite};
 use common::temp::TempDir;
 use futures_util::StreamExt;
 use sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
-use sessions::{now_millis, SessionId};
+use sessions::{now_millis, StoreKey};
 
 sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Sqlite).await
@@ -25,17 +25,17 @@ async fn two_stores_on_one_file_exclude_each_other() {
     let path = dir.path().join("sessions.db");
     let a = SqliteStore::open(&path).await.unwrap();
     let b = SqliteStore::open(&path).await.unwrap();
-    let id = id();
+    let key = key();
 
-    let held = a.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let held = a.lock(&key, Duration::from_secs(5)).await.unwrap();
     let started = Instant::now();
     assert!(matches!(
-        b.lock(&id, Duration::from_millis(200)).await,
+        b.lock(&key, Duration::from_millis(200)).await,
         Err(Error::LockTimeout(_))
     ));
     assert!(started.elapsed() >= Duration::from_millis(150));
     drop(held);
-    drop(b.lock(&id, Duration::from_secs(2)).await.unwrap());
+    drop(b.lock(&key, Duration::from_secs(2)).await.unwrap());
 
     // Counting under the lock through both, alternately: no update is lost.
     sessions::store::conformance::no_lost_updates_between(&a, &b).await;
@@ -50,7 +50,7 @@ async fn leases_run_out_and_are_renewed() {
         .unwrap()
         .with_lease(Duration::from_millis(600));
     store.ready().await.unwrap();
-    let (dead, live) = (id(), id());
+    let (dead, live) = (key(), key());
     // Leases left by processes that died: one ran out, one has not yet.
     let raw = rusqlite::Connection::open(&path).unwrap();
     let now = now_millis() as i64;
@@ -99,16 +99,16 @@ async fn leases_run_out_and_are_renewed() {
 async fn a_cancelled_wait_leaves_no_lock_behind() {
     let dir = TempDir::new("sqlite");
     let store = sqlite(&dir).await;
-    let id = id();
-    let held = store.lock(&id, Duration::from_secs(5)).await.unwrap();
+    let key = key();
+    let held = store.lock(&key, Duration::from_secs(5)).await.unwrap();
     for _ in 0..5 {
-        let wait = store.lock(&id, Duration::from_secs(5));
+        let wait = store.lock(&key, Duration::from_secs(5));
         assert!(tokio::time::timeout(Duration::from_millis(30), wait)
             .await
             .is_err());
     }
     drop(held);
-    drop(store.lock(&id, Duration::from_secs(2)).await.unwrap());
+    drop(store.lock(&key, Duration::from_secs(2)).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,12 +158,12 @@ async fn migrations_run_once_even_when_concurrent() {
         .unwrap();
     assert_eq!(mode, "wal");
     let c = SqliteStore::open(&path).await.unwrap();
-    let id = id();
+    let key = key();
     assert!(c
-        .save(&id, &record("{}", 60_000), SaveIf::Absent)
+        .save(&key, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    assert!(a.exists(&id).await.unwrap());
+    assert!(a.exists(&key).await.unwrap());
 }
 
 #[tokio::test]
@@ -199,16 +199,16 @@ async fn bad_table_names_are_refused() {
     let path = dir.path().join("sessions.db");
     let store = SqliteStore::new(&path).with_table("Select").unwrap();
     store.ready().await.unwrap();
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record("{}", 60_000), SaveIf::Absent)
+        .save(&key, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     // Another table in the same file is another set of sessions and locks.
     let other = SqliteStore::open(&path).await.unwrap();
-    assert_eq!(other.load(&id).await.unwrap(), None);
-    let _held = store.lock(&id, Duration::from_secs(2)).await.unwrap();
-    drop(other.lock(&id, Duration::from_millis(500)).await.unwrap());
+    assert_eq!(other.load(&key).await.unwrap(), None);
+    let _held = store.lock(&key, Duration::from_secs(2)).await.unwrap();
+    drop(other.lock(&key, Duration::from_millis(500)).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,11 +223,11 @@ async fn clean_up_in_batches_and_damaged_rows() {
     raw.execute_batch(&format!(
         "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 6233) \
          INSERT INTO sessions (id, data, created_at, expires_at) \
-         SELECT printf('%040x', n), x'7b7d', 0, CASE WHEN n <= 5000 THEN 1 ELSE {far} END FROM g; \
-         UPDATE sessions SET id = 'NOT-AN-ID' WHERE id = printf('%040x', 6000);"
+         SELECT printf('%064x', n), x'7b7d', 0, CASE WHEN n <= 5000 THEN 1 ELSE {far} END FROM g; \
+         UPDATE sessions SET id = 'NOT-AN-ID' WHERE id = printf('%064x', 6000);"
     ))
     .unwrap();
-    let negative = id();
+    let negative = key();
     raw.execute(
         "INSERT INTO sessions (id, data, created_at, expires_at) VALUES (?1, x'7b7d', -5, ?2)",
         (negative.to_string(), far),
@@ -242,7 +242,7 @@ async fn clean_up_in_batches_and_damaged_rows() {
         .unwrap();
     assert_eq!(r, None);
     drop(g);
-    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect().await;
+    let listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
     // 1,232 well-formed live rows, and the one with a negative creation
     // time (listed: its id is fine); not the malformed id.
     assert_eq!(listed.len(), 1_233);

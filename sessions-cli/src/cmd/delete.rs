@@ -3,11 +3,11 @@
 use super::IdArgs;
 
 pub(crate) async fn run(args: IdArgs) -> anyhow::Result<()> {
-    let (id, store) = args.open().await?;
-    if !store.exists(&id).await? {
-        anyhow::bail!("no live session {}", id.short());
+    let (key, store) = args.open().await?;
+    if !store.exists(&key).await? {
+        anyhow::bail!("no live session {}", key.short());
     }
-    store.delete(&id).await?;
-    println!("deleted {}", id.short());
+    store.delete(&key).await?;
+    println!("deleted {}", key.short());
     Ok(())
 }

@@ -11,9 +11,11 @@ use super::{when, StoreArgs};
 pub(crate) struct Args {
     #[command(flatten)]
     store: StoreArgs,
-    /// Print full ids (by default only a short hash, as in the logs).
+    /// Print full store keys (by default their first 8 characters, as in
+    /// the logs). A key grants nothing: only the id it was hashed from
+    /// opens the session, and no store holds that.
     #[arg(long)]
-    show_ids: bool,
+    full: bool,
     /// One JSON object per line, for scripts.
     #[arg(long)]
     json: bool,
@@ -26,27 +28,31 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if !args.json {
         writeln!(
             out,
-            "{:<40}  {:<29}  {:<29}  {:>7}",
-            "id", "created", "expires", "bytes"
+            "{:<width$}  {:<29}  {:<29}  {:>7}",
+            "key",
+            "created",
+            "expires",
+            "bytes",
+            width = width(args.full)
         )?;
     }
-    let mut ids = store.ids();
+    let mut keys = store.keys();
     let mut listed = 0u64;
-    while let Some(id) = ids.next().await {
-        let id = id?;
+    while let Some(key) = keys.next().await {
+        let key = key?;
         // A session that expired or vanished since it was listed is skipped.
-        let Some(record) = store.load(&id).await? else {
+        let Some(record) = store.load(&key).await? else {
             continue;
         };
         listed += 1;
-        let shown = if args.show_ids {
-            id.to_string()
+        let shown = if args.full {
+            key.to_string()
         } else {
-            id.short().to_string()
+            key.short().to_string()
         };
         if args.json {
             let line = json!({
-                "id": shown,
+                "key": shown,
                 "created_ms": record.created,
                 "expires_ms": record.expires,
                 "bytes": record.data.len(),
@@ -55,10 +61,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             writeln!(
                 out,
-                "{shown:<40}  {:<29}  {:<29}  {:>7}",
+                "{shown:<width$}  {:<29}  {:<29}  {:>7}",
                 when(record.created),
                 when(record.expires),
-                record.data.len()
+                record.data.len(),
+                width = width(args.full)
             )?;
         }
     }
@@ -67,4 +74,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("{listed} session(s)");
     }
     Ok(())
+}
+
+/// The key column's width: a full key, or its short form.
+fn width(full: bool) -> usize {
+    if full {
+        64
+    } else {
+        9
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use sessions::store::SessionAdmin;
-use sessions::{Config, SessionId};
+use sessions::{Config, SessionId, StoreKey};
 
 pub(crate) mod clean;
 pub(crate) mod delete;
@@ -43,24 +43,33 @@ impl StoreArgs {
 /// One session of the store.
 #[derive(Debug, clap::Args)]
 pub(crate) struct IdArgs {
-    /// The session id (40 hex characters).
+    /// The session id (40 hex characters, the cookie's value), or its store
+    /// key (64 hex characters, as `list --full` prints it).
     id: String,
     #[command(flatten)]
     store: StoreArgs,
 }
 
 impl IdArgs {
-    /// The id, strictly parsed, and the opened store.
-    pub(crate) async fn open(&self) -> anyhow::Result<(SessionId, Arc<dyn SessionAdmin>)> {
-        let id = parse_id(&self.id)?;
-        Ok((id, self.store.open().await?))
+    /// The session's store key, and the opened store.
+    pub(crate) async fn open(&self) -> anyhow::Result<(StoreKey, Arc<dyn SessionAdmin>)> {
+        let key = parse_session(&self.id)?;
+        Ok((key, self.store.open().await?))
     }
 }
 
-/// Parses an id given on the command line, strictly.
-fn parse_id(text: &str) -> anyhow::Result<SessionId> {
-    text.parse()
-        .map_err(|_| anyhow::anyhow!("{text:?} is not a session id (40 lowercase hex characters)"))
+/// The store key of a session named on the command line: an id is hashed
+/// (stores hold keys, never ids), a key is taken as it is; both strictly.
+fn parse_session(text: &str) -> anyhow::Result<StoreKey> {
+    if let Ok(id) = text.parse::<SessionId>() {
+        return Ok(id.store_key());
+    }
+    text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{text:?} is neither a session id (40 lowercase hex characters) \
+             nor a store key (64)"
+        )
+    })
 }
 
 /// An instant as an HTTP date, the form the cookie uses too.

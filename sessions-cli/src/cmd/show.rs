@@ -5,11 +5,11 @@ use anyhow::Context;
 use super::{when, IdArgs};
 
 pub(crate) async fn run(args: IdArgs) -> anyhow::Result<()> {
-    let (id, store) = args.open().await?;
+    let (key, store) = args.open().await?;
     let record = store
-        .load(&id)
+        .load(&key)
         .await?
-        .with_context(|| format!("no live session {}", id.short()))?;
+        .with_context(|| format!("no live session {}", key.short()))?;
     let data: serde_json::Value =
         serde_json::from_slice(&record.data).context("the stored data is not JSON")?;
     println!("{}", serde_json::to_string_pretty(&data)?);

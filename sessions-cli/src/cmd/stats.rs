@@ -19,9 +19,9 @@ pub(crate) async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let now = now_millis();
     let (mut count, mut total, mut largest) = (0u64, 0u64, 0usize);
     let mut histogram = [0u64; BUCKETS.len()];
-    let mut ids = store.ids();
-    while let Some(id) = ids.next().await {
-        let Some(record) = store.load(&id?).await? else {
+    let mut keys = store.keys();
+    while let Some(key) = keys.next().await {
+        let Some(record) = store.load(&key?).await? else {
             continue;
         };
         count += 1;

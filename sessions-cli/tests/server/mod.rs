@@ -127,3 +127,12 @@ pub fn run(args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The store key (64 hex characters) of the session whose id is `id`: what
+/// `sessions list --full` prints and the stores hold.
+pub fn key_of(id: &str) -> String {
+    id.parse::<sessions::SessionId>()
+        .unwrap()
+        .store_key()
+        .to_string()
+}

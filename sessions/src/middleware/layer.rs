@@ -41,12 +41,29 @@ impl SessionLayer {
     }
 
     /// The same settings for every path.
+    ///
+    /// # Panics
+    ///
+    /// If the cookie's name has a `__Host-` or `__Secure-` prefix whose rules
+    /// the settings break ([`SessionConfig::cookie_prefix_problem`]): a
+    /// browser would drop every such cookie, so the app is refused at start
+    /// rather than silently left without sessions.
     pub fn with_config(self, config: SessionConfig) -> Self {
         self.with_file_config(Config::single(config))
     }
 
     /// Per-path settings, as a config file gives them.
+    ///
+    /// # Panics
+    ///
+    /// As [`with_config`](Self::with_config), for any path's settings (a
+    /// config file that breaks the rules fails to load instead).
     pub fn with_file_config(self, config: Config) -> Self {
+        for (path, settings) in config.sections().filter(|(_, s)| s.on) {
+            if let Some((key, why)) = settings.cookie_prefix_problem() {
+                panic!("session settings for {path}: {key}: {why}");
+            }
+        }
         Self::build(self.shared.store.clone(), config)
     }
 

@@ -149,12 +149,12 @@ impl RequestSession {
         if let Some(id) = id {
             let timeout = self.config.lock_timeout;
             let record = if self.config.locking == Locking::Implicit && !self.holds_lock(&id) {
-                let r = self.store.lock_and_load(&id, timeout).await;
+                let r = self.store.lock_and_load(&id.store_key(), timeout).await;
                 let (guard, record) = checked(&mut self.failed, r)?;
                 self.lock = Some(HeldLock { id, guard });
                 record
             } else {
-                let r = self.store.load(&id).await;
+                let r = self.store.load(&id.store_key()).await;
                 checked(&mut self.failed, r)?
             };
             if let Some(record) = record {
@@ -278,7 +278,10 @@ impl RequestSession {
         if self.holds_lock(&id) {
             return Ok(());
         }
-        let r = self.store.lock(&id, self.config.lock_timeout).await;
+        let r = self
+            .store
+            .lock(&id.store_key(), self.config.lock_timeout)
+            .await;
         let guard = checked(&mut self.failed, r)?;
         self.lock = Some(HeldLock { id, guard });
         if matches!(&self.phase, Phase::Loaded(s) if !s.changed) {
@@ -325,6 +328,7 @@ impl RequestSession {
             return Ok(());
         };
         let id = s.id;
+        let key = id.store_key();
         let now = now_millis();
         let expires = expiry(&self.config, s.created, now);
         // The lock goes with the save only if it is this id's lock (after
@@ -355,12 +359,12 @@ impl RequestSession {
                 SaveIf::Absent
             };
             let r = match guard {
-                Some(g) => self.store.save_and_unlock(&id, &record, only, g).await,
-                None => self.store.save(&id, &record, only).await,
+                Some(g) => self.store.save_and_unlock(&key, &record, only, g).await,
+                None => self.store.save(&key, &record, only).await,
             };
             checked(&mut self.failed, r)?
         } else {
-            let r = self.store.touch(&id, expires).await;
+            let r = self.store.touch(&key, expires).await;
             drop(guard);
             checked(&mut self.failed, r)?
         };
@@ -382,7 +386,7 @@ impl RequestSession {
     /// Deletes the ids given up in this request.
     pub(crate) async fn delete_doomed(&mut self) -> Result<(), Error> {
         for id in std::mem::take(&mut self.doomed) {
-            let r = self.store.delete(&id).await;
+            let r = self.store.delete(&id.store_key()).await;
             checked(&mut self.failed, r)?;
         }
         Ok(())

@@ -18,13 +18,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::{Error, SaveIf, SessionAdmin};
-use crate::id::SessionId;
+use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Record};
 
 const LONG: Duration = Duration::from_secs(10);
 
-fn id() -> SessionId {
-    SessionId::generate().expect("random source")
+fn key() -> StoreKey {
+    SessionId::generate().expect("random source").store_key()
 }
 
 fn record(data: &str, ttl_ms: i64) -> Record {
@@ -38,114 +38,114 @@ fn record(data: &str, ttl_ms: i64) -> Record {
 
 /// Save a new record and load it back unchanged.
 pub async fn round_trip<S: SessionAdmin>(store: &S) {
-    let id = id();
-    assert_eq!(store.load(&id).await.unwrap(), None);
+    let key = key();
+    assert_eq!(store.load(&key).await.unwrap(), None);
     let r = record(r#"{"a":1,"b":"x"}"#, 60_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(r.clone()));
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
     let r2 = Record {
         data: br#"{"a":2}"#.to_vec(),
         ..r
     };
-    assert!(store.save(&id, &r2, SaveIf::Live).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(r2));
+    assert!(store.save(&key, &r2, SaveIf::Live).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(r2));
 }
 
 /// An expired record loads as `None`, does not exist, and cannot be
-/// written as `Existing`.
+/// written as `Live`.
 pub async fn expiry<S: SessionAdmin>(store: &S) {
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record("{}", 300), SaveIf::Absent)
+        .save(&key, &record("{}", 300), SaveIf::Absent)
         .await
         .unwrap());
-    assert!(store.exists(&id).await.unwrap());
+    assert!(store.exists(&key).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    assert_eq!(store.load(&id).await.unwrap(), None);
-    assert!(!store.exists(&id).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    assert!(!store.exists(&key).await.unwrap());
     assert!(!store
-        .save(&id, &record("{}", 60_000), SaveIf::Live)
+        .save(&key, &record("{}", 60_000), SaveIf::Live)
         .await
         .unwrap());
-    assert!(!store.touch(&id, now_millis() + 60_000).await.unwrap());
+    assert!(!store.touch(&key, now_millis() + 60_000).await.unwrap());
 }
 
 /// `touch` moves the expiry and keeps the data.
 pub async fn refresh<S: SessionAdmin>(store: &S) {
-    let id = id();
+    let key = key();
     let r = record(r#"{"k":true}"#, 1_000);
-    assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
     let later = now_millis() + 120_000;
-    assert!(store.touch(&id, later).await.unwrap());
+    assert!(store.touch(&key, later).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let loaded = store.load(&id).await.unwrap().expect("refreshed record");
+    let loaded = store.load(&key).await.unwrap().expect("refreshed record");
     assert_eq!(loaded.data, r.data);
     assert_eq!(loaded.created, r.created);
     // Stores with second-resolution expiry may round; allow one second.
     assert!(loaded.expires.abs_diff(later) <= 1_000, "{loaded:?}");
-    assert!(!store.touch(&self::id(), later).await.unwrap());
+    assert!(!store.touch(&self::key(), later).await.unwrap());
 }
 
 /// `delete` removes; deleting nothing is fine.
 pub async fn delete<S: SessionAdmin>(store: &S) {
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record("{}", 60_000), SaveIf::Absent)
+        .save(&key, &record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    store.delete(&id).await.unwrap();
-    assert_eq!(store.load(&id).await.unwrap(), None);
-    assert!(!store.exists(&id).await.unwrap());
-    store.delete(&id).await.unwrap();
+    store.delete(&key).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    assert!(!store.exists(&key).await.unwrap());
+    store.delete(&key).await.unwrap();
 }
 
-/// A save never brings back a deleted session, and `New` never overwrites
+/// A save never brings back a deleted session, and `Absent` never overwrites
 /// a live one.
 pub async fn no_resurrection<S: SessionAdmin>(store: &S) {
-    let id = id();
+    let key = key();
     assert!(!store
-        .save(&id, &record("{}", 60_000), SaveIf::Live)
+        .save(&key, &record("{}", 60_000), SaveIf::Live)
         .await
         .unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), None);
+    assert_eq!(store.load(&key).await.unwrap(), None);
     assert!(store
-        .save(&id, &record(r#"{"v":1}"#, 60_000), SaveIf::Absent)
+        .save(&key, &record(r#"{"v":1}"#, 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert!(!store
-        .save(&id, &record(r#"{"v":2}"#, 60_000), SaveIf::Absent)
+        .save(&key, &record(r#"{"v":2}"#, 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert_eq!(
-        store.load(&id).await.unwrap().unwrap().data,
+        store.load(&key).await.unwrap().unwrap().data,
         br#"{"v":1}"#.to_vec()
     );
-    store.delete(&id).await.unwrap();
+    store.delete(&key).await.unwrap();
     assert!(!store
-        .save(&id, &record(r#"{"v":3}"#, 60_000), SaveIf::Live)
+        .save(&key, &record(r#"{"v":3}"#, 60_000), SaveIf::Live)
         .await
         .unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), None);
-    let guard = store.lock(&id, LONG).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    let guard = store.lock(&key, LONG).await.unwrap();
     assert!(!store
-        .save_and_unlock(&id, &record("{}", 60_000), SaveIf::Live, guard)
+        .save_and_unlock(&key, &record("{}", 60_000), SaveIf::Live, guard)
         .await
         .unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), None);
+    assert_eq!(store.load(&key).await.unwrap(), None);
 }
 
-/// Two holders of one id never overlap; other ids are not blocked.
+/// Two holders of one key never overlap; other keys are not blocked.
 pub async fn lock_exclusion<S: SessionAdmin>(store: &S) {
-    let id = id();
-    let first = store.lock(&id, LONG).await.unwrap();
-    // Another id locks at once while this one is held.
-    let other = store.lock(&self::id(), LONG).await.unwrap();
+    let key = key();
+    let first = store.lock(&key, LONG).await.unwrap();
+    // Another key locks at once while this one is held.
+    let other = store.lock(&self::key(), LONG).await.unwrap();
     drop(other);
     let released = Arc::new(AtomicBool::new(false));
     let second = {
         let released = released.clone();
         async move {
-            let g = store.lock(&id, LONG).await.unwrap();
+            let g = store.lock(&key, LONG).await.unwrap();
             assert!(released.load(Ordering::SeqCst), "lock taken while held");
             g
         }
@@ -158,38 +158,38 @@ pub async fn lock_exclusion<S: SessionAdmin>(store: &S) {
     let (g, ()) = tokio::join!(second, release);
     drop(g);
     // Released again: a third taker gets it quickly.
-    let g = store.lock(&id, Duration::from_secs(2)).await.unwrap();
+    let g = store.lock(&key, Duration::from_secs(2)).await.unwrap();
     drop(g);
 }
 
 /// Waiting longer than the timeout is `LockTimeout`, and the waiter that
 /// gave up leaves the lock usable.
 pub async fn lock_timeout<S: SessionAdmin>(store: &S) {
-    let id = id();
-    let held = store.lock(&id, LONG).await.unwrap();
+    let key = key();
+    let held = store.lock(&key, LONG).await.unwrap();
     let started = std::time::Instant::now();
     let err = store
-        .lock(&id, Duration::from_millis(200))
+        .lock(&key, Duration::from_millis(200))
         .await
         .expect_err("lock should time out");
     assert!(matches!(err, super::Error::LockTimeout(_)), "{err:?}");
     assert!(started.elapsed() >= Duration::from_millis(150));
     drop(held);
-    drop(store.lock(&id, Duration::from_secs(2)).await.unwrap());
+    drop(store.lock(&key, Duration::from_secs(2)).await.unwrap());
 }
 
 /// `lock_and_load` and `save_and_unlock` behave as their parts.
 pub async fn combined_calls<S: SessionAdmin>(store: &S) {
-    let id = id();
-    let (g, r) = store.lock_and_load(&id, LONG).await.unwrap();
+    let key = key();
+    let (g, r) = store.lock_and_load(&key, LONG).await.unwrap();
     assert_eq!(r, None);
     let rec = record(r#"{"c":1}"#, 60_000);
     assert!(store
-        .save_and_unlock(&id, &rec, SaveIf::Absent, g)
+        .save_and_unlock(&key, &rec, SaveIf::Absent, g)
         .await
         .unwrap());
     let (g, r) = store
-        .lock_and_load(&id, Duration::from_secs(2))
+        .lock_and_load(&key, Duration::from_secs(2))
         .await
         .unwrap();
     assert_eq!(r, Some(rec));
@@ -198,7 +198,7 @@ pub async fn combined_calls<S: SessionAdmin>(store: &S) {
 
 /// Clean-up removes expired records only, and never frees a held lock.
 pub async fn clean_up_keeps_held_locks<S: SessionAdmin>(store: &S) {
-    let (live, dead) = (id(), id());
+    let (live, dead) = (key(), key());
     assert!(store
         .save(&live, &record("{}", 60_000), SaveIf::Absent)
         .await
@@ -225,33 +225,36 @@ pub async fn clean_up_keeps_held_locks<S: SessionAdmin>(store: &S) {
     drop(store.lock(&dead, Duration::from_secs(2)).await.unwrap());
 }
 
-/// `count` and `ids` see what was saved.
-pub async fn count_and_ids<S: SessionAdmin>(store: &S) {
+/// `count` and `keys` see what was saved.
+pub async fn count_and_keys<S: SessionAdmin>(store: &S) {
     let before = store.count().await.unwrap();
-    let ids: Vec<SessionId> = (0..5).map(|_| id()).collect();
-    for id in &ids {
+    let keys: Vec<StoreKey> = (0..5).map(|_| key()).collect();
+    for key in &keys {
         assert!(store
-            .save(id, &record("{}", 60_000), SaveIf::Absent)
+            .save(key, &record("{}", 60_000), SaveIf::Absent)
             .await
             .unwrap());
     }
     assert_eq!(store.count().await.unwrap(), before + 5);
-    let listed: Vec<SessionId> = store.ids().map(|r| r.unwrap()).collect::<Vec<_>>().await;
-    for id in &ids {
-        assert!(listed.contains(id), "{id:?} not listed");
+    let listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect::<Vec<_>>().await;
+    for key in &keys {
+        assert!(listed.contains(key), "{key:?} not listed");
     }
 }
 
 /// Many tasks incrementing one counter under the lock lose nothing.
 pub async fn no_lost_updates<S: SessionAdmin>(store: &S) {
-    let id = id();
+    let key = key();
     assert!(store
-        .save(&id, &record("0", 60_000), SaveIf::Absent)
+        .save(&key, &record("0", 60_000), SaveIf::Absent)
         .await
         .unwrap());
-    let tasks = (0..8).map(|_| increment(store, &id, 10));
+    let tasks = (0..8).map(|_| increment(store, &key, 10));
     futures_util::future::join_all(tasks).await;
-    assert_eq!(store.load(&id).await.unwrap().unwrap().data, b"80".to_vec());
+    assert_eq!(
+        store.load(&key).await.unwrap().unwrap().data,
+        b"80".to_vec()
+    );
 }
 
 /// Two instances of a shared store on the same backend (one directory, one
@@ -259,22 +262,25 @@ pub async fn no_lost_updates<S: SessionAdmin>(store: &S) {
 /// threads, alternating between the instances, 10 increments each under
 /// the lock. Not part of the macro's suite, as it needs two instances.
 pub async fn no_lost_updates_between<S: SessionAdmin + Clone>(a: &S, b: &S) {
-    let id = id();
+    let key = key();
     assert!(a
-        .save(&id, &record("0", 60_000), SaveIf::Absent)
+        .save(&key, &record("0", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { increment(&store, &id, 10).await })
+            tokio::spawn(async move { increment(&store, &key, 10).await })
         })
         .collect();
     for t in tasks {
         t.await.unwrap();
     }
     for store in [a, b] {
-        assert_eq!(store.load(&id).await.unwrap().unwrap().data, b"80".to_vec());
+        assert_eq!(
+            store.load(&key).await.unwrap().unwrap().data,
+            b"80".to_vec()
+        );
     }
 }
 
@@ -284,41 +290,41 @@ pub async fn no_lost_updates_between<S: SessionAdmin + Clone>(a: &S, b: &S) {
 /// and read back. Not part of the macro's suite: not every store has a
 /// limit, and each has its own.
 pub async fn refuses_saves_over<S: SessionAdmin>(store: &S, max: usize) {
-    let (id, absent) = (id(), id());
+    let (key, absent) = (key(), key());
     let old = record(r#"{"n":1}"#, 60_000);
-    assert!(store.save(&id, &old, SaveIf::Absent).await.unwrap());
+    assert!(store.save(&key, &old, SaveIf::Absent).await.unwrap());
     let mut big = record("", 60_000);
     big.data = vec![b'x'; max + 1];
     let too_large = |r: Result<bool, Error>| match r {
         Err(Error::TooLarge { size, max: limit }) => assert_eq!((size, limit), (max + 1, max)),
         other => panic!("{other:?}"),
     };
-    too_large(store.save(&id, &big, SaveIf::Live).await);
+    too_large(store.save(&key, &big, SaveIf::Live).await);
     too_large(store.save(&absent, &big, SaveIf::Absent).await);
-    let (guard, loaded) = store.lock_and_load(&id, LONG).await.unwrap();
+    let (guard, loaded) = store.lock_and_load(&key, LONG).await.unwrap();
     assert_eq!(loaded.as_ref(), Some(&old));
-    too_large(store.save_and_unlock(&id, &big, SaveIf::Live, guard).await);
+    too_large(store.save_and_unlock(&key, &big, SaveIf::Live, guard).await);
     // The refused saves released the lock and changed nothing.
-    drop(store.lock(&id, LONG).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(old));
+    drop(store.lock(&key, LONG).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(old));
     assert_eq!(store.load(&absent).await.unwrap(), None);
     // The limit itself is a record the store writes and reads back.
     big.data.pop();
-    assert!(store.save(&id, &big, SaveIf::Live).await.unwrap());
-    assert_eq!(store.load(&id).await.unwrap(), Some(big));
+    assert!(store.save(&key, &big, SaveIf::Live).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(big));
 }
 
-/// Adds one to the number stored under `id`, `times` times, each under the
+/// Adds one to the number stored under `key`, `times` times, each under the
 /// session's lock.
-async fn increment<S: SessionAdmin>(store: &S, id: &SessionId, times: usize) {
+async fn increment<S: SessionAdmin>(store: &S, key: &StoreKey, times: usize) {
     for _ in 0..times {
-        let (g, r) = store.lock_and_load(id, LONG).await.unwrap();
+        let (g, r) = store.lock_and_load(key, LONG).await.unwrap();
         let mut r = r.unwrap();
         let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
         tokio::task::yield_now().await;
         r.data = (n + 1).to_string().into_bytes();
         assert!(store
-            .save_and_unlock(id, &r, SaveIf::Live, g)
+            .save_and_unlock(key, &r, SaveIf::Live, g)
             .await
             .unwrap());
     }
@@ -332,7 +338,7 @@ macro_rules! store_conformance {
     ($make:expr) => {
         $crate::store_conformance!(@tests $make;
             round_trip expiry refresh delete no_resurrection lock_exclusion
-            lock_timeout combined_calls clean_up_keeps_held_locks count_and_ids
+            lock_timeout combined_calls clean_up_keeps_held_locks count_and_keys
             no_lost_updates);
     };
     (@tests $make:expr; $($name:ident)*) => {

@@ -2,13 +2,14 @@
 //! processes with advisory locks on a lock file per session (CherryPy's
 //! `FileSession`, with its races closed).
 //!
-//! Layout of the directory (mode 0700, every file 0600):
+//! Layout of the directory (mode 0700, every file 0600), where `<key>` is
+//! the session's [`StoreKey`] (64 hex characters, never the id):
 //!
 //! | name | what |
 //! |---|---|
-//! | `session-<id>` | the record, in [`Record::encode`]'s checksummed format |
-//! | `session-<id>.lock` | the lock file; `flock`ed while the session is locked |
-//! | `.tmp-…` | a record being written; renamed over `session-<id>` when complete |
+//! | `session-<key>` | the record, in [`Record::encode`]'s checksummed format |
+//! | `session-<key>.lock` | the lock file; `flock`ed while the session is locked |
+//! | `.tmp-…` | a record being written; renamed over `session-<key>` when complete |
 //!
 //! Everything that touches the file system runs on tokio's blocking pool,
 //! never on an async worker.
@@ -27,8 +28,8 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
-use crate::id::SessionId;
-use crate::id::{shard_of, IdMap};
+use crate::id::{shard_of, KeyMap};
+use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, DecodeError, Millis, Record};
 
 const SHARDS: usize = 64;
@@ -53,7 +54,7 @@ const WARNED_MAX: usize = 4096;
 ///   loss too.
 /// - **Locks work across processes**: tasks of one process queue on an
 ///   in-process async lock, and the one at the front takes an advisory
-///   `flock` on `session-<id>.lock`, which a process that dies releases
+///   `flock` on `session-<key>.lock`, which a process that dies releases
 ///   with its file descriptors.
 /// - **Nothing is trusted**: files are opened with `O_NOFOLLOW`, must be
 ///   regular files of this user, are read only up to the size limit, and a
@@ -69,12 +70,12 @@ const WARNED_MAX: usize = 4096;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
 /// let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
-/// let id = SessionId::generate().unwrap();
+/// let key = SessionId::generate().unwrap().store_key();
 /// let now = sessions::now_millis();
 /// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000 };
-/// let (guard, loaded) = store.lock_and_load(&id, Duration::from_secs(30)).await?;
+/// let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 /// assert_eq!(loaded, None);
-/// store.save_and_unlock(&id, &record, SaveIf::Absent, guard).await?;
+/// store.save_and_unlock(&key, &record, SaveIf::Absent, guard).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -94,11 +95,11 @@ struct Inner {
     max_size: usize,
     locks: Arc<LockWaits>,
     /// Serialise the check and the rename of a conditional save against
-    /// other writers of the same id in this process.
+    /// other writers of the same session in this process.
     shards: Arc<[Mutex<()>]>,
     /// The bad files already logged, so a client that keeps sending the id
     /// of a damaged session does not flood the log.
-    warned: Arc<Mutex<IdMap<Fingerprint>>>,
+    warned: Arc<Mutex<KeyMap<Fingerprint>>>,
 }
 
 impl fmt::Debug for FileStore {
@@ -117,8 +118,8 @@ impl FileStore {
     ///
     /// Refuses a path that is a symbolic link, not a directory, or owned by
     /// another user. An existing directory that other users can enter is
-    /// restricted to 0700, with a warning: file names are session ids, and
-    /// a listing would hand them out.
+    /// restricted to 0700, with a warning: file names are store keys, which
+    /// open no session, but a listing would still show every session.
     ///
     /// This does a little blocking I/O; call it at start-up.
     pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, Error> {
@@ -188,26 +189,27 @@ impl FileStore {
         self
     }
 
-    /// Takes the id's lock, loading the record in the same trip to the
+    /// Takes the session's lock, loading the record in the same trip to the
     /// blocking pool when `load` is set.
     async fn acquire(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
         load: bool,
     ) -> Result<(FileLock, Option<Record>), Error> {
         // Tasks of this process queue here first: waiting on an async lock
         // costs no thread and no polling, and only the task at the front
         // competes with other processes for the flock.
-        let mut waiter = self.inner.locks.enter(id, wait).await?;
+        let mut waiter = self.inner.locks.enter(key, wait).await?;
         let context = if load {
             "locking and loading a session"
         } else {
             "locking a session"
         };
         let mut opened = None;
+        let key = *key;
         loop {
-            let (inner, key) = (Arc::clone(&self.inner), *id);
+            let inner = Arc::clone(&self.inner);
             let attempt = blocking(context, move || match inner.try_flock(&key, opened)? {
                 Flock::Held(file) => {
                     let record = if load { inner.load(&key)? } else { None };
@@ -222,7 +224,7 @@ impl FileStore {
                         file,
                         local: waiter.granted(),
                         inner: Arc::clone(&self.inner),
-                        id: *id,
+                        key,
                     };
                     return Ok((FileLock(Some(held)), record));
                 }
@@ -282,44 +284,44 @@ impl SessionStore for FileStore {
         Some(self)
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
-        let (inner, id) = (Arc::clone(&self.inner), *id);
-        blocking("loading a session", move || inner.load(&id)).await
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+        let (inner, key) = (Arc::clone(&self.inner), *key);
+        blocking("loading a session", move || inner.load(&key)).await
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let bytes = self.encode(record)?;
-        let (inner, id) = (Arc::clone(&self.inner), *id);
-        blocking("saving a session", move || inner.save(&id, &bytes, write)).await
+        let (inner, key) = (Arc::clone(&self.inner), *key);
+        blocking("saving a session", move || inner.save(&key, &bytes, write)).await
     }
 
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
-        let (inner, id) = (Arc::clone(&self.inner), *id);
-        blocking("refreshing a session", move || inner.touch(&id, expires)).await
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
+        let (inner, key) = (Arc::clone(&self.inner), *key);
+        blocking("refreshing a session", move || inner.touch(&key, expires)).await
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
-        let (inner, id) = (Arc::clone(&self.inner), *id);
-        blocking("deleting a session", move || inner.delete(&id)).await
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        let (inner, key) = (Arc::clone(&self.inner), *key);
+        blocking("deleting a session", move || inner.delete(&key)).await
     }
 
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let (lock, _) = self.acquire(id, wait, false).await?;
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        let (lock, _) = self.acquire(key, wait, false).await?;
         Ok(LockGuard::new(lock))
     }
 
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lock, record) = self.acquire(id, wait, true).await?;
+        let (lock, record) = self.acquire(key, wait, true).await?;
         Ok((LockGuard::new(lock), record))
     }
 
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
         guard: LockGuard,
@@ -327,7 +329,7 @@ impl SessionStore for FileStore {
         let held = match guard.downcast::<FileLock>() {
             Ok(mut lock) => lock.0.take(),
             Err(guard) => {
-                let saved = self.save(id, record, write).await;
+                let saved = self.save(key, record, write).await;
                 drop(guard);
                 return saved;
             }
@@ -339,11 +341,11 @@ impl SessionStore for FileStore {
                 return Err(e);
             }
         };
-        let (inner, id) = (Arc::clone(&self.inner), *id);
+        let (inner, key) = (Arc::clone(&self.inner), *key);
         // One trip to the pool for both; the release happens even when
         // the save fails.
         blocking("saving a session", move || {
-            let saved = inner.save(&id, &bytes, write);
+            let saved = inner.save(&key, &bytes, write);
             if let Some(held) = held {
                 held.release();
             }
@@ -369,7 +371,7 @@ impl SessionAdmin for FileStore {
         Ok(counted.live)
     }
 
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
         const CONTEXT: &str = "listing sessions";
         enum Listing {
             Start,
@@ -391,19 +393,19 @@ impl SessionAdmin for FileStore {
             };
             let i = Arc::clone(&inner);
             let batch = blocking(CONTEXT, move || {
-                let (mut entries, mut ids) = (entries, Vec::new());
-                let done = i.batch(&mut entries, &mut ids, Inner::list_entry)?;
-                Ok((entries, ids, done))
+                let (mut entries, mut keys) = (entries, Vec::new());
+                let done = i.batch(&mut entries, &mut keys, Inner::list_entry)?;
+                Ok((entries, keys, done))
             })
             .await;
             Some(match batch {
-                Ok((entries, ids, done)) => {
+                Ok((entries, keys, done)) => {
                     let next = if done {
                         Listing::Done
                     } else {
                         Listing::Open(entries)
                     };
-                    (ids.into_iter().map(Ok).collect(), (inner, next))
+                    (keys.into_iter().map(Ok).collect(), (inner, next))
                 }
                 Err(e) => (vec![Err(e)], (inner, Listing::Done)),
             })
@@ -441,7 +443,7 @@ struct Held {
     file: File,
     local: LocalGuard,
     inner: Arc<Inner>,
-    id: SessionId,
+    key: StoreKey,
 }
 
 impl Held {
@@ -452,15 +454,15 @@ impl Held {
             file,
             local,
             inner,
-            id,
+            key,
         } = self;
-        // A lock taken on an id that was never saved (a client can send any
-        // well-formed id) or was deleted would leave an empty file behind
+        // A lock taken on a session that was never saved (a client can send
+        // any well-formed id) or was deleted would leave an empty file behind
         // until clean-up: unbounded for a client sending random ids. It is
         // removed while the flock is still held, the order clean-up uses,
         // so that a process waiting on this file notices and opens anew.
-        if matches!(exists(&inner.data_path(&id)), Ok(false)) {
-            let _ = fs::remove_file(inner.lock_path(&id));
+        if matches!(exists(&inner.data_path(&key)), Ok(false)) {
+            let _ = fs::remove_file(inner.lock_path(&key));
         }
         // Closing the file releases the flock before the local lock lets the
         // next task of this process try for it.
@@ -545,9 +547,12 @@ impl Fingerprint {
 /// What a directory entry's name says it is. Only names this store could
 /// have made are ever acted on.
 enum Name {
-    Data(SessionId),
-    Lock(SessionId),
+    Data(StoreKey),
+    Lock(StoreKey),
     Temp,
+    /// `session-<id>` or its `.lock`, as versions before store keys named
+    /// them: unreachable now, and a file name that opens a session.
+    Earlier,
     Other,
 }
 
@@ -558,9 +563,10 @@ impl Name {
                 Some(hex) => (hex, true),
                 None => (rest, false),
             };
-            match SessionId::from_bytes(hex) {
-                Ok(id) if lock => Name::Lock(id),
-                Ok(id) => Name::Data(id),
+            match StoreKey::from_bytes(hex) {
+                Ok(key) if lock => Name::Lock(key),
+                Ok(key) => Name::Data(key),
+                Err(_) if SessionId::from_bytes(hex).is_ok() => Name::Earlier,
                 Err(_) => Name::Other,
             }
         } else if name.starts_with(TEMP_PREFIX.as_bytes()) {
@@ -603,34 +609,34 @@ impl Drop for TempFile {
 /// The blocking half of the store. Every method here does file I/O and runs
 /// on the blocking pool.
 impl Inner {
-    fn data_path(&self, id: &SessionId) -> PathBuf {
-        self.dir.join(format!("session-{}", &*id.as_hex()))
+    fn data_path(&self, key: &StoreKey) -> PathBuf {
+        self.dir.join(format!("session-{}", &*key.as_hex()))
     }
 
-    fn lock_path(&self, id: &SessionId) -> PathBuf {
-        self.dir.join(format!("session-{}.lock", &*id.as_hex()))
+    fn lock_path(&self, key: &StoreKey) -> PathBuf {
+        self.dir.join(format!("session-{}.lock", &*key.as_hex()))
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, ()> {
+    fn shard(&self, key: &StoreKey) -> MutexGuard<'_, ()> {
         // The mutex guards no data, so a panic while it was held leaves
         // nothing inconsistent.
-        self.shards[shard_of(id, self.shards.len())]
+        self.shards[shard_of(key, self.shards.len())]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn load(&self, id: &SessionId) -> io::Result<Option<Record>> {
-        self.live(id, &self.data_path(id), now_millis())
+    fn load(&self, key: &StoreKey) -> io::Result<Option<Record>> {
+        self.live(key, &self.data_path(key), now_millis())
     }
 
     /// The record at `path` if it is live; a bad file is logged and counts
     /// as no record.
-    fn live(&self, id: &SessionId, path: &Path, now: Millis) -> io::Result<Option<Record>> {
+    fn live(&self, key: &StoreKey, path: &Path, now: Millis) -> io::Result<Option<Record>> {
         Ok(match self.read(path)? {
             Stored::Record(record) if !record.is_expired(now) => Some(record),
             Stored::Record(_) | Stored::Absent => None,
             Stored::Unusable(print, problem) => {
-                self.warn_once(id, print, &problem);
+                self.warn_once(key, print, &problem);
                 None
             }
         })
@@ -677,18 +683,18 @@ impl Inner {
 
     /// Logs a bad file unless this version of it was logged already.
     /// Returns whether it logged.
-    fn warn_once(&self, id: &SessionId, print: Fingerprint, problem: &Problem) -> bool {
+    fn warn_once(&self, key: &StoreKey, print: Fingerprint, problem: &Problem) -> bool {
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        if warned.get(id) == Some(&print) {
+        if warned.get(key) == Some(&print) {
             return false;
         }
         if warned.len() >= WARNED_MAX {
             warned.clear();
         }
-        warned.insert(*id, print);
+        warned.insert(*key, print);
         drop(warned);
         tracing::warn!(
-            session = %id.short(),
+            session = %key.short(),
             "session file is {problem}; treating the session as missing"
         );
         true
@@ -696,7 +702,7 @@ impl Inner {
 
     /// A conditional save.
     ///
-    /// The check of `write` and the rename happen under the id's shard
+    /// The check of `write` and the rename happen under the key's shard
     /// lock, so they are atomic against every other save, touch, delete
     /// and clean-up of this process. Across processes they are not: a
     /// delete by another process may fall between the check and the rename
@@ -704,14 +710,14 @@ impl Inner {
     /// (which does exclude other processes) around load and save, and
     /// clean-up takes it too; an unlocked delete from another process, such
     /// as an admin command, is the remaining case.
-    fn save(&self, id: &SessionId, bytes: &[u8], write: SaveIf) -> io::Result<bool> {
+    fn save(&self, key: &StoreKey, bytes: &[u8], write: SaveIf) -> io::Result<bool> {
         // Written before taking the shard lock, so that the slow part does
-        // not hold up other ids of the shard; a refused save only costs an
-        // unlink.
-        let temp = self.write_temp(id, bytes)?;
-        let path = self.data_path(id);
-        let _shard = self.shard(id);
-        let live = self.live(id, &path, now_millis())?.is_some();
+        // not hold up other sessions of the shard; a refused save only costs
+        // an unlink.
+        let temp = self.write_temp(key, bytes)?;
+        let path = self.data_path(key);
+        let _shard = self.shard(key);
+        let live = self.live(key, &path, now_millis())?.is_some();
         if live != (write == SaveIf::Live) {
             return Ok(false);
         }
@@ -721,22 +727,22 @@ impl Inner {
 
     /// Moves the expiry: the whole file is rewritten, the same atomic way
     /// as a save, with only the header changed.
-    fn touch(&self, id: &SessionId, expires: Millis) -> io::Result<bool> {
-        let path = self.data_path(id);
-        let _shard = self.shard(id);
-        let Some(mut record) = self.live(id, &path, now_millis())? else {
+    fn touch(&self, key: &StoreKey, expires: Millis) -> io::Result<bool> {
+        let path = self.data_path(key);
+        let _shard = self.shard(key);
+        let Some(mut record) = self.live(key, &path, now_millis())? else {
             return Ok(false);
         };
         record.expires = expires;
-        let temp = self.write_temp(id, &record.encode())?;
+        let temp = self.write_temp(key, &record.encode())?;
         self.install(temp, &path)?;
         Ok(true)
     }
 
-    fn delete(&self, id: &SessionId) -> io::Result<()> {
+    fn delete(&self, key: &StoreKey) -> io::Result<()> {
         let removed = {
-            let _shard = self.shard(id);
-            remove(&self.data_path(id))?
+            let _shard = self.shard(key);
+            remove(&self.data_path(key))?
         };
         // Otherwise a power loss could bring the session back.
         if removed && self.fsync {
@@ -746,18 +752,18 @@ impl Inner {
         // lock file; this covers a delete without the lock. The session is
         // gone either way, so a failure here is for clean-up to retry, not
         // the caller's error.
-        if let Err(e) = self.remove_orphan_lock(id) {
-            tracing::debug!(session = %id.short(), "lock file left for clean-up: {e}");
+        if let Err(e) = self.remove_orphan_lock(key) {
+            tracing::debug!(session = %key.short(), "lock file left for clean-up: {e}");
         }
         Ok(())
     }
 
     /// Writes `bytes` to a new temporary file beside the data files: the
     /// same file system, so the rename that follows is atomic.
-    fn write_temp(&self, id: &SessionId, bytes: &[u8]) -> io::Result<TempFile> {
+    fn write_temp(&self, key: &StoreKey, bytes: &[u8]) -> io::Result<TempFile> {
         let mut clashes = 0;
         loop {
-            let name = format!("{TEMP_PREFIX}{}-{:016x}", &*id.as_hex(), random());
+            let name = format!("{TEMP_PREFIX}{}-{:016x}", &*key.as_hex(), random());
             let path = self.dir.join(name);
             let file = OpenOptions::new()
                 .write(true)
@@ -820,7 +826,7 @@ impl Inner {
         Ok(file)
     }
 
-    /// One try for the id's flock, without waiting.
+    /// One try for the session's flock, without waiting.
     ///
     /// A lock on a file that clean-up (or a release) has unlinked meanwhile
     /// would exclude nobody, since the next locker creates a new file; so
@@ -828,8 +834,8 @@ impl Inner {
     /// path, or it is dropped and the new one tried. Lock files are only
     /// ever unlinked by a holder of their flock, which makes a file that
     /// passes this check stay at its path for as long as it is held.
-    fn try_flock(&self, id: &SessionId, opened: Option<File>) -> io::Result<Flock> {
-        let path = self.lock_path(id);
+    fn try_flock(&self, key: &StoreKey, opened: Option<File>) -> io::Result<Flock> {
+        let path = self.lock_path(key);
         let mut file = match opened {
             Some(file) => file,
             None => self.open_lock_file(&path, true)?,
@@ -848,7 +854,7 @@ impl Inner {
         Ok(Flock::Busy(None))
     }
 
-    /// The id's flock if it is free right now and the lock file is (or,
+    /// The session's flock if it is free right now and the lock file is (or,
     /// with `create`, can be made) in place; `None` otherwise.
     fn flock_now(&self, path: &Path, create: bool) -> io::Result<Option<File>> {
         let file = match self.open_lock_file(path, create) {
@@ -863,23 +869,23 @@ impl Inner {
         }
     }
 
-    /// Removes the id's lock file if nobody holds or awaits the lock and
+    /// Removes the session's lock file if nobody holds or awaits the lock and
     /// the session has no data.
-    fn remove_orphan_lock(&self, id: &SessionId) -> io::Result<bool> {
+    fn remove_orphan_lock(&self, key: &StoreKey) -> io::Result<bool> {
         // In use here: its release tidies up. Checked first because it
         // costs no table entry.
-        if self.locks.is_busy(id) {
+        if self.locks.is_busy(key) {
             return Ok(false);
         }
-        let Some(_local) = self.locks.try_local(id) else {
+        let Some(_local) = self.locks.try_local(key) else {
             return Ok(false);
         };
-        let path = self.lock_path(id);
+        let path = self.lock_path(key);
         let Some(file) = self.flock_now(&path, false)? else {
             return Ok(false);
         };
-        let _shard = self.shard(id);
-        if exists(&self.data_path(id))? {
+        let _shard = self.shard(key);
+        if exists(&self.data_path(key))? {
             return Ok(false);
         }
         let removed = remove(&path)?;
@@ -892,7 +898,7 @@ impl Inner {
     /// Anything else that cannot be read may belong to someone else — a
     /// newer version of this library, a store with a larger `max_size`,
     /// CherryPy during a migration — and is left alone.
-    fn is_dead(&self, id: &SessionId, path: &Path, now: Millis) -> io::Result<bool> {
+    fn is_dead(&self, key: &StoreKey, path: &Path, now: Millis) -> io::Result<bool> {
         Ok(match self.read(path)? {
             Stored::Absent => false,
             Stored::Record(record) => record.is_expired(now),
@@ -901,7 +907,7 @@ impl Inner {
                 Problem::Decode(DecodeError::Truncated | DecodeError::Checksum),
             ) => true,
             Stored::Unusable(print, problem) => {
-                self.warn_once(id, print, &problem);
+                self.warn_once(key, print, &problem);
                 false
             }
         })
@@ -922,20 +928,20 @@ impl Inner {
     /// So only a holder of its flock removes it: this clean-up when the
     /// lock is free, otherwise the holder's release, which removes the lock
     /// file of a session without data.
-    fn clean_data(&self, id: &SessionId, now: Millis) -> io::Result<bool> {
-        let path = self.data_path(id);
-        if !self.is_dead(id, &path, now)? {
+    fn clean_data(&self, key: &StoreKey, now: Millis) -> io::Result<bool> {
+        let path = self.data_path(key);
+        if !self.is_dead(key, &path, now)? {
             return Ok(false);
         }
-        let local = self.locks.try_local(id);
-        let lock_path = self.lock_path(id);
+        let local = self.locks.try_local(key);
+        let lock_path = self.lock_path(key);
         let lock = match local {
             Some(_) => self.flock_now(&lock_path, false)?,
             None => None,
         };
         let removed = {
-            let _shard = self.shard(id);
-            self.is_dead(id, &path, now)? && remove(&path)?
+            let _shard = self.shard(key);
+            self.is_dead(key, &path, now)? && remove(&path)?
         };
         if removed && self.fsync {
             self.sync_dir()?;
@@ -953,13 +959,16 @@ impl Inner {
 
     fn clean_entry(&self, entry: &fs::DirEntry, acc: &mut CleanUp) -> io::Result<()> {
         let done = match Name::of(entry.file_name().as_bytes()) {
-            Name::Data(id) => self.clean_data(&id, acc.now),
-            Name::Lock(id) => match exists(&self.data_path(&id)) {
+            Name::Data(key) => self.clean_data(&key, acc.now),
+            Name::Lock(key) => match exists(&self.data_path(&key)) {
                 Ok(true) => Ok(false),
-                Ok(false) => self.remove_orphan_lock(&id).map(|_| false),
+                Ok(false) => self.remove_orphan_lock(&key).map(|_| false),
                 Err(e) => Err(e),
             },
             Name::Temp => clean_temp(entry).map(|_| false),
+            // Removed at once: no request can reach it, and its name is a
+            // session id (see the CHANGELOG).
+            Name::Earlier => fs::remove_file(entry.path()).map(|()| true),
             Name::Other => Ok(false),
         };
         // One bad entry must not stop the clean-up of the others.
@@ -977,17 +986,17 @@ impl Inner {
     }
 
     fn count_entry(&self, entry: &fs::DirEntry, acc: &mut Count) -> io::Result<()> {
-        if let Name::Data(id) = Name::of(entry.file_name().as_bytes()) {
-            if self.live(&id, &entry.path(), acc.now)?.is_some() {
+        if let Name::Data(key) = Name::of(entry.file_name().as_bytes()) {
+            if self.live(&key, &entry.path(), acc.now)?.is_some() {
                 acc.live += 1;
             }
         }
         Ok(())
     }
 
-    fn list_entry(&self, entry: &fs::DirEntry, ids: &mut Vec<SessionId>) -> io::Result<()> {
-        if let Name::Data(id) = Name::of(entry.file_name().as_bytes()) {
-            ids.push(id);
+    fn list_entry(&self, entry: &fs::DirEntry, keys: &mut Vec<StoreKey>) -> io::Result<()> {
+        if let Name::Data(key) = Name::of(entry.file_name().as_bytes()) {
+            keys.push(key);
         }
         Ok(())
     }
@@ -1126,20 +1135,20 @@ mod tests {
     fn scratch() -> (FileStore, PathBuf) {
         let dir = std::env::temp_dir().join(format!(
             "sessions-file-unit-{}",
-            &*SessionId::generate().unwrap().as_hex()
+            &*StoreKey::generate().unwrap().as_hex()
         ));
         (FileStore::open(&dir).unwrap(), dir)
     }
 
     #[test]
     fn names() {
-        let id = SessionId::generate().unwrap();
-        let hex = id.as_hex();
+        let key = StoreKey::generate().unwrap();
+        let hex = key.as_hex();
         assert!(
-            matches!(Name::of(format!("session-{}", &*hex).as_bytes()), Name::Data(i) if i == id)
+            matches!(Name::of(format!("session-{}", &*hex).as_bytes()), Name::Data(i) if i == key)
         );
         assert!(
-            matches!(Name::of(format!("session-{}.lock", &*hex).as_bytes()), Name::Lock(i) if i == id)
+            matches!(Name::of(format!("session-{}.lock", &*hex).as_bytes()), Name::Lock(i) if i == key)
         );
         assert!(matches!(Name::of(b".tmp-abc"), Name::Temp));
         for other in [
@@ -1156,25 +1165,25 @@ mod tests {
     #[test]
     fn bad_files_are_logged_once_per_version() {
         let (store, dir) = scratch();
-        let id = SessionId::generate().unwrap();
-        let path = store.inner.data_path(&id);
+        let key = StoreKey::generate().unwrap();
+        let path = store.inner.data_path(&key);
         fs::write(&path, b"garbage").unwrap();
         let print = |p: &Path| Fingerprint::of(&fs::metadata(p).unwrap());
         let problem = Problem::Decode(DecodeError::Foreign);
-        assert!(store.inner.warn_once(&id, print(&path), &problem));
-        assert!(!store.inner.warn_once(&id, print(&path), &problem));
+        assert!(store.inner.warn_once(&key, print(&path), &problem));
+        assert!(!store.inner.warn_once(&key, print(&path), &problem));
         fs::write(&path, b"other garbage").unwrap();
-        assert!(store.inner.warn_once(&id, print(&path), &problem));
-        assert!(!store.inner.warn_once(&id, print(&path), &problem));
+        assert!(store.inner.warn_once(&key, print(&path), &problem));
+        assert!(!store.inner.warn_once(&key, print(&path), &problem));
         fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
     async fn release_removes_the_lock_file_of_a_session_without_data() {
         let (store, dir) = scratch();
-        let id = SessionId::generate().unwrap();
-        let lock_path = store.inner.lock_path(&id);
-        let guard = store.lock(&id, Duration::from_secs(1)).await.unwrap();
+        let key = StoreKey::generate().unwrap();
+        let lock_path = store.inner.lock_path(&key);
+        let guard = store.lock(&key, Duration::from_secs(1)).await.unwrap();
         assert!(lock_path.exists());
         drop(guard);
         // The release runs on the blocking pool.

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
-use crate::id::{shard_of, IdMap, SessionId};
+use crate::id::{shard_of, KeyMap, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 
 const SHARDS: usize = 64;
@@ -26,7 +26,7 @@ pub struct MemoryStore {
 
 #[derive(Debug)]
 struct Inner {
-    shards: Box<[Mutex<IdMap<Entry>>]>,
+    shards: Box<[Mutex<KeyMap<Entry>>]>,
     /// The lock of a RAM session is its place in this process's queue.
     locks: Arc<LockWaits>,
 }
@@ -55,8 +55,8 @@ impl MemoryStore {
         }
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Entry>> {
-        lock_shard(&self.inner.shards[shard_of(id, SHARDS)])
+    fn shard(&self, key: &StoreKey) -> MutexGuard<'_, KeyMap<Entry>> {
+        lock_shard(&self.inner.shards[shard_of(key, SHARDS)])
     }
 
     /// Removes every session (CherryPy's `cache.clear()`).
@@ -67,7 +67,7 @@ impl MemoryStore {
     }
 }
 
-fn lock_shard(shard: &Mutex<IdMap<Entry>>) -> MutexGuard<'_, IdMap<Entry>> {
+fn lock_shard(shard: &Mutex<KeyMap<Entry>>) -> MutexGuard<'_, KeyMap<Entry>> {
     // Nothing panics while a shard is held, but if something ever did the
     // map would still be consistent: keep serving rather than poison.
     shard.lock().unwrap_or_else(|e| e.into_inner())
@@ -79,9 +79,9 @@ impl SessionStore for MemoryStore {
         Some(self)
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
         let now = now_millis();
-        Ok(self.shard(id).get(id).and_then(|e| {
+        Ok(self.shard(key).get(key).and_then(|e| {
             (e.expires > now).then(|| Record {
                 data: e.data.to_vec(),
                 created: e.created,
@@ -90,15 +90,15 @@ impl SessionStore for MemoryStore {
         }))
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let now = now_millis();
-        let mut shard = self.shard(id);
-        let live = shard.get(id).is_some_and(|e| e.expires > now);
+        let mut shard = self.shard(key);
+        let live = shard.get(key).is_some_and(|e| e.expires > now);
         if live != (write == SaveIf::Live) {
             return Ok(false);
         }
         shard.insert(
-            *id,
+            *key,
             Entry {
                 data: record.data.as_slice().into(),
                 created: record.created,
@@ -108,9 +108,9 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let now = now_millis();
-        Ok(match self.shard(id).get_mut(id) {
+        Ok(match self.shard(key).get_mut(key) {
             Some(e) if e.expires > now => {
                 e.expires = expires;
                 true
@@ -119,18 +119,18 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
-        self.shard(id).remove(id);
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        self.shard(key).remove(key);
         Ok(())
     }
 
-    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+    async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         let now = now_millis();
-        Ok(self.shard(id).get(id).is_some_and(|e| e.expires > now))
+        Ok(self.shard(key).get(key).is_some_and(|e| e.expires > now))
     }
 
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let local = self.inner.locks.local(id, wait).await?;
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        let local = self.inner.locks.local(key, wait).await?;
         Ok(LockGuard::new(local))
     }
 }
@@ -147,12 +147,12 @@ impl SessionAdmin for MemoryStore {
             .sum())
     }
 
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
         // One shard at a time, so a large store is never copied whole.
         stream::iter(self.inner.shards.iter())
             .flat_map(|shard| {
-                let ids: Vec<_> = lock_shard(shard).keys().copied().map(Ok).collect();
-                stream::iter(ids)
+                let keys: Vec<_> = lock_shard(shard).keys().copied().map(Ok).collect();
+                stream::iter(keys)
             })
             .boxed()
     }
@@ -181,16 +181,16 @@ mod tests {
         let store = MemoryStore::new();
         let now = now_millis();
         for (i, ttl) in [10_000u64, 0, 0].iter().enumerate() {
-            let id = SessionId::generate().unwrap();
+            let key = StoreKey::generate().unwrap();
             let r = Record {
                 data: format!("{{\"i\":{i}}}").into_bytes(),
                 created: now,
                 expires: now + ttl,
             };
-            assert!(store.save(&id, &r, SaveIf::Absent).await.unwrap());
+            assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
         }
         assert_eq!(store.clean_up().await.unwrap(), 2);
         assert_eq!(store.count().await.unwrap(), 1);
-        assert_eq!(store.ids().count().await, 1);
+        assert_eq!(store.keys().count().await, 1);
     }
 }

@@ -7,7 +7,9 @@
 //! [`open`] builds the one a config file names.
 //!
 //! A store knows nothing of HTTP. It loads and saves [`Record`]s by
-//! [`SessionId`], hands out per-id locks as [`LockGuard`] values, and checks
+//! [`StoreKey`] — the SHA-256 of a session's id, never the id itself, so
+//! nothing a store holds opens a session — hands out per-session locks as
+//! [`LockGuard`] values, and checks
 //! a [`SaveIf`] precondition on every save so that a request can never bring
 //! back a session that was deleted, regenerated or expired while it ran.
 //!
@@ -17,11 +19,11 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
 //! let store = MemoryStore::new();
-//! let id = SessionId::generate().unwrap();
+//! let key = SessionId::generate().unwrap().store_key();
 //! let now = sessions::now_millis();
 //! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000 };
-//! assert!(store.save(&id, &record, SaveIf::Absent).await?);
-//! assert_eq!(store.load(&id).await?, Some(record));
+//! assert!(store.save(&key, &record, SaveIf::Absent).await?);
+//! assert_eq!(store.load(&key).await?, Some(record));
 //! # Ok(()) }
 //! ```
 
@@ -32,7 +34,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
+#[cfg(doc)]
 use crate::id::SessionId;
+use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 
 mod memory;
@@ -139,7 +143,7 @@ impl Error {
 /// same step as the write, so that a save never resurrects a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaveIf {
-    /// A new session: written only if no live record has this id.
+    /// A new session: written only if no live record has this key.
     Absent,
     /// A loaded session: written only if its record still exists and has not
     /// expired (it was not deleted, regenerated or expired meanwhile).
@@ -181,45 +185,48 @@ impl fmt::Debug for LockGuard {
 /// Loads, saves and locks sessions. One implementation per backend; every
 /// implementation passes the crate's conformance suite.
 ///
-/// Ids given to a store are always well formed (see [`SessionId`]); records
-/// are already size-checked by the caller.
+/// A store is given [`StoreKey`]s, never session ids: the layer hashes the
+/// id a client presents ([`SessionId::store_key`]) and asks for that, so
+/// whatever a store writes (files, keys, rows, logs of its own) names
+/// sessions by a key that cannot be turned back into a cookie. Records are
+/// already size-checked by the caller.
 #[async_trait]
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// The live record, or `None` if there is none or it has expired.
     /// A record that cannot be decoded is logged and reported as `None`.
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error>;
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error>;
 
     /// Writes `record` if the precondition `write` holds. Returns `false`,
     /// writing nothing, when it does not.
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error>;
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error>;
 
     /// Moves the expiry of an existing, live record without rewriting its
     /// data. Returns `false` if there is no such record.
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error>;
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error>;
 
     /// Removes the record, if any.
-    async fn delete(&self, id: &SessionId) -> Result<(), Error>;
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error>;
 
     /// Whether a live record exists.
-    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
-        Ok(self.load(id).await?.is_some())
+    async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
+        Ok(self.load(key).await?.is_some())
     }
 
-    /// Takes the id's lock, waiting at most `wait`
+    /// Takes the session's lock, waiting at most `wait`
     /// ([`Error::LockTimeout`] after that). The lock excludes every other
-    /// holder of the same id that uses this store's backend — in other
+    /// holder of the same key that uses this store's backend — in other
     /// tasks, and for shared stores in other processes.
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error>;
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error>;
 
     /// Takes the lock, then loads. Stores that can do both in one round trip
     /// override this.
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let guard = self.lock(id, wait).await?;
-        let record = self.load(id).await?;
+        let guard = self.lock(key, wait).await?;
+        let record = self.load(key).await?;
         Ok((guard, record))
     }
 
@@ -227,12 +234,12 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// trip override this.
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
-        let saved = self.save(id, record, write).await;
+        let saved = self.save(key, record, write).await;
         drop(guard);
         saved
     }
@@ -253,9 +260,9 @@ pub trait SessionAdmin: SessionStore {
     /// may be counted by stores that cannot tell cheaply).
     async fn count(&self) -> Result<u64, Error>;
 
-    /// The ids of stored sessions, streamed so that a large store is never
+    /// The keys of stored sessions, streamed so that a large store is never
     /// held in memory at once.
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>>;
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>>;
 
     /// Removes expired sessions and returns how many were removed. Never
     /// removes or breaks a lock that is held.
@@ -265,39 +272,39 @@ pub trait SessionAdmin: SessionStore {
 /// Stores are shared between the layer, the clean-up task and the app.
 #[async_trait]
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
-        (**self).load(id).await
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+        (**self).load(key).await
     }
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
-        (**self).save(id, record, write).await
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        (**self).save(key, record, write).await
     }
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
-        (**self).touch(id, expires).await
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
+        (**self).touch(key, expires).await
     }
-    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
-        (**self).delete(id).await
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        (**self).delete(key).await
     }
-    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
-        (**self).exists(id).await
+    async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
+        (**self).exists(key).await
     }
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        (**self).lock(id, wait).await
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        (**self).lock(key, wait).await
     }
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        (**self).lock_and_load(id, wait).await
+        (**self).lock_and_load(key, wait).await
     }
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
-        (**self).save_and_unlock(id, record, write, guard).await
+        (**self).save_and_unlock(key, record, write, guard).await
     }
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         (**self).as_admin()
@@ -309,8 +316,8 @@ impl<S: SessionAdmin + ?Sized> SessionAdmin for std::sync::Arc<S> {
     async fn count(&self) -> Result<u64, Error> {
         (**self).count().await
     }
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
-        (**self).ids()
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
+        (**self).keys()
     }
     async fn clean_up(&self) -> Result<u64, Error> {
         (**self).clean_up().await

@@ -11,17 +11,17 @@
 //!     .with_prefix("shop:session:")
 //!     .with_lease(Duration::from_secs(10));
 //!
-//! let id = SessionId::generate().unwrap();
+//! let key = SessionId::generate().unwrap().store_key();
 //! let now = now_millis();
 //! let record = Record { data: br#"{"cart":[]}"#.to_vec(), created: now, expires: now + 3_600_000 };
-//! assert!(store.save(&id, &record, SaveIf::Absent).await?);
+//! assert!(store.save(&key, &record, SaveIf::Absent).await?);
 //!
 //! // A request on that session: lock and load in one round trip, then
 //! // save and unlock in one more.
-//! let (guard, loaded) = store.lock_and_load(&id, Duration::from_secs(30)).await?;
+//! let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 //! let mut record = loaded.expect("just saved");
 //! record.data = br#"{"cart":[42]}"#.to_vec();
-//! assert!(store.save_and_unlock(&id, &record, SaveIf::Live, guard).await?);
+//! assert!(store.save_and_unlock(&key, &record, SaveIf::Live, guard).await?);
 //! # Ok(()) }
 //! ```
 //!
@@ -47,9 +47,9 @@ use super::{
     Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionAdmin,
     SessionStore,
 };
-use crate::id::{SessionId, ShortId};
-use crate::task::AbortOnDrop;
+use crate::id::{SessionId, ShortId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
+use crate::task::AbortOnDrop;
 
 mod conn;
 
@@ -114,8 +114,8 @@ end
 ";
 
 /// Called right after a lock was deleted: if another process marked that
-/// it waits, the mark goes and the session's tag is published, which
-/// wakes that process's waiter (see "Locks" on [`RedisStore`]).
+/// it waits, the mark goes and the session's tag (its key) is published,
+/// which wakes that process's waiter (see "Locks" on [`RedisStore`]).
 const RELEASED_FN: &str = r"
 local function released(waiting, channel, tag)
   if redis.call('DEL', waiting) == 1 then redis.call('PUBLISH', channel, tag) end
@@ -214,16 +214,18 @@ impl Scripts {
 /// client follows by itself; or a master found through Sentinel, asked
 /// again whenever the master stops answering or refuses a write as a
 /// replica. The store runs the same commands and scripts on all three:
-/// every script touches one session's two keys, which share a slot. The
-/// admin listing (`count`, `ids`) scans every master of a Cluster.
+/// every script touches only one session's keys, which share a slot. The
+/// admin listing (`count`, `keys`) scans every master of a Cluster.
 ///
 /// # Layout
 ///
-/// A session is one string key, `{prefix}{<id>}`, holding the bytes of
+/// A session is one string key, `{prefix}{<key>}`, where `<key>` is its
+/// [`StoreKey`] in hex (never the id), holding the bytes of
 /// [`Record::encode`] with a native TTL (`PX`) of `expires - now`; its lock
-/// is `{prefix}{<id>}:lock`. The braces are a cluster hash tag: both keys of
-/// a session hash to the same slot, so every script below may touch both
-/// (keep braces out of the prefix, or all sessions share one slot).
+/// is `{prefix}{<key>}:lock`, and `{prefix}{<key>}:waiting` marks a wait
+/// for it. The braces are a cluster hash tag: all keys of a session hash
+/// to the same slot, so every script below may touch them together (keep
+/// braces out of the prefix, or all sessions share one slot).
 ///
 /// # Expiry
 ///
@@ -242,8 +244,8 @@ impl Scripts {
 /// one process queue in the process, so only the first asks Redis; it asks
 /// again when the holder's release wakes it, or after a short backoff,
 /// until the caller's wait runs out. The wake-up: an attempt that finds
-/// the lock held marks `{prefix}{<id>}:waiting` (in the same script), and
-/// the release that finds the mark deletes it and publishes the id on the
+/// the lock held marks `{prefix}{<key>}:waiting` (in the same script), and
+/// the release that finds the mark deletes it and publishes the key on the
 /// channel `{prefix}released`, to which a store subscribes at its first
 /// such wait (one connection per store, reconnecting by itself; on a
 /// Cluster to any node, which all deliver every `PUBLISH`). Uncontended
@@ -268,7 +270,7 @@ impl Scripts {
 /// deleted, regenerated or expired meanwhile. Values that are not records
 /// of this crate, are damaged, or are larger than the
 /// [`max size`](Self::with_max_size) load as missing and are logged with
-/// the id's [`short`](SessionId::short) form.
+/// the key's [`short`](StoreKey::short) form.
 ///
 /// # Failover
 ///
@@ -449,15 +451,15 @@ impl RedisStore {
         Ok(())
     }
 
-    fn data_key(&self, id: &SessionId) -> String {
-        SessionKeys::tagged(&self.prefix, id, "")
+    fn data_key(&self, key: &StoreKey) -> String {
+        LockKeys::tagged(&self.prefix, key, "")
     }
 
-    fn keys(&self, id: &SessionId) -> SessionKeys {
-        SessionKeys {
-            lock: SessionKeys::tagged(&self.prefix, id, ":lock"),
-            waiting: SessionKeys::tagged(&self.prefix, id, ":waiting"),
-            tag: id.as_hex().to_string(),
+    fn lock_keys(&self, key: &StoreKey) -> LockKeys {
+        LockKeys {
+            lock: LockKeys::tagged(&self.prefix, key, ":lock"),
+            waiting: LockKeys::tagged(&self.prefix, key, ":waiting"),
+            tag: key.as_hex().to_string(),
         }
     }
 
@@ -500,7 +502,7 @@ impl RedisStore {
     /// missing, expired and unreadable values (logged).
     fn finish_read(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         status: i64,
         value: Option<Vec<u8>>,
         n: i64,
@@ -523,7 +525,7 @@ impl RedisStore {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        session = %id.short(), error = %e,
+                        session = %key.short(), error = %e,
                         "ignoring an unreadable session in redis"
                     );
                     None
@@ -531,14 +533,14 @@ impl RedisStore {
             },
             (2, _) => {
                 tracing::warn!(
-                    session = %id.short(),
+                    session = %key.short(),
                     "ignoring a foreign value at a session key in redis"
                 );
                 None
             }
             (3, _) => {
                 tracing::warn!(
-                    session = %id.short(), size = n, max = self.max_size,
+                    session = %key.short(), size = n, max = self.max_size,
                     "ignoring an oversized session in redis"
                 );
                 None
@@ -547,13 +549,9 @@ impl RedisStore {
         }
     }
 
-    /// One `SCAN` step on `node`: the next cursor and the session ids on
+    /// One `SCAN` step on `node`: the next cursor and the sessions' keys on
     /// this page.
-    async fn scan_page(
-        &self,
-        node: &ScanNode,
-        cursor: u64,
-    ) -> Result<(u64, Vec<SessionId>), Error> {
+    async fn scan_page(&self, node: &ScanNode, cursor: u64) -> Result<(u64, Vec<StoreKey>), Error> {
         let mut conn = self.conn.clone();
         let mut scan = ::redis::cmd("SCAN");
         scan.arg(cursor)
@@ -564,25 +562,25 @@ impl RedisStore {
         let (next, keys): (u64, Vec<Vec<u8>>) =
             bounded("listing sessions", conn.run_on(node, scan)).await?;
         let prefix = self.prefix.as_bytes();
-        let ids = keys
+        let keys = keys
             .iter()
             .filter_map(|key| {
                 let tagged = key.strip_prefix(prefix)?;
                 let hex = tagged.strip_prefix(b"{")?.strip_suffix(b"}")?;
-                SessionId::from_bytes(hex).ok()
+                StoreKey::from_bytes(hex).ok()
             })
             .collect();
-        Ok((next, ids))
+        Ok((next, keys))
     }
 
-    /// The session ids stored on one node, a page at a time.
-    fn node_ids(&self, node: ScanNode) -> BoxStream<'_, Result<SessionId, Error>> {
+    /// The keys of the sessions stored on one node, a page at a time.
+    fn node_keys(&self, node: ScanNode) -> BoxStream<'_, Result<StoreKey, Error>> {
         stream::unfold(Some(0u64), move |cursor| {
             let node = node.clone();
             async move {
                 let page = match self.scan_page(&node, cursor?).await {
-                    Ok((0, ids)) => (ids.into_iter().map(Ok).collect::<Vec<_>>(), None),
-                    Ok((next, ids)) => (ids.into_iter().map(Ok).collect(), Some(next)),
+                    Ok((0, keys)) => (keys.into_iter().map(Ok).collect::<Vec<_>>(), None),
+                    Ok((next, keys)) => (keys.into_iter().map(Ok).collect(), Some(next)),
                     Err(e) => (vec![Err(e)], None),
                 };
                 Some(page)
@@ -614,9 +612,6 @@ async fn bounded<T>(
     }
 }
 
-/// The `SCAN MATCH` pattern of data keys: the prefix with glob characters
-/// escaped, then a 40-character hash tag. Lock keys end in `:lock` and do
-/// not match.
 fn release_channel(prefix: &str) -> Arc<str> {
     format!("{prefix}released").into()
 }
@@ -638,8 +633,8 @@ async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) 
                 while let Some(message) = messages.next().await {
                     let Some(waits) = waits.upgrade() else { return };
                     let tag = message.get_payload::<String>();
-                    if let Ok(Ok(id)) = tag.map(|tag| tag.parse::<SessionId>()) {
-                        waits.wake(&id);
+                    if let Ok(Ok(key)) = tag.map(|tag| tag.parse::<StoreKey>()) {
+                        waits.wake(&key);
                     }
                 }
                 tracing::debug!("session lock wake-ups lost their connection; waiters poll");
@@ -660,16 +655,16 @@ async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) 
 /// (one Cluster slot, so every script may touch them all), and the tag
 /// that a release publishes.
 #[derive(Clone, Default)]
-struct SessionKeys {
+struct LockKeys {
     lock: String,
     /// Set while another process waits for the lock.
     waiting: String,
     tag: String,
 }
 
-impl SessionKeys {
-    fn tagged(prefix: &str, id: &SessionId, suffix: &str) -> String {
-        format!("{prefix}{{{}}}{suffix}", &*id.as_hex())
+impl LockKeys {
+    fn tagged(prefix: &str, key: &StoreKey, suffix: &str) -> String {
+        format!("{prefix}{{{}}}{suffix}", &*key.as_hex())
     }
 }
 
@@ -679,7 +674,7 @@ async fn release(
     mut conn: Conn,
     scripts: &Scripts,
     channel: &str,
-    keys: &SessionKeys,
+    keys: &LockKeys,
     token: &str,
 ) -> Result<i64, Error> {
     let mut call = scripts.release.prepare_invoke();
@@ -691,6 +686,9 @@ async fn release(
     bounded("releasing a session lock", call.invoke_async(&mut conn)).await
 }
 
+/// The `SCAN MATCH` pattern of data keys: the prefix with glob characters
+/// escaped, then a 64-character hash tag. Lock keys end in `:lock` or
+/// `:waiting` and do not match.
 fn scan_pattern(prefix: &str) -> String {
     let mut p = String::with_capacity(prefix.len() + 48);
     for c in prefix.chars() {
@@ -700,7 +698,7 @@ fn scan_pattern(prefix: &str) -> String {
         p.push(c);
     }
     p.push('{');
-    p.extend(std::iter::repeat_n('?', 40));
+    p.extend(std::iter::repeat_n('?', 64));
     p.push('}');
     p
 }
@@ -730,12 +728,12 @@ struct Lease {
     conn: Conn,
     scripts: Arc<Scripts>,
     channel: Arc<str>,
-    keys: SessionKeys,
+    keys: LockKeys,
     token: String,
     renewal: AbortHandle,
     /// Set once the lock was released by `save_and_unlock`.
     released: bool,
-    /// This process's place at the front of the id's queue, let go only
+    /// This process's place at the front of the session's queue, let go only
     /// after Redis has the lock back, so the next local waiter's first
     /// attempt succeeds.
     place: Place,
@@ -751,13 +749,13 @@ impl Lease {
     /// Starts renewing a lock just taken.
     fn start(
         store: &RedisStore,
-        id: &SessionId,
-        keys: SessionKeys,
+        key: &StoreKey,
+        keys: LockKeys,
         token: String,
         local: LocalGuard,
     ) -> Self {
         let renewal = tokio::spawn(renew(
-            id.short(),
+            key.short(),
             store.conn.clone(),
             store.scripts.clone(),
             keys.lock.clone(),
@@ -863,13 +861,13 @@ impl Drop for Lease {
 /// token (compare-and-delete: nothing happens to someone else's lock).
 struct Attempt<'a> {
     store: &'a RedisStore,
-    keys: &'a SessionKeys,
+    keys: &'a LockKeys,
     token: &'a str,
     answered: bool,
 }
 
 impl<'a> Attempt<'a> {
-    fn new(store: &'a RedisStore, keys: &'a SessionKeys, token: &'a str) -> Self {
+    fn new(store: &'a RedisStore, keys: &'a LockKeys, token: &'a str) -> Self {
         Attempt {
             store,
             keys,
@@ -951,19 +949,19 @@ impl SessionStore for RedisStore {
         Some(self)
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.load.prepare_invoke();
-        call.key(self.data_key(id)).arg(self.read_limit());
+        call.key(self.data_key(key)).arg(self.read_limit());
         let (status, value, n): (i64, Option<Vec<u8>>, i64) =
             bounded("loading a session", call.invoke_async(&mut conn)).await?;
-        Ok(self.finish_read(id, status, value, n))
+        Ok(self.finish_read(key, status, value, n))
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.check_size(record)?;
         let mut set = ::redis::cmd("SET");
-        set.arg(self.data_key(id))
+        set.arg(self.data_key(key))
             .arg(record.encode())
             .arg("PX")
             .arg(ttl_ms(record.expires))
@@ -983,13 +981,13 @@ impl SessionStore for RedisStore {
         Ok(written.is_some())
     }
 
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         // PEXPIRE does nothing to a missing (or expired) key.
         let moved: i64 = bounded(
             "refreshing a session",
             ::redis::cmd("PEXPIRE")
-                .arg(self.data_key(id))
+                .arg(self.data_key(key))
                 .arg(ttl_ms(expires))
                 .query_async(&mut conn),
         )
@@ -997,10 +995,10 @@ impl SessionStore for RedisStore {
         Ok(moved == 1)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
-        // Only the data: a lock on the id belongs to whoever holds it.
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        // Only the data: the session's lock belongs to whoever holds it.
         let mut del = ::redis::cmd("DEL");
-        del.arg(self.data_key(id));
+        del.arg(self.data_key(key));
         let Some(wait) = self.wait() else {
             let mut conn = self.conn.clone();
             let _: i64 = bounded("deleting a session", del.query_async(&mut conn)).await?;
@@ -1019,14 +1017,14 @@ impl SessionStore for RedisStore {
     // `exists` keeps the default (a load): a value that does not decode is
     // no live session, which `EXISTS` cannot tell.
 
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let mut waiter = match self.locks.enter_or_take::<Handover>(id, wait).await? {
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        let mut waiter = match self.locks.enter_or_take::<Handover>(key, wait).await? {
             Entered::HandedOver(local, handover) => {
                 return Ok(LockGuard::new(Lease::taken(*handover, local).0));
             }
             Entered::Front(waiter) => waiter,
         };
-        let (keys, token) = (self.keys(id), new_token()?);
+        let (keys, token) = (self.lock_keys(key), new_token()?);
         let mut conn = self.conn.clone();
         loop {
             let mut call = self.scripts.lock.prepare_invoke();
@@ -1039,7 +1037,7 @@ impl SessionStore for RedisStore {
             attempt.answered();
             if taken == 1 {
                 let local = waiter.granted();
-                return Ok(LockGuard::new(Lease::start(self, id, keys, token, local)));
+                return Ok(LockGuard::new(Lease::start(self, key, keys, token, local)));
             }
             self.listen();
             waiter.pause().await?;
@@ -1048,10 +1046,10 @@ impl SessionStore for RedisStore {
 
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let mut waiter = match self.locks.enter_or_take::<Handover>(id, wait).await? {
+        let mut waiter = match self.locks.enter_or_take::<Handover>(key, wait).await? {
             // The request before in this process left the lock, still held,
             // and (if it saved) the record: no round trip for this one.
             Entered::HandedOver(local, handover) => {
@@ -1059,13 +1057,13 @@ impl SessionStore for RedisStore {
                 let guard = LockGuard::new(lease);
                 let record = match known {
                     Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
-                    Known::Unknown => self.load(id).await?,
+                    Known::Unknown => self.load(key).await?,
                 };
                 return Ok((guard, record));
             }
             Entered::Front(waiter) => waiter,
         };
-        let (data_key, keys, token) = (self.data_key(id), self.keys(id), new_token()?);
+        let (data_key, keys, token) = (self.data_key(key), self.lock_keys(key), new_token()?);
         let mut conn = self.conn.clone();
         loop {
             let mut call = self.scripts.lock_and_load.prepare_invoke();
@@ -1084,8 +1082,8 @@ impl SessionStore for RedisStore {
             attempt.answered();
             if status != -1 {
                 let local = waiter.granted();
-                let guard = LockGuard::new(Lease::start(self, id, keys, token, local));
-                return Ok((guard, self.finish_read(id, status, value, n)));
+                let guard = LockGuard::new(Lease::start(self, key, keys, token, local));
+                return Ok((guard, self.finish_read(key, status, value, n)));
             }
             self.listen();
             waiter.pause().await?;
@@ -1094,7 +1092,7 @@ impl SessionStore for RedisStore {
 
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
         guard: LockGuard,
@@ -1105,7 +1103,7 @@ impl SessionStore for RedisStore {
             Ok(lease) => lease,
             // Not one of ours: save, then let the guard release itself.
             Err(guard) => {
-                let saved = self.save(id, record, write).await;
+                let saved = self.save(key, record, write).await;
                 drop(guard);
                 return saved;
             }
@@ -1114,7 +1112,7 @@ impl SessionStore for RedisStore {
             // One round trip for the next request of this process too: the
             // lock stays, and so does what was just written.
             let mut call = self.scripts.save_and_keep.prepare_invoke();
-            call.key(self.data_key(id))
+            call.key(self.data_key(key))
                 .key(&lease.keys.lock)
                 .arg(&lease.token)
                 .arg(record.encode())
@@ -1140,7 +1138,7 @@ impl SessionStore for RedisStore {
         lease.renewal.abort();
         lease.place.release_only();
         let mut call = self.scripts.save_and_unlock.prepare_invoke();
-        call.key(self.data_key(id))
+        call.key(self.data_key(key))
             .key(&lease.keys.lock)
             .key(&lease.keys.waiting)
             .arg(&lease.token)
@@ -1180,12 +1178,12 @@ impl SessionStore for RedisStore {
 #[async_trait]
 impl SessionAdmin for RedisStore {
     async fn count(&self) -> Result<u64, Error> {
-        self.ids()
+        self.keys()
             .try_fold(0, |n, _| async move { Ok(n + 1) })
             .await
     }
 
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
         // SCAN, never KEYS: one page at a time, without blocking a server;
         // a cursor belongs to one server, so a Cluster is scanned master
         // by master.
@@ -1195,7 +1193,7 @@ impl SessionAdmin for RedisStore {
         })
         .flat_map(move |nodes| match nodes {
             Ok(nodes) => stream::iter(nodes)
-                .flat_map(move |node| self.node_ids(node))
+                .flat_map(move |node| self.node_keys(node))
                 .boxed(),
             Err(e) => stream::iter([Err(e)]).boxed(),
         })
@@ -1217,7 +1215,7 @@ mod tests {
         let p = scan_pattern("a*b?[c]\\:");
         assert!(p.starts_with(r"a\*b\?\[c\]\\:{"), "{p}");
         assert!(p.ends_with("?}"));
-        assert_eq!(p.matches('?').count(), 41);
+        assert_eq!(p.matches('?').count(), 65);
     }
 
     #[test]

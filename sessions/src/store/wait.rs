@@ -1,18 +1,18 @@
 //! The one way a store waits for a session lock.
 //!
-//! Requests of one process queue on a per-id FIFO ([`LocalLocks`]) first:
-//! waiting there costs no thread, no connection and no round trip, and a
-//! lock passes to the next local waiter the moment it is let go. Only the
-//! request at the front of its id's queue asks the backend, through a
-//! [`Waiter`]: it tries, and while the backend says the lock is taken
-//! elsewhere it pauses until either the store [wakes](LockWaits::wake) it
-//! (a backend notification that the lock was released) or the one backoff
-//! of this crate runs out, and tries again, until the caller's wait is
-//! used up. Stores whose backend cannot notify simply never wake: the
-//! backoff alone then paces the polling.
+//! Requests of one process queue on a per-session FIFO ([`LocalLocks`])
+//! first: waiting there costs no thread, no connection and no round trip,
+//! and a lock passes to the next local waiter the moment it is let go. Only
+//! the request at the front of its session's queue asks the backend,
+//! through a [`Waiter`]: it tries, and while the backend says the lock is
+//! taken elsewhere it pauses until either the store
+//! [wakes](LockWaits::wake) it (a backend notification that the lock was
+//! released) or the one backoff of this crate runs out, and tries again,
+//! until the caller's wait is used up. Stores whose backend cannot notify
+//! simply never wake: the backoff alone then paces the polling.
 //!
 //! ```text
-//! request ──► local FIFO (per id) ──► front: try backend ──taken──► pause ─┐
+//! request ──► local FIFO (per key) ─► front: try backend ──taken──► pause ─┐
 //!                                          ▲                               │
 //!                                          └──── woken, or backoff over ◄──┘
 //! ```
@@ -25,7 +25,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard};
 use tokio::time::Instant;
 
 use super::Error;
-use crate::id::{shard_of, IdMap, SessionId};
+use crate::id::{shard_of, KeyMap, StoreKey};
 use crate::record::Record;
 
 const SHARDS: usize = 32;
@@ -55,26 +55,27 @@ pub(crate) enum Known {
     Unknown,
 }
 
-/// The mutex of one id. Its content is empty but for the moment between a
-/// holder handing its backend lock over and the next waiter taking it.
+/// The mutex of one session. Its content is empty but for the moment
+/// between a holder handing its backend lock over and the next waiter
+/// taking it.
 type Slot = Arc<AsyncMutex<Option<Handover>>>;
 
-/// A table entry: the id's mutex and how many claims (holder and waiters)
-/// there are on it, counted under the shard's lock.
+/// A table entry: the session's mutex and how many claims (holder and
+/// waiters) there are on it, counted under the shard's lock.
 #[derive(Default)]
 struct Entry {
     slot: Slot,
     claims: usize,
 }
 
-/// A sharded table of per-id async mutexes, fair (first come, first
+/// A sharded table of per-session async mutexes, fair (first come, first
 /// served).
 ///
 /// The table never leaks: an entry is removed when the last holder or
 /// waiter lets go of it. A hand-over nobody took (every waiter gave up) is
 /// dropped with its entry, and its own `Drop` releases what it holds.
 pub(crate) struct LocalLocks {
-    shards: Box<[Mutex<IdMap<Entry>>]>,
+    shards: Box<[Mutex<KeyMap<Entry>>]>,
 }
 
 impl std::fmt::Debug for LocalLocks {
@@ -84,7 +85,7 @@ impl std::fmt::Debug for LocalLocks {
 }
 
 /// A held lock from [`LocalLocks`]; dropping it releases the lock and, if
-/// nobody else wants the id, removes the table entry.
+/// nobody else wants the session, removes the table entry.
 #[derive(Debug)]
 pub(crate) struct LocalGuard {
     // Field order matters: the mutex guard is released before `claim`
@@ -94,21 +95,21 @@ pub(crate) struct LocalGuard {
     claim: Claim,
 }
 
-/// A claim on an id's entry; dropping the last one removes the entry.
+/// A claim on a key's entry; dropping the last one removes the entry.
 #[derive(Debug)]
 struct Claim {
     locks: Arc<LocalLocks>,
-    id: SessionId,
+    key: StoreKey,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut shard = self.locks.shard(&self.id);
-        let last = shard.get_mut(&self.id).is_some_and(|entry| {
+        let mut shard = self.locks.shard(&self.key);
+        let last = shard.get_mut(&self.key).is_some_and(|entry| {
             entry.claims -= 1;
             entry.claims == 0
         });
-        let removed = if last { shard.remove(&self.id) } else { None };
+        let removed = if last { shard.remove(&self.key) } else { None };
         // A hand-over in the removed mutex is dropped outside the shard's
         // lock: its `Drop` may spawn a release.
         drop(shard);
@@ -117,17 +118,17 @@ impl Drop for Claim {
 }
 
 impl LocalGuard {
-    /// Whether another request of this process waits for this id.
+    /// Whether another request of this process waits for this session.
     #[cfg_attr(
         not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
         allow(dead_code)
     )]
     pub(crate) fn has_waiters(&self) -> bool {
-        let shard = self.claim.locks.shard(&self.claim.id);
-        shard.get(&self.claim.id).is_some_and(|e| e.claims > 1)
+        let shard = self.claim.locks.shard(&self.claim.key);
+        shard.get(&self.claim.key).is_some_and(|e| e.claims > 1)
     }
 
-    /// Lets go of the id, leaving `value` — the backend lock, still held —
+    /// Lets go of the key, leaving `value` — the backend lock, still held —
     /// for the next waiter, which [`LockWaits::enter`] hands it to. Only
     /// worth it when [`has_waiters`](Self::has_waiters): should every
     /// waiter give up instead, the value is dropped with the entry.
@@ -149,37 +150,37 @@ impl LocalLocks {
         }
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Entry>> {
+    fn shard(&self, key: &StoreKey) -> MutexGuard<'_, KeyMap<Entry>> {
         // A poisoned shard only means a panic elsewhere while it was held;
         // the map itself is always consistent, so keep using it.
-        self.shards[shard_of(id, SHARDS)]
+        self.shards[shard_of(key, SHARDS)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers interest in the id's lock: a claim on its table entry and
-    /// the entry's mutex.
-    fn claim(self: &Arc<Self>, id: &SessionId) -> (Claim, Slot) {
-        let mut shard = self.shard(id);
-        let entry = shard.entry(*id).or_default();
+    /// Registers interest in the session's lock: a claim on its table entry
+    /// and the entry's mutex.
+    fn claim(self: &Arc<Self>, key: &StoreKey) -> (Claim, Slot) {
+        let mut shard = self.shard(key);
+        let entry = shard.entry(*key).or_default();
         entry.claims += 1;
         let slot = Arc::clone(&entry.slot);
         drop(shard);
         let claim = Claim {
             locks: Arc::clone(self),
-            id: *id,
+            key: *key,
         };
         (claim, slot)
     }
 
-    /// Waits at most `wait` for the id's lock; `None` on timeout. With the
-    /// lock comes what the previous holder handed over, if anything.
+    /// Waits at most `wait` for the session's lock; `None` on timeout. With
+    /// the lock comes what the previous holder handed over, if anything.
     pub(crate) async fn lock(
         self: &Arc<Self>,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Option<(LocalGuard, Option<Handover>)> {
-        let (claim, slot) = self.claim(id);
+        let (claim, slot) = self.claim(key);
         // Uncontended, the usual case: no timer to arm.
         let mut guard = match Arc::clone(&slot).try_lock_owned() {
             Ok(guard) => guard,
@@ -197,8 +198,8 @@ impl LocalLocks {
 
     /// Takes the lock if it is free right now.
     #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
-    pub(crate) fn try_lock(self: &Arc<Self>, id: &SessionId) -> Option<LocalGuard> {
-        let (claim, slot) = self.claim(id);
+    pub(crate) fn try_lock(self: &Arc<Self>, key: &StoreKey) -> Option<LocalGuard> {
+        let (claim, slot) = self.claim(key);
         let mut guard = slot.try_lock_owned().ok()?;
         // Clean-up takes no hand-over: dropping one releases it.
         drop(guard.take());
@@ -208,10 +209,10 @@ impl LocalLocks {
         })
     }
 
-    /// Whether the id's lock is held or awaited right now.
+    /// Whether the session's lock is held or awaited right now.
     #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
-    pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
-        self.shard(id).contains_key(id)
+    pub(crate) fn is_busy(&self, key: &StoreKey) -> bool {
+        self.shard(key).contains_key(key)
     }
 
     /// Whether anyone holds or waits for a lock (for tests).
@@ -224,14 +225,14 @@ impl LocalLocks {
     }
 }
 
-/// The lock waits of one store in one process: the local FIFO per id and
+/// The lock waits of one store in one process: the local FIFO per session and
 /// the wake-up signals of the waiters at the front of each queue.
 #[derive(Debug)]
 pub(crate) struct LockWaits {
     local: Arc<LocalLocks>,
-    /// One entry per id whose front waiter is asking the backend right now
-    /// (the local FIFO lets only one per id do so), removed when it stops.
-    wakeups: Box<[Mutex<IdMap<Arc<Notify>>>]>,
+    /// One entry per key whose front waiter is asking the backend right now
+    /// (the local FIFO lets only one per key do so), removed when it stops.
+    wakeups: Box<[Mutex<KeyMap<Arc<Notify>>>]>,
 }
 
 impl LockWaits {
@@ -242,52 +243,52 @@ impl LockWaits {
         })
     }
 
-    /// Waits at most `wait` for the id's place at the front of this
+    /// Waits at most `wait` for the session's place at the front of this
     /// process's queue: all a store whose locks live in this process needs.
-    pub(crate) async fn local(&self, id: &SessionId, wait: Duration) -> Result<LocalGuard, Error> {
+    pub(crate) async fn local(&self, key: &StoreKey, wait: Duration) -> Result<LocalGuard, Error> {
         // A store that waits only locally hands nothing over.
-        let (local, _) = self.queue(id, wait).await?;
+        let (local, _) = self.queue(key, wait).await?;
         Ok(local)
     }
 
     async fn queue(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LocalGuard, Option<Handover>), Error> {
         self.local
-            .lock(id, wait)
+            .lock(key, wait)
             .await
             .ok_or(Error::LockTimeout(wait))
     }
 
-    /// Takes the id's local place if it is free right now (for clean-up,
+    /// Takes the session's local place if it is free right now (for clean-up,
     /// which must never wait behind a request).
     #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
-    pub(crate) fn try_local(&self, id: &SessionId) -> Option<LocalGuard> {
-        self.local.try_lock(id)
+    pub(crate) fn try_local(&self, key: &StoreKey) -> Option<LocalGuard> {
+        self.local.try_lock(key)
     }
 
-    /// Whether a request of this process holds or awaits the id's lock.
+    /// Whether a request of this process holds or awaits the session's lock.
     #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
-    pub(crate) fn is_busy(&self, id: &SessionId) -> bool {
-        self.local.is_busy(id)
+    pub(crate) fn is_busy(&self, key: &StoreKey) -> bool {
+        self.local.is_busy(key)
     }
 
-    /// Queues for the id in this process, then hands back the [`Waiter`]
+    /// Queues for the session in this process, then hands back the [`Waiter`]
     /// through which the front of the queue asks the backend. The whole
     /// wait, queue and backend together, is bounded by `wait`.
     #[cfg_attr(not(all(feature = "file", unix)), allow(dead_code))]
     pub(crate) async fn enter(
         self: &Arc<Self>,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<Waiter, Error> {
         // A store that never hands over finds nothing to take.
-        match self.enter_or_take::<()>(id, wait).await? {
+        match self.enter_or_take::<()>(key, wait).await? {
             Entered::Front(waiter) => Ok(waiter),
             Entered::HandedOver(local, _) => {
-                Ok(self.waiter(id, local, Instant::now() + wait, wait))
+                Ok(self.waiter(key, local, Instant::now() + wait, wait))
             }
         }
     }
@@ -302,11 +303,11 @@ impl LockWaits {
     )]
     pub(crate) async fn enter_or_take<T: Any + Send>(
         self: &Arc<Self>,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<Entered<T>, Error> {
         let deadline = Instant::now() + wait;
-        let (local, handed) = self.queue(id, wait).await?;
+        let (local, handed) = self.queue(key, wait).await?;
         if let Some(value) = handed {
             // Anything but this store's own hand-over is dropped, which
             // releases it.
@@ -314,12 +315,12 @@ impl LockWaits {
                 return Ok(Entered::HandedOver(local, value));
             }
         }
-        Ok(Entered::Front(self.waiter(id, local, deadline, wait)))
+        Ok(Entered::Front(self.waiter(key, local, deadline, wait)))
     }
 
     fn waiter(
         self: &Arc<Self>,
-        id: &SessionId,
+        key: &StoreKey,
         local: LocalGuard,
         deadline: Instant,
         wait: Duration,
@@ -328,11 +329,11 @@ impl LockWaits {
         // backend reports between an attempt and the pause after it is
         // kept as a permit instead of lost.
         let notify = Arc::new(Notify::new());
-        self.wakeups(id).insert(*id, Arc::clone(&notify));
+        self.wakeups(key).insert(*key, Arc::clone(&notify));
         Waiter {
             local: Some(local),
             waits: Arc::clone(self),
-            id: *id,
+            key: *key,
             notify,
             deadline,
             wait,
@@ -340,21 +341,21 @@ impl LockWaits {
         }
     }
 
-    /// The backend says the id's lock was let go: the waiter of this
+    /// The backend says the session's lock was let go: the waiter of this
     /// process at the front of its queue, if any, tries again now.
     #[cfg_attr(
         not(any(test, feature = "redis", feature = "postgres")),
         allow(dead_code)
     )]
-    pub(crate) fn wake(&self, id: &SessionId) {
-        if let Some(notify) = self.wakeups(id).get(id) {
+    pub(crate) fn wake(&self, key: &StoreKey) {
+        if let Some(notify) = self.wakeups(key).get(key) {
             notify.notify_one();
         }
     }
 
-    fn wakeups(&self, id: &SessionId) -> MutexGuard<'_, IdMap<Arc<Notify>>> {
+    fn wakeups(&self, key: &StoreKey) -> MutexGuard<'_, KeyMap<Arc<Notify>>> {
         // As for the lock table: a poisoned shard is still consistent.
-        self.wakeups[shard_of(id, SHARDS)]
+        self.wakeups[shard_of(key, SHARDS)]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
@@ -370,7 +371,7 @@ impl LockWaits {
     }
 }
 
-/// This process's place at the front of an id's queue, as a store's lock
+/// This process's place at the front of a session's queue, as a store's lock
 /// value holds it: let go once the backend lock is released, or passed on
 /// with the backend lock to the next request of the process — at most
 /// [`MAX_HANDOVERS`] in a row, so that other processes get their turn.
@@ -444,7 +445,7 @@ impl Place {
     }
 }
 
-/// How a request reached the front of its id's queue in this process.
+/// How a request reached the front of its session's queue in this process.
 #[cfg_attr(
     not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
     allow(dead_code)
@@ -457,10 +458,10 @@ pub(crate) enum Entered<T> {
     Front(Waiter),
 }
 
-/// The front of an id's local queue, asking the backend for the lock:
+/// The front of a session's local queue, asking the backend for the lock:
 ///
 /// ```text
-/// let mut waiter = waits.enter(id, wait).await?;
+/// let mut waiter = waits.enter(&key, wait).await?;
 /// loop {
 ///     if let Some(lock) = try_backend().await? {
 ///         return Ok(StoreLock { lock, local: waiter.granted() });
@@ -481,7 +482,7 @@ pub(crate) enum Entered<T> {
 pub(crate) struct Waiter {
     local: Option<LocalGuard>,
     waits: Arc<LockWaits>,
-    id: SessionId,
+    key: StoreKey,
     notify: Arc<Notify>,
     deadline: Instant,
     wait: Duration,
@@ -530,12 +531,12 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut wakeups = self.waits.wakeups(&self.id);
+        let mut wakeups = self.waits.wakeups(&self.key);
         if wakeups
-            .get(&self.id)
+            .get(&self.key)
             .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
         {
-            wakeups.remove(&self.id);
+            wakeups.remove(&self.key);
         }
     }
 }
@@ -573,14 +574,14 @@ mod tests {
     #[tokio::test]
     async fn exclusion_timeout_and_no_leak() {
         let locks = Arc::new(LocalLocks::new());
-        let id = SessionId::generate().unwrap();
-        let g = locks.lock(&id, Duration::from_secs(1)).await.unwrap();
-        assert!(locks.try_lock(&id).is_none());
-        assert!(locks.lock(&id, Duration::from_millis(20)).await.is_none());
+        let key = StoreKey::generate().unwrap();
+        let g = locks.lock(&key, Duration::from_secs(1)).await.unwrap();
+        assert!(locks.try_lock(&key).is_none());
+        assert!(locks.lock(&key, Duration::from_millis(20)).await.is_none());
         assert_eq!(locks.len(), 1);
         drop(g);
         assert_eq!(locks.len(), 0);
-        let g = locks.try_lock(&id).unwrap();
+        let g = locks.try_lock(&key).unwrap();
         drop(g);
         assert_eq!(locks.len(), 0);
     }
@@ -588,7 +589,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_waiters_leave_nothing_behind() {
         let locks = Arc::new(LocalLocks::new());
-        let id = SessionId::generate().unwrap();
+        let key = StoreKey::generate().unwrap();
         let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let mut tasks = Vec::new();
         for i in 0..50 {
@@ -596,7 +597,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 // Some waiters give up early, exercising the cancel path.
                 let wait = if i % 5 == 0 { 1 } else { 5_000 };
-                if let Some(_g) = locks.lock(&id, Duration::from_millis(wait)).await {
+                if let Some(_g) = locks.lock(&key, Duration::from_millis(wait)).await {
                     let n = counter.load(std::sync::atomic::Ordering::SeqCst);
                     tokio::task::yield_now().await;
                     counter.store(n + 1, std::sync::atomic::Ordering::SeqCst);
@@ -613,13 +614,13 @@ mod tests {
     #[tokio::test]
     async fn a_wake_ends_the_pause_and_a_timeout_ends_the_wait() {
         let waits = LockWaits::new();
-        let id = SessionId::generate().unwrap();
-        let mut waiter = waits.enter(&id, Duration::from_secs(30)).await.unwrap();
+        let key = StoreKey::generate().unwrap();
+        let mut waiter = waits.enter(&key, Duration::from_secs(30)).await.unwrap();
         // A wake that comes before the pause is kept, not lost.
-        waits.wake(&id);
+        waits.wake(&key);
         let started = Instant::now();
         for _ in 0..10 {
-            waits.wake(&id);
+            waits.wake(&key);
             waiter.pause().await.unwrap();
         }
         // Ten backoff steps would take at least 2+4+…+50 ms.
@@ -627,7 +628,7 @@ mod tests {
         drop(waiter);
         assert!(waits.is_idle());
 
-        let mut waiter = waits.enter(&id, Duration::from_millis(30)).await.unwrap();
+        let mut waiter = waits.enter(&key, Duration::from_millis(30)).await.unwrap();
         let mut pauses = 0;
         let err = loop {
             match waiter.pause().await {
@@ -639,7 +640,7 @@ mod tests {
         assert!(pauses >= 2, "backed off {pauses} times in 30 ms");
         // A second request of this process queues behind the first.
         assert!(matches!(
-            waits.enter(&id, Duration::from_millis(10)).await,
+            waits.enter(&key, Duration::from_millis(10)).await,
             Err(Error::LockTimeout(_))
         ));
         let local = waiter.granted();
@@ -661,11 +662,11 @@ mod tests {
     #[tokio::test]
     async fn a_hand_over_reaches_the_next_waiter_or_is_dropped() {
         let waits = LockWaits::new();
-        let id = SessionId::generate().unwrap();
+        let key = StoreKey::generate().unwrap();
         let drops = Arc::new(std::sync::atomic::AtomicU32::new(0));
 
         let Entered::Front(first) = waits
-            .enter_or_take::<Dropped>(&id, Duration::from_secs(1))
+            .enter_or_take::<Dropped>(&key, Duration::from_secs(1))
             .await
             .unwrap()
         else {
@@ -677,7 +678,7 @@ mod tests {
             let waits = Arc::clone(&waits);
             tokio::spawn(async move {
                 waits
-                    .enter_or_take::<Dropped>(&id, Duration::from_secs(5))
+                    .enter_or_take::<Dropped>(&key, Duration::from_secs(5))
                     .await
                     .unwrap()
             })
@@ -698,7 +699,7 @@ mod tests {
         assert!(waits.is_idle());
 
         // Handed over with nobody left to take it: dropped with the entry.
-        let local = waits.local(&id, Duration::from_secs(1)).await.unwrap();
+        let local = waits.local(&key, Duration::from_secs(1)).await.unwrap();
         local.hand_over(Box::new(Dropped(Arc::clone(&drops))));
         assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert!(waits.is_idle());

@@ -85,7 +85,10 @@ pub fn request(
                 created,
                 expires: now + 3_600_000,
             };
-            assert!(store.save(&live, &record, SaveIf::Absent).await.unwrap());
+            assert!(store
+                .save(&live.store_key(), &record, SaveIf::Absent)
+                .await
+                .unwrap());
             let layer = SessionLayer::new(store).with_file_config(config);
             let service = layer.layer(tower::service_fn(move |req: Request<()>| async move {
                 let Some(session) = req.extensions().get::<Session>().cloned() else {

@@ -6,17 +6,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sessions::store::Error;
-use sessions::SessionId;
+use sessions::StoreKey;
 
 /// The file store's default largest record.
 pub const MAX: usize = 64 * 1024;
 
-pub fn data_path(dir: &Path, id: &SessionId) -> PathBuf {
-    dir.join(format!("session-{id}"))
+pub fn data_path(dir: &Path, key: &StoreKey) -> PathBuf {
+    dir.join(format!("session-{key}"))
 }
 
-pub fn lock_path(dir: &Path, id: &SessionId) -> PathBuf {
-    dir.join(format!("session-{id}.lock"))
+pub fn lock_path(dir: &Path, key: &StoreKey) -> PathBuf {
+    dir.join(format!("session-{key}.lock"))
 }
 
 /// The names in `dir`, sorted.

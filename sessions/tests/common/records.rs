@@ -1,10 +1,15 @@
-//! The ids and records the store tests save.
+//! The store keys and records the store tests save.
 
-use sessions::{now_millis, Record, SessionId};
+use sessions::{now_millis, Record, SessionId, StoreKey};
 
-/// A fresh session id.
-pub fn id() -> SessionId {
-    SessionId::generate().unwrap()
+/// The store key of a fresh session id.
+pub fn key() -> StoreKey {
+    SessionId::generate().unwrap().store_key()
+}
+
+/// The store key of the session whose id (a cookie's value) is `id`.
+pub fn key_of(id: &str) -> StoreKey {
+    id.parse::<SessionId>().unwrap().store_key()
 }
 
 /// A record of `data`, created now, that expires in `ttl_ms` (in the past

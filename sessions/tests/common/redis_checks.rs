@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use sessions::store::{Error, RedisStore, SaveIf, SessionStore};
 use sessions::Record;
 
-use super::records::id;
+use super::records::key;
 use super::temp::unique_prefix;
 
 /// A record that lives a minute.
@@ -40,7 +40,7 @@ pub async fn two_instances_lose_no_update(url: &str) {
 pub async fn wait_replicas_met_and_not_met(url: &str) {
     let (store, _) = store_at(url).await;
     let one = store.clone().with_wait_replicas(1);
-    let (a, b) = (id(), id());
+    let (a, b) = (key(), key());
     assert!(one.save(&a, &record("1"), SaveIf::Absent).await.unwrap());
     let (guard, loaded) = one.lock_and_load(&a, Duration::from_secs(5)).await.unwrap();
     let mut r = loaded.unwrap();
@@ -98,7 +98,7 @@ pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str)
     let mut messages = pubsub.into_on_message();
     let wait = Duration::from_secs(10);
 
-    let (quiet, contended) = (id(), id());
+    let (quiet, contended) = (key(), key());
     let (guard, _) = a.lock_and_load(&quiet, wait).await.unwrap();
     assert!(a
         .save_and_unlock(&quiet, &record("1"), SaveIf::Absent, guard)
@@ -125,7 +125,10 @@ pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str)
         if subscribers == 2 {
             break;
         }
-        assert!(started.elapsed() < wait, "the waiting instance never subscribed");
+        assert!(
+            started.elapsed() < wait,
+            "the waiting instance never subscribed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(a
@@ -136,7 +139,10 @@ pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str)
         .await
         .expect("the release published nothing")
         .unwrap();
-    assert_eq!(message.get_payload::<String>().unwrap(), contended.to_string());
+    assert_eq!(
+        message.get_payload::<String>().unwrap(),
+        contended.to_string()
+    );
     let loaded = waiter.await.unwrap().unwrap().unwrap();
     assert_eq!(loaded.data, b"2");
 }

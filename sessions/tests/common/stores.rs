@@ -17,7 +17,7 @@ use sessions::store::{
     self, FileStore, LockGuard, MemoryStore, PostgresStore, RedisStore, SaveIf, SessionAdmin,
     SessionStore, SqliteStore,
 };
-use sessions::{Millis, Record, SessionId};
+use sessions::{Millis, Record, StoreKey};
 
 use super::ci::skip;
 use super::temp::{unique_prefix, unique_table, TempDir};
@@ -127,9 +127,9 @@ impl Fixture {
     /// [`postgres_admin`] drops later.)
     pub async fn clean(self) {
         if self.kind == Kind::Redis {
-            let ids: Vec<_> = self.store.ids().collect().await;
-            for id in ids.into_iter().flatten() {
-                let _ = self.store.delete(&id).await;
+            let keys: Vec<_> = self.store.keys().collect().await;
+            for key in keys.into_iter().flatten() {
+                let _ = self.store.delete(&key).await;
             }
         }
         if let (Some(admin), Some(table)) = (&self.admin, &self.table) {
@@ -137,16 +137,16 @@ impl Fixture {
         }
     }
 
-    /// Whether the store holds a live record under `id`.
+    /// Whether the store holds a live record for the session `id`.
     pub async fn holds(&self, id: &str) -> bool {
-        let id: SessionId = id.parse().unwrap();
-        self.store.load(&id).await.unwrap().is_some()
+        let key = super::records::key_of(id);
+        self.store.load(&key).await.unwrap().is_some()
     }
 
-    /// The session's data as the store has it.
+    /// The data of the session `id` as the store has it.
     pub async fn data(&self, id: &str) -> Option<serde_json::Value> {
-        let id: SessionId = id.parse().unwrap();
-        let record = self.store.load(&id).await.unwrap()?;
+        let key = super::records::key_of(id);
+        let record = self.store.load(&key).await.unwrap()?;
         Some(serde_json::from_slice(&record.data).unwrap())
     }
 }
@@ -156,39 +156,39 @@ impl SessionStore for Fixture {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         Some(self)
     }
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, store::Error> {
-        self.store.load(id).await
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, store::Error> {
+        self.store.load(key).await
     }
-    async fn save(&self, id: &SessionId, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
-        self.store.save(id, r, w).await
+    async fn save(&self, key: &StoreKey, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
+        self.store.save(key, r, w).await
     }
-    async fn touch(&self, id: &SessionId, e: Millis) -> Result<bool, store::Error> {
-        self.store.touch(id, e).await
+    async fn touch(&self, key: &StoreKey, e: Millis) -> Result<bool, store::Error> {
+        self.store.touch(key, e).await
     }
-    async fn delete(&self, id: &SessionId) -> Result<(), store::Error> {
-        self.store.delete(id).await
+    async fn delete(&self, key: &StoreKey) -> Result<(), store::Error> {
+        self.store.delete(key).await
     }
-    async fn exists(&self, id: &SessionId) -> Result<bool, store::Error> {
-        self.store.exists(id).await
+    async fn exists(&self, key: &StoreKey) -> Result<bool, store::Error> {
+        self.store.exists(key).await
     }
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, store::Error> {
-        self.store.lock(id, wait).await
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, store::Error> {
+        self.store.lock(key, wait).await
     }
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), store::Error> {
-        self.store.lock_and_load(id, wait).await
+        self.store.lock_and_load(key, wait).await
     }
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         r: &Record,
         w: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, store::Error> {
-        self.store.save_and_unlock(id, r, w, guard).await
+        self.store.save_and_unlock(key, r, w, guard).await
     }
 }
 
@@ -197,8 +197,8 @@ impl SessionAdmin for Fixture {
     async fn count(&self) -> Result<u64, store::Error> {
         self.store.count().await
     }
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, store::Error>> {
-        self.store.ids()
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, store::Error>> {
+        self.store.keys()
     }
     async fn clean_up(&self) -> Result<u64, store::Error> {
         self.store.clean_up().await
@@ -230,13 +230,13 @@ pub async fn redis_raw() -> ::redis::aio::MultiplexedConnection {
 }
 
 /// The Redis key of `id`'s data under `prefix`.
-pub fn redis_data_key(prefix: &str, id: &SessionId) -> String {
-    format!("{prefix}{{{id}}}")
+pub fn redis_data_key(prefix: &str, key: &StoreKey) -> String {
+    format!("{prefix}{{{key}}}")
 }
 
 /// The Redis key of `id`'s lock under `prefix`.
-pub fn redis_lock_key(prefix: &str, id: &SessionId) -> String {
-    format!("{prefix}{{{id}}}:lock")
+pub fn redis_lock_key(prefix: &str, key: &StoreKey) -> String {
+    format!("{prefix}{{{key}}}:lock")
 }
 
 // ---- PostgreSQL ----------------------------------------------------------------

@@ -11,13 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use sessions::store::{self, LockGuard, SaveIf, SessionAdmin, SessionStore};
-use sessions::{Millis, Record, SessionId};
+use sessions::{Millis, Record, StoreKey};
 
 /// Wraps a store; clones share the records and the switch.
 #[derive(Debug, Clone)]
 pub struct Watched {
     inner: Arc<dyn SessionAdmin>,
-    seen: Arc<Mutex<Vec<(&'static str, SessionId)>>>,
+    seen: Arc<Mutex<Vec<(&'static str, StoreKey)>>>,
     /// Calls that name a session (everything but count, ids, clean-up).
     pub calls: Arc<AtomicU64>,
     /// Clean-ups asked for, whether they failed or not.
@@ -51,27 +51,28 @@ impl Watched {
         Ok(())
     }
 
-    fn note(&self, op: &'static str, id: &SessionId) -> Result<(), store::Error> {
+    fn note(&self, op: &'static str, key: &StoreKey) -> Result<(), store::Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.seen.lock().unwrap().push((op, *id));
+        self.seen.lock().unwrap().push((op, *key));
         self.check()
     }
 
-    /// The ids the store was asked about, by operation: `load`, `lock`,
+    /// The keys the store was asked about, by operation: `load`, `lock`,
     /// `new` (a save of a new session), `save`, `touch`, `delete`.
-    pub fn ids(&self, op: &str) -> BTreeSet<String> {
+    pub fn keys_of(&self, op: &str) -> BTreeSet<String> {
         let seen = self.seen.lock().unwrap();
         seen.iter()
             .filter(|(o, _)| *o == op)
-            .map(|(_, id)| id.to_string())
+            .map(|(_, key)| key.to_string())
             .collect()
     }
 
-    /// Waits until the store was asked to `op` on `id` (a request reached
-    /// its store call), at most five seconds.
+    /// Waits until the store was asked to `op` on the session `id` (a
+    /// request reached its store call), at most five seconds.
     pub async fn wait_for(&self, op: &str, id: &str) {
+        let key = super::records::key_of(id).to_string();
         for _ in 0..500 {
-            if self.ids(op).contains(id) {
+            if self.keys_of(op).contains(&key) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -79,10 +80,10 @@ impl Watched {
         panic!("no {op} of the session within 5 s");
     }
 
-    /// Every id the store was asked about.
-    pub fn all_ids(&self) -> BTreeSet<String> {
+    /// Every key the store was asked about.
+    pub fn all_keys(&self) -> BTreeSet<String> {
         let seen = self.seen.lock().unwrap();
-        seen.iter().map(|(_, id)| id.to_string()).collect()
+        seen.iter().map(|(_, key)| key.to_string()).collect()
     }
 }
 
@@ -99,48 +100,48 @@ impl SessionStore for Watched {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         Some(self)
     }
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, store::Error> {
-        self.note("load", id)?;
-        self.inner.load(id).await
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, store::Error> {
+        self.note("load", key)?;
+        self.inner.load(key).await
     }
-    async fn save(&self, id: &SessionId, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
-        self.note(new_or_save(w), id)?;
-        self.inner.save(id, r, w).await
+    async fn save(&self, key: &StoreKey, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
+        self.note(new_or_save(w), key)?;
+        self.inner.save(key, r, w).await
     }
-    async fn touch(&self, id: &SessionId, e: Millis) -> Result<bool, store::Error> {
-        self.note("touch", id)?;
-        self.inner.touch(id, e).await
+    async fn touch(&self, key: &StoreKey, e: Millis) -> Result<bool, store::Error> {
+        self.note("touch", key)?;
+        self.inner.touch(key, e).await
     }
-    async fn delete(&self, id: &SessionId) -> Result<(), store::Error> {
-        self.note("delete", id)?;
-        self.inner.delete(id).await
+    async fn delete(&self, key: &StoreKey) -> Result<(), store::Error> {
+        self.note("delete", key)?;
+        self.inner.delete(key).await
     }
-    async fn exists(&self, id: &SessionId) -> Result<bool, store::Error> {
-        self.note("load", id)?;
-        self.inner.exists(id).await
+    async fn exists(&self, key: &StoreKey) -> Result<bool, store::Error> {
+        self.note("load", key)?;
+        self.inner.exists(key).await
     }
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, store::Error> {
-        self.note("lock", id)?;
-        self.inner.lock(id, wait).await
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, store::Error> {
+        self.note("lock", key)?;
+        self.inner.lock(key, wait).await
     }
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), store::Error> {
-        self.note("lock", id)?;
-        self.note("load", id)?;
-        self.inner.lock_and_load(id, wait).await
+        self.note("lock", key)?;
+        self.note("load", key)?;
+        self.inner.lock_and_load(key, wait).await
     }
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         r: &Record,
         w: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, store::Error> {
-        self.note(new_or_save(w), id)?;
-        self.inner.save_and_unlock(id, r, w, guard).await
+        self.note(new_or_save(w), key)?;
+        self.inner.save_and_unlock(key, r, w, guard).await
     }
 }
 
@@ -150,8 +151,8 @@ impl SessionAdmin for Watched {
         self.check()?;
         self.inner.count().await
     }
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, store::Error>> {
-        self.inner.ids()
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, store::Error>> {
+        self.inner.keys()
     }
     async fn clean_up(&self) -> Result<u64, store::Error> {
         self.clean_ups.fetch_add(1, Ordering::SeqCst);

@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
-use crate::id::SessionId;
+use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{
     Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionStore,
@@ -51,29 +51,29 @@ pub(crate) enum Released {
 /// The statements of one SQL store, as the lease rules need them.
 #[async_trait]
 pub(crate) trait LeaseBackend: SessionStore + Clone {
-    /// Inserts or takes over the lock row of `id` for `owner` until
+    /// Inserts or takes over the lock row of `key` for `owner` until
     /// `until`, and with `load` reads the record after the take committed
     /// (so that it sees what the previous holder saved).
     async fn take(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         until: Millis,
         load: bool,
     ) -> Result<Taken, Error>;
 
     /// Moves the lease's end to `until` if it is still ours.
-    async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error>;
+    async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error>;
 
     /// Deletes the lock row if it is still ours.
-    async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error>;
+    async fn release(&self, key: &StoreKey, owner: &str) -> Result<(), Error>;
 
     /// Saves `record` under its precondition if the lease is still ours,
     /// in the same atomic step moving the lease's end to `until` and
     /// keeping it: for a hand-over to this process's next request.
     async fn save_and_keep(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         only: SaveIf,
@@ -84,14 +84,14 @@ pub(crate) trait LeaseBackend: SessionStore + Clone {
     /// step and only then, saves `record` under its precondition.
     async fn save_and_release(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         only: SaveIf,
     ) -> Result<Released, Error>;
 }
 
-/// Waits for and takes the lease of `id`: queued locally first, then
+/// Waits for and takes the lease of `key`: queued locally first, then
 /// asking the backend until it is free or `wait` is over (the one wait of
 /// `store::wait`; the backend may wake the waiter when a holder releases).
 /// When the request before in this process handed its lease over, the
@@ -100,18 +100,18 @@ pub(crate) async fn acquire<B: LeaseBackend>(
     backend: &B,
     waits: &Arc<LockWaits>,
     length: Duration,
-    id: &SessionId,
+    key: &StoreKey,
     wait: Duration,
     load: bool,
     on_busy: impl Fn(),
 ) -> Result<(Lease<B>, Option<Record>), Error> {
-    let mut waiter = match waits.enter_or_take::<Handover<B>>(id, wait).await? {
+    let mut waiter = match waits.enter_or_take::<Handover<B>>(key, wait).await? {
         Entered::HandedOver(local, handover) => {
             let Handover { mut lease, record } = *handover;
             lease.place.take(local);
             let record = match record {
                 Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
-                Known::Unknown if load => backend.load(id).await?,
+                Known::Unknown if load => backend.load(key).await?,
                 Known::Unknown => None,
             };
             return Ok((lease, record));
@@ -123,9 +123,9 @@ pub(crate) async fn acquire<B: LeaseBackend>(
         .map_err(|e| Error::unavailable("drawing a lock owner token", e))?;
     loop {
         let until = now_millis().saturating_add(length.as_millis() as u64);
-        match take_to_completion(backend, id, &owner, until, load).await? {
+        match take_to_completion(backend, key, &owner, until, load).await? {
             Taken::Ours(record) => {
-                let lease = Lease::start(backend.clone(), *id, owner, length, waiter.granted());
+                let lease = Lease::start(backend.clone(), *key, owner, length, waiter.granted());
                 return Ok((lease, record));
             }
             Taken::Busy => {
@@ -148,16 +148,16 @@ struct Handover<B: LeaseBackend> {
 /// whole lease.
 async fn take_to_completion<B: LeaseBackend>(
     backend: &B,
-    id: &SessionId,
+    key: &StoreKey,
     owner: &str,
     until: Millis,
     load: bool,
 ) -> Result<Taken, Error> {
-    let (b, key, who) = (backend.clone(), *id, owner.to_owned());
+    let (b, key, who) = (backend.clone(), *key, owner.to_owned());
     let handle = tokio::spawn(async move { b.take(&key, &who, until, load).await });
     let mut pending = PendingTake {
         handle: Some(handle),
-        undo: Some((backend.clone(), *id, owner.to_owned())),
+        undo: Some((backend.clone(), key, owner.to_owned())),
     };
     let joined = match pending.handle.as_mut() {
         Some(handle) => handle.await,
@@ -168,9 +168,9 @@ async fn take_to_completion<B: LeaseBackend>(
     if taken.is_err() {
         // Failed or timed out: the statement may have taken the lease all
         // the same. Releasing our owner's row is harmless if it did not.
-        if let Some((backend, id, owner)) = pending.undo.take() {
+        if let Some((backend, key, owner)) = pending.undo.take() {
             tokio::spawn(async move {
-                let _ = backend.release(&id, &owner).await;
+                let _ = backend.release(&key, &owner).await;
             });
         }
     }
@@ -181,19 +181,19 @@ async fn take_to_completion<B: LeaseBackend>(
 /// take got once it finishes.
 struct PendingTake<B: LeaseBackend> {
     handle: Option<tokio::task::JoinHandle<Result<Taken, Error>>>,
-    undo: Option<(B, SessionId, String)>,
+    undo: Option<(B, StoreKey, String)>,
 }
 
 impl<B: LeaseBackend> Drop for PendingTake<B> {
     fn drop(&mut self) {
-        let (Some(handle), Some((backend, id, owner))) = (self.handle.take(), self.undo.take())
+        let (Some(handle), Some((backend, key, owner))) = (self.handle.take(), self.undo.take())
         else {
             return;
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Ok(Ok(Taken::Ours(_))) = handle.await {
-                    let _ = backend.release(&id, &owner).await;
+                    let _ = backend.release(&key, &owner).await;
                 }
             });
         }
@@ -202,31 +202,31 @@ impl<B: LeaseBackend> Drop for PendingTake<B> {
 
 /// A held lease: what the SQL stores put in a [`LockGuard`]. Dropping it
 /// stops the renewal and releases the row; this process's next waiter for
-/// the id starts only after that, so its first take succeeds.
+/// the session starts only after that, so its first take succeeds.
 pub(crate) struct Lease<B: LeaseBackend> {
     backend: B,
-    id: SessionId,
+    key: StoreKey,
     /// Empty once released (or lost): `Drop` then does nothing more.
     owner: String,
     length: Duration,
     renewal: AbortHandle,
-    /// This process's place at the front of the id's queue.
+    /// This process's place at the front of the session's queue.
     place: Place,
 }
 
 impl<B: LeaseBackend> Lease<B> {
     fn start(
         backend: B,
-        id: SessionId,
+        key: StoreKey,
         owner: String,
         length: Duration,
         local: LocalGuard,
     ) -> Self {
         let renewal =
-            tokio::spawn(renew(backend.clone(), id, owner.clone(), length)).abort_handle();
+            tokio::spawn(renew(backend.clone(), key, owner.clone(), length)).abort_handle();
         Lease {
             backend,
-            id,
+            key,
             owner,
             length,
             renewal,
@@ -240,12 +240,12 @@ impl<B: LeaseBackend> Lease<B> {
         if self.place.is_handed_over() {
             return;
         }
-        let (backend, id, length) = (self.backend.clone(), self.id, self.length);
+        let (backend, key, length) = (self.backend.clone(), self.key, self.length);
         let (owner, renewal) = (std::mem::take(&mut self.owner), self.renewal.clone());
         self.place.hand_over(|place| Handover {
             lease: Lease {
                 backend,
-                id,
+                key,
                 owner,
                 length,
                 renewal,
@@ -269,7 +269,7 @@ impl<B: LeaseBackend> Lease<B> {
             let until = now_millis().saturating_add(self.length.as_millis() as u64);
             let outcome = self
                 .backend
-                .save_and_keep(&self.id, &self.owner, record, only, until)
+                .save_and_keep(&self.key, &self.owner, record, only, until)
                 .await?;
             return match outcome {
                 Released::Saved(saved) => {
@@ -287,7 +287,7 @@ impl<B: LeaseBackend> Lease<B> {
         self.place.release_only();
         let outcome = self
             .backend
-            .save_and_release(&self.id, &self.owner, record, only)
+            .save_and_release(&self.key, &self.owner, record, only)
             .await;
         // Released (or lost, or in doubt — the lease then runs out): never
         // released again by `Drop`.
@@ -302,7 +302,7 @@ impl<B: LeaseBackend> Lease<B> {
     fn lost(&mut self) -> Error {
         self.owner.clear();
         tracing::warn!(
-            session = %self.id.short(),
+            session = %self.key.short(),
             "a session lock's lease was lost before its save; not saved"
         );
         Error::unavailable("saving a session", LeaseLost)
@@ -330,14 +330,14 @@ impl<B: LeaseBackend> Drop for Lease<B> {
             // No runtime to release on: the lease runs out by itself.
             return;
         };
-        let (backend, id, owner) = (
+        let (backend, key, owner) = (
             self.backend.clone(),
-            self.id,
+            self.key,
             std::mem::take(&mut self.owner),
         );
         runtime.spawn(async move {
-            if let Err(error) = backend.release(&id, &owner).await {
-                tracing::debug!(session = %id.short(), %error, "lock release failed; its lease will free it");
+            if let Err(error) = backend.release(&key, &owner).await {
+                tracing::debug!(session = %key.short(), %error, "lock release failed; its lease will free it");
             }
             drop(local);
         });
@@ -346,22 +346,22 @@ impl<B: LeaseBackend> Drop for Lease<B> {
 
 /// Extends the lease every third of it until aborted; stops when the lease
 /// turns out to be someone else's.
-async fn renew<B: LeaseBackend>(backend: B, id: SessionId, owner: String, lease: Duration) {
+async fn renew<B: LeaseBackend>(backend: B, key: StoreKey, owner: String, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
         let until = now_millis().saturating_add(lease.as_millis() as u64);
-        match backend.renew(&id, &owner, until).await {
+        match backend.renew(&key, &owner, until).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(
-                    session = %id.short(),
+                    session = %key.short(),
                     "a session lock's lease ran out while held; its save will be refused"
                 );
                 return;
             }
             // Try again at the next tick: two of them fit in a lease.
             Err(error) => {
-                tracing::warn!(session = %id.short(), %error, "could not renew a session lock")
+                tracing::warn!(session = %key.short(), %error, "could not renew a session lock")
             }
         }
     }

@@ -2,8 +2,8 @@
 //! and what they share because their tables are laid out alike: table-name
 //! checks and limits, the statements on the sessions table, the versioned
 //! migration runner, how a row becomes a [`Record`] (a damaged one is
-//! missing, not an error), the size a save may not exceed, the id pager
-//! behind [`SessionAdmin::ids`](crate::store::SessionAdmin::ids), batched
+//! missing, not an error), the size a save may not exceed, the key pager
+//! behind [`SessionAdmin::keys`](crate::store::SessionAdmin::keys), batched
 //! clean-up, and instants as SQL integers.
 //!
 //! This module runs no statement itself: each backend runs the SQL text it
@@ -17,7 +17,7 @@ use std::future::Future;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{BoxError, Error, SaveIf};
-use crate::id::SessionId;
+use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 
 mod lease;
@@ -39,8 +39,8 @@ const MAX_DATA: usize = 16 << 20;
 /// Rows per clean-up statement: short enough that no batch holds locks for
 /// long, large enough that a backlog goes quickly.
 const CLEAN_BATCH: i64 = 1_000;
-/// Ids per page of [`SessionAdmin::ids`](crate::store::SessionAdmin::ids).
-const IDS_PAGE: i64 = 500;
+/// Keys per page of [`SessionAdmin::keys`](crate::store::SessionAdmin::keys).
+const KEYS_PAGE: i64 = 500;
 /// The longest table name: PostgreSQL's 63-byte identifiers less room for
 /// the derived `_schema`, `_expires` and `_locks` names.
 const MAX_TABLE: usize = 56;
@@ -134,10 +134,11 @@ impl Table {
 }
 
 /// The statements on the sessions table, `(id, data, created_at,
-/// expires_at)`, with the table name filled in once. Both backends word them
-/// alike but for how a parameter is written: `$1` in PostgreSQL, `?1` in
-/// SQLite. Every instant compared is the caller's `now` parameter, so both
-/// stores judge expiry by this process's clock.
+/// expires_at)` (`id` holds the session's 64-character store key), with the
+/// table name filled in once. Both backends word them alike but for how a
+/// parameter is written: `$1` in PostgreSQL, `?1` in SQLite. Every instant
+/// compared is the caller's `now` parameter, so both stores judge expiry by
+/// this process's clock.
 struct Statements {
     load: String,
     exists: String,
@@ -146,7 +147,7 @@ struct Statements {
     touch: String,
     delete: String,
     count: String,
-    ids: String,
+    keys: String,
 }
 
 impl Statements {
@@ -175,13 +176,13 @@ impl Statements {
             ),
             delete: format!("DELETE FROM {t} WHERE id = {p}1"),
             count: format!("SELECT count(*) FROM {t} WHERE expires_at > {p}1"),
-            ids: format!(
+            keys: format!(
                 "SELECT id FROM {t} WHERE id > {p}1 AND expires_at > {p}2 ORDER BY id LIMIT {p}3"
             ),
         }
     }
 
-    /// The write a save's precondition asks for, taking `(id, data,
+    /// The write a save's precondition asks for, taking `(key, data,
     /// created_at, expires_at, now)`; one row affected means it was written.
     fn save(&self, write: SaveIf) -> &str {
         match write {
@@ -279,19 +280,19 @@ fn decode(data: &[u8], created: i64, expires: i64) -> Result<Record, BoxError> {
     })
 }
 
-/// The live record a row of `id` decoded to, or `None`: it has expired, or
-/// it is damaged. A damaged row is logged here, with the id's short form,
+/// The live record a row of `key` decoded to, or `None`: it has expired, or
+/// it is damaged. A damaged row is logged here, with the key's short form,
 /// and is then missing like any other: a load never fails on stored data.
 fn live_or_missing(
     decoded: Result<Record, BoxError>,
-    id: &SessionId,
+    key: &StoreKey,
     table: &Table,
 ) -> Option<Record> {
     match decoded {
         Ok(record) => (!record.is_expired(now_millis())).then_some(record),
         Err(error) => {
             tracing::warn!(
-                session = %id.short(),
+                session = %key.short(),
                 table = %table.text(),
                 %error,
                 "damaged session row treated as missing"
@@ -313,43 +314,43 @@ fn check_size(record: &Record) -> Result<(), Error> {
     }
 }
 
-/// One page of [`ids`] and the cursor for the next (`None` after the last).
+/// One page of [`keys`] and the cursor for the next (`None` after the last).
 struct Page {
-    ids: Vec<SessionId>,
+    keys: Vec<StoreKey>,
     next: Option<String>,
 }
 
 impl Page {
-    /// The page made of the `id` column of up to [`IDS_PAGE`] rows, in
+    /// The page made of the `id` column of up to [`KEYS_PAGE`] rows, in
     /// order (`None` for a value that is not text). A value that is not a
-    /// session id is skipped with a warning.
+    /// store key is skipped with a warning.
     fn from_column<'a>(table: &Table, column: impl IntoIterator<Item = Option<&'a [u8]>>) -> Self {
-        let (mut ids, mut seen, mut last) = (Vec::new(), 0, None);
+        let (mut keys, mut seen, mut last) = (Vec::new(), 0, None);
         for text in column {
             seen += 1;
-            let id = text.and_then(|text| {
+            let key = text.and_then(|text| {
                 last = Some(String::from_utf8_lossy(text).into_owned());
-                SessionId::from_bytes(text).ok()
+                StoreKey::from_bytes(text).ok()
             });
-            match id {
-                Some(id) => ids.push(id),
-                // Not logged as text: it may be a real id, damaged.
+            match key {
+                Some(key) => keys.push(key),
+                // Not logged as text: it may be a real id (a CherryPy row's).
                 None => tracing::warn!(
                     table = %table.text(),
-                    "malformed session id in table; skipped"
+                    "a row whose id is not a store key; skipped"
                 ),
             }
         }
-        let next = if seen == IDS_PAGE { last } else { None };
-        Page { ids, next }
+        let next = if seen == KEYS_PAGE { last } else { None };
+        Page { keys, next }
     }
 }
 
-/// Every live id, read a page at a time: `page(after)` returns the ids
+/// Every live key, read a page at a time: `page(after)` returns the keys
 /// after the cursor `after` (`""` first). Keyset pages (`id > after`), so a
 /// large table is never held at once and no long-running cursor pins a
 /// connection. An error ends the stream.
-fn ids<'a, F, Fut>(page: F) -> BoxStream<'a, Result<SessionId, Error>>
+fn keys<'a, F, Fut>(page: F) -> BoxStream<'a, Result<StoreKey, Error>>
 where
     F: Fn(String) -> Fut + Send + 'a,
     Fut: Future<Output = Result<Page, Error>> + Send + 'a,
@@ -358,7 +359,7 @@ where
         let next = cursor.map(&page);
         async move {
             Some(match next?.await {
-                Ok(page) => (page.ids.into_iter().map(Ok).collect::<Vec<_>>(), page.next),
+                Ok(page) => (page.keys.into_iter().map(Ok).collect::<Vec<_>>(), page.next),
                 Err(e) => (vec![Err(e)], None),
             })
         }
@@ -472,11 +473,11 @@ mod tests {
 
     #[test]
     fn rows_decode_or_are_missing() {
-        let id = SessionId::generate().unwrap();
+        let key = StoreKey::generate().unwrap();
         let far = to_sql_ms(now_millis() + 60_000);
         let record = decode(b"{}", 1, far).unwrap();
         assert_eq!(
-            live_or_missing(Ok(record.clone()), &id, &Table::default()),
+            live_or_missing(Ok(record.clone()), &key, &Table::default()),
             Some(record)
         );
         assert!(decode(b"{}", -5, far).is_err());
@@ -484,9 +485,9 @@ mod tests {
         assert!(decode(&vec![0; MAX_DATA + 1], 0, far).is_err());
         assert!(decode(&vec![0; MAX_DATA], 0, far).is_ok());
         let expired = decode(b"{}", 0, 1);
-        assert_eq!(live_or_missing(expired, &id, &Table::default()), None);
+        assert_eq!(live_or_missing(expired, &key, &Table::default()), None);
         let damaged = decode(b"{}", -5, far);
-        assert_eq!(live_or_missing(damaged, &id, &Table::default()), None);
+        assert_eq!(live_or_missing(damaged, &key, &Table::default()), None);
     }
 
     #[test]
@@ -504,15 +505,15 @@ mod tests {
     }
 
     #[test]
-    fn pages_skip_malformed_ids_and_carry_the_cursor() {
-        let good: Vec<String> = (0..IDS_PAGE)
-            .map(|_| SessionId::generate().unwrap().to_string())
+    fn pages_skip_malformed_keys_and_carry_the_cursor() {
+        let good: Vec<String> = (0..KEYS_PAGE)
+            .map(|_| StoreKey::generate().unwrap().to_string())
             .collect();
         let mut column: Vec<Option<&[u8]>> = good.iter().map(|s| Some(s.as_bytes())).collect();
         column[1] = Some(b"NOT-AN-ID");
         column[2] = None;
         let full = Page::from_column(&Table::default(), column.clone());
-        assert_eq!(full.ids.len(), good.len() - 2);
+        assert_eq!(full.keys.len(), good.len() - 2);
         assert_eq!(full.next.as_deref(), good.last().map(String::as_str));
         column.pop();
         let last = Page::from_column(&Table::default(), column);
@@ -520,26 +521,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ids_stream_every_page_and_stop_at_an_error() {
+    async fn keys_stream_every_page_and_stop_at_an_error() {
         let pages = |fail: bool| {
             move |after: String| async move {
                 match after.as_str() {
                     "" => Ok(Page {
-                        ids: vec![SessionId::generate().unwrap()],
+                        keys: vec![StoreKey::generate().unwrap()],
                         next: Some("a".to_owned()),
                     }),
                     _ if fail => Err(Error::unavailable("test", "down")),
                     _ => Ok(Page {
-                        ids: vec![SessionId::generate().unwrap(); 2],
+                        keys: vec![StoreKey::generate().unwrap(); 2],
                         next: None,
                     }),
                 }
             }
         };
-        let all: Vec<_> = ids(pages(false)).collect().await;
+        let all: Vec<_> = keys(pages(false)).collect().await;
         assert_eq!(all.len(), 3);
         assert!(all.iter().all(Result::is_ok));
-        let failed: Vec<_> = ids(pages(true)).collect().await;
+        let failed: Vec<_> = keys(pages(true)).collect().await;
         assert_eq!(failed.len(), 2);
         assert!(failed[1].is_err());
     }

@@ -36,9 +36,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
     check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
-    Table, CLEAN_BATCH, IDS_PAGE,
+    Table, CLEAN_BATCH, KEYS_PAGE,
 };
-use crate::id::SessionId;
+use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::task::AbortOnDrop;
@@ -70,11 +70,12 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// - **Tables.** `<table> (id text PRIMARY KEY, data bytea, created_at
 ///   bigint, expires_at bigint)` (milliseconds since the epoch, UTC) with an
 ///   index on `expires_at`, and `<table>_locks (id, owner, lease_expires,
-///   waiters)` for the locks. [`PostgresStore::migrate`] creates or
-///   upgrades them in numbered steps recorded in `<table>_schema`, inside
-///   one transaction that holds an advisory lock, so instances starting
-///   together apply each step once; a table of an older version keeps its
-///   sessions.
+///   waiters)` for the locks. Both keep CherryPy's column name `id`, but it
+///   holds the session's [`StoreKey`] (64 hex characters), never the id
+///   itself. [`PostgresStore::migrate`] creates or upgrades them in
+///   numbered steps recorded in `<table>_schema`, inside one transaction
+///   that holds an advisory lock, so instances starting together apply each
+///   step once; a table of an older version keeps its sessions.
 /// - **Lock.** A lease row, not a server session: a held lock costs no
 ///   connection while the handler runs, so a process serves as many
 ///   requests at once as it likes with a small pool. Tasks of one process
@@ -89,9 +90,10 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 ///   [`Error::Unavailable`] instead of overwriting another holder's work.
 /// - **Wake-ups.** A waiter that finds the lock held by another process
 ///   marks the row; the holder's release then sends `NOTIFY` on a channel
-///   of the table, which one `LISTEN` connection per store (opened on the
-///   first such wait, reconnecting by itself) turns into a wake-up of this
-///   process's waiter. A missed notification costs at most a backoff step.
+///   of the table, with the session's key as payload, which one `LISTEN`
+///   connection per store (opened on the first such wait, reconnecting by
+///   itself) turns into a wake-up of this process's waiter. A missed
+///   notification costs at most a backoff step.
 /// - **PgBouncer.** Every statement is sent unnamed with its parameter
 ///   types (no server-side prepared statement outlives it) and every
 ///   multi-statement step is one transaction, so the store works through
@@ -341,13 +343,13 @@ impl PostgresStore {
 impl LeaseBackend for PostgresStore {
     async fn take(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         until: Millis,
         load: bool,
     ) -> Result<Taken, Error> {
         let inner = self.prepared().await?;
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let (until, now) = (to_sql_ms(until), to_sql_ms(now_millis()));
         let params: [(&(dyn ToSql + Sync), Type); 4] = [
@@ -373,15 +375,15 @@ impl LeaseBackend for PostgresStore {
         // Without a session row the read's columns are NULL.
         let record = match (load, row) {
             (true, Some(row)) if row.try_get::<_, Option<&[u8]>>(2).ok().flatten().is_some() => {
-                inner.record_at(id, row, 2)
+                inner.record_at(key, row, 2)
             }
             _ => None,
         };
         Ok(Taken::Ours(record))
     }
 
-    async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error> {
-        let hex = id.as_hex();
+    async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let until = to_sql_ms(until);
         let rows = self
@@ -399,8 +401,8 @@ impl LeaseBackend for PostgresStore {
         Ok(!rows.is_empty())
     }
 
-    async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error> {
-        let hex = id.as_hex();
+    async fn release(&self, key: &StoreKey, owner: &str) -> Result<(), Error> {
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let channel: &str = &self.inner.sql.channel;
         self.inner
@@ -419,7 +421,7 @@ impl LeaseBackend for PostgresStore {
 
     async fn save_and_keep(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         only: SaveIf,
@@ -430,13 +432,13 @@ impl LeaseBackend for PostgresStore {
             SaveIf::Live => &self.inner.sql.update_and_keep,
         };
         let until = to_sql_ms(until);
-        self.save_under_lease(sql, id, owner, record, (&until, Type::INT8))
+        self.save_under_lease(sql, key, owner, record, (&until, Type::INT8))
             .await
     }
 
     async fn save_and_release(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         only: SaveIf,
@@ -446,7 +448,7 @@ impl LeaseBackend for PostgresStore {
             SaveIf::Live => &self.inner.sql.update_and_release,
         };
         let channel: &str = &self.inner.sql.channel;
-        self.save_under_lease(sql, id, owner, record, (&channel, Type::TEXT))
+        self.save_under_lease(sql, key, owner, record, (&channel, Type::TEXT))
             .await
     }
 }
@@ -457,12 +459,12 @@ impl PostgresStore {
     async fn save_under_lease(
         &self,
         sql: &str,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         last: (&(dyn ToSql + Sync), Type),
     ) -> Result<Released, Error> {
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
         let now = to_sql_ms(now_millis());
@@ -500,17 +502,23 @@ impl PostgresStore {
 }
 
 impl PostgresStore {
-    /// Takes the id's lease, reading the record with it if `load`.
+    /// Takes the session's lease, reading the record with it if `load`.
     async fn acquire(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
         load: bool,
     ) -> Result<(lease::Lease<PostgresStore>, Option<Record>), Error> {
         let inner = self.prepared().await?;
-        lease::acquire(self, &inner.waits, inner.opts.lease, id, wait, load, || {
-            self.listen()
-        })
+        lease::acquire(
+            self,
+            &inner.waits,
+            inner.opts.lease,
+            key,
+            wait,
+            load,
+            || self.listen(),
+        )
         .await
     }
 
@@ -542,8 +550,8 @@ impl PostgresStore {
 }
 
 /// Holds one `LISTEN` connection and wakes this process's waiter for each
-/// id another process released; connects again after a loss. Ends when the
-/// store (its waits) is gone.
+/// key another process released (the payload); connects again after a
+/// loss. Ends when the store (its waits) is gone.
 async fn listen(pg: tokio_postgres::Config, channel: String, waits: Weak<LockWaits>) {
     loop {
         match pg.connect(NoTls).await {
@@ -554,8 +562,8 @@ async fn listen(pg: tokio_postgres::Config, channel: String, waits: Weak<LockWai
                 let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let wake = messages.for_each(|message| {
                     if let Ok(AsyncMessage::Notification(n)) = message {
-                        if let (Some(waits), Ok(id)) = (waits.upgrade(), n.payload().parse()) {
-                            waits.wake(&id);
+                        if let (Some(waits), Ok(key)) = (waits.upgrade(), n.payload().parse()) {
+                            waits.wake(&key);
                         }
                     }
                     async {}
@@ -665,16 +673,16 @@ impl Inner {
 
     /// The record in a row, or `None` (logged) if the row is damaged or has
     /// expired.
-    fn record(&self, id: &SessionId, row: &Row) -> Option<Record> {
-        self.record_at(id, row, 0)
+    fn record(&self, key: &StoreKey, row: &Row) -> Option<Record> {
+        self.record_at(key, row, 0)
     }
 
     /// The record in a row's columns `at`, `at + 1` and `at + 2`.
-    fn record_at(&self, id: &SessionId, row: &Row, at: usize) -> Option<Record> {
+    fn record_at(&self, key: &StoreKey, row: &Row, at: usize) -> Option<Record> {
         let decoded = (|| -> Result<Record, BoxError> {
             decode(row.try_get(at)?, row.try_get(at + 1)?, row.try_get(at + 2)?)
         })();
-        live_or_missing(decoded, id, &self.opts.table)
+        live_or_missing(decoded, key, &self.opts.table)
     }
 
     async fn migrate(&self) -> Result<u32, Error> {
@@ -722,9 +730,9 @@ impl SessionStore for PostgresStore {
         Some(self)
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
         let inner = self.prepared().await?;
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let rows = inner
             .query(
@@ -733,13 +741,13 @@ impl SessionStore for PostgresStore {
                 &[(&hex, Type::TEXT)],
             )
             .await?;
-        Ok(rows.first().and_then(|row| inner.record(id, row)))
+        Ok(rows.first().and_then(|row| inner.record(key, row)))
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         check_size(record)?;
         let inner = self.prepared().await?;
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
         let now = to_sql_ms(now_millis());
@@ -759,9 +767,9 @@ impl SessionStore for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let inner = self.prepared().await?;
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let (expires, now) = (to_sql_ms(expires), to_sql_ms(now_millis()));
         let n = inner
@@ -778,9 +786,9 @@ impl SessionStore for PostgresStore {
         Ok(n == 1)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
         let inner = self.prepared().await?;
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         inner
             .execute(
@@ -792,9 +800,9 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
-    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+    async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         let inner = self.prepared().await?;
-        let hex = id.as_hex();
+        let hex = key.as_hex();
         let hex: &str = &hex;
         let now = to_sql_ms(now_millis());
         let rows = inner
@@ -807,23 +815,23 @@ impl SessionStore for PostgresStore {
         Ok(!rows.is_empty())
     }
 
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let (lease, _) = self.acquire(id, wait, false).await?;
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        let (lease, _) = self.acquire(key, wait, false).await?;
         Ok(LockGuard::new(lease))
     }
 
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lease, record) = self.acquire(id, wait, true).await?;
+        let (lease, record) = self.acquire(key, wait, true).await?;
         Ok((LockGuard::new(lease), record))
     }
 
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
         guard: LockGuard,
@@ -834,7 +842,7 @@ impl SessionStore for PostgresStore {
             guard,
             record,
             write,
-            self.save(id, record, write),
+            self.save(key, record, write),
         )
         .await
     }
@@ -861,8 +869,8 @@ impl SessionAdmin for PostgresStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
-        super::ids(move |after| self.ids_page(after))
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
+        super::keys(move |after| self.keys_page(after))
     }
 
     async fn clean_up(&self) -> Result<u64, Error> {
@@ -885,19 +893,19 @@ impl SessionAdmin for PostgresStore {
 }
 
 impl PostgresStore {
-    /// One page of live ids after `after`.
-    async fn ids_page(&self, after: String) -> Result<Page, Error> {
+    /// One page of live keys after `after`.
+    async fn keys_page(&self, after: String) -> Result<Page, Error> {
         let inner = self.prepared().await?;
         let now = to_sql_ms(now_millis());
         let after: &str = &after;
         let rows = inner
             .query(
                 "postgres: list",
-                &inner.sql.table.ids,
+                &inner.sql.table.keys,
                 &[
                     (&after, Type::TEXT),
                     (&now, Type::INT8),
-                    (&IDS_PAGE, Type::INT8),
+                    (&KEYS_PAGE, Type::INT8),
                 ],
             )
             .await?;
@@ -1026,7 +1034,7 @@ impl Sql {
         // row. Both counts come back: lock rows (0: the lease was lost) and
         // rows written. Releasing a lock someone waits for tells them in the
         // same transaction (a notification is sent at commit). `$1` is the
-        // id, `$6` the owner, `$7` the channel or the lease's new end.
+        // key, `$6` the owner, `$7` the channel or the lease's new end.
         let released =
             format!("held AS ({release} WHERE id = $1 AND owner = $6 RETURNING waiters)");
         let kept = format!(

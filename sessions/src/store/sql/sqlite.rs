@@ -34,9 +34,9 @@ use tokio::task::JoinHandle;
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
     check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
-    Table, CLEAN_BATCH, IDS_PAGE,
+    Table, CLEAN_BATCH, KEYS_PAGE,
 };
-use crate::id::SessionId;
+use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 
@@ -58,10 +58,11 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// - **Table.** `id TEXT PRIMARY KEY, data BLOB, created_at INTEGER,
 ///   expires_at INTEGER` (milliseconds since the epoch, UTC), a `STRICT`
 ///   table with an index on `expires_at`, and a `<table>_locks` table for
-///   the session locks. [`SqliteStore::migrate`] creates or upgrades them in
-///   numbered steps recorded in `<table>_schema`, inside an `IMMEDIATE`
-///   transaction, so processes opening the file together apply each step
-///   once.
+///   the session locks. Both keep CherryPy's column name `id`, but it holds
+///   the session's [`StoreKey`] (64 hex characters), never the id itself.
+///   [`SqliteStore::migrate`] creates or upgrades them in numbered steps
+///   recorded in `<table>_schema`, inside an `IMMEDIATE` transaction, so
+///   processes opening the file together apply each step once.
 /// - **I/O.** Every database call runs on tokio's blocking pool, never on an
 ///   async worker thread, over one connection per store behind a mutex (SQLite
 ///   writes one transaction at a time anyway). The file is in WAL mode, so
@@ -294,16 +295,16 @@ impl SqliteStore {
 impl LeaseBackend for SqliteStore {
     async fn take(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         until: Millis,
         load: bool,
     ) -> Result<Taken, Error> {
         self.prepared().await?;
-        let (id, owner) = (*id, owner.to_owned());
+        let (key, owner) = (*key, owner.to_owned());
         self.blocking("sqlite: lock", move |inner, conn| {
             let taken = conn.prepare_cached(&inner.sql.acquire)?.execute((
-                &*id.as_hex(),
+                &*key.as_hex(),
                 &owner,
                 to_sql_ms(until),
                 to_sql_ms(now_millis()),
@@ -313,17 +314,17 @@ impl LeaseBackend for SqliteStore {
                 (true, false) => Taken::Ours(None),
                 // SQLite writes one transaction at a time: the previous
                 // holder's save committed before this take could.
-                (true, true) => Taken::Ours(inner.load(conn, &id)?),
+                (true, true) => Taken::Ours(inner.load(conn, &key)?),
             })
         })
         .await
     }
 
-    async fn renew(&self, id: &SessionId, owner: &str, until: Millis) -> Result<bool, Error> {
-        let (id, owner) = (*id, owner.to_owned());
+    async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
+        let (key, owner) = (*key, owner.to_owned());
         self.blocking("sqlite: renew lock", move |inner, conn| {
             Ok(conn.prepare_cached(&inner.sql.renew)?.execute((
-                &*id.as_hex(),
+                &*key.as_hex(),
                 &owner,
                 to_sql_ms(until),
             ))? == 1)
@@ -331,36 +332,36 @@ impl LeaseBackend for SqliteStore {
         .await
     }
 
-    async fn release(&self, id: &SessionId, owner: &str) -> Result<(), Error> {
-        let (id, owner) = (*id, owner.to_owned());
+    async fn release(&self, key: &StoreKey, owner: &str) -> Result<(), Error> {
+        let (key, owner) = (*key, owner.to_owned());
         self.blocking("sqlite: unlock", move |inner, conn| {
-            inner.release(conn, &id, &owner).map(drop)
+            inner.release(conn, &key, &owner).map(drop)
         })
         .await
     }
 
     async fn save_and_keep(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         only: SaveIf,
         until: Millis,
     ) -> Result<Released, Error> {
-        let (id, owner, record) = (*id, owner.to_owned(), record.clone());
+        let (key, owner, record) = (*key, owner.to_owned(), record.clone());
         // One transaction: the session is written only if our lock row is
         // still there, and the row's lease is moved on with it.
         self.blocking("sqlite: save", move |inner, conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let renewed = tx.prepare_cached(&inner.sql.renew)?.execute((
-                &*id.as_hex(),
+                &*key.as_hex(),
                 &owner,
                 to_sql_ms(until),
             ))? == 1;
             if !renewed {
                 return Ok(Released::Lost);
             }
-            let saved = inner.save(&tx, &id, &record, only)?;
+            let saved = inner.save(&tx, &key, &record, only)?;
             tx.commit()?;
             Ok(Released::Saved(saved))
         })
@@ -369,21 +370,21 @@ impl LeaseBackend for SqliteStore {
 
     async fn save_and_release(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         owner: &str,
         record: &Record,
         only: SaveIf,
     ) -> Result<Released, Error> {
-        let (id, owner, record) = (*id, owner.to_owned(), record.clone());
+        let (key, owner, record) = (*key, owner.to_owned(), record.clone());
         // One transaction: the session is written only if this deleted our
         // lock row. Once spawned it runs to the end even if the caller is
         // dropped, so the lease is released.
         self.blocking("sqlite: save", move |inner, conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if !inner.release(&tx, &id, &owner)? {
+            if !inner.release(&tx, &key, &owner)? {
                 return Ok(Released::Lost);
             }
-            let saved = inner.save(&tx, &id, &record, only)?;
+            let saved = inner.save(&tx, &key, &record, only)?;
             tx.commit()?;
             Ok(Released::Saved(saved))
         })
@@ -392,10 +393,10 @@ impl LeaseBackend for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Takes the id's lease, reading the record with it if `load`.
+    /// Takes the session's lease, reading the record with it if `load`.
     async fn acquire(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
         load: bool,
     ) -> Result<(lease::Lease<SqliteStore>, Option<Record>), Error> {
@@ -404,7 +405,7 @@ impl SqliteStore {
             self,
             &self.inner.waits,
             self.inner.opts.lease,
-            id,
+            key,
             wait,
             load,
             || {},
@@ -415,23 +416,23 @@ impl SqliteStore {
 
 impl Inner {
     /// The live record, reading on the given connection.
-    fn load(&self, conn: &Connection, id: &SessionId) -> rusqlite::Result<Option<Record>> {
+    fn load(&self, conn: &Connection, key: &StoreKey) -> rusqlite::Result<Option<Record>> {
         let decoded = conn
             .prepare_cached(&self.sql.table.load)?
-            .query_row([&*id.as_hex()], |row| Ok(decode_row(row)))
+            .query_row([&*key.as_hex()], |row| Ok(decode_row(row)))
             .optional()?;
-        Ok(decoded.and_then(|decoded| live_or_missing(decoded, id, &self.opts.table)))
+        Ok(decoded.and_then(|decoded| live_or_missing(decoded, key, &self.opts.table)))
     }
 
     fn save(
         &self,
         conn: &Connection,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
     ) -> rusqlite::Result<bool> {
         let n = conn.prepare_cached(self.sql.table.save(write))?.execute((
-            &*id.as_hex(),
+            &*key.as_hex(),
             &record.data,
             to_sql_ms(record.created),
             to_sql_ms(record.expires),
@@ -441,10 +442,10 @@ impl Inner {
     }
 
     /// Deletes the lock row if it is still `owner`'s; whether it was.
-    fn release(&self, conn: &Connection, id: &SessionId, owner: &str) -> rusqlite::Result<bool> {
+    fn release(&self, conn: &Connection, key: &StoreKey, owner: &str) -> rusqlite::Result<bool> {
         Ok(conn
             .prepare_cached(&self.sql.release)?
-            .execute((&*id.as_hex(), owner))?
+            .execute((&*key.as_hex(), owner))?
             == 1)
     }
 }
@@ -532,29 +533,29 @@ impl SessionStore for SqliteStore {
         Some(self)
     }
 
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, Error> {
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
         self.prepared().await?;
-        let id = *id;
-        self.blocking("sqlite: load", move |inner, conn| inner.load(conn, &id))
+        let key = *key;
+        self.blocking("sqlite: load", move |inner, conn| inner.load(conn, &key))
             .await
     }
 
-    async fn save(&self, id: &SessionId, record: &Record, write: SaveIf) -> Result<bool, Error> {
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         check_size(record)?;
         self.prepared().await?;
-        let (id, record) = (*id, record.clone());
+        let (key, record) = (*key, record.clone());
         self.blocking("sqlite: save", move |inner, conn| {
-            inner.save(conn, &id, &record, write)
+            inner.save(conn, &key, &record, write)
         })
         .await
     }
 
-    async fn touch(&self, id: &SessionId, expires: Millis) -> Result<bool, Error> {
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         self.prepared().await?;
-        let id = *id;
+        let key = *key;
         self.blocking("sqlite: touch", move |inner, conn| {
             Ok(conn.prepare_cached(&inner.sql.table.touch)?.execute((
-                &*id.as_hex(),
+                &*key.as_hex(),
                 to_sql_ms(expires),
                 to_sql_ms(now_millis()),
             ))? == 1)
@@ -562,52 +563,57 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), Error> {
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
         self.prepared().await?;
-        let id = *id;
+        let key = *key;
         self.blocking("sqlite: delete", move |inner, conn| {
             conn.prepare_cached(&inner.sql.table.delete)?
-                .execute([&*id.as_hex()])?;
+                .execute([&*key.as_hex()])?;
             Ok(())
         })
         .await
     }
 
-    async fn exists(&self, id: &SessionId) -> Result<bool, Error> {
+    async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         self.prepared().await?;
-        let id = *id;
+        let key = *key;
         self.blocking("sqlite: exists", move |inner, conn| {
             conn.prepare_cached(&inner.sql.table.exists)?
-                .exists((&*id.as_hex(), to_sql_ms(now_millis())))
+                .exists((&*key.as_hex(), to_sql_ms(now_millis())))
         })
         .await
     }
 
-    async fn lock(&self, id: &SessionId, wait: Duration) -> Result<LockGuard, Error> {
-        let (lock, _) = self.acquire(id, wait, false).await?;
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        let (lock, _) = self.acquire(key, wait, false).await?;
         Ok(LockGuard::new(lock))
     }
 
     async fn lock_and_load(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lock, record) = self.acquire(id, wait, true).await?;
+        let (lock, record) = self.acquire(key, wait, true).await?;
         Ok((LockGuard::new(lock), record))
     }
 
     async fn save_and_unlock(
         &self,
-        id: &SessionId,
+        key: &StoreKey,
         record: &Record,
         write: SaveIf,
         guard: LockGuard,
     ) -> Result<bool, Error> {
         // Refused before anything is written; the guard, dropped, releases.
         check_size(record)?;
-        lease::save_and_unlock::<SqliteStore, _>(guard, record, write, self.save(id, record, write))
-            .await
+        lease::save_and_unlock::<SqliteStore, _>(
+            guard,
+            record,
+            write,
+            self.save(key, record, write),
+        )
+        .await
     }
 }
 
@@ -624,8 +630,8 @@ impl SessionAdmin for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    fn ids(&self) -> BoxStream<'_, Result<SessionId, Error>> {
-        super::ids(move |after| self.ids_page(after))
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
+        super::keys(move |after| self.keys_page(after))
     }
 
     async fn clean_up(&self) -> Result<u64, Error> {
@@ -647,12 +653,12 @@ impl SessionAdmin for SqliteStore {
 }
 
 impl SqliteStore {
-    /// One page of live ids after `after`.
-    async fn ids_page(&self, after: String) -> Result<Page, Error> {
+    /// One page of live keys after `after`.
+    async fn keys_page(&self, after: String) -> Result<Page, Error> {
         self.prepared().await?;
         self.blocking("sqlite: list", move |inner, conn| {
-            let mut st = conn.prepare_cached(&inner.sql.table.ids)?;
-            let mut rows = st.query((&after, to_sql_ms(now_millis()), IDS_PAGE))?;
+            let mut st = conn.prepare_cached(&inner.sql.table.keys)?;
+            let mut rows = st.query((&after, to_sql_ms(now_millis()), KEYS_PAGE))?;
             let mut column = Vec::new();
             while let Some(row) = rows.next()? {
                 column.push(match row.get_ref(0)? {
