@@ -117,6 +117,10 @@ pub struct StorageConfig {
     pub file_fsync: bool,
     /// `redis_prefix`: key prefix in Redis (default `session:`).
     pub redis_prefix: String,
+    /// `max_sessions`: the most sessions the RAM store holds; at the bound
+    /// new sessions answer 503 (default: sized to a quarter of memory for
+    /// the largest `max_size`, see [`MemoryStore`](crate::store::MemoryStore)).
+    pub max_sessions: Option<usize>,
     /// `redis_wait_replicas`: after a save, `WAIT` until this many replicas
     /// have it, or answer 503 (default 0: do not wait).
     pub redis_wait_replicas: u32,
@@ -145,6 +149,7 @@ impl fmt::Debug for StorageConfig {
             .field("path", &self.path)
             .field("url", &self.url.as_deref().map(crate::redact::url))
             .field("file_fsync", &self.file_fsync)
+            .field("max_sessions", &self.max_sessions)
             .field("redis_prefix", &self.redis_prefix)
             .field("table", &self.table)
             .field("auto_migrate", &self.auto_migrate)
@@ -166,6 +171,7 @@ impl Default for StorageConfig {
             url: None,
             file_fsync: false,
             redis_prefix: "session:".into(),
+            max_sessions: None,
             redis_wait_replicas: 0,
             table: "sessions".into(),
             auto_migrate: true,
@@ -638,6 +644,12 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
         "storage_url" => c.storage.url = Some(string(v)?),
         "file_fsync" => c.storage.file_fsync = boolean(v)?,
         "redis_prefix" => c.storage.redis_prefix = string(v)?,
+        "max_sessions" => {
+            c.storage.max_sessions = match v {
+                Value::Int(n) if *n > 0 => Some(usize::try_from(*n).unwrap_or(usize::MAX)),
+                _ => return Err(format!("expected a number of sessions above 0, got {v}")),
+            }
+        }
         "redis_wait_replicas" => {
             c.storage.redis_wait_replicas = match v {
                 Value::Int(n) => u32::try_from(*n)
@@ -905,6 +917,25 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn max_sessions_is_a_positive_count() {
+        let load = |v: &str| {
+            Config::from_ini_str(
+                &format!("[/]\ntools.sessions.on = True\ntools.sessions.max_sessions = {v}\n"),
+                "m.conf",
+            )
+        };
+        assert_eq!(load("5000").unwrap().storage().max_sessions, Some(5000));
+        for bad in ["0", "-1", "'many'", "1.5"] {
+            let err = load(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::Key { key, .. } if key == "tools.sessions.max_sessions"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(Config::default().storage().max_sessions, None);
     }
 
     #[test]

@@ -4,7 +4,14 @@
 //! failures, refused sizes and a failing random source where they happen
 //! (the middleware answers them even when the handler swallows the error),
 //! the handler's own mistakes (a value of the wrong type, a handle used
-//! after its request) when they are turned into a response.
+//! after its request) when they are turned into a response. The two kinds
+//! that come in floods — the store unavailable (down, full) and lock
+//! timeouts — are said at most once a second each, with the number left
+//! unsaid since, so that an outage or a flood of requests cannot flood the
+//! log as well.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode};
 
@@ -96,13 +103,22 @@ impl Error {
     /// a log.
     pub(crate) fn log(&self) {
         match self.failure() {
-            Failure::Busy => tracing::warn!(error = %self, "session lock timeout"),
-            Failure::Unavailable => tracing::error!(
-                error = %self,
-                // `Store` is transparent: its source is the backend's error.
-                source = ?std::error::Error::source(self),
-                "session store failed"
-            ),
+            Failure::Busy => {
+                if let Some(unsaid) = BUSY.turn() {
+                    tracing::warn!(error = %self, unsaid, "session lock timeout")
+                }
+            }
+            Failure::Unavailable => {
+                if let Some(unsaid) = UNAVAILABLE.turn() {
+                    tracing::error!(
+                        error = %self,
+                        // `Store` is transparent: its source is the backend's error.
+                        source = ?std::error::Error::source(self),
+                        unsaid,
+                        "session store failed"
+                    )
+                }
+            }
             Failure::Internal => tracing::error!(
                 error = %self,
                 source = ?std::error::Error::source(self),
@@ -119,6 +135,37 @@ impl Error {
             self.log();
         }
         self.failure().response()
+    }
+}
+
+/// Lets one log line through per [`Throttle::EVERY`], counting the others.
+struct Throttle(Mutex<Option<(Instant, u64)>>);
+
+static BUSY: Throttle = Throttle(Mutex::new(None));
+static UNAVAILABLE: Throttle = Throttle(Mutex::new(None));
+
+impl Throttle {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// `Some(lines left unsaid since the last one)` if this one may be
+    /// logged, `None` (counted) if it may not.
+    fn turn(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            Some((last, unsaid)) if now.duration_since(*last) < Self::EVERY => {
+                *unsaid += 1;
+                None
+            }
+            Some((last, unsaid)) => {
+                *last = now;
+                Some(std::mem::take(unsaid))
+            }
+            None => {
+                *state = Some((now, 0));
+                Some(0)
+            }
+        }
     }
 }
 
@@ -149,5 +196,21 @@ impl Failure {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_says_one_line_a_second_and_counts_the_rest() {
+        let throttle = Throttle(Mutex::new(None));
+        assert_eq!(throttle.turn(), Some(0));
+        assert_eq!(throttle.turn(), None);
+        assert_eq!(throttle.turn(), None);
+        std::thread::sleep(Throttle::EVERY + Duration::from_millis(10));
+        assert_eq!(throttle.turn(), Some(2));
+        assert_eq!(throttle.turn(), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The RAM store: sessions in this process's memory.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,6 +13,18 @@ use crate::record::{now_millis, Millis, Record};
 
 const SHARDS: usize = 64;
 
+/// What a session costs the RAM store beyond its data: the map slot, the
+/// key, the times and the data's allocation (about 150 bytes, as the
+/// benchmark's memory workload measures it), rounded up.
+pub const ENTRY_OVERHEAD: usize = 256;
+
+/// The default bound lets sessions at their largest take at most this
+/// share of the memory the process may use: a quarter.
+const MEMORY_SHARE: u64 = 4;
+
+/// The memory assumed where it cannot be read (not Linux).
+const ASSUMED_MEMORY: u64 = 4 << 30;
+
 /// Sessions kept in RAM, for one process (CherryPy's `RamSession`).
 ///
 /// The map is split into shards, each behind its own short-held mutex, so
@@ -19,6 +32,26 @@ const SHARDS: usize = 64;
 /// bytes the session handle produced, which is both the smallest form and
 /// the one a load hands back without re-encoding. Cloning the store is
 /// cheap and shares the sessions.
+///
+/// # A bound on sessions
+///
+/// Every cookieless request that touches the session makes one, so a
+/// flood of them would otherwise grow the map until the process dies. The
+/// store holds at most [`max_sessions`](Self::with_max_sessions); at the
+/// bound, after dropping what has expired in the shard at hand, a new
+/// session is refused with [`Error::Unavailable`] (503 through the layer)
+/// while the sessions already stored go on working, and room comes back as
+/// sessions expire or end. Refusing the newcomer rather than dropping the
+/// oldest idle session is deliberate: a flood must not be able to log out
+/// the visitors who were there first.
+///
+/// The default, [`default_max_sessions`]`(64 KiB)`, keeps sessions at the
+/// default `max_size` within a quarter of the memory the process may use
+/// (its cgroup's `memory.max`, else the machine's `MemTotal`; 4 GiB where
+/// neither can be read): `max_sessions × (max_size + ENTRY_OVERHEAD) ≤
+/// memory / 4`. With 24 GiB that is 97,900 sessions, with a 1 GiB
+/// container 4,080. [`store::open`](crate::store::open) sizes it for the
+/// config's `max_size`, or takes `max_sessions` from the config.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
@@ -27,6 +60,10 @@ pub struct MemoryStore {
 #[derive(Debug)]
 struct Inner {
     shards: Box<[Mutex<KeyMap<Entry>>]>,
+    /// Entries in all shards, expired ones included until they are
+    /// dropped; only changed under the shard lock of the entry.
+    len: AtomicUsize,
+    max_sessions: AtomicUsize,
     /// The lock of a RAM session is its place in this process's queue.
     locks: Arc<LockWaits>,
 }
@@ -45,14 +82,36 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store holding at most [`default_max_sessions`] for the
+    /// default `max_size` (64 KiB).
     pub fn new() -> Self {
+        Self::bounded(default_max_sessions(64 * 1024))
+    }
+
+    /// Sets the bound: at most `max_sessions` sessions (at least 1), for
+    /// this store and its clones. Sessions already stored beyond a lowered
+    /// bound stay; new ones wait for room.
+    pub fn with_max_sessions(self, max_sessions: usize) -> Self {
+        self.inner
+            .max_sessions
+            .store(max_sessions.max(1), Ordering::Relaxed);
+        self
+    }
+
+    fn bounded(max_sessions: usize) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                len: AtomicUsize::new(0),
+                max_sessions: AtomicUsize::new(max_sessions.max(1)),
                 locks: LockWaits::new(),
             }),
         }
+    }
+
+    /// The bound this store keeps.
+    pub fn max_sessions(&self) -> usize {
+        self.inner.max_sessions.load(Ordering::Relaxed)
     }
 
     fn shard(&self, key: &StoreKey) -> MutexGuard<'_, KeyMap<Entry>> {
@@ -62,9 +121,63 @@ impl MemoryStore {
     /// Removes every session (CherryPy's `cache.clear()`).
     pub fn clear(&self) {
         for shard in self.inner.shards.iter() {
-            lock_shard(shard).clear();
+            let mut map = lock_shard(shard);
+            self.inner.len.fetch_sub(map.len(), Ordering::Relaxed);
+            map.clear();
         }
     }
+
+    /// Takes a place for one more entry, or says the store is full.
+    fn claim_place(&self, map: &mut KeyMap<Entry>, now: Millis) -> Result<(), Error> {
+        let (len, max) = (&self.inner.len, self.max_sessions());
+        if len.fetch_add(1, Ordering::Relaxed) < max {
+            return Ok(());
+        }
+        // Full: what expired in this shard makes room before refusing.
+        len.fetch_sub(1, Ordering::Relaxed);
+        drop_expired(map, len, now);
+        if len.fetch_add(1, Ordering::Relaxed) < max {
+            return Ok(());
+        }
+        len.fetch_sub(1, Ordering::Relaxed);
+        Err(Error::unavailable("storing a new session", Full(max)))
+    }
+}
+
+/// The store holds `max_sessions` already.
+#[derive(Debug, thiserror::Error)]
+#[error("the RAM store holds its max_sessions ({0}); new sessions wait for room")]
+struct Full(usize);
+
+/// The default bound for sessions of at most `max_size` bytes: see
+/// "A bound on sessions" on [`MemoryStore`].
+pub fn default_max_sessions(max_size: usize) -> usize {
+    let memory = usable_memory().unwrap_or(ASSUMED_MEMORY);
+    let per_session = (max_size.saturating_add(ENTRY_OVERHEAD)) as u64;
+    usize::try_from(memory / MEMORY_SHARE / per_session.max(1)).unwrap_or(usize::MAX)
+}
+
+/// The memory this process may use: its cgroup's limit, or the machine's.
+fn usable_memory() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let kib = s.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+        kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok()
+    });
+    match (cgroup, total.map(|kib| kib * 1024)) {
+        (Some(limit), Some(total)) => Some(limit.min(total)),
+        (limit, total) => limit.or(total),
+    }
+}
+
+fn drop_expired(map: &mut KeyMap<Entry>, len: &AtomicUsize, now: Millis) -> u64 {
+    let before = map.len();
+    map.retain(|_, e| e.expires > now);
+    let removed = before - map.len();
+    len.fetch_sub(removed, Ordering::Relaxed);
+    removed as u64
 }
 
 fn lock_shard(shard: &Mutex<KeyMap<Entry>>) -> MutexGuard<'_, KeyMap<Entry>> {
@@ -93,9 +206,13 @@ impl SessionStore for MemoryStore {
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let now = now_millis();
         let mut shard = self.shard(key);
-        let live = shard.get(key).is_some_and(|e| e.expires > now);
+        let entry = shard.get(key);
+        let live = entry.is_some_and(|e| e.expires > now);
         if live != (write == SaveIf::Live) {
             return Ok(false);
+        }
+        if entry.is_none() {
+            self.claim_place(&mut shard, now)?;
         }
         shard.insert(
             *key,
@@ -120,7 +237,9 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        self.shard(key).remove(key);
+        if self.shard(key).remove(key).is_some() {
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -163,10 +282,7 @@ impl SessionAdmin for MemoryStore {
         for shard in self.inner.shards.iter() {
             // Held locks live in a separate table, so dropping expired data
             // here can never release or orphan a lock someone holds.
-            let mut map = lock_shard(shard);
-            let before = map.len();
-            map.retain(|_, e| e.expires > now);
-            removed += (before - map.len()) as u64;
+            removed += drop_expired(&mut lock_shard(shard), &self.inner.len, now);
         }
         Ok(removed)
     }
@@ -192,5 +308,85 @@ mod tests {
         assert_eq!(store.clean_up().await.unwrap(), 2);
         assert_eq!(store.count().await.unwrap(), 1);
         assert_eq!(store.keys().count().await, 1);
+    }
+
+    fn record(ttl: u64) -> Record {
+        let now = now_millis();
+        Record {
+            data: b"{}".to_vec(),
+            created: now,
+            expires: now + ttl,
+        }
+    }
+
+    /// At the bound a new session is refused (unavailable), the stored
+    /// ones still save, and room comes back by a delete or by expiry.
+    #[tokio::test]
+    async fn the_bound_refuses_new_sessions_only() {
+        let store = MemoryStore::new().with_max_sessions(SHARDS * 2);
+        let keys: Vec<StoreKey> = (0..SHARDS * 2)
+            .map(|_| StoreKey::generate().unwrap())
+            .collect();
+        for key in &keys {
+            assert!(store
+                .save(key, &record(60_000), SaveIf::Absent)
+                .await
+                .unwrap());
+        }
+        let newcomer = StoreKey::generate().unwrap();
+        let err = store
+            .save(&newcomer, &record(60_000), SaveIf::Absent)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert!(std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains("max_sessions (128)"));
+        // The stored sessions go on.
+        assert!(store
+            .save(&keys[0], &record(60_000), SaveIf::Live)
+            .await
+            .unwrap());
+        assert!(store.touch(&keys[1], now_millis() + 60_000).await.unwrap());
+        // A delete makes room.
+        store.delete(&keys[2]).await.unwrap();
+        assert!(store
+            .save(&newcomer, &record(60_000), SaveIf::Absent)
+            .await
+            .unwrap());
+        // So does expiry: a short-lived session in the newcomer's place...
+        store.delete(&newcomer).await.unwrap();
+        assert!(store
+            .save(&newcomer, &record(1), SaveIf::Absent)
+            .await
+            .unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // ...is dropped when the store is full, in the newcomer's shard.
+        let in_its_shard = (0..)
+            .map(|_| StoreKey::generate().unwrap())
+            .find(|k| shard_of(k, SHARDS) == shard_of(&newcomer, SHARDS))
+            .unwrap();
+        assert!(store
+            .save(&in_its_shard, &record(60_000), SaveIf::Absent)
+            .await
+            .unwrap());
+        assert_eq!(store.count().await.unwrap(), (SHARDS * 2) as u64);
+        store.clear();
+        assert!(store
+            .save(&newcomer, &record(60_000), SaveIf::Absent)
+            .await
+            .unwrap());
+    }
+
+    #[test]
+    fn the_default_bound_keeps_a_quarter_of_memory() {
+        let memory = usable_memory().unwrap_or(ASSUMED_MEMORY);
+        let n = default_max_sessions(64 * 1024) as u64;
+        let largest = n * (64 * 1024 + ENTRY_OVERHEAD) as u64;
+        assert!(
+            largest <= memory / 4 && largest > memory / 5,
+            "{n} sessions, {memory} bytes"
+        );
     }
 }

@@ -66,17 +66,18 @@ pub enum OpenError {
 /// the largest `max_size` of any section.
 pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
     let storage = config.storage();
-    #[cfg_attr(
-        not(any(feature = "redis", all(feature = "file", unix))),
-        allow(unused_variables)
-    )]
     let max_size = config
         .sections()
         .map(|(_, c)| c.max_size)
         .max()
         .unwrap_or(64 * 1024);
     match storage.kind {
-        StorageType::Ram => Ok(Arc::new(MemoryStore::new())),
+        StorageType::Ram => {
+            let bound = storage
+                .max_sessions
+                .unwrap_or_else(|| super::default_max_sessions(max_size));
+            Ok(Arc::new(MemoryStore::new().with_max_sessions(bound)))
+        }
         #[cfg(all(feature = "file", unix))]
         StorageType::File => Ok(Arc::new(
             FileStore::open(path(storage)?)?
