@@ -1,7 +1,8 @@
 //! Floods: 100,000 requests that never touch their session cost no store
 //! call and no cookie, and a flood of new sessions under ids the clients
 //! chose stores only ids of the server's, all reclaimed once expired — on
-//! every store. The requests go through the router in process
+//! every store; on the RAM store a flood of new sessions stops at
+//! `max_sessions`. The requests go through the router in process
 //! (`tower::ServiceExt::oneshot`) to stay fast.
 
 mod common;
@@ -133,4 +134,73 @@ async fn flood_of_new_sessions_is_reclaimed_by_clean_up(f: &Fixture) {
     }
     assert_eq!(f.store.count().await.unwrap(), 0, "not reclaimed");
     assert_eq!(f.store.keys().count().await, 0);
+}
+
+/// One request through the router in process: its status, body and the
+/// session cookie it set, if any.
+async fn send(app: &Router, path: &str, cookie: Option<&str>) -> (u16, String, Option<String>) {
+    use tower::ServiceExt;
+    let mut req = http::Request::get(path);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let response = app
+        .clone()
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    if status == 503 {
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "{response:?}"
+        );
+    }
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned(), set)
+}
+
+/// A flood of cookieless requests, each making a session, fills the RAM
+/// store to its bound and not past it: the newcomers beyond it answer 503
+/// (with `Retry-After`, no cookie), while a visitor from before the flood
+/// goes on, and a place freed by a logout is taken by the next newcomer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_new_sessions_stops_at_the_ram_bound() {
+    const BOUND: usize = 500;
+    let store = sessions::store::MemoryStore::new().with_max_sessions(BOUND);
+    let app = app(config(), store.clone());
+    let (status, _, regular) = send(&app, "/count", None).await;
+    assert_eq!(status, 200);
+    let regular = regular.unwrap();
+
+    let answers: Vec<(u16, bool)> = futures_util::stream::iter(0..10 * BOUND)
+        .map(|_| {
+            let app = app.clone();
+            async move {
+                let (status, _, set) = send(&app, "/count", None).await;
+                (status, set.is_some())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let stored = answers.iter().filter(|a| **a == (200, true)).count();
+    let refused = answers.iter().filter(|a| **a == (503, false)).count();
+    assert_eq!((stored, refused), (BOUND - 1, 10 * BOUND - (BOUND - 1)));
+    assert_eq!(store.count().await.unwrap(), BOUND as u64);
+
+    // The regular visitor is unaffected.
+    let (status, body, _) = send(&app, "/count", Some(&regular)).await;
+    assert_eq!((status, body.as_str()), (200, "false 2"));
+    // A logout frees a place; the next newcomer gets it.
+    let (status, _, _) = send(&app, "/logout", Some(&regular)).await;
+    assert_eq!(status, 200);
+    assert_eq!(send(&app, "/count", None).await.0, 200);
+    assert_eq!(send(&app, "/count", None).await.0, 503);
 }
