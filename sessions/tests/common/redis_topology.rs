@@ -1,8 +1,8 @@
 //! Redis deployments of the tests' own, on loopback and on free ports: a
-//! Cluster (masters, each with replicas) and a master with a replica
-//! watched by three Sentinels, started from `redis-server` and
-//! `redis-cli` (Sentinels are `redis-server --sentinel`, so Debian's
-//! `redis-sentinel` package is not needed).
+//! Cluster (masters, each with replicas), a master with a replica watched
+//! by three Sentinels, and one durable server ([`Standalone`]), started
+//! from `redis-server` and `redis-cli` (Sentinels are `redis-server
+//! --sentinel`, so Debian's `redis-sentinel` package is not needed).
 //!
 //! The non-destructive tests of a test binary share one of each
 //! ([`shared_cluster`], [`shared_sentinels`]); a test that kills nodes
@@ -245,6 +245,33 @@ fn common_args(port: u16, dir: &Path) -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+/// One Redis server of the tests' own that keeps every acknowledged write
+/// through a crash: append-only file, fsynced on every write, so a SIGKILL
+/// and a restart lose nothing it answered.
+pub struct Standalone {
+    pub node: Node,
+    base: Base,
+}
+
+impl Standalone {
+    pub fn start() -> Result<Standalone, String> {
+        let base = Base::new("redis")?;
+        let port = free_port(false);
+        let dir = base.node_dir(port)?;
+        let mut args = common_args(port, &dir);
+        // Later arguments override the defaults of `common_args`.
+        args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(str::to_owned));
+        let mut node = Node::new(port, args, &base);
+        node.spawn()?;
+        Ok(Standalone { node, base })
+    }
+
+    /// The URL a store is given.
+    pub fn url(&self) -> String {
+        format!("redis://{LOCALHOST}:{}/", self.node.port)
+    }
 }
 
 /// A Redis Cluster on loopback.
