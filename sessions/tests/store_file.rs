@@ -353,11 +353,12 @@ async fn listing_ignores_other_files() {
     assert_eq!(store.count().await.unwrap(), 600);
 }
 
-/// Files named by a session id, as versions before store keys wrote
-/// them, are never listed or loaded, and the first clean-up removes them
-/// (their names open sessions); other files stay.
+/// Files named by a session id, as versions before store keys (and
+/// CherryPy) wrote them, are never listed or loaded; clean-up removes them
+/// as it always did — an expired record of this format, a free lock file
+/// without data — and leaves the rest (a live one, CherryPy's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clean_up_removes_files_of_the_earlier_layout() {
+async fn clean_up_removes_expired_files_of_the_earlier_layout() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
     let live = key();
@@ -365,19 +366,28 @@ async fn clean_up_removes_files_of_the_earlier_layout() {
         .save(&live, &record("{}", 600_000), SaveIf::Absent)
         .await
         .unwrap());
-    let id = sessions::SessionId::generate().unwrap();
-    let bytes = record("{}", 600_000).encode();
-    fs::write(dir.path().join(format!("session-{id}")), &bytes).unwrap();
-    fs::write(dir.path().join(format!("session-{id}.lock")), b"").unwrap();
+    let earlier = |name: String, bytes: &[u8]| {
+        fs::write(dir.path().join(&name), bytes).unwrap();
+        name
+    };
+    let id = || sessions::SessionId::generate().unwrap();
+    let (expired, kept, foreign) = (id(), id(), id());
+    earlier(format!("session-{expired}"), &record("{}", -1_000).encode());
+    earlier(format!("session-{expired}.lock"), b"");
+    let kept = earlier(format!("session-{kept}"), &record("{}", 600_000).encode());
+    let foreign = earlier(format!("session-{foreign}"), b"\x80\x04pickle");
     fs::write(dir.path().join("notes.txt"), b"x").unwrap();
     let listed: Vec<StoreKey> = store.keys().map(|r| r.unwrap()).collect().await;
     assert_eq!(listed, vec![live]);
-    assert_eq!(store.clean_up().await.unwrap(), 2);
-    let mut left = names(dir.path());
-    left.sort();
-    let mut want = vec![format!("session-{live}"), "notes.txt".to_owned()];
+    assert_eq!(store.clean_up().await.unwrap(), 1);
+    let mut want = vec![
+        format!("session-{live}"),
+        kept,
+        foreign,
+        "notes.txt".to_owned(),
+    ];
     want.sort();
-    assert_eq!(left, want);
+    assert_eq!(names(dir.path()), want);
 }
 
 /// A clean-up of 100,000 expired sessions runs beside requests without

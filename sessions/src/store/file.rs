@@ -550,9 +550,11 @@ enum Name {
     Data(StoreKey),
     Lock(StoreKey),
     Temp,
-    /// `session-<id>` or its `.lock`, as versions before store keys named
-    /// them: unreachable now, and a file name that opens a session.
-    Earlier,
+    /// `session-<id>` (or its `.lock`, when `lock`), as versions before
+    /// store keys named them, and as CherryPy names them: never loaded.
+    Earlier {
+        lock: bool,
+    },
     Other,
 }
 
@@ -566,7 +568,7 @@ impl Name {
             match StoreKey::from_bytes(hex) {
                 Ok(key) if lock => Name::Lock(key),
                 Ok(key) => Name::Data(key),
-                Err(_) if SessionId::from_bytes(hex).is_ok() => Name::Earlier,
+                Err(_) if SessionId::from_bytes(hex).is_ok() => Name::Earlier { lock },
                 Err(_) => Name::Other,
             }
         } else if name.starts_with(TEMP_PREFIX.as_bytes()) {
@@ -913,6 +915,36 @@ impl Inner {
         })
     }
 
+    /// Removes a file of the layout before store keys as clean-up always
+    /// did, so that no file named by an id outlives the session timeout
+    /// after an upgrade: the data once it is an expired record of this
+    /// format (anything else — CherryPy's, say — is left alone), the lock
+    /// file once it is free and its data gone. Only data counts as a
+    /// session removed.
+    fn clean_earlier(&self, path: &Path, lock: bool, now: Millis) -> io::Result<bool> {
+        if lock {
+            let data = path.with_extension("");
+            if exists(&data)? {
+                return Ok(false);
+            }
+            if let Some(file) = self.flock_now(path, false)? {
+                remove(path)?;
+                drop(file);
+            }
+            return Ok(false);
+        }
+        match self.read(path)? {
+            Stored::Record(record) if record.is_expired(now) => {
+                let removed = remove(path)?;
+                // Its lock file, if free, goes now rather than at the next
+                // clean-up (the directory may list it first).
+                self.clean_earlier(&lock_path_of(path), true, now)?;
+                Ok(removed)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Removes an expired session's data, and its lock file unless the
     /// lock is held or awaited.
     ///
@@ -966,9 +998,7 @@ impl Inner {
                 Err(e) => Err(e),
             },
             Name::Temp => clean_temp(entry).map(|_| false),
-            // Removed at once: no request can reach it, and its name is a
-            // session id (see the CHANGELOG).
-            Name::Earlier => fs::remove_file(entry.path()).map(|()| true),
+            Name::Earlier { lock } => self.clean_earlier(&entry.path(), lock, acc.now),
             Name::Other => Ok(false),
         };
         // One bad entry must not stop the clean-up of the others.
@@ -1016,6 +1046,13 @@ impl Inner {
         }
         Ok(false)
     }
+}
+
+/// `session-<…>.lock` beside `session-<…>`.
+fn lock_path_of(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 /// Runs file I/O on the blocking pool.

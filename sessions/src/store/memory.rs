@@ -43,7 +43,9 @@ const ASSUMED_MEMORY: u64 = 4 << 30;
 /// while the sessions already stored go on working, and room comes back as
 /// sessions expire or end. Refusing the newcomer rather than dropping the
 /// oldest idle session is deliberate: a flood must not be able to log out
-/// the visitors who were there first.
+/// the visitors who were there first. A regeneration (a log-in) stores its
+/// new key before it deletes the old one, so that a failed save loses
+/// nothing; at the bound it is refused too, like a new visitor.
 ///
 /// The default, [`default_max_sessions`]`(64 KiB)`, keeps sessions at the
 /// default `max_size` within a quarter of the memory the process may use

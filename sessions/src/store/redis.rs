@@ -116,9 +116,11 @@ end
 /// Called right after a lock was deleted: if another process marked that
 /// it waits, the mark goes and the session's tag (its key) is published,
 /// which wakes that process's waiter (see "Locks" on [`RedisStore`]).
+/// `pcall`: a user that may not publish (an ACL without the channel) must
+/// not fail the save before it, which is done by then; waiters poll.
 const RELEASED_FN: &str = r"
 local function released(waiting, channel, tag)
-  if redis.call('DEL', waiting) == 1 then redis.call('PUBLISH', channel, tag) end
+  if redis.call('DEL', waiting) == 1 then redis.pcall('PUBLISH', channel, tag) end
 end
 ";
 
@@ -387,7 +389,9 @@ impl RedisStore {
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into().into();
         self.channel = release_channel(&self.prefix);
-        // Another channel: this store subscribes on its own.
+        // Other keys: this store queues its requests and subscribes on its
+        // own, and never takes a lock handed over under the old prefix.
+        self.locks = LockWaits::new();
         self.listener = Arc::default();
         self
     }
@@ -620,34 +624,79 @@ fn release_channel(prefix: &str) -> Arc<str> {
 /// to find the master too), and waits before trying again after a loss.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// How often the subscription's connection is pinged: a server that went
+/// away without closing it (a partition, a host crash) is noticed within
+/// this and the response timeout.
+const LISTEN_PING: Duration = Duration::from_secs(15);
 
 /// Holds the wake-up subscription and wakes this process's waiter for each
 /// session another process released; subscribes again after a loss (on a
 /// Cluster, at the next listed node; with Sentinel, at the master it names
-/// then). Ends when the store (its waits) is gone.
+/// then). Ends when the store (its waits) is gone. While it cannot
+/// subscribe, waiters poll: the first failure is a warning (an ACL that
+/// forbids the channel, say), later ones are debug.
 async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) {
+    let mut warned = false;
     for attempt in 0.. {
-        match tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt)).await {
-            Ok(Ok(pubsub)) => {
-                let mut messages = pubsub.into_on_message();
-                while let Some(message) = messages.next().await {
-                    let Some(waits) = waits.upgrade() else { return };
-                    let tag = message.get_payload::<String>();
-                    if let Ok(Ok(key)) = tag.map(|tag| tag.parse::<StoreKey>()) {
-                        waits.wake(&key);
-                    }
-                }
-                tracing::debug!("session lock wake-ups lost their connection; waiters poll");
-            }
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "session lock wake-ups cannot subscribe; waiters poll")
-            }
-            Err(_) => tracing::debug!("session lock wake-ups timed out subscribing; waiters poll"),
+        let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt));
+        let why = match subscribed.await {
+            Ok(Ok(pubsub)) => match deliver(pubsub, &waits).await {
+                Delivery::StoreGone => return,
+                Delivery::Lost => "lost their connection".to_owned(),
+            },
+            Ok(Err(error)) => format!("cannot subscribe ({error})"),
+            Err(_) => "timed out subscribing".to_owned(),
+        };
+        if warned {
+            tracing::debug!(%channel, "session lock wake-ups {why}; waiters poll");
+        } else {
+            tracing::warn!(%channel, "session lock wake-ups {why}; waiters poll");
+            warned = true;
         }
         if waits.strong_count() == 0 {
             return;
         }
         tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
+/// How a subscription ended.
+enum Delivery {
+    StoreGone,
+    Lost,
+}
+
+/// Wakes a waiter for each message, pinging the server every
+/// [`LISTEN_PING`], until the connection is lost or the store is gone.
+async fn deliver(pubsub: ::redis::aio::PubSub, waits: &Weak<LockWaits>) -> Delivery {
+    use futures_util::future::{select, Either};
+    let (mut sink, mut messages) = pubsub.split();
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.tick().await;
+    loop {
+        // Both are cancel safe: the one that lost is simply asked again.
+        match select(messages.next(), std::pin::pin!(ping.tick())).await {
+            Either::Left((None, _)) => return Delivery::Lost,
+            Either::Left((Some(message), _)) => {
+                let Some(waits) = waits.upgrade() else {
+                    return Delivery::StoreGone;
+                };
+                let tag = message.get_payload::<String>();
+                if let Ok(Ok(key)) = tag.map(|tag| tag.parse::<StoreKey>()) {
+                    waits.wake(&key);
+                }
+            }
+            Either::Right(_) => {
+                if waits.strong_count() == 0 {
+                    return Delivery::StoreGone;
+                }
+                let pong =
+                    tokio::time::timeout(conn::RESPONSE_TIMEOUT, sink.ping::<::redis::Value>());
+                if !matches!(pong.await, Ok(Ok(_))) {
+                    return Delivery::Lost;
+                }
+            }
+        }
     }
 }
 

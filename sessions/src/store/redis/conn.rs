@@ -174,9 +174,17 @@ fn cluster(nodes: Vec<String>) -> Result<Target, Error> {
             "an empty node in a comma-separated cluster URL",
         ));
     }
-    let clients = nodes
+    // With the first node's credentials and database, as the Cluster
+    // client uses them for every node.
+    let infos = nodes
         .iter()
-        .map(|n| Client::open(n.as_str()))
+        .map(|n| n.as_str().into_connection_info())
+        .collect::<RedisResult<Vec<_>>>()
+        .map_err(|e| Error::config("storage_url", e))?;
+    let first = infos[0].redis_settings().clone();
+    let clients = infos
+        .into_iter()
+        .map(|info| Client::open(info.set_redis_settings(first.clone())))
         .collect::<RedisResult<Vec<_>>>()
         .map_err(|e| Error::config("storage_url", e))?;
     ClusterClientBuilder::new(nodes)

@@ -17,7 +17,7 @@ use std::future::Future;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{BoxError, Error, SaveIf};
-use crate::id::StoreKey;
+use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 
 mod lease;
@@ -328,14 +328,23 @@ impl Page {
         let (mut keys, mut seen, mut last) = (Vec::new(), 0, None);
         for text in column {
             seen += 1;
-            let key = text.and_then(|text| {
+            let key = text.map(|text| {
                 last = Some(String::from_utf8_lossy(text).into_owned());
-                StoreKey::from_bytes(text).ok()
+                (
+                    StoreKey::from_bytes(text),
+                    SessionId::from_bytes(text).is_ok(),
+                )
             });
             match key {
-                Some(key) => keys.push(key),
+                Some((Ok(key), _)) => keys.push(key),
+                // A row of the layout before store keys: clean-up removes it
+                // once it expires; one line each would flood the log.
+                Some((Err(_), true)) => tracing::debug!(
+                    table = %table.text(),
+                    "a row named by a session id (the earlier layout); skipped"
+                ),
                 // Not logged as text: it may be a real id (a CherryPy row's).
-                None => tracing::warn!(
+                _ => tracing::warn!(
                     table = %table.text(),
                     "a row whose id is not a store key; skipped"
                 ),
