@@ -203,6 +203,13 @@ pub struct SessionConfig {
     pub lock_timeout: Duration,
     /// `name`: the cookie name.
     pub name: String,
+    /// `cookie`: carry the id in a cookie (default true). False, with a
+    /// `header`, serves API clients that keep no cookies.
+    pub cookie: bool,
+    /// `header`: also (or, with `cookie = False`, only) carry the id in this
+    /// header: read from the request, written to the response when the
+    /// session is saved, empty when it ends.
+    pub header: Option<http::HeaderName>,
     /// `path`: the cookie path.
     pub path: String,
     /// `path_header`: a request header to take the cookie path from.
@@ -233,6 +240,8 @@ impl Default for SessionConfig {
             locking: Locking::Implicit,
             lock_timeout: Duration::from_secs(30),
             name: "session_id".into(),
+            cookie: true,
+            header: None,
             path: "/".into(),
             path_header: None,
             domain: None,
@@ -261,6 +270,9 @@ impl SessionConfig {
                 .get(..prefix.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
         };
+        if !self.cookie {
+            return None;
+        }
         let (host, secure) = (starts("__Host-"), starts("__Secure-"));
         let named = |rule: &str| format!("a cookie named {:?} {rule}", self.name);
         if (host || secure) && !self.secure {
@@ -510,6 +522,15 @@ impl Config {
         for (section, config) in &paths {
             if config.on {
                 check_storage(config, file, section.line)?;
+                if !config.cookie && config.header.is_none() {
+                    return Err(Error::Key {
+                        file: file.into(),
+                        line: section.line,
+                        key: "tools.sessions.cookie".into(),
+                        message: "False needs a header to carry the id (tools.sessions.header)"
+                            .into(),
+                    });
+                }
                 if let Some((key, message)) = config.cookie_prefix_problem() {
                     return Err(Error::Key {
                         file: file.into(),
@@ -688,6 +709,13 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
         }
         "lock_timeout" => c.lock_timeout = Duration::from_secs_f64(number(v)?),
         "name" => c.name = cookie_word(v, false)?,
+        "cookie" => c.cookie = boolean(v)?,
+        "header" => {
+            c.header = match v {
+                Value::None => None,
+                _ => Some(id_header(&string(v)?)?),
+            }
+        }
         "path" => c.path = cookie_word(v, true)?,
         "path_header" => {
             c.path_header = match v {
@@ -772,6 +800,33 @@ fn duration_minutes(v: &Value) -> Result<Duration, String> {
 
 /// A cookie name, path or domain. Checked here, once, so that writing the
 /// `Set-Cookie` header (`cookie.rs`) never has to fail.
+/// A header that can carry the session id: a valid name that HTTP or this
+/// crate does not already use for something else.
+fn id_header(name: &str) -> Result<http::HeaderName, String> {
+    let header =
+        http::HeaderName::try_from(name).map_err(|_| format!("{name:?} is not a header name"))?;
+    use http::header::*;
+    let taken = [
+        COOKIE,
+        SET_COOKIE,
+        HOST,
+        CONTENT_LENGTH,
+        CONTENT_TYPE,
+        TRANSFER_ENCODING,
+        CONNECTION,
+        AUTHORIZATION,
+        RETRY_AFTER,
+        LOCATION,
+        UPGRADE,
+        TE,
+        TRAILER,
+    ];
+    if taken.contains(&header) {
+        return Err(format!("{name:?} has a meaning of its own in HTTP"));
+    }
+    Ok(header)
+}
+
 fn cookie_word(v: &Value, allow_slash: bool) -> Result<String, String> {
     let s = string(v)?;
     if s.is_empty() || !is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
@@ -917,6 +972,47 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    /// `header` names a header that can carry the id; `cookie = False`
+    /// needs one.
+    #[test]
+    fn the_id_header_and_cookie_switch() {
+        let load = |body: &str| {
+            Config::from_ini_str(&format!("[/]\ntools.sessions.on = True\n{body}"), "h.conf")
+        };
+        let c = load("tools.sessions.header = \"X-Session-Id\"\ntools.sessions.cookie = False\n")
+            .unwrap();
+        let root = c.resolve("/");
+        assert_eq!(
+            root.header.as_ref().map(|h| h.as_str()),
+            Some("x-session-id")
+        );
+        assert!(!root.cookie);
+        let err = load("tools.sessions.cookie = False\n").unwrap_err();
+        assert!(
+            matches!(&err, Error::Key { key, .. } if key == "tools.sessions.cookie"),
+            "{err}"
+        );
+        for bad in [
+            "\"Set-Cookie\"",
+            "\"Cookie\"",
+            "\"Authorization\"",
+            "\"bad header\"",
+            "1",
+        ] {
+            let err = load(&format!("tools.sessions.header = {bad}\n")).unwrap_err();
+            assert!(
+                matches!(&err, Error::Key { key, .. } if key == "tools.sessions.header"),
+                "{bad}: {err}"
+            );
+        }
+        // No cookie, no cookie rules.
+        assert!(load(
+            "tools.sessions.header = \"X-Session-Id\"\ntools.sessions.cookie = False\n\
+             tools.sessions.name = \"__Host-s\"\n"
+        )
+        .is_ok());
     }
 
     #[test]

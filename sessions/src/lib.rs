@@ -70,6 +70,7 @@ mod cookie;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod header;
 mod id;
 pub mod middleware;
 mod record;

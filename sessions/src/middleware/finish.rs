@@ -1,15 +1,15 @@
 //! The finishing step, run once after the handler returned: save what it
-//! used, delete what it gave up, release the lock, write the cookie — in
-//! that order (SPEC §4, §9).
+//! used, delete what it gave up, release the lock, write the cookie (or
+//! the id header) — in that order (SPEC §4, §9).
 
 use std::time::Duration;
 
 use http::Response;
 
 use super::state::{Phase, RequestSession};
-use crate::cookie;
 use crate::error::Error;
 use crate::record::now_millis;
+use crate::{cookie, header};
 
 impl RequestSession {
     /// Carries out what the handler asked for and ends the request's hold
@@ -37,7 +37,7 @@ impl RequestSession {
         self.save_if_used().await?;
         self.delete_doomed().await?;
         let path = self.cookie_path.as_deref().unwrap_or(&self.config.path);
-        let mut cookie = None;
+        let (mut cookie, mut carried) = (None, None);
         if let Some(saved) = self.saved {
             let max_age = saved.expires.saturating_sub(now_millis());
             cookie = Some(cookie::set_cookie(
@@ -46,12 +46,18 @@ impl RequestSession {
                 &saved.id,
                 Duration::from_millis(max_age),
             ));
+            carried = Some(header::carrying(&saved.id));
         }
         if self.expire_cookie {
             cookie = Some(cookie::expire_cookie(&self.config, path));
+            carried = Some(header::ended());
         }
-        if let Some(c) = cookie {
-            response.headers_mut().append(http::header::SET_COOKIE, c);
+        let headers = response.headers_mut();
+        if let Some(c) = cookie.filter(|_| self.config.cookie) {
+            headers.append(http::header::SET_COOKIE, c);
+        }
+        if let (Some(name), Some(value)) = (&self.config.header, carried) {
+            headers.insert(name.clone(), value);
         }
         Ok(())
     }

@@ -1,14 +1,15 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
 use super::shared::Shared;
 use super::state::RequestSession;
 use super::ResponseFuture;
-use crate::config::Locking;
+use crate::config::{Locking, SessionConfig};
 use crate::cookie::{self, ClientId};
+use crate::header;
 use crate::session::Session;
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around yours.
@@ -48,7 +49,7 @@ where
             return ResponseFuture::passthrough(inner.call(req));
         }
         self.shared.start_cleanup();
-        let client = cookie::client_id(req.headers(), &config.name);
+        let client = client_id(req.headers(), &config);
         let cookie_path = config
             .path_header
             .as_ref()
@@ -87,6 +88,22 @@ where
             state.finish(&mut response).await;
             Ok(response)
         })
+    }
+}
+
+/// The id the client sent: in the `header`, when one is configured and
+/// sent; otherwise in the cookie, when cookies are on.
+fn client_id(headers: &HeaderMap, config: &SessionConfig) -> ClientId {
+    if let Some(name) = &config.header {
+        let sent = header::client_id(headers, name);
+        if sent != ClientId::NotSent || !config.cookie {
+            return sent;
+        }
+    }
+    if config.cookie {
+        cookie::client_id(headers, &config.name)
+    } else {
+        ClientId::NotSent
     }
 }
 
