@@ -49,7 +49,7 @@ where
             return ResponseFuture::passthrough(inner.call(req));
         }
         self.shared.start_cleanup();
-        let client = client_id(req.headers(), &config);
+        let client = client_id(req.headers(), config);
         let cookie_path = config
             .path_header
             .as_ref()
