@@ -68,18 +68,19 @@ fn session_files(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// CherryPy's file-store checks: `session-<id>` appears, `/delete` removes
-/// it, and clean-up removes expired files (with their lock files).
+/// CherryPy's file-store checks, with the store key where CherryPy puts
+/// the id: `session-<key>` appears, `/delete` removes it, and clean-up
+/// removes expired files (with their lock files).
 #[tokio::test]
 async fn session_files_follow_cherrypys_layout() {
     let (server, dir) = conformance_app(FILE_STORE);
     let store = dir.path().join("sessions");
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
-    let id = c.id().unwrap();
-    assert!(session_files(&store).contains(&format!("session-{id}")));
+    let file = format!("session-{}", server::key_of(&c.id().unwrap()));
+    assert!(session_files(&store).contains(&file));
     assert_eq!(c.get("/delete").await.body, "done");
-    assert!(!session_files(&store).contains(&format!("session-{id}")));
+    assert!(!session_files(&store).contains(&file));
     let mut d = Client::new(server.addr);
     d.get("/").await;
     assert!(!session_files(&store).is_empty());

@@ -108,18 +108,16 @@ impl Session {
 
     /// The value under `key`, converted to `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        let mut state = self.state().await?;
-        let session = state.load().await?;
-        session
-            .data
-            .get(key)
-            .map(|v| {
-                T::deserialize(v).map_err(|source| Error::Value {
-                    key: key.into(),
-                    source,
-                })
-            })
+        self.get_value(key)
+            .await?
+            .map(|v| typed(key, v))
             .transpose()
+    }
+
+    /// The value under `key` as it is stored, raw JSON.
+    pub async fn get_value(&self, key: &str) -> Result<Option<Value>, Error> {
+        let mut state = self.state().await?;
+        Ok(state.load().await?.data.get(key).cloned())
     }
 
     /// Stores `value` under `key`, returning nothing; the old value is
@@ -129,6 +127,11 @@ impl Session {
             key: key.into(),
             source,
         })?;
+        self.insert_value(key, value).await
+    }
+
+    /// Stores raw JSON under `key`; the old value is replaced.
+    pub async fn insert_value(&self, key: &str, value: Value) -> Result<(), Error> {
         let mut state = self.state().await?;
         let session = state.load().await?;
         if session.data.get(key) != Some(&value) {
@@ -138,8 +141,18 @@ impl Session {
         Ok(())
     }
 
-    /// Removes `key`, returning its value if it was there.
-    pub async fn remove(&self, key: &str) -> Result<Option<Value>, Error> {
+    /// Removes `key`, returning its value, converted to `T`, if it was
+    /// there. The key is removed even if the value is not a `T` (the error
+    /// says so).
+    pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.remove_value(key)
+            .await?
+            .map(|v| typed(key, v))
+            .transpose()
+    }
+
+    /// Removes `key`, returning its raw JSON value if it was there.
+    pub async fn remove_value(&self, key: &str) -> Result<Option<Value>, Error> {
         let mut state = self.state().await?;
         let session = state.load().await?;
         let old = session.data.remove(key);
@@ -199,9 +212,20 @@ impl Session {
     }
 
     /// Makes the client drop its cookie: the response carries one that ends
-    /// now. Pair it with [`delete`](Self::delete) to log out.
+    /// now. Pair it with [`delete`](Self::delete) to log out, or call
+    /// [`logout`](Self::logout), which does both.
     pub async fn expire(&self) -> Result<(), Error> {
         self.state().await?.expire_cookie = true;
+        Ok(())
+    }
+
+    /// Logs the visitor out: the stored session is deleted and the client
+    /// told to drop its cookie (or id header), as [`delete`](Self::delete)
+    /// and [`expire`](Self::expire) together (tower-sessions' `flush`).
+    pub async fn logout(&self) -> Result<(), Error> {
+        let mut state = self.state().await?;
+        state.delete();
+        state.expire_cookie = true;
         Ok(())
     }
 
@@ -230,4 +254,12 @@ impl Session {
         state.check_open()?;
         Ok(state)
     }
+}
+
+/// A stored value converted to `T`, or the error naming its key.
+fn typed<T: DeserializeOwned>(key: &str, value: Value) -> Result<T, Error> {
+    T::deserialize(value).map_err(|source| Error::Value {
+        key: key.into(),
+        source,
+    })
 }

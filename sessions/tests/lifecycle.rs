@@ -110,6 +110,34 @@ async fn logout_deletes_and_expires() {
     assert!(r.body.starts_with("true"), "{}", r.body);
 }
 
+/// The handle's value calls, typed and raw: `remove::<T>` converts (and
+/// removes the key even when the value is not a `T`), `get_value` and
+/// `insert_value` take JSON as it is.
+#[tokio::test]
+async fn values_typed_and_raw() {
+    let router = axum::Router::new()
+        .route(
+            "/",
+            get(|s: Session| async move {
+                s.insert_value("raw", serde_json::json!({"a": [1, 2]}))
+                    .await?;
+                s.insert("n", 7u32).await?;
+                let raw = s.get_value("raw").await?.unwrap();
+                let n: Option<u32> = s.remove("n").await?;
+                let gone = s.get_value("n").await?;
+                let wrong = s.remove::<u32>("raw").await.is_err();
+                let kept = s.contains_key("raw").await?;
+                Ok::<_, sessions::Error>(format!("{raw} {n:?} {gone:?} {wrong} {kept}"))
+            }),
+        )
+        .layer(SessionLayer::new(MemoryStore::new()).with_config(config()));
+    let r = Client::new(serve(router).await).get_with("/", None).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"a":[1,2]} Some(7) None true false"#)
+    );
+}
+
 #[tokio::test]
 async fn path_sections_switch_sessions_off_and_rename_the_cookie() {
     let config = sessions::Config::from_ini_str(

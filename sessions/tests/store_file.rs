@@ -431,10 +431,10 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
         slowest = slowest.max(t.elapsed());
     }
     assert_eq!(cleaning.await.unwrap(), N as u64);
-    eprintln!(
-        "cleaned {N} in {:?}; slowest request meanwhile {slowest:?}",
-        started.elapsed()
-    );
-    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    let took = started.elapsed();
+    eprintln!("cleaned {N} in {took:?}; slowest request meanwhile {slowest:?}");
+    // Not a speed check (the machine's load moves both figures): a request
+    // that waited for the clean-up, or for much of it, would show here.
+    assert!(slowest < took / 4, "{slowest:?} of {took:?}");
     assert_eq!(names(dir.path()).len(), 2);
 }

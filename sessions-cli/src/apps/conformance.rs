@@ -78,7 +78,7 @@ async fn keyin(session: Session, Query(q): Query<Key>) -> Result<String> {
 }
 
 async fn delkey(session: Session, Query(q): Query<Key>) -> Result<&'static str> {
-    session.remove(&q.key).await?;
+    session.remove_value(&q.key).await?;
     Ok("OK")
 }
 

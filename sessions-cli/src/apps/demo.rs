@@ -34,7 +34,12 @@ type Result<T> = std::result::Result<T, sessions::Error>;
 async fn page(session: Session) -> Result<Html<String>> {
     let visits = session.get::<u64>("visits").await?.unwrap_or(0) + 1;
     session.insert("visits", visits).await?;
-    let flash = session.remove(FLASH).await?;
+    let flash = match session.remove::<String>(FLASH).await {
+        Ok(flash) => flash,
+        // Not a string: not ours to show.
+        Err(sessions::Error::Value { .. }) => None,
+        Err(e) => return Err(e),
+    };
     let id = session.id().await?;
     let created = session.created().await?;
     let expires = session.expires().await?;
@@ -58,7 +63,7 @@ async fn page(session: Session) -> Result<Html<String>> {
         }
     }
     let flash = match flash {
-        Some(Value::String(m)) => format!("<p class=flash>{}</p>", escape(&m)),
+        Some(m) => format!("<p class=flash>{}</p>", escape(&m)),
         _ => String::new(),
     };
     Ok(Html(format!(
@@ -101,7 +106,7 @@ async fn set(session: Session, Form(form): Form<SetForm>) -> Result<Response> {
 
 async fn remove(session: Session, Form(form): Form<HashMap<String, String>>) -> Result<Redirect> {
     if let Some(key) = form.get("key") {
-        session.remove(key).await?;
+        session.remove_value(key).await?;
     }
     Ok(Redirect::to("/"))
 }
@@ -122,8 +127,7 @@ async fn login(session: Session) -> Result<Redirect> {
 }
 
 async fn logout(session: Session) -> Result<Redirect> {
-    session.delete().await?;
-    session.expire().await?;
+    session.logout().await?;
     Ok(Redirect::to("/goodbye"))
 }
 

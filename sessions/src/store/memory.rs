@@ -51,8 +51,8 @@ const ASSUMED_MEMORY: u64 = 4 << 30;
 /// default `max_size` within a quarter of the memory the process may use
 /// (its cgroup's `memory.max`, else the machine's `MemTotal`; 4 GiB where
 /// neither can be read): `max_sessions × (max_size + ENTRY_OVERHEAD) ≤
-/// memory / 4`. With 24 GiB that is 97,900 sessions, with a 1 GiB
-/// container 4,080. [`store::open`](crate::store::open) sizes it for the
+/// memory / 4`. A machine sold as 24 GiB (23.5 GiB `MemTotal`) gets
+/// 96,047 sessions, a 1 GiB container 4,080. [`store::open`](crate::store::open) sizes it for the
 /// config's `max_size`, or takes `max_sessions` from the config.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {

@@ -146,8 +146,7 @@ pub fn routes() -> Router {
         .route(
             "/logout",
             get(|s: Session| async move {
-                s.delete().await?;
-                s.expire().await?;
+                s.logout().await?;
                 Ok::<_, sessions::Error>("done")
             }),
         )
