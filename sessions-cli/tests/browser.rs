@@ -203,13 +203,7 @@ async fn a_browser_session_cookie_has_no_expiry() {
         "site.conf",
         "[/]\ntools.sessions.on = True\ntools.sessions.persistent = False\n",
     );
-    let server = Server::start(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-    ]);
+    let server = Server::demo(&config);
     let c = driver.browser(&dir.path().join("profile")).await;
     c.goto(&url(server.addr, "/")).await.unwrap();
     let cookie = session_cookie(&c).await;
@@ -238,13 +232,7 @@ async fn a_host_prefixed_cookie_is_kept_by_the_browser() {
         "[/]\ntools.sessions.on = True\ntools.sessions.name = \"__Host-session\"\n\
          tools.sessions.secure = True\n",
     );
-    let server = Server::start(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-    ]);
+    let server = Server::demo(&config);
     let c = driver.browser(&dir.path().join("profile")).await;
     c.goto(&url(server.addr, "/")).await.unwrap();
     let first = text(&c, "#visits").await;

@@ -226,18 +226,9 @@ async fn soak(name: &str, dir: &TempDir, store: &str, backend: Option<Backend>) 
     drop(backend);
 }
 
-/// Starts the conformance app on `port`, retrying while the port is still
-/// held by a process just killed.
+/// Starts the conformance app on `port`.
 fn start(config: &Path, port: u16) -> Server {
-    Server::start(&[
-        "serve",
-        "--app",
-        "conformance",
-        "--config",
-        config.to_str().unwrap(),
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-    ])
+    Server::conformance_at(config, port)
 }
 
 fn pick(ports: &[u16; 2]) -> u16 {

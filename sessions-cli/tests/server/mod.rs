@@ -27,12 +27,29 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `sessions serve --app conformance --config FILE`.
+    /// Starts `sessions serve --app conformance --config FILE` on a free
+    /// port.
     pub fn conformance(config: &Path) -> Server {
+        Self::conformance_at(config, 0)
+    }
+
+    /// The same on `port` of loopback (0: a free one).
+    pub fn conformance_at(config: &Path, port: u16) -> Server {
         Self::start(&[
             "serve",
             "--app",
             "conformance",
+            "--config",
+            config.to_str().unwrap(),
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+    }
+
+    /// Starts `sessions serve --config FILE` (the demo) on a free port.
+    pub fn demo(config: &Path) -> Server {
+        Self::start(&[
+            "serve",
             "--config",
             config.to_str().unwrap(),
             "--bind",
