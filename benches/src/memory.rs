@@ -91,6 +91,7 @@ async fn ours(n: u64) -> anyhow::Result<Measured> {
         data: DATA.to_vec(),
         created: now,
         expires: now + 3_600_000,
+        timeout: None,
     };
     let before_kib = rss_kib()?;
     for _ in 0..n {

@@ -1,14 +1,17 @@
 //! A login flow: a new id at log-in (against session fixation), the user
-//! kept in the session, and a log-out that ends it on the server and in the
-//! browser.
+//! kept in the session, "remember me" (this session lives 30 days idle
+//! where others keep the configured hour), and a log-out that ends it on
+//! the server and in the browser.
 //!
 //! ```text
 //! cargo run --example login
 //! curl -c jar -b jar localhost:8080/            # "hello, guest"
-//! curl -c jar -b jar -d user=alice localhost:8080/login
+//! curl -c jar -b jar -d user=alice -d remember=on localhost:8080/login
 //! curl -c jar -b jar localhost:8080/            # "hello, alice"
 //! curl -c jar -b jar -X POST localhost:8080/logout
 //! ```
+
+use std::time::Duration;
 
 use axum::extract::Form;
 use axum::routing::{get, post};
@@ -20,7 +23,12 @@ use sessions::{Session, SessionConfig, SessionLayer};
 #[derive(Deserialize)]
 struct Login {
     user: String,
+    /// The "remember me" box: present when ticked.
+    remember: Option<String>,
 }
+
+/// How long a remembered session lives without a visit.
+const REMEMBERED: Duration = Duration::from_secs(30 * 24 * 3600);
 
 async fn home(session: Session) -> Result<String, sessions::Error> {
     let user: Option<String> = session.get("user").await?;
@@ -32,6 +40,11 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<String, sess
     // so that an id planted before the log-in opens nothing.
     session.regenerate().await?;
     session.insert("user", &form.user).await?;
+    if form.remember.is_some() {
+        // Kept with the session: every later request, and the cookie's
+        // expiry, follow it.
+        session.set_timeout(REMEMBERED).await?;
+    }
     Ok(format!("logged in as {}", form.user))
 }
 
@@ -73,7 +86,7 @@ mod tests {
         let cookie = resp
             .headers()
             .get(header::SET_COOKIE)
-            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
             .await
             .unwrap();
@@ -100,12 +113,17 @@ mod tests {
         let app = app();
         let (body, _) = send(&app, get("/", "")).await;
         assert_eq!(body, "hello, guest");
-        let (body, cookie) = send(&app, post("/login", "", "user=alice")).await;
+        let (body, set) = send(&app, post("/login", "", "user=alice")).await;
         assert_eq!(body, "logged in as alice");
-        let cookie = cookie.unwrap();
+        let set = set.unwrap();
+        assert!(set.contains("Max-Age=3600"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        // Remembered: the cookie lives 30 days.
+        let (_, remembered) = send(&app, post("/login", "", "user=bob&remember=on")).await;
+        assert!(remembered.unwrap().contains("Max-Age=2592000"));
         assert_eq!(send(&app, get("/", &cookie)).await.0, "hello, alice");
         let (_, gone) = send(&app, post("/logout", &cookie, "")).await;
-        assert!(gone.unwrap().ends_with('='), "the cookie is cleared");
+        assert!(gone.unwrap().contains("Max-Age=0"), "the cookie is cleared");
         assert_eq!(send(&app, get("/", &cookie)).await.0, "hello, guest");
     }
 }

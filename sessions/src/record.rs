@@ -30,6 +30,10 @@ pub struct Record {
     pub created: Millis,
     /// When it expires unless saved or refreshed again.
     pub expires: Millis,
+    /// The session's own idle timeout in milliseconds
+    /// ([`Session::set_timeout`](crate::Session::set_timeout)), which then
+    /// replaces the configured `timeout` for it; `None`: it has none.
+    pub timeout: Option<Millis>,
 }
 
 impl std::fmt::Debug for Record {
@@ -38,6 +42,7 @@ impl std::fmt::Debug for Record {
             .field("data_len", &self.data.len())
             .field("created", &self.created)
             .field("expires", &self.expires)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -72,9 +77,13 @@ pub enum DecodeError {
 }
 
 const MAGIC: &[u8; 4] = b"RSS\x01";
-const VERSION: u8 = 1;
-/// magic, version, created, expires, data length, checksum.
-const HEADER: usize = 4 + 1 + 8 + 8 + 4 + 4;
+/// Version 2 added the session's own timeout; version 1 records (without
+/// it) are still read.
+const VERSION: u8 = 2;
+/// magic, version, created, expires, data length, checksum: version 1.
+const HEADER_V1: usize = 4 + 1 + 8 + 8 + 4 + 4;
+/// Version 2 adds the timeout (0: none) after the checksum.
+const HEADER: usize = HEADER_V1 + 8;
 
 impl Record {
     /// Whether the record has expired at `now`.
@@ -82,8 +91,9 @@ impl Record {
         self.expires <= now
     }
 
-    /// Frames the record for a blob store: magic, version, instants, length
-    /// and a CRC-32 over all of it, then the data.
+    /// Frames the record for a blob store: magic, version, instants, length,
+    /// a CRC-32 over all of it, the session's own timeout (0: none; inside
+    /// the checksum too), then the data.
     ///
     /// The format is plain bytes and JSON: decoding it cannot run code.
     pub fn encode(&self) -> Vec<u8> {
@@ -93,10 +103,13 @@ impl Record {
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.expires.to_le_bytes());
         out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        let timeout = self.timeout.unwrap_or(0).to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&out);
+        crc.update(&timeout);
         crc.update(&self.data);
         out.extend_from_slice(&crc.finalize().to_le_bytes());
+        out.extend_from_slice(&timeout);
         out.extend_from_slice(&self.data);
         out
     }
@@ -110,7 +123,7 @@ impl Record {
                 max,
             });
         }
-        if bytes.len() < HEADER {
+        if bytes.len() < HEADER_V1 {
             // A cut-off record of ours still starts with our magic.
             return Err(if bytes.starts_with(MAGIC) || MAGIC.starts_with(bytes) {
                 DecodeError::Truncated
@@ -121,9 +134,12 @@ impl Record {
         if bytes[..3] != MAGIC[..3] {
             return Err(DecodeError::Foreign);
         }
-        if bytes[3] != MAGIC[3] || bytes[4] != VERSION {
-            return Err(DecodeError::Version(bytes[4]));
-        }
+        let header = match (bytes[3] == MAGIC[3], bytes[4]) {
+            (true, 1) => HEADER_V1,
+            (true, VERSION) if bytes.len() >= HEADER => HEADER,
+            (true, VERSION) => return Err(DecodeError::Truncated),
+            _ => return Err(DecodeError::Version(bytes[4])),
+        };
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
@@ -138,12 +154,14 @@ impl Record {
         let expires = u64_at(13);
         let len = u32_at(21) as usize;
         let stored_crc = u32_at(25);
-        let data = &bytes[HEADER..];
+        let timeout = &bytes[HEADER_V1..header];
+        let data = &bytes[header..];
         if data.len() != len {
             return Err(DecodeError::Truncated);
         }
         let mut crc = crc32fast::Hasher::new();
         crc.update(&bytes[..25]);
+        crc.update(timeout);
         crc.update(data);
         if crc.finalize() != stored_crc {
             return Err(DecodeError::Checksum);
@@ -152,6 +170,9 @@ impl Record {
             data: data.to_vec(),
             created,
             expires,
+            timeout: (header == HEADER)
+                .then(|| u64_at(HEADER_V1))
+                .filter(|&t| t > 0),
         })
     }
 }
@@ -165,13 +186,37 @@ mod tests {
             data: br#"{"counter":3}"#.to_vec(),
             created: 1_700_000_000_000,
             expires: 1_700_003_600_000,
+            timeout: Some(30 * 24 * 3_600_000),
         }
     }
 
     #[test]
     fn round_trip() {
         let r = sample();
-        assert_eq!(Record::decode(&r.encode(), 1024), Ok(r));
+        assert_eq!(Record::decode(&r.encode(), 1024), Ok(r.clone()));
+        let without = Record { timeout: None, ..r };
+        assert_eq!(Record::decode(&without.encode(), 1024), Ok(without));
+    }
+
+    /// A record written by version 1 (no timeout) still reads.
+    #[test]
+    fn version_1_records_still_read() {
+        let r = Record {
+            timeout: None,
+            ..sample()
+        };
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.push(1);
+        v1.extend_from_slice(&r.created.to_le_bytes());
+        v1.extend_from_slice(&r.expires.to_le_bytes());
+        v1.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&v1);
+        crc.update(&r.data);
+        v1.extend_from_slice(&crc.finalize().to_le_bytes());
+        v1.extend_from_slice(&r.data);
+        assert_eq!(Record::decode(&v1, 1024), Ok(r));
     }
 
     #[test]

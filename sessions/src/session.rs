@@ -7,6 +7,7 @@
 //! saves, deletes, releases and writes the cookie after the handler.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -104,6 +105,30 @@ impl Session {
     pub async fn expires(&self) -> Result<Millis, Error> {
         let mut state = self.state().await?;
         Ok(state.load().await?.expires_now(&self.0.config))
+    }
+
+    /// Gives this session an idle timeout of its own ("remember me": 30
+    /// days for one visitor while the others keep the configured
+    /// `timeout`). It is kept in the session's record, so it holds on every
+    /// later request and after a restart; the cookie's `Expires` and
+    /// `Max-Age` follow it, and the configured `absolute_timeout`, if any,
+    /// still bounds the session. At least one second.
+    pub async fn set_timeout(&self, timeout: Duration) -> Result<(), Error> {
+        let timeout = timeout.max(Duration::from_secs(1));
+        let mut state = self.state().await?;
+        let session = state.load().await?;
+        if session.timeout != Some(timeout) {
+            session.timeout = Some(timeout);
+            session.changed = true;
+        }
+        Ok(())
+    }
+
+    /// The idle timeout this session has: its own
+    /// ([`set_timeout`](Self::set_timeout)) or the configured one.
+    pub async fn timeout(&self) -> Result<Duration, Error> {
+        let mut state = self.state().await?;
+        Ok(state.load().await?.timeout(&self.0.config))
     }
 
     /// The value under `key`, converted to `T`.

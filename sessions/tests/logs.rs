@@ -70,6 +70,7 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
         data: b"\x80\x04\x95pickle".to_vec(),
         created: now,
         expires: now + 60_000,
+        timeout: None,
     };
     assert!(f
         .store
@@ -156,6 +157,7 @@ async fn damage(f: &Fixture, key: &StoreKey) -> bool {
                 data: b"{}".to_vec(),
                 created: now,
                 expires: now + 60_000,
+                timeout: None,
             }
             .encode();
             let last = bytes.len() - 1;

@@ -74,6 +74,7 @@ fn record() -> impl Strategy<Value = Record> {
             data,
             created,
             expires,
+            timeout: None,
         })
 }
 
@@ -168,7 +169,7 @@ proptest! {
     #[test]
     fn stored_data_loads_or_is_missing(data in session_data(), frame in any::<bool>(), max in 0usize..400) {
         let bytes = if frame {
-            Record { data, created: 1, expires: u64::MAX }.encode()
+            Record { data, created: 1, expires: u64::MAX, timeout: None }.encode()
         } else {
             data
         };

@@ -161,6 +161,7 @@ async fn clean_up_removes_expired_data_and_lock_files() {
             data: b"{}".to_vec(),
             created: now - 10_000,
             expires: now - 1,
+            timeout: None,
         }
     };
 
@@ -402,6 +403,7 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
         data: b"{}".to_vec(),
         created: now - 1_000,
         expires: now - 1,
+        timeout: None,
     }
     .encode();
     for _ in 0..N {

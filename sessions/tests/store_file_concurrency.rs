@@ -261,6 +261,7 @@ async fn removing_lock_files_never_lets_two_holders_in() {
                         data: b"{}".to_vec(),
                         created: now - 1_000,
                         expires: now - 1,
+                        timeout: None,
                     };
                     store.save(&key, &dead, SaveIf::Absent).await.unwrap();
                 }

@@ -10,6 +10,7 @@
 //! to delete, the cookie to send, the failure to report.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -67,6 +68,8 @@ pub(crate) struct Loaded {
     pub(crate) id: SessionId,
     pub(crate) data: Data,
     pub(crate) created: Millis,
+    /// The session's own idle timeout, if it set one; kept in its record.
+    pub(crate) timeout: Option<Duration>,
     /// A live record under `id` is in the store. False for a new or
     /// regenerated session, whose id nobody else can know yet: it needs no
     /// store lock.
@@ -80,7 +83,12 @@ pub(crate) struct Loaded {
 impl Loaded {
     /// The expiry the session gets if it is saved now.
     pub(crate) fn expires_now(&self, config: &SessionConfig) -> Millis {
-        expiry(config, self.created, now_millis())
+        expiry(config, self, now_millis())
+    }
+
+    /// The idle timeout that applies: the session's own, or the config's.
+    pub(crate) fn timeout(&self, config: &SessionConfig) -> Duration {
+        self.timeout.unwrap_or(config.timeout)
     }
 }
 
@@ -164,6 +172,7 @@ impl RequestSession {
                         id,
                         data,
                         created: record.created,
+                        timeout: record.timeout.map(Duration::from_millis),
                         stored: true,
                         used: false,
                         changed: false,
@@ -188,6 +197,7 @@ impl RequestSession {
             id,
             data: Data::new(),
             created: now,
+            timeout: None,
             stored: false,
             used: false,
             changed: true,
@@ -330,7 +340,7 @@ impl RequestSession {
         let id = s.id;
         let key = id.store_key();
         let now = now_millis();
-        let expires = expiry(&self.config, s.created, now);
+        let expires = expiry(&self.config, s, now);
         // The lock goes with the save only if it is this id's lock (after
         // `regenerate` it is the old id's, released once that is deleted).
         let guard = self.lock.take_if(|l| l.id == id).map(|l| l.guard);
@@ -352,6 +362,7 @@ impl RequestSession {
                 data,
                 created: s.created,
                 expires,
+                timeout: s.timeout.map(|t| t.as_millis() as u64),
             };
             let only = if s.stored {
                 SaveIf::Live
@@ -408,10 +419,12 @@ impl RequestSession {
 }
 
 /// The new expiry: now + timeout, but never past the absolute timeout.
-fn expiry(config: &SessionConfig, created: Millis, now: Millis) -> Millis {
-    let idle = now.saturating_add(config.timeout.as_millis() as u64);
+/// When `session` expires if saved at `now`: its idle timeout from now
+/// (its own, or the config's), or the absolute timeout if that comes first.
+fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {
+    let idle = now.saturating_add(session.timeout(config).as_millis() as u64);
     match config.absolute_timeout {
-        Some(limit) => idle.min(created.saturating_add(limit.as_millis() as u64)),
+        Some(limit) => idle.min(session.created.saturating_add(limit.as_millis() as u64)),
         None => idle,
     }
 }

@@ -33,6 +33,7 @@ fn record(data: &str, ttl_ms: i64) -> Record {
         data: data.as_bytes().to_vec(),
         created: now,
         expires: now.saturating_add_signed(ttl_ms),
+        timeout: None,
     }
 }
 
@@ -49,6 +50,39 @@ pub async fn round_trip<S: SessionAdmin>(store: &S) {
     };
     assert!(store.save(&key, &r2, SaveIf::Live).await.unwrap());
     assert_eq!(store.load(&key).await.unwrap(), Some(r2));
+}
+
+/// A session's own timeout is kept with its record by every way of
+/// writing it — a new save, a locked save, a refresh — and comes back.
+pub async fn own_timeout<S: SessionAdmin>(store: &S) {
+    let key = key();
+    let month = 30 * 24 * 3_600_000;
+    let r = Record {
+        timeout: Some(month),
+        ..record(r#"{"remember":true}"#, 60_000)
+    };
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+    let (guard, loaded) = store.lock_and_load(&key, LONG).await.unwrap();
+    assert_eq!(loaded.as_ref().and_then(|r| r.timeout), Some(month));
+    let shorter = Record {
+        timeout: Some(3_600_000),
+        ..r.clone()
+    };
+    assert!(store
+        .save_and_unlock(&key, &shorter, SaveIf::Live, guard)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(shorter));
+    assert!(store.touch(&key, now_millis() + 120_000).await.unwrap());
+    let touched = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(touched.timeout, Some(3_600_000));
+    let cleared = Record {
+        timeout: None,
+        ..touched
+    };
+    assert!(store.save(&key, &cleared, SaveIf::Live).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap().unwrap().timeout, None);
 }
 
 /// An expired record loads as `None`, does not exist, and cannot be
@@ -339,7 +373,7 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@tests $make;
             round_trip expiry refresh delete no_resurrection lock_exclusion
             lock_timeout combined_calls clean_up_keeps_held_locks count_and_keys
-            no_lost_updates);
+            no_lost_updates own_timeout);
     };
     (@tests $make:expr; $($name:ident)*) => {
         mod conformance {

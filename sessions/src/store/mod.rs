@@ -21,7 +21,7 @@
 //! let store = MemoryStore::new();
 //! let key = SessionId::generate().unwrap().store_key();
 //! let now = sessions::now_millis();
-//! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000 };
+//! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None };
 //! assert!(store.save(&key, &record, SaveIf::Absent).await?);
 //! assert_eq!(store.load(&key).await?, Some(record));
 //! # Ok(()) }

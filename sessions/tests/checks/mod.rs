@@ -84,6 +84,7 @@ pub fn request(
                 data: live_data.to_vec(),
                 created,
                 expires: now + 3_600_000,
+                timeout: None,
             };
             assert!(store
                 .save(&live.store_key(), &record, SaveIf::Absent)

@@ -20,5 +20,6 @@ pub fn record(data: &str, ttl_ms: i64) -> Record {
         data: data.as_bytes().to_vec(),
         created: now,
         expires: now.saturating_add_signed(ttl_ms),
+        timeout: None,
     }
 }

@@ -154,22 +154,24 @@ impl Statements {
     fn new(table: &Table, p: char) -> Self {
         let t = table.sql("");
         Statements {
-            load: format!("SELECT data, created_at, expires_at FROM {t} WHERE id = {p}1"),
+            load: format!(
+                "SELECT data, created_at, expires_at, timeout_ms FROM {t} WHERE id = {p}1"
+            ),
             exists: format!("SELECT 1 FROM {t} WHERE id = {p}1 AND expires_at > {p}2"),
             // A new session may only replace a row that has expired.
             insert: format!(
-                "INSERT INTO {t} AS s (id, data, created_at, expires_at) \
-                 VALUES ({p}1, {p}2, {p}3, {p}4) \
+                "INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms) \
+                 VALUES ({p}1, {p}2, {p}3, {p}4, {p}6) \
                  ON CONFLICT (id) DO UPDATE \
                  SET data = excluded.data, created_at = excluded.created_at, \
-                     expires_at = excluded.expires_at \
+                     expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms \
                  WHERE s.expires_at <= {p}5"
             ),
             // A loaded session is written only while its row is live: never
             // brought back once deleted, regenerated or expired.
             update: format!(
-                "UPDATE {t} SET data = {p}2, created_at = {p}3, expires_at = {p}4 \
-                 WHERE id = {p}1 AND expires_at > {p}5"
+                "UPDATE {t} SET data = {p}2, created_at = {p}3, expires_at = {p}4, \
+                 timeout_ms = {p}6 WHERE id = {p}1 AND expires_at > {p}5"
             ),
             touch: format!(
                 "UPDATE {t} SET expires_at = {p}2 WHERE id = {p}1 AND expires_at > {p}3"
@@ -183,7 +185,8 @@ impl Statements {
     }
 
     /// The write a save's precondition asks for, taking `(key, data,
-    /// created_at, expires_at, now)`; one row affected means it was written.
+    /// created_at, expires_at, now, timeout_ms)`; one row affected means it
+    /// was written.
     fn save(&self, write: SaveIf) -> &str {
         match write {
             SaveIf::Absent => &self.insert,
@@ -266,10 +269,15 @@ impl Migrations {
     }
 }
 
-/// The `data`, `created_at` and `expires_at` columns of a row as a record,
-/// or why they are not one: data larger than any save writes, or an
-/// instant before the epoch.
-fn decode(data: &[u8], created: i64, expires: i64) -> Result<Record, BoxError> {
+/// The `data`, `created_at`, `expires_at` and `timeout_ms` columns of a
+/// row as a record, or why they are not one: data larger than any save
+/// writes, or an instant before the epoch.
+fn decode(
+    data: &[u8],
+    created: i64,
+    expires: i64,
+    timeout: Option<i64>,
+) -> Result<Record, BoxError> {
     if data.len() > MAX_DATA {
         return Err(format!("data of {} bytes", data.len()).into());
     }
@@ -277,7 +285,13 @@ fn decode(data: &[u8], created: i64, expires: i64) -> Result<Record, BoxError> {
         data: data.to_vec(),
         created: Millis::try_from(created)?,
         expires: Millis::try_from(expires)?,
+        timeout: timeout.map(Millis::try_from).transpose()?,
     })
+}
+
+/// A record's own timeout as the `timeout_ms` column holds it.
+fn timeout_column(record: &Record) -> Option<i64> {
+    record.timeout.map(to_sql_ms)
 }
 
 /// The live record a row of `key` decoded to, or `None`: it has expired, or
@@ -484,18 +498,18 @@ mod tests {
     fn rows_decode_or_are_missing() {
         let key = StoreKey::generate().unwrap();
         let far = to_sql_ms(now_millis() + 60_000);
-        let record = decode(b"{}", 1, far).unwrap();
+        let record = decode(b"{}", 1, far, None).unwrap();
         assert_eq!(
             live_or_missing(Ok(record.clone()), &key, &Table::default()),
             Some(record)
         );
-        assert!(decode(b"{}", -5, far).is_err());
-        assert!(decode(b"{}", 0, -1).is_err());
-        assert!(decode(&vec![0; MAX_DATA + 1], 0, far).is_err());
-        assert!(decode(&vec![0; MAX_DATA], 0, far).is_ok());
-        let expired = decode(b"{}", 0, 1);
+        assert!(decode(b"{}", -5, far, None).is_err());
+        assert!(decode(b"{}", 0, -1, None).is_err());
+        assert!(decode(&vec![0; MAX_DATA + 1], 0, far, None).is_err());
+        assert!(decode(&vec![0; MAX_DATA], 0, far, None).is_ok());
+        let expired = decode(b"{}", 0, 1, None);
         assert_eq!(live_or_missing(expired, &key, &Table::default()), None);
-        let damaged = decode(b"{}", -5, far);
+        let damaged = decode(b"{}", -5, far, None);
         assert_eq!(live_or_missing(damaged, &key, &Table::default()), None);
     }
 
@@ -505,6 +519,7 @@ mod tests {
             data: vec![b'x'; len],
             created: 0,
             expires: 1,
+            timeout: None,
         };
         assert!(check_size(&record(MAX_DATA)).is_ok());
         assert!(matches!(

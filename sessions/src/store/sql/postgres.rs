@@ -35,8 +35,8 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
-    check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
-    Table, CLEAN_BATCH, KEYS_PAGE,
+    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, Migrations, Page,
+    Statements, Table, CLEAN_BATCH, KEYS_PAGE,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
@@ -68,7 +68,8 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// # Design
 ///
 /// - **Tables.** `<table> (id text PRIMARY KEY, data bytea, created_at
-///   bigint, expires_at bigint)` (milliseconds since the epoch, UTC) with an
+///   bigint, expires_at bigint, timeout_ms bigint)` (milliseconds since the
+///   epoch, UTC; `timeout_ms` a session's own idle timeout, or null) with an
 ///   index on `expires_at`, and `<table>_locks (id, owner, lease_expires,
 ///   waiters)` for the locks. Both keep CherryPy's column name `id`, but it
 ///   holds the session's [`StoreKey`] (64 hex characters), never the id
@@ -467,7 +468,7 @@ impl PostgresStore {
         let hex = key.as_hex();
         let hex: &str = &hex;
         let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
-        let now = to_sql_ms(now_millis());
+        let (now, timeout) = (to_sql_ms(now_millis()), timeout_column(record));
         let rows = self
             .inner
             .query(
@@ -481,6 +482,7 @@ impl PostgresStore {
                     (&now, Type::INT8),
                     (&owner, Type::TEXT),
                     last,
+                    (&timeout, Type::INT8),
                 ],
             )
             .await?;
@@ -677,10 +679,15 @@ impl Inner {
         self.record_at(key, row, 0)
     }
 
-    /// The record in a row's columns `at`, `at + 1` and `at + 2`.
+    /// The record in a row's columns `at` to `at + 3`.
     fn record_at(&self, key: &StoreKey, row: &Row, at: usize) -> Option<Record> {
         let decoded = (|| -> Result<Record, BoxError> {
-            decode(row.try_get(at)?, row.try_get(at + 1)?, row.try_get(at + 2)?)
+            decode(
+                row.try_get(at)?,
+                row.try_get(at + 1)?,
+                row.try_get(at + 2)?,
+                row.try_get(at + 3)?,
+            )
         })();
         live_or_missing(decoded, key, &self.opts.table)
     }
@@ -750,7 +757,7 @@ impl SessionStore for PostgresStore {
         let hex = key.as_hex();
         let hex: &str = &hex;
         let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
-        let now = to_sql_ms(now_millis());
+        let (now, timeout) = (to_sql_ms(now_millis()), timeout_column(record));
         let n = inner
             .execute(
                 "postgres: save",
@@ -761,6 +768,7 @@ impl SessionStore for PostgresStore {
                     (&created, Type::INT8),
                     (&expires, Type::INT8),
                     (&now, Type::INT8),
+                    (&timeout, Type::INT8),
                 ],
             )
             .await?;
@@ -992,6 +1000,13 @@ const MIGRATIONS: Migrations = Migrations {
                 locks = t.sql("_locks"),
             )
         },
+        // Version 3: a session's own idle timeout (`Session::set_timeout`).
+        |t| {
+            format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS timeout_ms bigint",
+                t.sql("")
+            )
+        },
     ],
 };
 
@@ -1043,16 +1058,16 @@ impl Sql {
         );
         let insert = format!(
             "written AS (\
-               INSERT INTO {t} AS s (id, data, created_at, expires_at) \
-               SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM held) \
+               INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms) \
+               SELECT $1, $2, $3, $4, $8 WHERE EXISTS (SELECT 1 FROM held) \
                ON CONFLICT (id) DO UPDATE \
                SET data = excluded.data, created_at = excluded.created_at, \
-                   expires_at = excluded.expires_at \
+                   expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms \
                WHERE s.expires_at <= $5 RETURNING 1)"
         );
         let update = format!(
             "written AS (\
-               UPDATE {t} SET data = $2, created_at = $3, expires_at = $4 \
+               UPDATE {t} SET data = $2, created_at = $3, expires_at = $4, timeout_ms = $8 \
                WHERE id = $1 AND expires_at > $5 AND EXISTS (SELECT 1 FROM held) \
                RETURNING 1)"
         );
@@ -1103,9 +1118,10 @@ impl Sql {
             // with the statement.
             take_and_load: format!(
                 "WITH {taken} \
-                 SELECT taken.ours, {async_commit}, s.data, s.created_at, s.expires_at \
+                 SELECT taken.ours, {async_commit}, s.data, s.created_at, s.expires_at, \
+                   s.timeout_ms \
                  FROM taken LEFT JOIN LATERAL (\
-                   SELECT data, created_at, expires_at FROM {t} \
+                   SELECT data, created_at, expires_at, timeout_ms FROM {t} \
                    WHERE id = $1 AND taken.ours FOR NO KEY UPDATE) AS s ON true"
             ),
             // A lock-only write: see `async_commit` for why it need not be

@@ -33,8 +33,8 @@ use tokio::task::JoinHandle;
 
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
-    check_size, decode, in_batches, live_or_missing, to_sql_ms, Migrations, Page, Statements,
-    Table, CLEAN_BATCH, KEYS_PAGE,
+    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, Migrations, Page,
+    Statements, Table, CLEAN_BATCH, KEYS_PAGE,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
@@ -56,7 +56,8 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// # Design
 ///
 /// - **Table.** `id TEXT PRIMARY KEY, data BLOB, created_at INTEGER,
-///   expires_at INTEGER` (milliseconds since the epoch, UTC), a `STRICT`
+///   expires_at INTEGER, timeout_ms INTEGER` (milliseconds since the epoch,
+///   UTC; `timeout_ms` a session's own idle timeout, or null), a `STRICT`
 ///   table with an index on `expires_at`, and a `<table>_locks` table for
 ///   the session locks. Both keep CherryPy's column name `id`, but it holds
 ///   the session's [`StoreKey`] (64 hex characters), never the id itself.
@@ -437,6 +438,7 @@ impl Inner {
             to_sql_ms(record.created),
             to_sql_ms(record.expires),
             to_sql_ms(now_millis()),
+            timeout_column(record),
         ))?;
         Ok(n == 1)
     }
@@ -455,7 +457,7 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<Record, BoxError> {
         ValueRef::Blob(b) => b,
         other => return Err(format!("data of type {}", other.data_type()).into()),
     };
-    decode(data, row.get(1)?, row.get(2)?)
+    decode(data, row.get(1)?, row.get(2)?, row.get(3)?)
 }
 
 fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
@@ -679,9 +681,10 @@ impl SqliteStore {
 /// edited.
 const MIGRATIONS: Migrations = Migrations {
     bookkeeping: "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
-    steps: &[|t| {
-        format!(
-            "CREATE TABLE IF NOT EXISTS {table} (\
+    steps: &[
+        |t| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {table} (\
                id TEXT PRIMARY KEY NOT NULL, \
                data BLOB NOT NULL, \
                created_at INTEGER NOT NULL, \
@@ -691,11 +694,14 @@ const MIGRATIONS: Migrations = Migrations {
                id TEXT PRIMARY KEY NOT NULL, \
                owner TEXT NOT NULL, \
                lease_expires INTEGER NOT NULL) STRICT;",
-            table = t.sql(""),
-            index = t.index("_expires"),
-            locks = t.sql("_locks"),
-        )
-    }],
+                table = t.sql(""),
+                index = t.index("_expires"),
+                locks = t.sql("_locks"),
+            )
+        },
+        // Version 2: a session's own idle timeout (`Session::set_timeout`).
+        |t| format!("ALTER TABLE {} ADD COLUMN timeout_ms INTEGER", t.sql("")),
+    ],
 };
 
 /// What [`SqliteStore::with_table`] accepts, for its error.
