@@ -256,14 +256,21 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// Checks the rules browsers enforce on a cookie whose name carries a
-    /// prefix, which they would otherwise enforce by silently dropping the
-    /// cookie (every request a new session): a `__Host-` cookie must be
-    /// `secure`, for `path = "/"` (no `path_header`) and without a `domain`;
-    /// a `__Secure-` cookie must be `secure`. Answers the first setting that
-    /// breaks a rule, and why. Config files are checked when they load, and
+    /// Checks what would otherwise leave every request without its session,
+    /// silently: no way to carry the id (`cookie = False` without a
+    /// `header`), or a cookie the browser drops because its name's prefix
+    /// has rules the settings break — a `__Host-` cookie must be `secure`,
+    /// for `path = "/"` (no `path_header`) and without a `domain`; a
+    /// `__Secure-` cookie must be `secure`. Answers the first setting at
+    /// fault, and why. Config files are checked when they load, and
     /// [`SessionLayer`](crate::SessionLayer) checks what it is given.
-    pub fn cookie_prefix_problem(&self) -> Option<(&'static str, String)> {
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if !self.cookie && self.header.is_none() {
+            return Some((
+                "cookie",
+                "False needs a header to carry the id (tools.sessions.header)".into(),
+            ));
+        }
         // Browsers match the prefixes without regard to case.
         let starts = |prefix: &str| {
             self.name
@@ -522,16 +529,7 @@ impl Config {
         for (section, config) in &paths {
             if config.on {
                 check_storage(config, file, section.line)?;
-                if !config.cookie && config.header.is_none() {
-                    return Err(Error::Key {
-                        file: file.into(),
-                        line: section.line,
-                        key: "tools.sessions.cookie".into(),
-                        message: "False needs a header to carry the id (tools.sessions.header)"
-                            .into(),
-                    });
-                }
-                if let Some((key, message)) = config.cookie_prefix_problem() {
+                if let Some((key, message)) = config.problem() {
                     return Err(Error::Key {
                         file: file.into(),
                         line: section.line,
@@ -798,8 +796,6 @@ fn duration_minutes(v: &Value) -> Result<Duration, String> {
     Ok(minutes(number(v)?))
 }
 
-/// A cookie name, path or domain. Checked here, once, so that writing the
-/// `Set-Cookie` header (`cookie.rs`) never has to fail.
 /// A header that can carry the session id: a valid name that HTTP or this
 /// crate does not already use for something else.
 fn id_header(name: &str) -> Result<http::HeaderName, String> {
@@ -813,6 +809,11 @@ fn id_header(name: &str) -> Result<http::HeaderName, String> {
         CONTENT_LENGTH,
         CONTENT_TYPE,
         TRANSFER_ENCODING,
+        PROXY_AUTHORIZATION,
+        EXPECT,
+        VARY,
+        CACHE_CONTROL,
+        ORIGIN,
         CONNECTION,
         AUTHORIZATION,
         RETRY_AFTER,
@@ -827,6 +828,8 @@ fn id_header(name: &str) -> Result<http::HeaderName, String> {
     Ok(header)
 }
 
+/// A cookie name, path or domain. Checked here, once, so that writing the
+/// `Set-Cookie` header (`cookie.rs`) never has to fail.
 fn cookie_word(v: &Value, allow_slash: bool) -> Result<String, String> {
     let s = string(v)?;
     if s.is_empty() || !is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
@@ -1161,6 +1164,16 @@ mod tests {
         assert!(
             Config::from_ini_str("[/]\ntools.sessions.name = \"__Host-s\"\n", "p.conf").is_ok()
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "needs a header to carry the id")]
+    fn the_layer_refuses_settings_that_carry_no_id() {
+        let config = SessionConfig {
+            cookie: false,
+            ..SessionConfig::default()
+        };
+        let _ = crate::SessionLayer::new(crate::store::MemoryStore::new()).with_config(config);
     }
 
     #[test]

@@ -92,24 +92,27 @@ impl Record {
     }
 
     /// Frames the record for a blob store: magic, version, instants, length,
-    /// a CRC-32 over all of it, the session's own timeout (0: none; inside
-    /// the checksum too), then the data.
+    /// a CRC-32 over all of it, the session's own timeout (inside the
+    /// checksum too), then the data. A record without a timeout is written
+    /// as version 1, which builds before version 2 read too: only sessions
+    /// that set their own timeout need a newer reader.
     ///
     /// The format is plain bytes and JSON: decoding it cannot run code.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.data.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(if self.timeout.is_some() { VERSION } else { 1 });
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.expires.to_le_bytes());
         out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
-        let timeout = self.timeout.unwrap_or(0).to_le_bytes();
+        let timeout = self.timeout.map(u64::to_le_bytes);
+        let timeout: &[u8] = timeout.as_ref().map_or(&[], |t| t);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&out);
-        crc.update(&timeout);
+        crc.update(timeout);
         crc.update(&self.data);
         out.extend_from_slice(&crc.finalize().to_le_bytes());
-        out.extend_from_slice(&timeout);
+        out.extend_from_slice(timeout);
         out.extend_from_slice(&self.data);
         out
     }
@@ -140,6 +143,13 @@ impl Record {
             (true, VERSION) => return Err(DecodeError::Truncated),
             _ => return Err(DecodeError::Version(bytes[4])),
         };
+        // The bound above allowed for the longer header.
+        if bytes.len() > max.saturating_add(header) {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
@@ -170,9 +180,7 @@ impl Record {
             data: data.to_vec(),
             created,
             expires,
-            timeout: (header == HEADER)
-                .then(|| u64_at(HEADER_V1))
-                .filter(|&t| t > 0),
+            timeout: (header == HEADER).then(|| u64_at(HEADER_V1)),
         })
     }
 }

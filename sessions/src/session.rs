@@ -112,13 +112,24 @@ impl Session {
     /// `timeout`). It is kept in the session's record, so it holds on every
     /// later request and after a restart; the cookie's `Expires` and
     /// `Max-Age` follow it, and the configured `absolute_timeout`, if any,
-    /// still bounds the session. At least one second.
+    /// still bounds the session. Between one second and 400 days (the
+    /// longest cookie lifetime browsers keep).
     pub async fn set_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        let timeout = timeout.max(Duration::from_secs(1));
+        self.own_timeout(Some(timeout.clamp(MIN_OWN_TIMEOUT, MAX_OWN_TIMEOUT)))
+            .await
+    }
+
+    /// Returns the session to the configured `timeout` (a log-in without
+    /// "remember me" after one with it).
+    pub async fn clear_timeout(&self) -> Result<(), Error> {
+        self.own_timeout(None).await
+    }
+
+    async fn own_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let mut state = self.state().await?;
         let session = state.load().await?;
-        if session.timeout != Some(timeout) {
-            session.timeout = Some(timeout);
+        if session.timeout != timeout {
+            session.timeout = timeout;
             session.changed = true;
         }
         Ok(())
@@ -280,6 +291,10 @@ impl Session {
         Ok(state)
     }
 }
+
+/// The bounds of [`Session::set_timeout`].
+const MIN_OWN_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_OWN_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 3600);
 
 /// A stored value converted to `T`, or the error naming its key.
 fn typed<T: DeserializeOwned>(key: &str, value: Value) -> Result<T, Error> {

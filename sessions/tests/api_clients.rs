@@ -119,6 +119,16 @@ async fn header_and_cookie_together(f: &Fixture) {
     let id = id.unwrap();
     // Either carries it: the header, or the cookie alone.
     assert_eq!(get(addr, "/count", Some(&id)).await.1, "false 2");
+    // A bad header is no id, whatever the cookie says.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/count"))
+        .header("cookie", format!("session_id={id}"))
+        .header(HEADER, "not-an-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["cache-control"], "private");
+    assert_eq!(resp.text().await.unwrap(), "true 1");
     let (carried, body) = with_cookie(addr, &id).await;
     assert_eq!(
         (carried.as_deref(), body.as_str()),

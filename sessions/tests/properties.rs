@@ -69,12 +69,14 @@ fn record() -> impl Strategy<Value = Record> {
         prop::collection::vec(any::<u8>(), 0..600),
         any::<u64>(),
         any::<u64>(),
+        // Both formats: version 1 (no timeout) and version 2.
+        prop::option::of(any::<u64>()),
     )
-        .prop_map(|(data, created, expires)| Record {
+        .prop_map(|(data, created, expires, timeout)| Record {
             data,
             created,
             expires,
-            timeout: None,
+            timeout,
         })
 }
 

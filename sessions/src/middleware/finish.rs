@@ -57,7 +57,13 @@ impl RequestSession {
             headers.append(http::header::SET_COOKIE, c);
         }
         if let (Some(name), Some(value)) = (&self.config.header, carried) {
+            // The layer owns this header: it replaces one the handler set.
             headers.insert(name.clone(), value);
+            // A response carrying an id is this visitor's alone: no shared
+            // cache may keep it (unless the handler said otherwise).
+            headers
+                .entry(http::header::CACHE_CONTROL)
+                .or_insert(http::HeaderValue::from_static("private"));
         }
         Ok(())
     }

@@ -44,10 +44,11 @@ impl SessionLayer {
     ///
     /// # Panics
     ///
-    /// If the cookie's name has a `__Host-` or `__Secure-` prefix whose rules
-    /// the settings break ([`SessionConfig::cookie_prefix_problem`]): a
-    /// browser would drop every such cookie, so the app is refused at start
-    /// rather than silently left without sessions.
+    /// If the settings cannot keep a session ([`SessionConfig::problem`]):
+    /// no cookie and no header to carry the id, or a `__Host-` or
+    /// `__Secure-` cookie whose rules they break (a browser would drop every
+    /// such cookie). The app is refused at start rather than silently left
+    /// without sessions.
     pub fn with_config(self, config: SessionConfig) -> Self {
         self.with_file_config(Config::single(config))
     }
@@ -60,7 +61,7 @@ impl SessionLayer {
     /// config file that breaks the rules fails to load instead).
     pub fn with_file_config(self, config: Config) -> Self {
         for (path, settings) in config.sections().filter(|(_, s)| s.on) {
-            if let Some((key, why)) = settings.cookie_prefix_problem() {
+            if let Some((key, why)) = settings.problem() {
                 panic!("session settings for {path}: {key}: {why}");
             }
         }

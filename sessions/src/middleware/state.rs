@@ -172,7 +172,7 @@ impl RequestSession {
                         id,
                         data,
                         created: record.created,
-                        timeout: record.timeout.map(Duration::from_millis),
+                        timeout: record.timeout.filter(|&t| t > 0).map(Duration::from_millis),
                         stored: true,
                         used: false,
                         changed: false,
@@ -362,7 +362,9 @@ impl RequestSession {
                 data,
                 created: s.created,
                 expires,
-                timeout: s.timeout.map(|t| t.as_millis() as u64),
+                timeout: s
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             };
             let only = if s.stored {
                 SaveIf::Live
@@ -418,7 +420,6 @@ impl RequestSession {
     }
 }
 
-/// The new expiry: now + timeout, but never past the absolute timeout.
 /// When `session` expires if saved at `now`: its idle timeout from now
 /// (its own, or the config's), or the absolute timeout if that comes first.
 fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {

@@ -134,7 +134,7 @@ impl Table {
 }
 
 /// The statements on the sessions table, `(id, data, created_at,
-/// expires_at)` (`id` holds the session's 64-character store key), with the
+/// expires_at, timeout_ms)` (`id` holds the session's 64-character store key), with the
 /// table name filled in once. Both backends word them alike but for how a
 /// parameter is written: `$1` in PostgreSQL, `?1` in SQLite. Every instant
 /// compared is the caller's `now` parameter, so both stores judge expiry by
