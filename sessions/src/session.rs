@@ -7,7 +7,7 @@
 //! saves, deletes, releases and writes the cookie after the handler.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -101,10 +101,20 @@ impl Session {
     }
 
     /// When the session will expire if nothing uses it after this request:
-    /// now + `timeout`, or the absolute timeout if that comes first.
+    /// now + its idle timeout, or the absolute timeout if that comes first.
     pub async fn expires(&self) -> Result<Millis, Error> {
         let mut state = self.state().await?;
         Ok(state.load().await?.expires_now(&self.0.config))
+    }
+
+    /// [`created`](Self::created) as a [`SystemTime`].
+    pub async fn created_at(&self) -> Result<SystemTime, Error> {
+        Ok(system_time(self.created().await?))
+    }
+
+    /// [`expires`](Self::expires) as a [`SystemTime`].
+    pub async fn expires_at(&self) -> Result<SystemTime, Error> {
+        Ok(system_time(self.expires().await?))
     }
 
     /// Gives this session an idle timeout of its own ("remember me": 30
@@ -290,6 +300,10 @@ impl Session {
         state.check_open()?;
         Ok(state)
     }
+}
+
+fn system_time(ms: Millis) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// The bounds of [`Session::set_timeout`].

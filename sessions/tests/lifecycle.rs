@@ -112,7 +112,7 @@ async fn logout_deletes_and_expires() {
 
 /// The handle's value calls, typed and raw: `remove::<T>` converts (and
 /// removes the key even when the value is not a `T`), `get_value` and
-/// `insert_value` take JSON as it is.
+/// `insert_value` take JSON as it is; the instants also as `SystemTime`.
 #[tokio::test]
 async fn values_typed_and_raw() {
     let router = axum::Router::new()
@@ -127,6 +127,14 @@ async fn values_typed_and_raw() {
                 let gone = s.get_value("n").await?;
                 let wrong = s.remove::<u32>("raw").await.is_err();
                 let kept = s.contains_key("raw").await?;
+                // The instants as `SystemTime`, the same as the milliseconds.
+                let created = s.created_at().await?.duration_since(std::time::UNIX_EPOCH);
+                assert_eq!(created.unwrap().as_millis() as u64, s.created().await?);
+                let ahead = s
+                    .expires_at()
+                    .await?
+                    .duration_since(std::time::SystemTime::now());
+                assert!(ahead.unwrap() > std::time::Duration::from_secs(3_000));
                 Ok::<_, sessions::Error>(format!("{raw} {n:?} {gone:?} {wrong} {kept}"))
             }),
         )
