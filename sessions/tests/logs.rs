@@ -140,6 +140,18 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     ] {
         assert!(text.contains(what), "no {what:?} in the log");
     }
+    // Every store call says, at debug level, what it was and how long it
+    // took (for a lock: the wait), in a span naming the session's short key.
+    let first_tag = short(&first);
+    for op in ["lock_and_load", "save_and_unlock"] {
+        assert!(
+            text.lines().any(|l| l.contains("session store call")
+                && l.contains(&format!("op=\"{op}\""))
+                && l.contains("ms=")
+                && l.contains(&first_tag)),
+            "no timed {op} call of session {first_tag} in the log"
+        );
+    }
 }
 
 /// Damages the stored form of `id` behind the store's back, in a way only

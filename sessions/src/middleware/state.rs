@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::config::{Locking, SessionConfig};
 use crate::error::{Error, Failure};
-use crate::id::SessionId;
+use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{self, LockGuard, SaveIf, SessionStore};
 
@@ -157,12 +158,19 @@ impl RequestSession {
         if let Some(id) = id {
             let timeout = self.config.lock_timeout;
             let record = if self.config.locking == Locking::Implicit && !self.holds_lock(&id) {
-                let r = self.store.lock_and_load(&id.store_key(), timeout).await;
+                let key = id.store_key();
+                let r = timed(
+                    "lock_and_load",
+                    &key,
+                    self.store.lock_and_load(&key, timeout),
+                )
+                .await;
                 let (guard, record) = checked(&mut self.failed, r)?;
                 self.lock = Some(HeldLock { id, guard });
                 record
             } else {
-                let r = self.store.load(&id.store_key()).await;
+                let key = id.store_key();
+                let r = timed("load", &key, self.store.load(&key)).await;
                 checked(&mut self.failed, r)?
             };
             if let Some(record) = record {
@@ -288,10 +296,13 @@ impl RequestSession {
         if self.holds_lock(&id) {
             return Ok(());
         }
-        let r = self
-            .store
-            .lock(&id.store_key(), self.config.lock_timeout)
-            .await;
+        let key = id.store_key();
+        let r = timed(
+            "lock",
+            &key,
+            self.store.lock(&key, self.config.lock_timeout),
+        )
+        .await;
         let guard = checked(&mut self.failed, r)?;
         self.lock = Some(HeldLock { id, guard });
         if matches!(&self.phase, Phase::Loaded(s) if !s.changed) {
@@ -372,12 +383,15 @@ impl RequestSession {
                 SaveIf::Absent
             };
             let r = match guard {
-                Some(g) => self.store.save_and_unlock(&key, &record, only, g).await,
-                None => self.store.save(&key, &record, only).await,
+                Some(g) => {
+                    let call = self.store.save_and_unlock(&key, &record, only, g);
+                    timed("save_and_unlock", &key, call).await
+                }
+                None => timed("save", &key, self.store.save(&key, &record, only)).await,
             };
             checked(&mut self.failed, r)?
         } else {
-            let r = self.store.touch(&key, expires).await;
+            let r = timed("touch", &key, self.store.touch(&key, expires)).await;
             drop(guard);
             checked(&mut self.failed, r)?
         };
@@ -399,7 +413,8 @@ impl RequestSession {
     /// Deletes the ids given up in this request.
     pub(crate) async fn delete_doomed(&mut self) -> Result<(), Error> {
         for id in std::mem::take(&mut self.doomed) {
-            let r = self.store.delete(&id.store_key()).await;
+            let key = id.store_key();
+            let r = timed("delete", &key, self.store.delete(&key)).await;
             checked(&mut self.failed, r)?;
         }
         Ok(())
@@ -428,6 +443,23 @@ fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {
         Some(limit) => idle.min(session.created.saturating_add(limit.as_millis() as u64)),
         None => idle,
     }
+}
+
+/// Runs one store call in a `session.store` span (`op`, the session's short
+/// key) and says, at debug level, how long it took: for the calls that
+/// take a lock, that is how long the request waited for it. Costs nothing
+/// but a clock read when debug output is off.
+async fn timed<T>(
+    op: &'static str,
+    key: &StoreKey,
+    call: impl std::future::Future<Output = Result<T, store::Error>>,
+) -> Result<T, store::Error> {
+    let span = tracing::debug_span!("session.store", op, session = %key.short());
+    let started = std::time::Instant::now();
+    let r = call.instrument(span.clone()).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| tracing::debug!(ms, ok = r.is_ok(), "session store call"));
+    r
 }
 
 /// A store call's result, with a failure logged once and remembered, so
