@@ -97,6 +97,16 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Listening is not serving: a node that reads its AOF or RDB at
+        // start answers LOADING to every command until it is done.
+        while match cli(self.port, &["PING"]) {
+            Ok(reply) | Err(reply) => reply.contains("LOADING"),
+        } {
+            if Instant::now() > deadline {
+                return Err(format!("redis-server on port {} kept loading", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Ok(())
     }
 
