@@ -92,6 +92,7 @@ async fn ours(n: u64) -> anyhow::Result<Measured> {
         created: now,
         expires: now + 3_600_000,
         timeout: None,
+        user: None,
     };
     let before_kib = rss_kib()?;
     for _ in 0..n {

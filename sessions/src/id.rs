@@ -58,7 +58,7 @@ impl SessionId {
 
     /// The key a store files this session under: see [`StoreKey`].
     pub fn store_key(&self) -> StoreKey {
-        StoreKey(Sha256::digest(self.as_hex().as_bytes()).into())
+        StoreKey::digest_of(self.as_hex().as_bytes())
     }
 
     /// A short tag for logs and the admin listing: the first 8 hex digits of
@@ -132,6 +132,12 @@ impl StoreKey {
         let mut out = [0u8; KEY_LEN];
         parse_hex(s, &mut out).map_err(|_| InvalidKey)?;
         Ok(Self(out))
+    }
+
+    /// The SHA-256 of `bytes`: a session's key from its id's text, a user
+    /// index's name from the user id.
+    pub(crate) fn digest_of(bytes: &[u8]) -> StoreKey {
+        StoreKey(Sha256::digest(bytes).into())
     }
 
     /// The first eight bytes as a number, for hashing into shards and tables.

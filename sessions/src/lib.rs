@@ -78,6 +78,7 @@ mod redact;
 mod session;
 pub mod store;
 mod task;
+pub mod user;
 
 pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
 pub use error::Error;
@@ -88,6 +89,7 @@ pub use id::{HexId, HexKey, InvalidId, InvalidKey, RandomError, SessionId, Short
 pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
 pub use session::Session;
+pub use user::{InvalidUser, UserId};
 
 /// The README's example compiles (it is run as a doctest, `no_run`).
 #[cfg(doctest)]

@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::user::{InvalidUser, UserId, MAX_USER_LEN};
+
 /// Milliseconds since the Unix epoch, UTC.
 ///
 /// Stores keep absolute instants rather than local wall-clock times, so that
@@ -15,6 +17,11 @@ pub fn now_millis() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// An instant in [`Millis`] as a `SystemTime`.
+pub(crate) fn system_time(ms: Millis) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(ms)
 }
 
 /// One stored session.
@@ -34,6 +41,10 @@ pub struct Record {
     /// ([`Session::set_timeout`](crate::Session::set_timeout)), which then
     /// replaces the configured `timeout` for it; `None`: it has none.
     pub timeout: Option<Millis>,
+    /// The user the session belongs to
+    /// ([`Session::set_user`](crate::Session::set_user)), by which the
+    /// store indexes it; `None`: nobody's yet.
+    pub user: Option<UserId>,
 }
 
 impl std::fmt::Debug for Record {
@@ -43,6 +54,7 @@ impl std::fmt::Debug for Record {
             .field("created", &self.created)
             .field("expires", &self.expires)
             .field("timeout", &self.timeout)
+            .field("has_user", &self.user.is_some())
             .finish()
     }
 }
@@ -66,6 +78,9 @@ pub enum DecodeError {
     /// The checksum does not match the bytes.
     #[error("record checksum mismatch")]
     Checksum,
+    /// The user it names is not a valid [`UserId`].
+    #[error("record names an invalid user: {0}")]
+    User(InvalidUser),
     /// Longer than the configured limit.
     #[error("record of {size} bytes exceeds the limit of {max}")]
     TooLarge {
@@ -77,54 +92,86 @@ pub enum DecodeError {
 }
 
 const MAGIC: &[u8; 4] = b"RSS\x01";
-/// Version 2 added the session's own timeout; version 1 records (without
-/// it) are still read.
-const VERSION: u8 = 2;
+/// The newest format: version 2 added the session's own timeout, version 3
+/// its user. Older versions are still read, and a record is written in the
+/// oldest version that holds it, so that older builds read what they can.
+const VERSION: u8 = 3;
 /// magic, version, created, expires, data length, checksum: version 1.
 const HEADER_V1: usize = 4 + 1 + 8 + 8 + 4 + 4;
 /// Version 2 adds the timeout (0: none) after the checksum.
-const HEADER: usize = HEADER_V1 + 8;
+const HEADER_V2: usize = HEADER_V1 + 8;
+/// Version 3 adds the user's length (2 bytes) and the user after that.
+const HEADER_V3: usize = HEADER_V2 + 2;
+/// The longest header there is.
+const HEADER_MAX: usize = HEADER_V3 + MAX_USER_LEN;
+/// Where the checksum is; it covers every byte but its own four.
+const CRC_AT: usize = HEADER_V1 - 4;
 
 impl Record {
+    /// The most bytes [`encode`](Self::encode) puts before the data, for
+    /// stores that bound what they read to the largest record they keep.
+    pub const MAX_HEADER: usize = HEADER_MAX;
+
+    /// The user a framed record names, read from its first bytes alone
+    /// (at least the header; the data may be cut off): for stores that
+    /// must find a deleted record's index entry without reading it whole.
+    /// `None` for a record without a user, or bytes that are not one.
+    pub(crate) fn user_in_header(bytes: &[u8]) -> Option<UserId> {
+        if bytes.len() < HEADER_V3 || bytes[..4] != MAGIC[..] || bytes[4] != 3 {
+            return None;
+        }
+        let len = usize::from(u16::from_le_bytes([bytes[HEADER_V2], bytes[HEADER_V2 + 1]]));
+        UserId::from_bytes(bytes.get(HEADER_V3..HEADER_V3 + len)?).ok()
+    }
+
     /// Whether the record has expired at `now`.
     pub fn is_expired(&self, now: Millis) -> bool {
         self.expires <= now
     }
 
     /// Frames the record for a blob store: magic, version, instants, length,
-    /// a CRC-32 over all of it, the session's own timeout (inside the
-    /// checksum too), then the data. A record without a timeout is written
-    /// as version 1, which builds before version 2 read too: only sessions
-    /// that set their own timeout need a newer reader.
+    /// a CRC-32 over everything else, then (version 2) the session's own
+    /// timeout, (version 3) its user, then the data.
     ///
     /// The format is plain bytes and JSON: decoding it cannot run code.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.data.len());
+        let user = self.user.as_ref().map(UserId::as_str);
+        let version = match (self.timeout, user) {
+            (None, None) => 1,
+            (Some(_), None) => 2,
+            (_, Some(_)) => VERSION,
+        };
+        let user = user.unwrap_or_default().as_bytes();
+        let mut out = Vec::with_capacity(HEADER_V3 + user.len() + self.data.len());
         out.extend_from_slice(MAGIC);
-        out.push(if self.timeout.is_some() { VERSION } else { 1 });
+        out.push(version);
         out.extend_from_slice(&self.created.to_le_bytes());
         out.extend_from_slice(&self.expires.to_le_bytes());
         out.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
-        let timeout = self.timeout.map(u64::to_le_bytes);
-        let timeout: &[u8] = timeout.as_ref().map_or(&[], |t| t);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&out);
-        crc.update(timeout);
-        crc.update(&self.data);
-        out.extend_from_slice(&crc.finalize().to_le_bytes());
-        out.extend_from_slice(timeout);
+        out.extend_from_slice(&[0; 4]);
+        if version >= 2 {
+            out.extend_from_slice(&self.timeout.unwrap_or(0).to_le_bytes());
+        }
+        if version >= 3 {
+            // A user id is at most 256 bytes.
+            out.extend_from_slice(&(user.len() as u16).to_le_bytes());
+            out.extend_from_slice(user);
+        }
         out.extend_from_slice(&self.data);
+        let crc = checksum(&out);
+        out[CRC_AT..HEADER_V1].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
     /// Reads what [`encode`](Self::encode) wrote, refusing anything longer
-    /// than `max` bytes before looking further.
+    /// than `max` bytes of data before looking further.
     pub fn decode(bytes: &[u8], max: usize) -> Result<Record, DecodeError> {
-        if bytes.len() > max.saturating_add(HEADER) {
-            return Err(DecodeError::TooLarge {
-                size: bytes.len(),
-                max,
-            });
+        let too_large = || DecodeError::TooLarge {
+            size: bytes.len(),
+            max,
+        };
+        if bytes.len() > max.saturating_add(HEADER_MAX) {
+            return Err(too_large());
         }
         if bytes.len() < HEADER_V1 {
             // A cut-off record of ours still starts with our magic.
@@ -137,19 +184,6 @@ impl Record {
         if bytes[..3] != MAGIC[..3] {
             return Err(DecodeError::Foreign);
         }
-        let header = match (bytes[3] == MAGIC[3], bytes[4]) {
-            (true, 1) => HEADER_V1,
-            (true, VERSION) if bytes.len() >= HEADER => HEADER,
-            (true, VERSION) => return Err(DecodeError::Truncated),
-            _ => return Err(DecodeError::Version(bytes[4])),
-        };
-        // The bound above allowed for the longer header.
-        if bytes.len() > max.saturating_add(header) {
-            return Err(DecodeError::TooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);
@@ -160,29 +194,54 @@ impl Record {
             b.copy_from_slice(&bytes[at..at + 4]);
             u32::from_le_bytes(b)
         };
-        let created = u64_at(5);
-        let expires = u64_at(13);
+        let version = match (bytes[3] == MAGIC[3], bytes[4]) {
+            (true, v @ 1..=VERSION) => v,
+            _ => return Err(DecodeError::Version(bytes[4])),
+        };
+        let header = match version {
+            1 => HEADER_V1,
+            2 => HEADER_V2,
+            _ if bytes.len() < HEADER_V3 => return Err(DecodeError::Truncated),
+            _ => {
+                HEADER_V3
+                    + usize::from(u16::from_le_bytes([bytes[HEADER_V2], bytes[HEADER_V2 + 1]]))
+            }
+        };
+        if bytes.len() < header {
+            return Err(DecodeError::Truncated);
+        }
+        // The bound above allowed for the longest header.
+        if bytes.len() > max.saturating_add(header) {
+            return Err(too_large());
+        }
         let len = u32_at(21) as usize;
-        let stored_crc = u32_at(25);
-        let timeout = &bytes[HEADER_V1..header];
         let data = &bytes[header..];
         if data.len() != len {
             return Err(DecodeError::Truncated);
         }
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&bytes[..25]);
-        crc.update(timeout);
-        crc.update(data);
-        if crc.finalize() != stored_crc {
+        if checksum(bytes) != u32_at(CRC_AT) {
             return Err(DecodeError::Checksum);
         }
+        let user = match version {
+            3 => Some(UserId::from_bytes(&bytes[HEADER_V3..header]).map_err(DecodeError::User)?),
+            _ => None,
+        };
         Ok(Record {
             data: data.to_vec(),
-            created,
-            expires,
-            timeout: (header == HEADER).then(|| u64_at(HEADER_V1)),
+            created: u64_at(5),
+            expires: u64_at(13),
+            timeout: (version >= 2).then(|| u64_at(HEADER_V1)).filter(|&t| t > 0),
+            user,
         })
     }
+}
+
+/// The CRC-32 of a framed record, its own four bytes left out.
+fn checksum(framed: &[u8]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&framed[..CRC_AT]);
+    crc.update(&framed[HEADER_V1..]);
+    crc.finalize()
 }
 
 #[cfg(test)]
@@ -195,15 +254,76 @@ mod tests {
             created: 1_700_000_000_000,
             expires: 1_700_003_600_000,
             timeout: Some(30 * 24 * 3_600_000),
+            user: Some(UserId::new("alice@example.com").unwrap()),
         }
     }
 
+    /// Each record is written in the oldest version that holds it, and
+    /// every version reads back.
     #[test]
     fn round_trip() {
         let r = sample();
+        let no_user = Record {
+            user: None,
+            ..r.clone()
+        };
+        let plain = Record {
+            timeout: None,
+            ..no_user.clone()
+        };
+        let user_only = Record {
+            timeout: None,
+            ..r.clone()
+        };
+        for (record, version) in [(r, 3), (no_user, 2), (plain, 1), (user_only, 3)] {
+            let bytes = record.encode();
+            assert_eq!(bytes[4], version, "{record:?}");
+            assert_eq!(Record::decode(&bytes, 1024), Ok(record));
+        }
+    }
+
+    /// A record whose user is not a valid user id (written by something
+    /// else, with a correct checksum) is refused, never half-read.
+    #[test]
+    fn an_invalid_user_is_refused() {
+        let mut bytes = sample().encode();
+        bytes[HEADER_V3] = b'\n';
+        let crc = checksum(&bytes);
+        bytes[CRC_AT..HEADER_V1].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            Record::decode(&bytes, 1024),
+            Err(DecodeError::User(InvalidUser::Control))
+        );
+    }
+
+    /// The user can be read from a record's first bytes alone.
+    #[test]
+    fn the_user_is_in_the_header() {
+        let bytes = sample().encode();
+        let header = HEADER_V3 + "alice@example.com".len();
+        assert_eq!(Record::user_in_header(&bytes[..header]), sample().user);
+        assert_eq!(Record::user_in_header(&bytes[..header - 1]), None);
+        let plain = Record {
+            user: None,
+            ..sample()
+        };
+        assert_eq!(Record::user_in_header(&plain.encode()), None);
+        assert_eq!(Record::user_in_header(b""), None);
+    }
+
+    /// The size bound is on the data: the longest user does not count.
+    #[test]
+    fn the_bound_is_on_the_data() {
+        let r = Record {
+            data: vec![b' '; 1024],
+            user: Some(UserId::new("u".repeat(MAX_USER_LEN)).unwrap()),
+            ..sample()
+        };
         assert_eq!(Record::decode(&r.encode(), 1024), Ok(r.clone()));
-        let without = Record { timeout: None, ..r };
-        assert_eq!(Record::decode(&without.encode(), 1024), Ok(without));
+        assert!(matches!(
+            Record::decode(&r.encode(), 1023),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     /// A record written by version 1 (no timeout) still reads.
@@ -211,6 +331,7 @@ mod tests {
     fn version_1_records_still_read() {
         let r = Record {
             timeout: None,
+            user: None,
             ..sample()
         };
         let mut v1 = Vec::new();

@@ -7,7 +7,7 @@
 //! saves, deletes, releases and writes the cookie after the handler.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,7 +18,8 @@ use crate::config::SessionConfig;
 use crate::error::Error;
 use crate::id::SessionId;
 use crate::middleware::RequestSession;
-use crate::record::Millis;
+use crate::record::{system_time, Millis};
+use crate::user::{UserId, UserSession};
 
 /// A visitor's session, as seen by a handler.
 ///
@@ -275,6 +276,71 @@ impl Session {
         Ok(())
     }
 
+    /// Ties the session to `user` (your id for the visitor who logged in),
+    /// stored with it, so that [`user_sessions`](Self::user_sessions) and
+    /// the `sessions` admin commands can find all of that user's sessions
+    /// and end them. Call it at log-in, after
+    /// [`regenerate`](Self::regenerate) (which keeps the user, as it keeps
+    /// the data). [`logout`](Self::logout) ends the tie with the session.
+    ///
+    /// ```
+    /// # async fn login(session: sessions::Session, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let user: sessions::UserId = name.parse()?; // 1..=256 bytes, no control characters
+    /// session.regenerate().await?;
+    /// session.set_user(user).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_user(&self, user: UserId) -> Result<(), Error> {
+        let mut state = self.state().await?;
+        let s = state.load().await?;
+        if s.user.as_ref() != Some(&user) {
+            s.user = Some(user);
+            s.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Unties the session from its user, keeping the session and its data.
+    pub async fn clear_user(&self) -> Result<(), Error> {
+        let mut state = self.state().await?;
+        let s = state.load().await?;
+        if s.user.take().is_some() {
+            s.changed = true;
+        }
+        Ok(())
+    }
+
+    /// The user the session is tied to, if any.
+    pub async fn user(&self) -> Result<Option<UserId>, Error> {
+        let mut state = self.state().await?;
+        Ok(state.load().await?.user.clone())
+    }
+
+    /// The live sessions of this session's user, most recently used first
+    /// (this one among them once it was saved; compare
+    /// [`UserSession::key`] with [`SessionId::store_key`] of
+    /// [`id`](Self::id)). Empty if the session has no user.
+    pub async fn user_sessions(&self) -> Result<Vec<UserSession>, Error> {
+        self.state().await?.user_sessions().await
+    }
+
+    /// Ends every other session of this session's user ("log out my other
+    /// devices", after a password change) and returns how many ended; this
+    /// one stays. Requests in flight on them cannot save them back.
+    pub async fn logout_other_sessions(&self) -> Result<u64, Error> {
+        self.state().await?.end_user_sessions(false).await
+    }
+
+    /// Ends every session of this session's user, this one too (which is
+    /// [`logout`](Self::logout)), and returns how many ended.
+    pub async fn logout_everywhere(&self) -> Result<u64, Error> {
+        let mut state = self.state().await?;
+        let ended = state.end_user_sessions(true).await?;
+        state.delete();
+        state.expire_cookie = true;
+        Ok(ended)
+    }
+
     /// Takes the session's lock (in `explicit` mode; in the other modes the
     /// lock is taken for you and this does nothing more). Waits at most
     /// `lock_timeout`. Data read before the lock was taken, and not changed
@@ -300,10 +366,6 @@ impl Session {
         state.check_open()?;
         Ok(state)
     }
-}
-
-fn system_time(ms: Millis) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// The bounds of [`Session::set_timeout`].

@@ -71,6 +71,7 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
         created: now,
         expires: now + 60_000,
         timeout: None,
+        user: None,
     };
     assert!(f
         .store
@@ -170,6 +171,7 @@ async fn damage(f: &Fixture, key: &StoreKey) -> bool {
                 created: now,
                 expires: now + 60_000,
                 timeout: None,
+                user: None,
             }
             .encode();
             let last = bytes.len() - 1;

@@ -69,14 +69,17 @@ fn record() -> impl Strategy<Value = Record> {
         prop::collection::vec(any::<u8>(), 0..600),
         any::<u64>(),
         any::<u64>(),
-        // Both formats: version 1 (no timeout) and version 2.
-        prop::option::of(any::<u64>()),
+        // Every format: version 1 (neither), 2 (a timeout; 0 means none,
+        // so a timeout is at least 1) and 3 (a user).
+        prop::option::of(1..=u64::MAX),
+        prop::option::of("[^\\p{Cc}]{1,64}"),
     )
-        .prop_map(|(data, created, expires, timeout)| Record {
+        .prop_map(|(data, created, expires, timeout, user)| Record {
             data,
             created,
             expires,
             timeout,
+            user: user.map(|u| u.parse().unwrap()),
         })
 }
 
@@ -171,7 +174,7 @@ proptest! {
     #[test]
     fn stored_data_loads_or_is_missing(data in session_data(), frame in any::<bool>(), max in 0usize..400) {
         let bytes = if frame {
-            Record { data, created: 1, expires: u64::MAX, timeout: None }.encode()
+            Record { data, created: 1, expires: u64::MAX, timeout: None, user: None }.encode()
         } else {
             data
         };

@@ -162,6 +162,7 @@ async fn clean_up_removes_expired_data_and_lock_files() {
             created: now - 10_000,
             expires: now - 1,
             timeout: None,
+            user: None,
         }
     };
 
@@ -404,6 +405,7 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
         created: now - 1_000,
         expires: now - 1,
         timeout: None,
+        user: None,
     }
     .encode();
     for _ in 0..N {

@@ -262,6 +262,7 @@ async fn removing_lock_files_never_lets_two_holders_in() {
                         created: now - 1_000,
                         expires: now - 1,
                         timeout: None,
+                        user: None,
                     };
                     store.save(&key, &dead, SaveIf::Absent).await.unwrap();
                 }

@@ -20,6 +20,7 @@ use crate::error::{Error, Failure};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{self, LockGuard, SaveIf, SessionStore};
+use crate::user::{self, UserId, UserSession};
 
 /// The session's data as loaded: a JSON object.
 pub(crate) type Data = Map<String, Value>;
@@ -71,6 +72,8 @@ pub(crate) struct Loaded {
     pub(crate) created: Millis,
     /// The session's own idle timeout, if it set one; kept in its record.
     pub(crate) timeout: Option<Duration>,
+    /// The user the session is tied to, kept in its record.
+    pub(crate) user: Option<UserId>,
     /// A live record under `id` is in the store. False for a new or
     /// regenerated session, whose id nobody else can know yet: it needs no
     /// store lock.
@@ -181,6 +184,7 @@ impl RequestSession {
                         data,
                         created: record.created,
                         timeout: record.timeout.filter(|&t| t > 0).map(Duration::from_millis),
+                        user: record.user,
                         stored: true,
                         used: false,
                         changed: false,
@@ -206,6 +210,7 @@ impl RequestSession {
             data: Data::new(),
             created: now,
             timeout: None,
+            user: None,
             stored: false,
             used: false,
             changed: true,
@@ -355,7 +360,10 @@ impl RequestSession {
         // The lock goes with the save only if it is this id's lock (after
         // `regenerate` it is the old id's, released once that is deleted).
         let guard = self.lock.take_if(|l| l.id == id).map(|l| l.guard);
-        let saved = if s.changed || !s.stored {
+        // A session with a user is written whole even when only its expiry
+        // moves: the stores that index users by expiry (Redis) move the
+        // index entry with the record.
+        let saved = if s.changed || !s.stored || s.user.is_some() {
             // A map of JSON values always encodes.
             let data = serde_json::to_vec(&s.data).unwrap_or_default();
             if data.len() > self.config.max_size {
@@ -376,6 +384,7 @@ impl RequestSession {
                 timeout: s
                     .timeout
                     .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                user: s.user.clone(),
             };
             let only = if s.stored {
                 SaveIf::Live
@@ -408,6 +417,37 @@ impl RequestSession {
         }
         self.debug(if saved { "saved" } else { "save refused" }, &id);
         Ok(())
+    }
+
+    /// The live sessions of this session's user.
+    pub(crate) async fn user_sessions(&mut self) -> Result<Vec<UserSession>, Error> {
+        let timeout = self.config.timeout;
+        let s = self.load().await?;
+        let Some(user) = s.user.clone() else {
+            return Ok(Vec::new());
+        };
+        let key = s.id.store_key();
+        let r = timed(
+            "sessions_of",
+            &key,
+            user::user_sessions(&*self.store, &user, timeout),
+        )
+        .await;
+        checked(&mut self.failed, r)
+    }
+
+    /// Ends the other sessions of this session's user, and says how many
+    /// ended, counting this one if `this_too` (the caller deletes it).
+    pub(crate) async fn end_user_sessions(&mut self, this_too: bool) -> Result<u64, Error> {
+        let s = self.load().await?;
+        let Some(user) = s.user.clone() else {
+            return Ok(0);
+        };
+        let (key, stored) = (s.id.store_key(), s.stored);
+        let call = user::end_user_sessions(&*self.store, &user, Some(&key));
+        let r = timed("end_sessions_of", &key, call).await;
+        let ended = checked(&mut self.failed, r)?;
+        Ok(ended + u64::from(this_too && stored))
     }
 
     /// Deletes the ids given up in this request.

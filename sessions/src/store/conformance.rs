@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use super::{Error, SaveIf, SessionAdmin};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Record};
+use crate::user::UserId;
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -34,7 +35,150 @@ fn record(data: &str, ttl_ms: i64) -> Record {
         created: now,
         expires: now.saturating_add_signed(ttl_ms),
         timeout: None,
+        user: None,
     }
+}
+
+/// A user id no other check (or run) uses.
+fn someone() -> UserId {
+    UserId::new(format!("user-{}", key())).unwrap()
+}
+
+/// `record` tied to `user`.
+fn of(user: &UserId, data: &str, ttl_ms: i64) -> Record {
+    Record {
+        user: Some(user.clone()),
+        ..record(data, ttl_ms)
+    }
+}
+
+/// The keys `sessions_of` lists for `user`, sorted.
+async fn listed<S: SessionAdmin>(store: &S, user: &UserId) -> Vec<StoreKey> {
+    let mut keys: Vec<StoreKey> = store
+        .sessions_of(user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, record)| {
+            assert_eq!(
+                record.user.as_ref(),
+                Some(user),
+                "listed under the wrong user"
+            );
+            key
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn sorted<const N: usize>(mut keys: [StoreKey; N]) -> Vec<StoreKey> {
+    keys.sort();
+    keys.to_vec()
+}
+
+/// The user index follows every write: a save lists a session under its
+/// user (with its record), a locked save and a refresh keep it there, a
+/// save under another user or none moves it, a delete takes it out; other
+/// users' sessions are never listed.
+pub async fn user_index<S: SessionAdmin>(store: &S) {
+    let (alice, bob) = (someone(), someone());
+    let (a1, a2, b1, nobody) = (key(), key(), key(), key());
+    assert_eq!(listed(store, &alice).await, []);
+    for (key, r) in [
+        (a1, of(&alice, r#"{"n":1}"#, 60_000)),
+        (a2, of(&alice, r#"{"n":2}"#, 60_000)),
+        (b1, of(&bob, "{}", 60_000)),
+        (nobody, record("{}", 60_000)),
+    ] {
+        assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    }
+    assert_eq!(listed(store, &alice).await, sorted([a1, a2]));
+    assert_eq!(listed(store, &bob).await, [b1]);
+    let listed_records = store.sessions_of(&alice).await.unwrap();
+    let first = listed_records.iter().find(|(k, _)| *k == a1).unwrap();
+    assert_eq!(Some(&first.1), store.load(&a1).await.unwrap().as_ref());
+
+    // Locked saves and refreshes keep the session where it is.
+    let (guard, loaded) = store.lock_and_load(&a1, LONG).await.unwrap();
+    let mut r = loaded.unwrap();
+    assert_eq!(r.user.as_ref(), Some(&alice));
+    r.data = br#"{"n":3}"#.to_vec();
+    assert!(store
+        .save_and_unlock(&a1, &r, SaveIf::Live, guard)
+        .await
+        .unwrap());
+    assert!(store.touch(&a1, now_millis() + 120_000).await.unwrap());
+    assert_eq!(listed(store, &alice).await, sorted([a1, a2]));
+
+    // Another user, then none: the session moves, then leaves the index.
+    assert!(store
+        .save(&a2, &of(&bob, "{}", 60_000), SaveIf::Live)
+        .await
+        .unwrap());
+    assert_eq!(listed(store, &alice).await, [a1]);
+    assert_eq!(listed(store, &bob).await, sorted([a2, b1]));
+    assert!(store
+        .save(&a2, &record("{}", 60_000), SaveIf::Live)
+        .await
+        .unwrap());
+    assert_eq!(listed(store, &bob).await, [b1]);
+    store.delete(&a1).await.unwrap();
+    assert_eq!(listed(store, &alice).await, []);
+    store.delete(&b1).await.unwrap();
+    assert_eq!(listed(store, &bob).await, []);
+}
+
+/// A user's expired sessions are not listed, and clean-up removes them
+/// (what each store keeps of its index is checked by its own tests).
+pub async fn user_index_expiry<S: SessionAdmin>(store: &S) {
+    let user = someone();
+    let (short, long) = (key(), key());
+    assert!(store
+        .save(&short, &of(&user, "{}", 300), SaveIf::Absent)
+        .await
+        .unwrap());
+    assert!(store
+        .save(&long, &of(&user, "{}", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(listed(store, &user).await, [long]);
+    store.clean_up().await.unwrap();
+    assert_eq!(listed(store, &user).await, [long]);
+    store.delete(&long).await.unwrap();
+    assert_eq!(listed(store, &user).await, []);
+}
+
+/// Ending a user's sessions ends one whose lock a request holds, and that
+/// request's save does not bring it back; "all but this one" keeps it.
+pub async fn ending_a_users_sessions<S: SessionAdmin>(store: &S) {
+    let user = someone();
+    let (current, other, locked) = (key(), key(), key());
+    for k in [current, other, locked] {
+        assert!(store
+            .save(&k, &of(&user, r#"{"n":0}"#, 60_000), SaveIf::Absent)
+            .await
+            .unwrap());
+    }
+    let (guard, loaded) = store.lock_and_load(&locked, LONG).await.unwrap();
+    let ended = crate::user::end_user_sessions(store, &user, Some(&current))
+        .await
+        .unwrap();
+    assert_eq!(ended, 2);
+    assert_eq!(listed(store, &user).await, [current]);
+    let mut in_flight = loaded.unwrap();
+    in_flight.data = br#"{"n":1}"#.to_vec();
+    assert!(!store
+        .save_and_unlock(&locked, &in_flight, SaveIf::Live, guard)
+        .await
+        .unwrap());
+    assert_eq!(store.load(&locked).await.unwrap(), None);
+    assert_eq!(listed(store, &user).await, [current]);
+    let ended = crate::user::end_user_sessions(store, &user, None)
+        .await
+        .unwrap();
+    assert_eq!((ended, listed(store, &user).await), (1, vec![]));
 }
 
 /// Save a new record and load it back unchanged.
@@ -373,7 +517,8 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@tests $make;
             round_trip expiry refresh delete no_resurrection lock_exclusion
             lock_timeout combined_calls clean_up_keeps_held_locks count_and_keys
-            no_lost_updates own_timeout);
+            no_lost_updates own_timeout user_index user_index_expiry
+            ending_a_users_sessions);
     };
     (@tests $make:expr; $($name:ident)*) => {
         mod conformance {

@@ -10,6 +10,13 @@
 //! | `session-<key>` | the record, in [`Record::encode`]'s checksummed format |
 //! | `session-<key>.lock` | the lock file; `flock`ed while the session is locked |
 //! | `.tmp-…` | a record being written; renamed over `session-<key>` when complete |
+//! | `users/<user>/<key>` | the user index: an empty file per session of a user (see below) |
+//!
+//! `<user>` is the user id's [`index_key`](crate::UserId::index_key), the
+//! SHA-256 of the id, so no user name reaches a file name. How the index
+//! stays in step with the records, crashes included, is described in
+//! `file/users.rs`: an entry too many is possible for a while, one too few
+//! never.
 //!
 //! Everything that touches the file system runs on tokio's blocking pool,
 //! never on an async worker.
@@ -31,6 +38,11 @@ use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, Sessi
 use crate::id::{shard_of, KeyMap};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, DecodeError, Millis, Record};
+use crate::user::UserId;
+
+mod users;
+
+use self::users::UserIndex;
 
 const SHARDS: usize = 64;
 const DEFAULT_MAX_SIZE: usize = 64 * 1024;
@@ -100,6 +112,7 @@ struct Inner {
     /// The bad files already logged, so a client that keeps sending the id
     /// of a damaged session does not flood the log.
     warned: Arc<Mutex<KeyMap<Fingerprint>>>,
+    users: UserIndex,
 }
 
 impl fmt::Debug for FileStore {
@@ -152,17 +165,12 @@ impl FileStore {
                 "the session directory was open to other users; its mode is now 0700"
             );
         }
-        let empty = Record {
-            data: Vec::new(),
-            created: 0,
-            expires: 0,
-            timeout: None,
-        };
         Ok(FileStore {
             inner: Arc::new(Inner {
+                users: UserIndex::new(&dir),
                 dir,
                 uid,
-                header: empty.encode().len(),
+                header: Record::MAX_HEADER,
                 fsync: false,
                 max_size: DEFAULT_MAX_SIZE,
                 locks: LockWaits::new(),
@@ -291,9 +299,12 @@ impl SessionStore for FileStore {
     }
 
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
-        let bytes = self.encode(record)?;
+        let (bytes, user) = (self.encode(record)?, record.user.clone());
         let (inner, key) = (Arc::clone(&self.inner), *key);
-        blocking("saving a session", move || inner.save(&key, &bytes, write)).await
+        blocking("saving a session", move || {
+            inner.save(&key, &bytes, user, write)
+        })
+        .await
     }
 
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
@@ -320,6 +331,14 @@ impl SessionStore for FileStore {
         Ok((LockGuard::new(lock), record))
     }
 
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        let (inner, user) = (Arc::clone(&self.inner), user.clone());
+        blocking("listing a user's sessions", move || {
+            inner.sessions_of(&user)
+        })
+        .await
+    }
+
     async fn save_and_unlock(
         &self,
         key: &StoreKey,
@@ -342,11 +361,11 @@ impl SessionStore for FileStore {
                 return Err(e);
             }
         };
-        let (inner, key) = (Arc::clone(&self.inner), *key);
+        let (inner, key, user) = (Arc::clone(&self.inner), *key, record.user.clone());
         // One trip to the pool for both; the release happens even when
         // the save fails.
         blocking("saving a session", move || {
-            let saved = inner.save(&key, &bytes, write);
+            let saved = inner.save(&key, &bytes, user, write);
             if let Some(held) = held {
                 held.release();
             }
@@ -416,6 +435,20 @@ impl SessionAdmin for FileStore {
     }
 
     async fn clean_up(&self) -> Result<u64, Error> {
+        // The index first, while the expired records it names are still
+        // there to say so.
+        let inner = Arc::clone(&self.inner);
+        let dirs = blocking("cleaning up the user index", move || {
+            inner.users.user_dirs()
+        })
+        .await?;
+        for dir in dirs {
+            let inner = Arc::clone(&self.inner);
+            blocking("cleaning up the user index", move || {
+                inner.clean_user_dir(&dir)
+            })
+            .await?;
+        }
         let cleaned = self
             .scan(
                 "cleaning up sessions",
@@ -713,18 +746,37 @@ impl Inner {
     /// (which does exclude other processes) around load and save, and
     /// clean-up takes it too; an unlocked delete from another process, such
     /// as an admin command, is the remaining case.
-    fn save(&self, key: &StoreKey, bytes: &[u8], write: SaveIf) -> io::Result<bool> {
+    ///
+    /// `user` is the record's, for the user index.
+    fn save(
+        &self,
+        key: &StoreKey,
+        bytes: &[u8],
+        user: Option<UserId>,
+        write: SaveIf,
+    ) -> io::Result<bool> {
         // Written before taking the shard lock, so that the slow part does
         // not hold up other sessions of the shard; a refused save only costs
         // an unlink.
         let temp = self.write_temp(key, bytes)?;
         let path = self.data_path(key);
         let _shard = self.shard(key);
-        let live = self.live(key, &path, now_millis())?.is_some();
-        if live != (write == SaveIf::Live) {
+        let old = self.live(key, &path, now_millis())?;
+        if old.is_some() != (write == SaveIf::Live) {
             return Ok(false);
         }
+        let (old, new) = (old.and_then(|r| r.user), user);
+        if old != new {
+            if let Some(new) = &new {
+                self.users.add(new, key)?;
+            }
+        }
         self.install(temp, &path)?;
+        if old != new {
+            if let Some(old) = &old {
+                self.users.remove(old, key)?;
+            }
+        }
         Ok(true)
     }
 
@@ -745,7 +797,16 @@ impl Inner {
     fn delete(&self, key: &StoreKey) -> io::Result<()> {
         let removed = {
             let _shard = self.shard(key);
-            remove(&self.data_path(key))?
+            let path = self.data_path(key);
+            let user = match self.read(&path)? {
+                Stored::Record(record) => record.user,
+                _ => None,
+            };
+            let removed = remove(&path)?;
+            if let Some(user) = user {
+                self.users.remove(&user, key)?;
+            }
+            removed
         };
         // Otherwise a power loss could bring the session back.
         if removed && self.fsync {
@@ -1014,6 +1075,48 @@ impl Inner {
             }
         }
         Ok(())
+    }
+
+    /// The live sessions listed under `user` whose record names that user.
+    fn sessions_of(&self, user: &UserId) -> io::Result<Vec<(StoreKey, Record)>> {
+        let now = now_millis();
+        let mut found = Vec::new();
+        for entry in self.users.entries(user)? {
+            let record = self.live(&entry.key, &self.data_path(&entry.key), now)?;
+            if let Some(record) = record.filter(|r| r.user.as_ref() == Some(user)) {
+                found.push((entry.key, record));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes the entries of one user's directory that name no live
+    /// session of that user (see `file/users.rs` for when), and the
+    /// directory once it is empty.
+    fn clean_user_dir(&self, dir: &Path) -> io::Result<()> {
+        let now = now_millis();
+        let user_key = dir.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
+        for entry in users::read_entries(dir)? {
+            let _shard = self.shard(&entry.key);
+            let keep = match self.read(&self.data_path(&entry.key))? {
+                Stored::Record(record) if record.is_expired(now) => false,
+                Stored::Record(record)
+                    if record
+                        .user
+                        .as_ref()
+                        .is_some_and(|u| u.index_key().as_bytes() == user_key) =>
+                {
+                    true
+                }
+                // Absent, unreadable or another user's: perhaps a save
+                // between writing the entry and renaming its record.
+                _ => !users::is_settled(&entry, STALE_TEMP),
+            };
+            if !keep {
+                users::remove_entry(dir, &entry.key)?;
+            }
+        }
+        users::remove_if_empty(dir)
     }
 
     fn count_entry(&self, entry: &fs::DirEntry, acc: &mut Count) -> io::Result<()> {

@@ -1,5 +1,6 @@
 //! The RAM store: sessions in this process's memory.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use super::{Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::id::{shard_of, KeyMap, StoreKey};
 use crate::record::{now_millis, Millis, Record};
+use crate::user::UserId;
 
 const SHARDS: usize = 64;
 
@@ -68,16 +70,70 @@ struct Inner {
     max_sessions: AtomicUsize,
     /// The lock of a RAM session is its place in this process's queue.
     locks: Arc<LockWaits>,
+    /// Which stored sessions each user has: changed only under the shard
+    /// lock of the session it names (shard first, then this), so that it
+    /// always agrees with the shards. Expired sessions stay in it, as in
+    /// their shard, until clean-up (or a full shard) drops them.
+    users: Mutex<HashMap<UserId, KeyMap<()>>>,
 }
 
+/// One stored session, packed: the sessions of a busy site are most of
+/// this store's memory.
 #[derive(Debug)]
 struct Entry {
-    data: Box<[u8]>,
+    /// The user's id (the first `user_len` bytes, none without a user),
+    /// then the data: one allocation.
+    bytes: Box<[u8]>,
     created: Millis,
     expires: Millis,
-    /// The session's own timeout, 0 for none (8 bytes, where an `Option`
-    /// would take 16).
-    timeout: Millis,
+    /// The session's own timeout in ms (0: none) in the low 48 bits, the
+    /// user id's length in the top 16: 8 bytes where two fields would
+    /// take 16.
+    timeout_and_user_len: u64,
+}
+
+/// Timeouts are kept to 48 bits (8,900 years; sessions allow 400 days).
+const TIMEOUT_BITS: u32 = 48;
+
+impl Entry {
+    fn new(record: &Record) -> Self {
+        let user = record.user.as_ref().map_or("", UserId::as_str).as_bytes();
+        let timeout = record.timeout.unwrap_or(0).min((1 << TIMEOUT_BITS) - 1);
+        Entry {
+            bytes: [user, &record.data].concat().into_boxed_slice(),
+            created: record.created,
+            expires: record.expires,
+            // A user id is at most 256 bytes.
+            timeout_and_user_len: timeout | (user.len() as u64) << TIMEOUT_BITS,
+        }
+    }
+
+    fn user_len(&self) -> usize {
+        (self.timeout_and_user_len >> TIMEOUT_BITS) as usize
+    }
+
+    fn user_bytes(&self) -> &[u8] {
+        &self.bytes[..self.user_len()]
+    }
+
+    /// The user, if any. The bytes were a `UserId` when stored.
+    fn user(&self) -> Option<UserId> {
+        let bytes = self.user_bytes();
+        (!bytes.is_empty())
+            .then(|| UserId::from_bytes(bytes).ok())
+            .flatten()
+    }
+
+    fn record(&self) -> Record {
+        let timeout = self.timeout_and_user_len & ((1 << TIMEOUT_BITS) - 1);
+        Record {
+            data: self.bytes[self.user_len()..].to_vec(),
+            created: self.created,
+            expires: self.expires,
+            timeout: (timeout > 0).then_some(timeout),
+            user: self.user(),
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -110,6 +166,7 @@ impl MemoryStore {
                 len: AtomicUsize::new(0),
                 max_sessions: AtomicUsize::new(max_sessions.max(1)),
                 locks: LockWaits::new(),
+                users: Mutex::default(),
             }),
         }
     }
@@ -128,7 +185,9 @@ impl MemoryStore {
         for shard in self.inner.shards.iter() {
             let mut map = lock_shard(shard);
             self.inner.len.fetch_sub(map.len(), Ordering::Relaxed);
-            map.clear();
+            for (key, entry) in map.drain() {
+                self.inner.unindex(&key, &entry);
+            }
         }
     }
 
@@ -140,7 +199,7 @@ impl MemoryStore {
         }
         // Full: what expired in this shard makes room before refusing.
         len.fetch_sub(1, Ordering::Relaxed);
-        drop_expired(map, len, now);
+        self.inner.drop_expired(map, now);
         if len.fetch_add(1, Ordering::Relaxed) < max {
             return Ok(());
         }
@@ -177,18 +236,61 @@ fn usable_memory() -> Option<u64> {
     }
 }
 
-fn drop_expired(map: &mut KeyMap<Entry>, len: &AtomicUsize, now: Millis) -> u64 {
-    let before = map.len();
-    map.retain(|_, e| e.expires > now);
-    let removed = before - map.len();
-    len.fetch_sub(removed, Ordering::Relaxed);
-    removed as u64
+impl Inner {
+    /// Drops what expired in one shard (held by the caller).
+    fn drop_expired(&self, map: &mut KeyMap<Entry>, now: Millis) -> u64 {
+        let before = map.len();
+        map.retain(|key, e| {
+            let live = e.expires > now;
+            if !live {
+                self.unindex(key, e);
+            }
+            live
+        });
+        let removed = before - map.len();
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        removed as u64
+    }
+
+    /// Keeps the user index in step with one entry of a shard the caller
+    /// holds: `old` is what was stored under `key`, `new` what is now.
+    fn reindex(&self, key: &StoreKey, old: Option<&Entry>, new: Option<&Entry>) {
+        if old.map(Entry::user_bytes).unwrap_or_default()
+            == new.map(Entry::user_bytes).unwrap_or_default()
+        {
+            return;
+        }
+        let (old, new) = (old.and_then(Entry::user), new.and_then(Entry::user));
+        let mut users = lock(&self.users);
+        if let Some(old) = old {
+            if let Some(keys) = users.get_mut(&old) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    users.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            users.entry(new).or_default().insert(*key, ());
+        }
+    }
+
+    fn unindex(&self, key: &StoreKey, gone: &Entry) {
+        if gone.user_len() > 0 {
+            self.reindex(key, Some(gone), None);
+        }
+    }
 }
 
 fn lock_shard(shard: &Mutex<KeyMap<Entry>>) -> MutexGuard<'_, KeyMap<Entry>> {
-    // Nothing panics while a shard is held, but if something ever did the
-    // map would still be consistent: keep serving rather than poison.
-    shard.lock().unwrap_or_else(|e| e.into_inner())
+    lock(shard)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while a shard or the index is held, but if something
+    // ever did the maps would still be consistent: keep serving rather
+    // than poison.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[async_trait]
@@ -199,14 +301,10 @@ impl SessionStore for MemoryStore {
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
         let now = now_millis();
-        Ok(self.shard(key).get(key).and_then(|e| {
-            (e.expires > now).then(|| Record {
-                data: e.data.to_vec(),
-                created: e.created,
-                expires: e.expires,
-                timeout: (e.timeout > 0).then_some(e.timeout),
-            })
-        }))
+        Ok(self
+            .shard(key)
+            .get(key)
+            .and_then(|e| (e.expires > now).then(|| e.record())))
     }
 
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
@@ -220,15 +318,11 @@ impl SessionStore for MemoryStore {
         if entry.is_none() {
             self.claim_place(&mut shard, now)?;
         }
-        shard.insert(
-            *key,
-            Entry {
-                data: record.data.as_slice().into(),
-                created: record.created,
-                expires: record.expires,
-                timeout: record.timeout.unwrap_or(0),
-            },
-        );
+        let new = Entry::new(record);
+        let old = shard.insert(*key, new);
+        if old.as_ref().is_some_and(|e| e.user_len() > 0) || record.user.is_some() {
+            self.inner.reindex(key, old.as_ref(), shard.get(key));
+        }
         Ok(true)
     }
 
@@ -244,8 +338,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        if self.shard(key).remove(key).is_some() {
+        let mut shard = self.shard(key);
+        if let Some(gone) = shard.remove(key) {
             self.inner.len.fetch_sub(1, Ordering::Relaxed);
+            self.inner.unindex(key, &gone);
         }
         Ok(())
     }
@@ -258,6 +354,23 @@ impl SessionStore for MemoryStore {
     async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
         let local = self.inner.locks.local(key, wait).await?;
         Ok(LockGuard::new(local))
+    }
+
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        let keys: Vec<StoreKey> = lock(&self.inner.users)
+            .get(user)
+            .map(|keys| keys.keys().copied().collect())
+            .unwrap_or_default();
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Read afresh: the session may have ended since.
+            if let Some(record) = self.load(&key).await? {
+                if record.user.as_ref() == Some(user) {
+                    found.push((key, record));
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -289,7 +402,7 @@ impl SessionAdmin for MemoryStore {
         for shard in self.inner.shards.iter() {
             // Held locks live in a separate table, so dropping expired data
             // here can never release or orphan a lock someone holds.
-            removed += drop_expired(&mut lock_shard(shard), &self.inner.len, now);
+            removed += self.inner.drop_expired(&mut lock_shard(shard), now);
         }
         Ok(removed)
     }
@@ -310,6 +423,7 @@ mod tests {
                 created: now,
                 expires: now + ttl,
                 timeout: None,
+                user: None,
             };
             assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
         }
@@ -325,6 +439,7 @@ mod tests {
             created: now,
             expires: now + ttl,
             timeout: None,
+            user: None,
         }
     }
 

@@ -21,7 +21,7 @@
 //! let store = MemoryStore::new();
 //! let key = SessionId::generate().unwrap().store_key();
 //! let now = sessions::now_millis();
-//! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None };
+//! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 //! assert!(store.save(&key, &record, SaveIf::Absent).await?);
 //! assert_eq!(store.load(&key).await?, Some(record));
 //! # Ok(()) }
@@ -38,6 +38,7 @@ use futures_util::stream::BoxStream;
 use crate::id::SessionId;
 use crate::id::StoreKey;
 use crate::record::{Millis, Record};
+use crate::user::UserId;
 
 mod memory;
 mod open;
@@ -110,6 +111,11 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The store cannot do this by its design (memcached cannot list its
+    /// keys; a store of another crate may keep no user index). Retrying
+    /// cannot help.
+    #[error("this store cannot {0}")]
+    Unsupported(&'static str),
     /// The backend failed or could not be reached (I/O, network, database).
     #[error("session store unavailable: {context}")]
     Unavailable {
@@ -244,6 +250,20 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         saved
     }
 
+    /// The live sessions tied to `user` ([`Record::user`]), with their
+    /// records, in no particular order.
+    ///
+    /// Every store keeps an index user → sessions, written with each save
+    /// of a session that has a user and emptied as sessions end or expire
+    /// (see each store's docs for how). A session that ends while this
+    /// runs may still be listed; one that changed user is listed under its
+    /// new user only. Stores of other crates that keep no index answer
+    /// [`Error::Unsupported`], the default.
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        let _ = user;
+        Err(Error::Unsupported("list a user's sessions"))
+    }
+
     /// The store's admin side, if it has one: the layer's background
     /// clean-up uses it. A store that only serves requests keeps the
     /// default; one that implements [`SessionAdmin`] returns `Some(self)`.
@@ -305,6 +325,9 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         guard: LockGuard,
     ) -> Result<bool, Error> {
         (**self).save_and_unlock(key, record, write, guard).await
+    }
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        (**self).sessions_of(user).await
     }
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         (**self).as_admin()

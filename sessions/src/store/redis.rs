@@ -50,6 +50,7 @@ use super::{
 use crate::id::{SessionId, ShortId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::task::AbortOnDrop;
+use crate::user::UserId;
 
 mod conn;
 
@@ -71,7 +72,7 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 const MIN_LEASE: Duration = Duration::from_millis(30);
 /// The largest stored value the read scripts hand back: the record limit
 /// plus room for its header. `Record::decode` does the exact check.
-const HEADER_ROOM: usize = 64;
+const HEADER_ROOM: usize = Record::MAX_HEADER;
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: usize = 1_000;
 
@@ -174,6 +175,37 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 ";
 
+/// KEYS: a user's index. ARGV: a session's key, its expiry (ms since the
+/// epoch), now. Adds or moves the session, drops what has expired, and
+/// lets the whole index expire with its last session.
+const INDEX: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+";
+
+/// KEYS: data. ARGV: ttl ms. 1: moved; 0: no such session; 2: the record
+/// has a user (format version 3, byte 4), whose index entry must move
+/// with it: not moved, the caller saves instead.
+const TOUCH: &str = r"
+local version = redis.pcall('GETRANGE', KEYS[1], 4, 4)
+if type(version) ~= 'string' or version == '' then return 0 end
+if version == '\3' then return 2 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[1])
+";
+
+/// KEYS: data. ARGV: header length. Deletes the session and answers the
+/// start of what it held, where a record keeps its user, so that the
+/// user's index entry can go too (empty when there was nothing).
+const DELETE: &str = r"
+local head = redis.pcall('GETRANGE', KEYS[1], 0, ARGV[1] - 1)
+redis.call('DEL', KEYS[1])
+if type(head) ~= 'string' then return '' end
+return head
+";
+
 /// The scripts, hashed once per store (clones share them).
 struct Scripts {
     load: Lua,
@@ -183,6 +215,9 @@ struct Scripts {
     save_and_keep: Lua,
     release: Lua,
     renew: Lua,
+    index: Lua,
+    touch: Lua,
+    delete: Lua,
 }
 
 impl Scripts {
@@ -195,6 +230,9 @@ impl Scripts {
             save_and_keep: Lua::new(SAVE_AND_KEEP.to_owned()),
             release: Lua::new(format!("{RELEASED_FN}{RELEASE_BODY}")),
             renew: Lua::new(RENEW.to_owned()),
+            index: Lua::new(INDEX.to_owned()),
+            touch: Lua::new(TOUCH.to_owned()),
+            delete: Lua::new(DELETE.to_owned()),
         }
     }
 }
@@ -457,6 +495,40 @@ impl RedisStore {
 
     fn data_key(&self, key: &StoreKey) -> String {
         LockKeys::tagged(&self.prefix, key, "")
+    }
+
+    /// `{prefix}user:{<user's index key>}`: the user's own slot.
+    fn user_key(&self, user: &UserId) -> String {
+        format!("{}user:{{{}}}", self.prefix, &*user.index_key())
+    }
+
+    /// Lists the session under its record's user, before the record is
+    /// written: a save that fails after this leaves an entry too many
+    /// (which expires with the session), never one too few. Waited for
+    /// like the save, with `redis_wait_replicas`.
+    async fn index(&self, key: &StoreKey, record: &Record) -> Result<(), Error> {
+        const CONTEXT: &str = "indexing a user's session";
+        let Some(user) = &record.user else {
+            return Ok(());
+        };
+        let mut call = self.scripts.index.prepare_invoke();
+        call.key(self.user_key(user))
+            .arg(&*key.as_hex())
+            .arg(record.expires)
+            .arg(now_millis());
+        match self.wait() {
+            None => {
+                let mut conn = self.conn.clone();
+                let _: i64 = bounded(CONTEXT, call.invoke_async(&mut conn)).await?;
+            }
+            Some(wait) => {
+                let mut conn = self.durable().await?;
+                let (_, acked): (i64, u64) =
+                    bounded(CONTEXT, call.invoke_and_wait(&mut conn, wait)).await?;
+                self.check_replicated(acked)?;
+            }
+        }
+        Ok(())
     }
 
     fn lock_keys(&self, key: &StoreKey) -> LockKeys {
@@ -1009,6 +1081,7 @@ impl SessionStore for RedisStore {
 
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.check_size(record)?;
+        self.index(key, record).await?;
         let mut set = ::redis::cmd("SET");
         set.arg(self.data_key(key))
             .arg(record.encode())
@@ -1032,35 +1105,83 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
+        let mut call = self.scripts.touch.prepare_invoke();
+        call.key(self.data_key(key)).arg(ttl_ms(expires));
         // PEXPIRE does nothing to a missing (or expired) key.
-        let moved: i64 = bounded(
-            "refreshing a session",
-            ::redis::cmd("PEXPIRE")
-                .arg(self.data_key(key))
-                .arg(ttl_ms(expires))
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(moved == 1)
+        let moved: i64 = bounded("refreshing a session", call.invoke_async(&mut conn)).await?;
+        if moved != 2 {
+            return Ok(moved == 1);
+        }
+        // A user's session: saved whole, which moves its index entry too.
+        // (The layer saves such sessions whole anyway; this is for direct
+        // callers, who hold the session's lock as the layer does.)
+        match self.load(key).await? {
+            Some(record) => {
+                let record = Record { expires, ..record };
+                self.save(key, &record, SaveIf::Live).await
+            }
+            None => Ok(false),
+        }
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        const CONTEXT: &str = "deleting a session";
         // Only the data: the session's lock belongs to whoever holds it.
-        let mut del = ::redis::cmd("DEL");
-        del.arg(self.data_key(key));
-        let Some(wait) = self.wait() else {
-            let mut conn = self.conn.clone();
-            let _: i64 = bounded("deleting a session", del.query_async(&mut conn)).await?;
-            return Ok(());
+        let mut call = self.scripts.delete.prepare_invoke();
+        call.key(self.data_key(key)).arg(Record::MAX_HEADER);
+        let head: Vec<u8> = match self.wait() {
+            None => {
+                let mut conn = self.conn.clone();
+                bounded(CONTEXT, call.invoke_async(&mut conn)).await?
+            }
+            Some(wait) => {
+                // Waited for too: a lost delete brings a logged-out session
+                // back.
+                let mut conn = self.durable().await?;
+                let (head, acked): (Vec<u8>, u64) =
+                    bounded(CONTEXT, call.invoke_and_wait(&mut conn, wait)).await?;
+                if !head.is_empty() {
+                    self.check_replicated(acked)?;
+                }
+                head
+            }
         };
-        // Waited for too: a lost delete brings a logged-out session back.
-        let mut conn = self.durable().await?;
-        let (deleted, acked): (i64, u64) =
-            bounded("deleting a session", wait.after(del).query_async(&mut conn)).await?;
-        if deleted > 0 {
-            self.check_replicated(acked)?;
+        // The record is gone; its entry in its user's index goes after it.
+        if let Some(user) = Record::user_in_header(&head) {
+            let mut conn = self.conn.clone();
+            let mut zrem = ::redis::cmd("ZREM");
+            zrem.arg(self.user_key(&user)).arg(&*key.as_hex());
+            let _: i64 = bounded(CONTEXT, zrem.query_async(&mut conn)).await?;
         }
         Ok(())
+    }
+
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        let mut conn = self.conn.clone();
+        let mut range = ::redis::cmd("ZRANGE");
+        range
+            .arg(self.user_key(user))
+            .arg(format!("({}", now_millis()))
+            .arg("+inf")
+            .arg("BYSCORE");
+        let members: Vec<Vec<u8>> =
+            bounded("listing a user's sessions", range.query_async(&mut conn)).await?;
+        // Each entry is checked against its record: a session deleted
+        // without its user known, or moved to another user, stays in the
+        // index until its expiry but is not listed. Nothing is removed
+        // here: an entry without its record may be a save on its way.
+        let mut found = Vec::new();
+        for member in members {
+            let Ok(key) = StoreKey::from_bytes(&member) else {
+                continue;
+            };
+            if let Some(record) = self.load(&key).await? {
+                if record.user.as_ref() == Some(user) {
+                    found.push((key, record));
+                }
+            }
+        }
+        Ok(found)
     }
 
     // `exists` keeps the default (a load): a value that does not decode is
@@ -1148,6 +1269,7 @@ impl SessionStore for RedisStore {
     ) -> Result<bool, Error> {
         // On refusal the guard is dropped, which releases the lock.
         self.check_size(record)?;
+        self.index(key, record).await?;
         let mut lease = match guard.downcast::<Lease>() {
             Ok(lease) => lease,
             // Not one of ours: save, then let the guard release itself.

@@ -85,6 +85,7 @@ pub fn request(
                 created,
                 expires: now + 3_600_000,
                 timeout: None,
+                user: None,
             };
             assert!(store
                 .save(&live.store_key(), &record, SaveIf::Absent)

@@ -21,5 +21,6 @@ pub fn record(data: &str, ttl_ms: i64) -> Record {
         created: now,
         expires: now.saturating_add_signed(ttl_ms),
         timeout: None,
+        user: None,
     }
 }

@@ -190,6 +190,12 @@ impl SessionStore for Fixture {
     ) -> Result<bool, store::Error> {
         self.store.save_and_unlock(key, r, w, guard).await
     }
+    async fn sessions_of(
+        &self,
+        user: &sessions::UserId,
+    ) -> Result<Vec<(StoreKey, Record)>, store::Error> {
+        self.store.sessions_of(user).await
+    }
 }
 
 #[async_trait]

@@ -143,6 +143,12 @@ impl SessionStore for Watched {
         self.note(new_or_save(w), key)?;
         self.inner.save_and_unlock(key, r, w, guard).await
     }
+    async fn sessions_of(
+        &self,
+        user: &sessions::UserId,
+    ) -> Result<Vec<(StoreKey, Record)>, store::Error> {
+        self.inner.sessions_of(user).await
+    }
 }
 
 #[async_trait]

@@ -19,6 +19,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use super::{BoxError, Error, SaveIf};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
+use crate::user::UserId;
 
 mod lease;
 #[cfg(feature = "postgres")]
@@ -134,8 +135,9 @@ impl Table {
 }
 
 /// The statements on the sessions table, `(id, data, created_at,
-/// expires_at, timeout_ms)` (`id` holds the session's 64-character store key), with the
-/// table name filled in once. Both backends word them alike but for how a
+/// expires_at, timeout_ms, user_id)` (`id` holds the session's 64-character
+/// store key; `user_id` its user, indexed, which is the user index), with
+/// the table name filled in once. Both backends word them alike but for how a
 /// parameter is written: `$1` in PostgreSQL, `?1` in SQLite. Every instant
 /// compared is the caller's `now` parameter, so both stores judge expiry by
 /// this process's clock.
@@ -148,30 +150,30 @@ struct Statements {
     delete: String,
     count: String,
     keys: String,
+    sessions_of: String,
 }
 
 impl Statements {
     fn new(table: &Table, p: char) -> Self {
         let t = table.sql("");
         Statements {
-            load: format!(
-                "SELECT data, created_at, expires_at, timeout_ms FROM {t} WHERE id = {p}1"
-            ),
+            load: format!("SELECT {RECORD_COLUMNS} FROM {t} WHERE id = {p}1"),
             exists: format!("SELECT 1 FROM {t} WHERE id = {p}1 AND expires_at > {p}2"),
             // A new session may only replace a row that has expired.
             insert: format!(
-                "INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms) \
-                 VALUES ({p}1, {p}2, {p}3, {p}4, {p}6) \
+                "INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms, user_id) \
+                 VALUES ({p}1, {p}2, {p}3, {p}4, {p}6, {p}7) \
                  ON CONFLICT (id) DO UPDATE \
                  SET data = excluded.data, created_at = excluded.created_at, \
-                     expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms \
+                     expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms, \
+                     user_id = excluded.user_id \
                  WHERE s.expires_at <= {p}5"
             ),
             // A loaded session is written only while its row is live: never
             // brought back once deleted, regenerated or expired.
             update: format!(
                 "UPDATE {t} SET data = {p}2, created_at = {p}3, expires_at = {p}4, \
-                 timeout_ms = {p}6 WHERE id = {p}1 AND expires_at > {p}5"
+                 timeout_ms = {p}6, user_id = {p}7 WHERE id = {p}1 AND expires_at > {p}5"
             ),
             touch: format!(
                 "UPDATE {t} SET expires_at = {p}2 WHERE id = {p}1 AND expires_at > {p}3"
@@ -181,12 +183,15 @@ impl Statements {
             keys: format!(
                 "SELECT id FROM {t} WHERE id > {p}1 AND expires_at > {p}2 ORDER BY id LIMIT {p}3"
             ),
+            sessions_of: format!(
+                "SELECT {RECORD_COLUMNS}, id FROM {t} WHERE user_id = {p}1 AND expires_at > {p}2"
+            ),
         }
     }
 
     /// The write a save's precondition asks for, taking `(key, data,
-    /// created_at, expires_at, now, timeout_ms)`; one row affected means it
-    /// was written.
+    /// created_at, expires_at, now, timeout_ms, user_id)`; one row affected
+    /// means it was written.
     fn save(&self, write: SaveIf) -> &str {
         match write {
             SaveIf::Absent => &self.insert,
@@ -194,6 +199,9 @@ impl Statements {
         }
     }
 }
+
+/// The columns [`decode`] makes a record of, in its order.
+const RECORD_COLUMNS: &str = "data, created_at, expires_at, timeout_ms, user_id";
 
 /// One backend's schema history and its bookkeeping, in `<table>_schema`
 /// (one row per applied step). The backend runs what [`plan`](Self::plan)
@@ -269,14 +277,15 @@ impl Migrations {
     }
 }
 
-/// The `data`, `created_at`, `expires_at` and `timeout_ms` columns of a
-/// row as a record, or why they are not one: data larger than any save
-/// writes, or an instant before the epoch.
+/// The [`RECORD_COLUMNS`] of a row as a record, or why they are not one:
+/// data larger than any save writes, an instant before the epoch, a user
+/// that is not a valid user id.
 fn decode(
     data: &[u8],
     created: i64,
     expires: i64,
     timeout: Option<i64>,
+    user: Option<&str>,
 ) -> Result<Record, BoxError> {
     if data.len() > MAX_DATA {
         return Err(format!("data of {} bytes", data.len()).into());
@@ -286,12 +295,18 @@ fn decode(
         created: Millis::try_from(created)?,
         expires: Millis::try_from(expires)?,
         timeout: timeout.map(Millis::try_from).transpose()?,
+        user: user.map(UserId::new).transpose()?,
     })
 }
 
 /// A record's own timeout as the `timeout_ms` column holds it.
 fn timeout_column(record: &Record) -> Option<i64> {
     record.timeout.map(to_sql_ms)
+}
+
+/// A record's user as the `user_id` column holds it.
+fn user_column(record: &Record) -> Option<&str> {
+    record.user.as_ref().map(UserId::as_str)
 }
 
 /// The live record a row of `key` decoded to, or `None`: it has expired, or
@@ -498,18 +513,21 @@ mod tests {
     fn rows_decode_or_are_missing() {
         let key = StoreKey::generate().unwrap();
         let far = to_sql_ms(now_millis() + 60_000);
-        let record = decode(b"{}", 1, far, None).unwrap();
+        let record = decode(b"{}", 1, far, None, None).unwrap();
         assert_eq!(
             live_or_missing(Ok(record.clone()), &key, &Table::default()),
             Some(record)
         );
-        assert!(decode(b"{}", -5, far, None).is_err());
-        assert!(decode(b"{}", 0, -1, None).is_err());
-        assert!(decode(&vec![0; MAX_DATA + 1], 0, far, None).is_err());
-        assert!(decode(&vec![0; MAX_DATA], 0, far, None).is_ok());
-        let expired = decode(b"{}", 0, 1, None);
+        assert!(decode(b"{}", -5, far, None, None).is_err());
+        assert!(decode(b"{}", 0, -1, None, None).is_err());
+        assert!(decode(&vec![0; MAX_DATA + 1], 0, far, None, None).is_err());
+        assert!(decode(&vec![0; MAX_DATA], 0, far, None, None).is_ok());
+        let expired = decode(b"{}", 0, 1, None, None);
         assert_eq!(live_or_missing(expired, &key, &Table::default()), None);
-        let damaged = decode(b"{}", -5, far, None);
+        let damaged = decode(b"{}", -5, far, None, None);
+        assert!(decode(b"{}", 0, far, None, Some("a\nb")).is_err());
+        let user = decode(b"{}", 0, far, None, Some("alice")).unwrap().user;
+        assert_eq!(user.as_ref().map(UserId::as_str), Some("alice"));
         assert_eq!(live_or_missing(damaged, &key, &Table::default()), None);
     }
 
@@ -520,6 +538,7 @@ mod tests {
             created: 0,
             expires: 1,
             timeout: None,
+            user: None,
         };
         assert!(check_size(&record(MAX_DATA)).is_ok());
         assert!(matches!(

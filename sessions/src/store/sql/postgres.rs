@@ -35,13 +35,14 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
-    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, Migrations, Page,
-    Statements, Table, CLEAN_BATCH, KEYS_PAGE,
+    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, user_column,
+    Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE, RECORD_COLUMNS,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::task::AbortOnDrop;
+use crate::user::UserId;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -469,6 +470,7 @@ impl PostgresStore {
         let hex: &str = &hex;
         let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
         let (now, timeout) = (to_sql_ms(now_millis()), timeout_column(record));
+        let user = user_column(record);
         let rows = self
             .inner
             .query(
@@ -483,6 +485,7 @@ impl PostgresStore {
                     (&owner, Type::TEXT),
                     last,
                     (&timeout, Type::INT8),
+                    (&user, Type::TEXT),
                 ],
             )
             .await?;
@@ -679,7 +682,7 @@ impl Inner {
         self.record_at(key, row, 0)
     }
 
-    /// The record in a row's columns `at` to `at + 3`.
+    /// The record in a row's columns `at` to `at + 4` (`RECORD_COLUMNS`).
     fn record_at(&self, key: &StoreKey, row: &Row, at: usize) -> Option<Record> {
         let decoded = (|| -> Result<Record, BoxError> {
             decode(
@@ -687,6 +690,7 @@ impl Inner {
                 row.try_get(at + 1)?,
                 row.try_get(at + 2)?,
                 row.try_get(at + 3)?,
+                row.try_get(at + 4)?,
             )
         })();
         live_or_missing(decoded, key, &self.opts.table)
@@ -758,6 +762,7 @@ impl SessionStore for PostgresStore {
         let hex: &str = &hex;
         let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
         let (now, timeout) = (to_sql_ms(now_millis()), timeout_column(record));
+        let user = user_column(record);
         let n = inner
             .execute(
                 "postgres: save",
@@ -769,6 +774,7 @@ impl SessionStore for PostgresStore {
                     (&expires, Type::INT8),
                     (&now, Type::INT8),
                     (&timeout, Type::INT8),
+                    (&user, Type::TEXT),
                 ],
             )
             .await?;
@@ -826,6 +832,10 @@ impl SessionStore for PostgresStore {
     async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
         let (lease, _) = self.acquire(key, wait, false).await?;
         Ok(LockGuard::new(lease))
+    }
+
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        self.sessions_of_user(user).await
     }
 
     async fn lock_and_load(
@@ -902,6 +912,25 @@ impl SessionAdmin for PostgresStore {
 
 impl PostgresStore {
     /// One page of live keys after `after`.
+    async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        let inner = self.prepared().await?;
+        let (user, now) = (user.as_str(), to_sql_ms(now_millis()));
+        let rows = inner
+            .query(
+                "postgres: sessions of a user",
+                &inner.sql.table.sessions_of,
+                &[(&user, Type::TEXT), (&now, Type::INT8)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let key = StoreKey::from_bytes(row.try_get::<_, &str>(5).ok()?.as_bytes()).ok()?;
+                Some((key, inner.record(&key, row)?))
+            })
+            .collect())
+    }
+
     async fn keys_page(&self, after: String) -> Result<Page, Error> {
         let inner = self.prepared().await?;
         let now = to_sql_ms(now_millis());
@@ -1007,6 +1036,16 @@ const MIGRATIONS: Migrations = Migrations {
                 t.sql("")
             )
         },
+        // Version 4: the user a session belongs to, indexed: the user index.
+        |t| {
+            format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS user_id text; \
+                 CREATE INDEX IF NOT EXISTS {index} ON {table} (user_id) \
+                 WHERE user_id IS NOT NULL;",
+                table = t.sql(""),
+                index = t.index("_user"),
+            )
+        },
     ],
 };
 
@@ -1058,16 +1097,18 @@ impl Sql {
         );
         let insert = format!(
             "written AS (\
-               INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms) \
-               SELECT $1, $2, $3, $4, $8 WHERE EXISTS (SELECT 1 FROM held) \
+               INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms, user_id) \
+               SELECT $1, $2, $3, $4, $8, $9 WHERE EXISTS (SELECT 1 FROM held) \
                ON CONFLICT (id) DO UPDATE \
                SET data = excluded.data, created_at = excluded.created_at, \
-                   expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms \
+                   expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms, \
+                   user_id = excluded.user_id \
                WHERE s.expires_at <= $5 RETURNING 1)"
         );
         let update = format!(
             "written AS (\
-               UPDATE {t} SET data = $2, created_at = $3, expires_at = $4, timeout_ms = $8 \
+               UPDATE {t} SET data = $2, created_at = $3, expires_at = $4, timeout_ms = $8, \
+                 user_id = $9 \
                WHERE id = $1 AND expires_at > $5 AND EXISTS (SELECT 1 FROM held) \
                RETURNING 1)"
         );
@@ -1119,9 +1160,9 @@ impl Sql {
             take_and_load: format!(
                 "WITH {taken} \
                  SELECT taken.ours, {async_commit}, s.data, s.created_at, s.expires_at, \
-                   s.timeout_ms \
+                   s.timeout_ms, s.user_id \
                  FROM taken LEFT JOIN LATERAL (\
-                   SELECT data, created_at, expires_at, timeout_ms FROM {t} \
+                   SELECT {RECORD_COLUMNS} FROM {t} \
                    WHERE id = $1 AND taken.ours FOR NO KEY UPDATE) AS s ON true"
             ),
             // A lock-only write: see `async_commit` for why it need not be

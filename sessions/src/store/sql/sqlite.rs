@@ -33,12 +33,13 @@ use tokio::task::JoinHandle;
 
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
-    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, Migrations, Page,
-    Statements, Table, CLEAN_BATCH, KEYS_PAGE,
+    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, user_column,
+    Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::user::UserId;
 
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
@@ -439,6 +440,7 @@ impl Inner {
             to_sql_ms(record.expires),
             to_sql_ms(now_millis()),
             timeout_column(record),
+            user_column(record),
         ))?;
         Ok(n == 1)
     }
@@ -457,7 +459,12 @@ fn decode_row(row: &rusqlite::Row<'_>) -> Result<Record, BoxError> {
         ValueRef::Blob(b) => b,
         other => return Err(format!("data of type {}", other.data_type()).into()),
     };
-    decode(data, row.get(1)?, row.get(2)?, row.get(3)?)
+    let user = match row.get_ref(4)? {
+        ValueRef::Null => None,
+        ValueRef::Text(text) => Some(std::str::from_utf8(text)?),
+        other => return Err(format!("user of type {}", other.data_type()).into()),
+    };
+    decode(data, row.get(1)?, row.get(2)?, row.get(3)?, user)
 }
 
 fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
@@ -600,6 +607,29 @@ impl SessionStore for SqliteStore {
         Ok((LockGuard::new(lock), record))
     }
 
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        self.prepared().await?;
+        let user = user.clone();
+        self.blocking("sqlite: sessions of a user", move |inner, conn| {
+            let mut st = conn.prepare_cached(&inner.sql.table.sessions_of)?;
+            let mut rows = st.query((user.as_str(), to_sql_ms(now_millis())))?;
+            let mut found = Vec::new();
+            while let Some(row) = rows.next()? {
+                let ValueRef::Text(text) = row.get_ref(5)? else {
+                    continue;
+                };
+                let Ok(key) = StoreKey::from_bytes(text) else {
+                    continue;
+                };
+                if let Some(record) = live_or_missing(decode_row(row), &key, &inner.opts.table) {
+                    found.push((key, record));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn save_and_unlock(
         &self,
         key: &StoreKey,
@@ -701,6 +731,16 @@ const MIGRATIONS: Migrations = Migrations {
         },
         // Version 2: a session's own idle timeout (`Session::set_timeout`).
         |t| format!("ALTER TABLE {} ADD COLUMN timeout_ms INTEGER", t.sql("")),
+        // Version 3: the user a session belongs to, indexed: the user index.
+        |t| {
+            format!(
+                "ALTER TABLE {table} ADD COLUMN user_id TEXT; \
+                 CREATE INDEX IF NOT EXISTS {index} ON {table} (user_id) \
+                 WHERE user_id IS NOT NULL;",
+                table = t.sql(""),
+                index = t.index("_user"),
+            )
+        },
     ],
 };
 
