@@ -26,6 +26,8 @@ enum Command {
     Show(cmd::IdArgs),
     /// Delete one session.
     Delete(cmd::IdArgs),
+    /// End every session of one user.
+    Logout(cmd::logout::Args),
     /// Remove expired sessions now.
     Clean(cmd::StoreArgs),
     /// Count, sizes and expiry of the stored sessions.
@@ -47,6 +49,7 @@ async fn main() -> ExitCode {
         Command::List(args) => cmd::list::run(args).await,
         Command::Show(args) => cmd::show::run(args).await,
         Command::Delete(args) => cmd::delete::run(args).await,
+        Command::Logout(args) => cmd::logout::run(args).await,
         Command::Clean(args) => cmd::clean::run(args).await,
         Command::Stats(args) => cmd::stats::run(args).await,
         Command::Migrate(args) => cmd::migrate::run(args).await,

@@ -156,9 +156,18 @@ async fn the_demo_in_a_real_browser() {
         let data = text(&c, "#data").await;
         assert!(data.contains("color") && data.contains("teal"), "{data}");
 
-        // Log in: a new id, the same data.
+        // Log in: a new id, the same data, and the session is the user's.
         let before = text(&c, "#session-id").await;
+        c.find(Locator::Css("form[action=\"/login\"] input[name=user]"))
+            .await
+            .unwrap()
+            .send_keys("alice")
+            .await
+            .unwrap();
         submit(&c, "login").await;
+        assert_eq!(text(&c, "#user").await, "alice");
+        let yours = text(&c, "#your-sessions").await;
+        assert!(yours.contains("(this one)"), "{yours}");
         let after = text(&c, "#session-id").await;
         assert_ne!(before, after);
         assert_eq!(after.len(), 40);

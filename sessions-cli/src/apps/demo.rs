@@ -26,6 +26,8 @@ pub(crate) fn router() -> Router {
         .route("/remove", post(remove))
         .route("/login", post(login))
         .route("/logout", post(logout))
+        .route("/logout-others", post(logout_others))
+        .route("/logout-everywhere", post(logout_everywhere))
         .route("/goodbye", get(goodbye))
 }
 
@@ -41,6 +43,10 @@ async fn page(session: Session) -> Result<Html<String>> {
         Err(e) => return Err(e),
     };
     let id = session.id().await?;
+    let account = match session.user().await? {
+        Some(user) => account(&session, &user).await?,
+        None => "<p id=user>Not logged in.</p>".to_owned(),
+    };
     let created = session.created().await?;
     let expires = session.expires().await?;
     let data = session.to_json().await?;
@@ -75,7 +81,38 @@ async fn page(session: Session) -> Result<Html<String>> {
         expires = when(expires),
         cookie = escape(&cookie_summary(session.config())),
         rows = rows,
+        account = account,
     )))
+}
+
+/// The logged-in user's part of the page: who, and every session of that
+/// user (this one marked), with the two ways to end them.
+async fn account(session: &Session, user: &sessions::UserId) -> Result<String> {
+    let this = session.id().await?.store_key();
+    let mut rows = String::new();
+    for s in session.user_sessions().await? {
+        let _ = write!(
+            rows,
+            "<tr><td><code>{key}</code>{this}</td><td>{created}</td><td>{used}</td><td>{expires}</td></tr>",
+            key = s.key.short(),
+            this = if s.key == this { " (this one)" } else { "" },
+            created = httpdate::fmt_http_date(s.created),
+            used = httpdate::fmt_http_date(s.last_used),
+            expires = httpdate::fmt_http_date(s.expires),
+        );
+    }
+    Ok(format!(
+        "<p>Logged in as <strong id=user>{user}</strong>.</p>\n\
+         <h2>Your sessions</h2>\n\
+         <table id=your-sessions>\n\
+         <tr><th>Session</th><th>Created</th><th>Last used</th><th>Expires</th></tr>\n\
+         {rows}</table>\n\
+         <div class=row>\n\
+         <form method=post action=/logout-others><button id=logout-others>Log out other sessions</button></form>\n\
+         <form method=post action=/logout-everywhere><button id=logout-everywhere>Log out everywhere</button></form>\n\
+         </div>",
+        user = escape(user.as_str()),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -111,11 +148,23 @@ async fn remove(session: Session, Form(form): Form<HashMap<String, String>>) -> 
     Ok(Redirect::to("/"))
 }
 
-/// What an app does when a user logs in: a new id for the same data, so an
-/// id planted before the login is worthless after it.
-async fn login(session: Session) -> Result<Redirect> {
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+}
+
+/// What an app does when a user logs in (the demo takes any name, without
+/// a password): a new id for the same data, so an id planted before the
+/// login is worthless after it, and the session tied to the user, so that
+/// the user's sessions can be listed and ended.
+async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response> {
+    let user = match sessions::UserId::new(form.user.trim()) {
+        Ok(user) => user,
+        Err(e) => return Ok((StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()),
+    };
     let old = session.id().await?;
     session.regenerate().await?;
+    session.set_user(user).await?;
     let new = session.id().await?;
     session
         .insert(
@@ -123,11 +172,27 @@ async fn login(session: Session) -> Result<Redirect> {
             format!("Logged in: the session id changed from {old} to {new}; the data stayed."),
         )
         .await?;
-    Ok(Redirect::to("/"))
+    Ok(Redirect::to("/").into_response())
 }
 
 async fn logout(session: Session) -> Result<Redirect> {
     session.logout().await?;
+    Ok(Redirect::to("/goodbye"))
+}
+
+/// "Log out my other devices": every other session of this user ends.
+async fn logout_others(session: Session) -> Result<Redirect> {
+    let ended = session.logout_other_sessions().await?;
+    let plural = if ended == 1 { "" } else { "s" };
+    session
+        .insert(FLASH, format!("Ended {ended} other session{plural}."))
+        .await?;
+    Ok(Redirect::to("/"))
+}
+
+/// Every session of this user ends, this one too.
+async fn logout_everywhere(session: Session) -> Result<Redirect> {
+    session.logout_everywhere().await?;
     Ok(Redirect::to("/goodbye"))
 }
 

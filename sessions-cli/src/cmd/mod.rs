@@ -11,6 +11,7 @@ use sessions::{Config, SessionId, StoreKey};
 pub(crate) mod clean;
 pub(crate) mod delete;
 pub(crate) mod list;
+pub(crate) mod logout;
 pub(crate) mod migrate;
 pub(crate) mod serve;
 pub(crate) mod show;

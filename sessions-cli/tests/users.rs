@@ -1,0 +1,176 @@
+//! A user's sessions through the demo site and the admin commands, as an
+//! operator meets them: three browsers log in as one user, one logs the
+//! others out; `sessions list --user` and `sessions logout --user` see and
+//! end what the site wrote (a file store, shared by the server and the
+//! commands).
+
+mod server;
+
+use server::temp::TempDir;
+use server::{run, text, Server};
+
+/// One browser: a cookie, kept as a browser keeps it, and no redirects
+/// followed, so that each response's cookie is seen.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(server: &Server) -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: format!("http://{}", server.addr),
+            cookie: None,
+        }
+    }
+
+    /// GET or POST (a form body) `path`; the status and body.
+    async fn send(&mut self, path: &str, form: Option<&str>) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match form {
+            Some(body) => self
+                .http
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.to_owned()),
+            None => self.http.get(url),
+        };
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        if let Some(sc) = resp.headers().get("set-cookie") {
+            let sc = sc.to_str().unwrap();
+            self.cookie =
+                (!sc.contains("Max-Age=0")).then(|| sc.split(';').next().unwrap().to_owned());
+        }
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    async fn page(&mut self) -> String {
+        let (status, body) = self.send("/", None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn login(&mut self, user: &str) -> u16 {
+        self.send("/login", Some(&format!("user={user}"))).await.0
+    }
+}
+
+/// The rows of the page's "your sessions" table.
+fn session_rows(page: &str) -> usize {
+    page.split("<table id=your-sessions>")
+        .nth(1)
+        .map_or(0, |t| {
+            t.split("</table>")
+                .next()
+                .unwrap()
+                .matches("<tr><td>")
+                .count()
+        })
+}
+
+#[tokio::test]
+async fn a_user_logs_out_other_sessions_in_the_demo_and_the_cli() {
+    let dir = TempDir::new("users");
+    let config = dir.write(
+        "site.conf",
+        &format!(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'file'\n\
+             tools.sessions.storage_path = '{}/sessions'\n",
+            dir.path().display()
+        ),
+    );
+    let conf = config.to_str().unwrap();
+    let server = Server::demo(&config);
+    let mut browsers: Vec<Browser> = (0..3).map(|_| Browser::new(&server)).collect();
+    let mut bob = Browser::new(&server);
+    for b in &mut browsers {
+        b.page().await;
+        assert_eq!(b.login("alice").await, 303);
+    }
+    bob.page().await;
+    assert_eq!(bob.login("bob").await, 303);
+
+    let page = browsers[0].page().await;
+    assert!(page.contains("<strong id=user>alice</strong>"), "{page}");
+    assert_eq!(session_rows(&page), 3, "{page}");
+    assert_eq!(page.matches("(this one)").count(), 1);
+
+    // The admin command sees the same three, and only alice's.
+    let out = run(&["list", "--user", "alice", "--json", "--config", conf]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    assert!(listed.lines().all(|l| l.contains("\"user\":\"alice\"")));
+
+    // "Log out other sessions" from the first browser.
+    let (status, _) = browsers[0].send("/logout-others", Some("")).await;
+    assert_eq!(status, 303);
+    let page = browsers[0].page().await;
+    assert!(page.contains("Ended 2 other sessions."), "{page}");
+    assert_eq!(session_rows(&page), 1);
+    for b in &mut browsers[1..] {
+        let page = b.page().await;
+        assert!(page.contains("Not logged in."), "{page}");
+        assert!(page.contains("id=visits>1<"), "a fresh session: {page}");
+    }
+    let page = bob.page().await;
+    assert!(page.contains("<strong id=user>bob</strong>"), "{page}");
+
+    // `sessions logout --user` ends the one left, and says so; a second
+    // run finds none, which is no error.
+    let out = run(&["logout", "--user", "alice", "--config", conf]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ended 1 session(s) of alice");
+    let out = run(&["logout", "--user", "alice", "--config", conf]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).trim(), "ended 0 session(s) of alice");
+    assert!(browsers[0].page().await.contains("Not logged in."));
+
+    // "Log out everywhere" ends this browser's session too.
+    assert_eq!(bob.login("bob").await, 303);
+    let (status, _) = bob.send("/logout-everywhere", Some("")).await;
+    assert_eq!(status, 303);
+    assert!(bob.cookie.is_none(), "the cookie is dropped");
+    let out = run(&["list", "--user", "bob", "--json", "--config", conf]);
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[tokio::test]
+async fn bad_user_names_are_refused_clearly() {
+    let dir = TempDir::new("users");
+    let config = dir.write("site.conf", "[/]\ntools.sessions.on = True\n");
+    let server = Server::demo(&config);
+    let mut b = Browser::new(&server);
+    let long = "a".repeat(257);
+    for (user, says) in [
+        ("", "may not be empty"),
+        (long.as_str(), "exceeds the limit of 256"),
+        ("a%0Ab", "control characters"),
+    ] {
+        let (status, body) = b.send("/login", Some(&format!("user={user}"))).await;
+        assert_eq!(status, 400, "{user:?}: {body}");
+        assert!(body.contains(says), "{user:?}: {body}");
+    }
+    let out = run(&[
+        "logout",
+        "--user",
+        "a\u{1b}b",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("control characters"),
+        "{}",
+        text(&out.stderr)
+    );
+}
