@@ -141,17 +141,21 @@ impl Error {
 }
 
 /// Lets one log line through per [`Throttle::EVERY`], counting the others.
-struct Throttle(Mutex<Option<(Instant, u64)>>);
+pub(crate) struct Throttle(Mutex<Option<(Instant, u64)>>);
 
-static BUSY: Throttle = Throttle(Mutex::new(None));
-static UNAVAILABLE: Throttle = Throttle(Mutex::new(None));
+static BUSY: Throttle = Throttle::new();
+static UNAVAILABLE: Throttle = Throttle::new();
 
 impl Throttle {
     const EVERY: Duration = Duration::from_secs(1);
 
+    pub(crate) const fn new() -> Self {
+        Throttle(Mutex::new(None))
+    }
+
     /// `Some(lines left unsaid since the last one)` if this one may be
     /// logged, `None` (counted) if it may not.
-    fn turn(&self) -> Option<u64> {
+    pub(crate) fn turn(&self) -> Option<u64> {
         let now = Instant::now();
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *state {

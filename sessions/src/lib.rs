@@ -68,6 +68,7 @@
 pub mod config;
 mod cookie;
 mod error;
+mod events;
 #[cfg(feature = "axum")]
 mod extract;
 mod header;
@@ -82,6 +83,7 @@ pub mod user;
 
 pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
 pub use error::Error;
+pub use events::{FoundBy, SessionEvent};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::NoSession;

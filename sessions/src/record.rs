@@ -116,6 +116,7 @@ impl Record {
     /// (at least the header; the data may be cut off): for stores that
     /// must find a deleted record's index entry without reading it whole.
     /// `None` for a record without a user, or bytes that are not one.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn user_in_header(bytes: &[u8]) -> Option<UserId> {
         if bytes.len() < HEADER_V3 || bytes[..4] != MAGIC[..] || bytes[4] != 3 {
             return None;

@@ -254,7 +254,9 @@ impl Session {
     /// Deletes the stored session when the request ends. Using the session
     /// again afterwards in this request starts a new, empty one.
     pub async fn delete(&self) -> Result<(), Error> {
-        self.state().await?.delete();
+        let mut state = self.state().await?;
+        state.load_for_event().await?;
+        state.delete();
         Ok(())
     }
 
@@ -271,6 +273,7 @@ impl Session {
     /// and [`expire`](Self::expire) together (tower-sessions' `flush`).
     pub async fn logout(&self) -> Result<(), Error> {
         let mut state = self.state().await?;
+        state.load_for_event().await?;
         state.delete();
         state.expire_cookie = true;
         Ok(())

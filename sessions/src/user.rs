@@ -182,11 +182,22 @@ pub async fn end_user_sessions(
     user: &UserId,
     keep: Option<&StoreKey>,
 ) -> Result<u64, Error> {
-    let mut ended = 0;
+    let keep: Vec<StoreKey> = keep.into_iter().copied().collect();
+    Ok(end_sessions_of(store, user, &keep).await?.len() as u64)
+}
+
+/// [`end_user_sessions`], keeping every session in `keep`, and saying
+/// which sessions ended.
+pub(crate) async fn end_sessions_of(
+    store: &dyn SessionStore,
+    user: &UserId,
+    keep: &[StoreKey],
+) -> Result<Vec<StoreKey>, Error> {
+    let mut ended = Vec::new();
     for (key, _) in store.sessions_of(user).await? {
-        if Some(&key) != keep {
+        if !keep.contains(&key) {
             store.delete(&key).await?;
-            ended += 1;
+            ended.push(key);
         }
     }
     Ok(ended)

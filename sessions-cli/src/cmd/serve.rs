@@ -51,12 +51,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
     let layer = SessionLayer::from_arc(store.clone()).with_file_config(config);
-    let app = match args.app {
-        App::Demo => apps::demo::router(),
-        App::Conformance => apps::conformance::router(store),
-    }
-    .layer(layer)
-    .layer(axum::middleware::from_fn(log_request));
+    let (app, layer) = match args.app {
+        App::Demo => (apps::demo::router(), layer.on_event(log_event)),
+        App::Conformance => (apps::conformance::router(store), layer),
+    };
+    let app = app
+        .layer(layer)
+        .layer(axum::middleware::from_fn(log_request));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -114,4 +115,19 @@ async fn shutdown() {
         () = term => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// The demo's hook: one log line per session event (on the events thread,
+/// never in a request).
+fn log_event(event: &sessions::SessionEvent) {
+    let user = event.user().map(sessions::UserId::as_str);
+    match event {
+        sessions::SessionEvent::Regenerated { from, to, .. } => {
+            tracing::info!(from = %from.short(), to = %to.short(), user, "session regenerated")
+        }
+        sessions::SessionEvent::Expired { key, found_by, .. } => {
+            tracing::info!(session = %key.short(), user, ?found_by, "session expired")
+        }
+        other => tracing::info!(session = %other.key().short(), user, "session {}", other.kind()),
+    }
 }

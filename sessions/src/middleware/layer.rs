@@ -5,6 +5,7 @@ use tower_layer::Layer;
 use super::shared::Shared;
 use super::SessionService;
 use crate::config::{Config, SessionConfig};
+use crate::events::{Hook, SessionEvent};
 use crate::store::SessionStore;
 
 /// Adds sessions to a service. See the [module docs](crate::middleware).
@@ -37,7 +38,7 @@ impl SessionLayer {
     /// Like [`new`](Self::new), for a store already shared as a trait
     /// object (as [`store::open`](crate::store::open) returns it).
     pub fn from_arc(store: Arc<dyn SessionStore>) -> Self {
-        Self::build(store, Config::default())
+        Self::build(store, Config::default(), Vec::new())
     }
 
     /// The same settings for every path.
@@ -65,12 +66,27 @@ impl SessionLayer {
                 panic!("session settings for {path}: {key}: {why}");
             }
         }
-        Self::build(self.shared.store.clone(), config)
+        Self::build(self.shared.store.clone(), config, self.shared.hooks.clone())
     }
 
-    fn build(store: Arc<dyn SessionStore>, config: Config) -> Self {
+    /// Calls `hook` for every [`SessionEvent`] of this layer's sessions:
+    /// created, regenerated, deleted, expired (found by a request, by the
+    /// background clean-up, or by the store's own expiry where it tells).
+    /// Hooks run on a thread of their own, after the store operation
+    /// succeeded and after the request released the session's lock; a slow
+    /// or panicking hook holds up no request (see the
+    /// [events docs](crate::SessionEvent) for what happens when hooks fall
+    /// behind). Call it after `with_config`/`with_file_config`; hooks add
+    /// up.
+    pub fn on_event(self, hook: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
+        let mut hooks = self.shared.hooks.clone();
+        hooks.push(Arc::new(hook));
+        Self::build(self.shared.store.clone(), self.shared.config.clone(), hooks)
+    }
+
+    fn build(store: Arc<dyn SessionStore>, config: Config, hooks: Vec<Hook>) -> Self {
         SessionLayer {
-            shared: Arc::new(Shared::new(store, config)),
+            shared: Arc::new(Shared::new(store, config, hooks)),
         }
     }
 }

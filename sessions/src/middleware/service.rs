@@ -66,6 +66,7 @@ where
         let state = RequestSession::new(
             self.shared.store.clone(),
             config.clone(),
+            self.shared.events.clone(),
             client,
             malformed,
             cookie_path,

@@ -5,20 +5,26 @@
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::config::Config;
+use crate::events::{Events, FoundBy, Hook, SessionEvent};
 use crate::store::SessionStore;
 use crate::task::AbortOnDrop;
 
 pub(super) struct Shared {
     pub(super) store: Arc<dyn SessionStore>,
     pub(super) config: Config,
+    /// The hooks registered with `on_event`, and where their events go.
+    pub(super) hooks: Vec<Hook>,
+    pub(super) events: Events,
     cleanup: OnceLock<Option<AbortOnDrop>>,
 }
 
 impl Shared {
-    pub(super) fn new(store: Arc<dyn SessionStore>, config: Config) -> Self {
+    pub(super) fn new(store: Arc<dyn SessionStore>, config: Config, hooks: Vec<Hook>) -> Self {
         Shared {
             store,
             config,
+            events: Events::start(hooks.clone()),
+            hooks,
             cleanup: OnceLock::new(),
         }
     }
@@ -47,7 +53,15 @@ impl Shared {
                     let Some(admin) = shared.store.as_admin() else {
                         break;
                     };
-                    match admin.clean_up().await {
+                    let events = &shared.events;
+                    let expired = |key, user| {
+                        events.emit(SessionEvent::Expired {
+                            key,
+                            user,
+                            found_by: FoundBy::CleanUp,
+                        })
+                    };
+                    match admin.clean_up_and_report(&expired).await {
                         Ok(0) => {}
                         Ok(n) => tracing::debug!(removed = n, "expired sessions cleaned up"),
                         Err(e) => tracing::warn!(error = %e, "session clean-up failed"),

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::config::{Locking, SessionConfig};
 use crate::error::{Error, Failure};
+use crate::events::{Events, FoundBy, SessionEvent};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{self, LockGuard, SaveIf, SessionStore};
@@ -36,7 +37,7 @@ pub(crate) struct RequestSession {
     lock: Option<HeldLock>,
     /// Ids given up by `regenerate` or `delete`, or found dead: deleted
     /// before the lock is released.
-    pub(crate) doomed: Vec<SessionId>,
+    doomed: Vec<Doomed>,
     /// The client sent an id that is not (or no longer) a live session.
     pub(crate) missing: bool,
     /// The client's cookie was there but not a well-formed id.
@@ -50,6 +51,27 @@ pub(crate) struct RequestSession {
     pub(crate) failed: Option<Failure>,
     /// The cookie path for this request (`path`, or `path_header`'s value).
     pub(crate) cookie_path: Option<String>,
+    /// Where this request's session events go, and those not sent yet:
+    /// they are sent when the request ends, after its lock is released.
+    events: Events,
+    pending: Vec<SessionEvent>,
+}
+
+/// A session to delete before the lock is released, and why.
+struct Doomed {
+    id: SessionId,
+    why: Doom,
+    user: Option<UserId>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Doom {
+    /// Replaced by its regenerated self: no event of its own.
+    Replaced,
+    /// Deleted by the handler.
+    Deleted,
+    /// Found past its absolute timeout, or unreadable.
+    Dead,
 }
 
 /// The session as this request sees it.
@@ -74,6 +96,9 @@ pub(crate) struct Loaded {
     pub(crate) timeout: Option<Duration>,
     /// The user the session is tied to, kept in its record.
     pub(crate) user: Option<UserId>,
+    /// The stored session this one was regenerated from, until the new
+    /// one is saved (for its event).
+    replaces: Option<SessionId>,
     /// A live record under `id` is in the store. False for a new or
     /// regenerated session, whose id nobody else can know yet: it needs no
     /// store lock.
@@ -112,6 +137,7 @@ impl RequestSession {
     pub(crate) fn new(
         store: Arc<dyn SessionStore>,
         config: Arc<SessionConfig>,
+        events: Events,
         client: Option<SessionId>,
         client_malformed: bool,
         cookie_path: Option<String>,
@@ -128,6 +154,8 @@ impl RequestSession {
             expire_cookie: false,
             failed: None,
             cookie_path,
+            events,
+            pending: Vec::new(),
         }
     }
 
@@ -185,13 +213,18 @@ impl RequestSession {
                         created: record.created,
                         timeout: record.timeout.filter(|&t| t > 0).map(Duration::from_millis),
                         user: record.user,
+                        replaces: None,
                         stored: true,
                         used: false,
                         changed: false,
                     });
                 }
                 // Past its absolute timeout, or unreadable: it is dead.
-                self.doomed.push(id);
+                self.doomed.push(Doomed {
+                    id,
+                    why: Doom::Dead,
+                    user: record.user,
+                });
             }
             // Unknown, expired or unreadable: a fresh session under a fresh
             // id, never the one the client chose (session fixation). The
@@ -211,6 +244,7 @@ impl RequestSession {
             created: now,
             timeout: None,
             user: None,
+            replaces: None,
             stored: false,
             used: false,
             changed: true,
@@ -259,7 +293,12 @@ impl RequestSession {
             return Err(Error::Finished);
         };
         if s.stored {
-            self.doomed.push(s.id);
+            self.doomed.push(Doomed {
+                id: s.id,
+                why: Doom::Replaced,
+                user: s.user.clone(),
+            });
+            s.replaces.get_or_insert(s.id);
         }
         s.id = new;
         s.stored = false;
@@ -268,16 +307,29 @@ impl RequestSession {
         Ok(())
     }
 
+    /// Before a delete: with event hooks, a session not read yet is read,
+    /// so that its `Deleted` event can name its user.
+    pub(crate) async fn load_for_event(&mut self) -> Result<(), Error> {
+        if self.events.on() && matches!(self.phase, Phase::Unloaded { id: Some(_) }) {
+            self.load().await?;
+        }
+        Ok(())
+    }
+
     /// Dooms the stored session and forgets it: using the session again in
     /// this request starts a new, empty one. Only the phase is replaced;
     /// the lock stays until the doomed record is gone.
     pub(crate) fn delete(&mut self) {
-        let id = match &self.phase {
-            Phase::Loaded(s) if s.stored => Some(s.id),
-            Phase::Unloaded { id } => *id,
-            _ => None,
+        let (id, user) = match &self.phase {
+            Phase::Loaded(s) if s.stored => (Some(s.id), s.user.clone()),
+            Phase::Unloaded { id } => (*id, None),
+            _ => (None, None),
         };
-        self.doomed.extend(id);
+        self.doomed.extend(id.map(|id| Doomed {
+            id,
+            why: Doom::Deleted,
+            user,
+        }));
         self.phase = Phase::Unloaded { id: None };
         self.missing = false;
         self.saved = None;
@@ -404,6 +456,17 @@ impl RequestSession {
             drop(guard);
             checked(&mut self.failed, r)?
         };
+        if saved && !s.stored && self.events.on() {
+            let user = s.user.clone();
+            self.pending.push(match s.replaces.take() {
+                Some(from) => SessionEvent::Regenerated {
+                    from: from.store_key(),
+                    to: key,
+                    user,
+                },
+                None => SessionEvent::Created { key, user },
+            });
+        }
         s.stored = saved;
         if saved {
             s.changed = false;
@@ -444,18 +507,41 @@ impl RequestSession {
             return Ok(0);
         };
         let (key, stored) = (s.id.store_key(), s.stored);
-        let call = user::end_user_sessions(&*self.store, &user, Some(&key));
+        // This request's own: its session, and the ids it gave up (after a
+        // `regenerate`), which it deletes itself.
+        let mut ours: Vec<StoreKey> = self.doomed.iter().map(|d| d.id.store_key()).collect();
+        ours.push(key);
+        let call = user::end_sessions_of(&*self.store, &user, &ours);
         let r = timed("end_sessions_of", &key, call).await;
         let ended = checked(&mut self.failed, r)?;
-        Ok(ended + u64::from(this_too && stored))
+        let count = ended.len() as u64 + u64::from(this_too && stored);
+        if self.events.on() {
+            let deleted = ended.into_iter().map(|key| SessionEvent::Deleted {
+                key,
+                user: Some(user.clone()),
+            });
+            self.pending.extend(deleted);
+        }
+        Ok(count)
     }
 
     /// Deletes the ids given up in this request.
     pub(crate) async fn delete_doomed(&mut self) -> Result<(), Error> {
-        for id in std::mem::take(&mut self.doomed) {
-            let key = id.store_key();
+        for doomed in std::mem::take(&mut self.doomed) {
+            let key = doomed.id.store_key();
             let r = timed("delete", &key, self.store.delete(&key)).await;
             checked(&mut self.failed, r)?;
+            let user = doomed.user;
+            match doomed.why {
+                _ if !self.events.on() => {}
+                Doom::Replaced => {}
+                Doom::Deleted => self.pending.push(SessionEvent::Deleted { key, user }),
+                Doom::Dead => self.pending.push(SessionEvent::Expired {
+                    key,
+                    user,
+                    found_by: FoundBy::Load,
+                }),
+            }
         }
         Ok(())
     }
@@ -466,6 +552,9 @@ impl RequestSession {
     pub(crate) fn end(&mut self) {
         self.phase = Phase::Finished;
         self.lock = None;
+        for event in self.pending.drain(..) {
+            self.events.emit(event);
+        }
     }
 
     pub(crate) fn debug(&self, what: &str, id: &SessionId) {

@@ -34,7 +34,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::{Error, LocalGuard, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use super::{
+    Error, LocalGuard, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
+};
 use crate::id::{shard_of, KeyMap};
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, DecodeError, Millis, Record};
@@ -248,7 +250,8 @@ impl FileStore {
     }
 
     /// Walks the directory, `BATCH` entries per trip to the blocking pool,
-    /// folding each entry into `acc`. The directory is streamed, never
+    /// folding each entry into `acc`, and hands `acc` to `between` after
+    /// each batch, back on the async side. The directory is streamed, never
     /// collected, and giving the pool back between batches keeps a huge
     /// directory from starving requests of threads and shard locks.
     async fn scan<A: Send + 'static>(
@@ -256,6 +259,7 @@ impl FileStore {
         context: &'static str,
         mut acc: A,
         visit: Visit<A>,
+        mut between: impl FnMut(&mut A) + Send,
     ) -> Result<A, Error> {
         let inner = Arc::clone(&self.inner);
         let mut entries = blocking(context, move || fs::read_dir(&inner.dir)).await?;
@@ -267,6 +271,8 @@ impl FileStore {
                 Ok((entries, acc, done))
             })
             .await?;
+            let mut folded = folded;
+            between(&mut folded);
             if done {
                 return Ok(folded);
             }
@@ -386,6 +392,7 @@ impl SessionAdmin for FileStore {
                     live: 0,
                 },
                 Inner::count_entry,
+                |_| {},
             )
             .await?;
         Ok(counted.live)
@@ -434,7 +441,7 @@ impl SessionAdmin for FileStore {
         .boxed()
     }
 
-    async fn clean_up(&self) -> Result<u64, Error> {
+    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error> {
         // The index first, while the expired records it names are still
         // there to say so.
         let inner = Arc::clone(&self.inner);
@@ -457,6 +464,11 @@ impl SessionAdmin for FileStore {
                     ..CleanUp::default()
                 },
                 Inner::clean_entry,
+                |acc: &mut CleanUp| {
+                    for (key, user) in acc.gone.drain(..) {
+                        expired(key, user);
+                    }
+                },
             )
             .await?;
         if let Some(e) = &cleaned.first_error {
@@ -624,6 +636,8 @@ struct Count {
 struct CleanUp {
     now: Millis,
     removed: u64,
+    /// The sessions removed since they were last told.
+    gone: Vec<(StoreKey, Option<UserId>)>,
     errors: u64,
     first_error: Option<io::Error>,
 }
@@ -962,17 +976,24 @@ impl Inner {
     /// Anything else that cannot be read may belong to someone else — a
     /// newer version of this library, a store with a larger `max_size`,
     /// CherryPy during a migration — and is left alone.
-    fn is_dead(&self, key: &StoreKey, path: &Path, now: Millis) -> io::Result<bool> {
+    ///
+    /// `Some(its user)` if it is dead, `None` if not.
+    fn is_dead(
+        &self,
+        key: &StoreKey,
+        path: &Path,
+        now: Millis,
+    ) -> io::Result<Option<Option<UserId>>> {
         Ok(match self.read(path)? {
-            Stored::Absent => false,
-            Stored::Record(record) => record.is_expired(now),
+            Stored::Absent => None,
+            Stored::Record(record) => record.is_expired(now).then_some(record.user),
             Stored::Unusable(
                 _,
                 Problem::Decode(DecodeError::Truncated | DecodeError::Checksum),
-            ) => true,
+            ) => Some(None),
             Stored::Unusable(print, problem) => {
                 self.warn_once(key, print, &problem);
-                false
+                None
             }
         })
     }
@@ -1022,10 +1043,12 @@ impl Inner {
     /// So only a holder of its flock removes it: this clean-up when the
     /// lock is free, otherwise the holder's release, which removes the lock
     /// file of a session without data.
-    fn clean_data(&self, key: &StoreKey, now: Millis) -> io::Result<bool> {
+    ///
+    /// `Some(its user)` if it removed the data.
+    fn clean_data(&self, key: &StoreKey, now: Millis) -> io::Result<Option<Option<UserId>>> {
         let path = self.data_path(key);
-        if !self.is_dead(key, &path, now)? {
-            return Ok(false);
+        if self.is_dead(key, &path, now)?.is_none() {
+            return Ok(None);
         }
         let local = self.locks.try_local(key);
         let lock_path = self.lock_path(key);
@@ -1035,9 +1058,12 @@ impl Inner {
         };
         let removed = {
             let _shard = self.shard(key);
-            self.is_dead(key, &path, now)? && remove(&path)?
+            match self.is_dead(key, &path, now)? {
+                Some(user) if remove(&path)? => Some(user),
+                _ => None,
+            }
         };
-        if removed && self.fsync {
+        if removed.is_some() && self.fsync {
             self.sync_dir()?;
         }
         // Still holding the flock: a process that opened this lock file
@@ -1053,7 +1079,13 @@ impl Inner {
 
     fn clean_entry(&self, entry: &fs::DirEntry, acc: &mut CleanUp) -> io::Result<()> {
         let done = match Name::of(entry.file_name().as_bytes()) {
-            Name::Data(key) => self.clean_data(&key, acc.now),
+            Name::Data(key) => self.clean_data(&key, acc.now).map(|gone| match gone {
+                Some(user) => {
+                    acc.gone.push((key, user));
+                    true
+                }
+                None => false,
+            }),
             Name::Lock(key) => match exists(&self.data_path(&key)) {
                 Ok(true) => Ok(false),
                 Ok(false) => self.remove_orphan_lock(&key).map(|_| false),

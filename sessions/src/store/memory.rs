@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
-use super::{Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
 use crate::id::{shard_of, KeyMap, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::user::UserId;
@@ -199,7 +199,7 @@ impl MemoryStore {
         }
         // Full: what expired in this shard makes room before refusing.
         len.fetch_sub(1, Ordering::Relaxed);
-        self.inner.drop_expired(map, now);
+        self.inner.drop_expired(map, now, None);
         if len.fetch_add(1, Ordering::Relaxed) < max {
             return Ok(());
         }
@@ -237,13 +237,22 @@ fn usable_memory() -> Option<u64> {
 }
 
 impl Inner {
-    /// Drops what expired in one shard (held by the caller).
-    fn drop_expired(&self, map: &mut KeyMap<Entry>, now: Millis) -> u64 {
+    /// Drops what expired in one shard (held by the caller), and says
+    /// which sessions those were when `gone` is given.
+    fn drop_expired(
+        &self,
+        map: &mut KeyMap<Entry>,
+        now: Millis,
+        mut gone: Option<&mut Vec<(StoreKey, Option<UserId>)>>,
+    ) -> u64 {
         let before = map.len();
         map.retain(|key, e| {
             let live = e.expires > now;
             if !live {
                 self.unindex(key, e);
+                if let Some(gone) = gone.as_deref_mut() {
+                    gone.push((*key, e.user()));
+                }
             }
             live
         });
@@ -396,13 +405,19 @@ impl SessionAdmin for MemoryStore {
             .boxed()
     }
 
-    async fn clean_up(&self) -> Result<u64, Error> {
+    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error> {
         let now = now_millis();
-        let mut removed = 0;
+        let (mut removed, mut gone) = (0, Vec::new());
         for shard in self.inner.shards.iter() {
             // Held locks live in a separate table, so dropping expired data
             // here can never release or orphan a lock someone holds.
-            removed += self.inner.drop_expired(&mut lock_shard(shard), now);
+            removed += self
+                .inner
+                .drop_expired(&mut lock_shard(shard), now, Some(&mut gone));
+            // Told with no shard held.
+            for (key, user) in gone.drain(..) {
+                expired(key, user);
+            }
         }
         Ok(removed)
     }

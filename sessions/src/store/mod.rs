@@ -286,8 +286,21 @@ pub trait SessionAdmin: SessionStore {
 
     /// Removes expired sessions and returns how many were removed. Never
     /// removes or breaks a lock that is held.
-    async fn clean_up(&self) -> Result<u64, Error>;
+    async fn clean_up(&self) -> Result<u64, Error> {
+        self.clean_up_and_report(&|_, _| {}).await
+    }
+
+    /// [`clean_up`](Self::clean_up), telling `expired` of each session it
+    /// removed (the layer turns these into
+    /// [`SessionEvent::Expired`](crate::SessionEvent::Expired)). A store
+    /// whose backend expires sessions by itself (Redis) removes nothing
+    /// here and tells nothing.
+    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error>;
 }
+
+/// Told of each session a clean-up removed: its key, and its user when the
+/// store could still read it.
+pub type OnExpired<'a> = &'a (dyn Fn(StoreKey, Option<UserId>) + Send + Sync);
 
 /// Stores are shared between the layer, the clean-up task and the app.
 #[async_trait]
@@ -342,7 +355,7 @@ impl<S: SessionAdmin + ?Sized> SessionAdmin for std::sync::Arc<S> {
     fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
         (**self).keys()
     }
-    async fn clean_up(&self) -> Result<u64, Error> {
-        (**self).clean_up().await
+    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error> {
+        (**self).clean_up_and_report(expired).await
     }
 }

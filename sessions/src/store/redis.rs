@@ -44,8 +44,8 @@ use tokio::task::AbortHandle;
 use self::conn::{Conn, Lua, ScanNode, Target, Wait};
 
 use super::{
-    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionAdmin,
-    SessionStore,
+    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, OnExpired, Place, SaveIf,
+    SessionAdmin, SessionStore,
 };
 use crate::id::{SessionId, ShortId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
@@ -1371,7 +1371,7 @@ impl SessionAdmin for RedisStore {
         .boxed()
     }
 
-    async fn clean_up(&self) -> Result<u64, Error> {
+    async fn clean_up_and_report(&self, _: OnExpired<'_>) -> Result<u64, Error> {
         // Redis expires keys by itself.
         Ok(0)
     }

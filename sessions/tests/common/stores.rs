@@ -206,8 +206,11 @@ impl SessionAdmin for Fixture {
     fn keys(&self) -> BoxStream<'_, Result<StoreKey, store::Error>> {
         self.store.keys()
     }
-    async fn clean_up(&self) -> Result<u64, store::Error> {
-        self.store.clean_up().await
+    async fn clean_up_and_report(
+        &self,
+        expired: sessions::store::OnExpired<'_>,
+    ) -> Result<u64, store::Error> {
+        self.store.clean_up_and_report(expired).await
     }
 }
 

@@ -160,9 +160,12 @@ impl SessionAdmin for Watched {
     fn keys(&self) -> BoxStream<'_, Result<StoreKey, store::Error>> {
         self.inner.keys()
     }
-    async fn clean_up(&self) -> Result<u64, store::Error> {
+    async fn clean_up_and_report(
+        &self,
+        expired: sessions::store::OnExpired<'_>,
+    ) -> Result<u64, store::Error> {
         self.clean_ups.fetch_add(1, Ordering::SeqCst);
         self.check()?;
-        self.inner.clean_up().await
+        self.inner.clean_up_and_report(expired).await
     }
 }

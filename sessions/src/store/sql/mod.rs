@@ -331,6 +331,13 @@ fn live_or_missing(
     }
 }
 
+/// A row removed by clean-up (its `id` and `user_id` columns) as the
+/// session it was, for the report; `None` for a row that was not one.
+fn expired_row(id: Option<&str>, user: Option<&str>) -> Option<(StoreKey, Option<UserId>)> {
+    let key = StoreKey::from_bytes(id?.as_bytes()).ok()?;
+    Some((key, user.and_then(|u| UserId::new(u).ok())))
+}
+
 /// Refuses a record the store could not read back, before anything is
 /// written: what the store held stays as it was.
 fn check_size(record: &Record) -> Result<(), Error> {

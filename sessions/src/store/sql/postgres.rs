@@ -35,12 +35,14 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
-    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, user_column,
-    Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE, RECORD_COLUMNS,
+    check_size, decode, expired_row, in_batches, live_or_missing, timeout_column, to_sql_ms,
+    user_column, Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE, RECORD_COLUMNS,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::store::{
+    BoxError, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
+};
 use crate::task::AbortOnDrop;
 use crate::user::UserId;
 
@@ -835,7 +837,22 @@ impl SessionStore for PostgresStore {
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
-        self.sessions_of_user(user).await
+        let inner = self.prepared().await?;
+        let (user, now) = (user.as_str(), to_sql_ms(now_millis()));
+        let rows = inner
+            .query(
+                "postgres: sessions of a user",
+                &inner.sql.table.sessions_of,
+                &[(&user, Type::TEXT), (&now, Type::INT8)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let key = StoreKey::from_bytes(row.try_get::<_, &str>(5).ok()?.as_bytes()).ok()?;
+                Some((key, inner.record(&key, row)?))
+            })
+            .collect())
     }
 
     async fn lock_and_load(
@@ -891,7 +908,7 @@ impl SessionAdmin for PostgresStore {
         super::keys(move |after| self.keys_page(after))
     }
 
-    async fn clean_up(&self) -> Result<u64, Error> {
+    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error> {
         let inner = self.prepared().await?;
         let now = to_sql_ms(now_millis());
         // One short statement per batch, each on a connection taken afresh,
@@ -903,8 +920,19 @@ impl SessionAdmin for PostgresStore {
         // are taken over anyway; removing them only keeps the table small.
         let params: [(&(dyn ToSql + Sync), Type); 2] =
             [(&now, Type::INT8), (&CLEAN_BATCH, Type::INT8)];
-        let removed =
-            in_batches(|| inner.execute("postgres: clean-up", &inner.sql.clean, &params)).await?;
+        let removed = in_batches(|| async {
+            let rows = inner
+                .query("postgres: clean-up", &inner.sql.clean, &params)
+                .await?;
+            for row in &rows {
+                let (id, user) = (row.try_get(0).ok(), row.try_get(1).ok().flatten());
+                if let Some((key, user)) = expired_row(id, user) {
+                    expired(key, user);
+                }
+            }
+            Ok(rows.len() as u64)
+        })
+        .await?;
         in_batches(|| inner.execute("postgres: clean-up", &inner.sql.clean_locks, &params)).await?;
         Ok(removed)
     }
@@ -912,25 +940,6 @@ impl SessionAdmin for PostgresStore {
 
 impl PostgresStore {
     /// One page of live keys after `after`.
-    async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
-        let inner = self.prepared().await?;
-        let (user, now) = (user.as_str(), to_sql_ms(now_millis()));
-        let rows = inner
-            .query(
-                "postgres: sessions of a user",
-                &inner.sql.table.sessions_of,
-                &[(&user, Type::TEXT), (&now, Type::INT8)],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let key = StoreKey::from_bytes(row.try_get::<_, &str>(5).ok()?.as_bytes()).ok()?;
-                Some((key, inner.record(&key, row)?))
-            })
-            .collect())
-    }
-
     async fn keys_page(&self, after: String) -> Result<Page, Error> {
         let inner = self.prepared().await?;
         let now = to_sql_ms(now_millis());
@@ -1141,7 +1150,7 @@ impl Sql {
             clean: format!(
                 "DELETE FROM {t} WHERE id IN (\
                    SELECT id FROM {t} WHERE expires_at <= $1 \
-                   LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                   LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id, user_id"
             ),
             clean_locks: format!(
                 "DELETE FROM {l} WHERE id IN (\

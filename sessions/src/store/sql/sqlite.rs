@@ -33,12 +33,14 @@ use tokio::task::JoinHandle;
 
 use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
-    check_size, decode, in_batches, live_or_missing, timeout_column, to_sql_ms, user_column,
-    Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE,
+    check_size, decode, expired_row, in_batches, live_or_missing, timeout_column, to_sql_ms,
+    user_column, Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::store::{
+    BoxError, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
+};
 use crate::user::UserId;
 
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -666,7 +668,7 @@ impl SessionAdmin for SqliteStore {
         super::keys(move |after| self.keys_page(after))
     }
 
-    async fn clean_up(&self) -> Result<u64, Error> {
+    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error> {
         self.prepared().await?;
         let now = to_sql_ms(now_millis());
         // One short transaction per batch, releasing the connection between
@@ -677,7 +679,28 @@ impl SessionAdmin for SqliteStore {
                 st.execute((now, CLEAN_BATCH)).map(|n| n as u64)
             })
         };
-        let removed = in_batches(|| batch(|sql| &sql.clean)).await?;
+        let removed = in_batches(|| async {
+            let gone = self
+                .blocking("sqlite: clean-up", move |inner, conn| {
+                    let mut st = conn.prepare_cached(&inner.sql.clean)?;
+                    let mut rows = st.query((now, CLEAN_BATCH))?;
+                    let mut gone = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        let id: Option<String> = row.get(0).ok();
+                        let user: Option<String> = row.get(1).ok().flatten();
+                        gone.push((id, user));
+                    }
+                    Ok(gone)
+                })
+                .await?;
+            for (id, user) in &gone {
+                if let Some((key, user)) = expired_row(id.as_deref(), user.as_deref()) {
+                    expired(key, user);
+                }
+            }
+            Ok(gone.len() as u64)
+        })
+        .await?;
         // Leases that ran out belong to nobody: their holder died or gave up.
         in_batches(|| batch(|sql| &sql.clean_leases)).await?;
         Ok(removed)
@@ -766,7 +789,7 @@ impl Sql {
             table: Statements::new(table, '?'),
             clean: format!(
                 "DELETE FROM {t} WHERE rowid IN (\
-                   SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
+                   SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2) RETURNING id, user_id"
             ),
             clean_leases: format!(
                 "DELETE FROM {l} WHERE rowid IN (\
