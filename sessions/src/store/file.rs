@@ -86,7 +86,7 @@ const WARNED_MAX: usize = 4096;
 /// let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
 /// let key = SessionId::generate().unwrap().store_key();
 /// let now = sessions::now_millis();
-/// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None };
+/// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 /// let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 /// assert_eq!(loaded, None);
 /// store.save_and_unlock(&key, &record, SaveIf::Absent, guard).await?;

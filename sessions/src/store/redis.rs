@@ -13,7 +13,7 @@
 //!
 //! let key = SessionId::generate().unwrap().store_key();
 //! let now = now_millis();
-//! let record = Record { data: br#"{"cart":[]}"#.to_vec(), created: now, expires: now + 3_600_000, timeout: None };
+//! let record = Record { data: br#"{"cart":[]}"#.to_vec(), created: now, expires: now + 3_600_000, timeout: None, user: None };
 //! assert!(store.save(&key, &record, SaveIf::Absent).await?);
 //!
 //! // A request on that session: lock and load in one round trip, then
