@@ -68,6 +68,8 @@ pub enum StorageType {
     Postgres,
     /// An SQLite database file at `storage_path`.
     Sqlite,
+    /// memcached at `servers` (or a `memcache://` `storage_url`).
+    Memcached,
 }
 
 impl StorageType {
@@ -79,6 +81,7 @@ impl StorageType {
             StorageType::Redis => "redis",
             StorageType::Postgres => "postgres",
             StorageType::Sqlite => "sqlite",
+            StorageType::Memcached => "memcached",
         }
     }
 
@@ -91,6 +94,7 @@ impl StorageType {
             "redis" => StorageType::Redis,
             "postgres" | "postgresql" => StorageType::Postgres,
             "sqlite" => StorageType::Sqlite,
+            "memcached" => StorageType::Memcached,
             _ => return None,
         })
     }
@@ -115,6 +119,9 @@ pub struct StorageConfig {
     pub url: Option<String>,
     /// `file_fsync`: fsync file-store writes (default false).
     pub file_fsync: bool,
+    /// `servers`: the memcached servers, `host:port` each (CherryPy's key:
+    /// a Python list in INI, an array in TOML).
+    pub servers: Vec<String>,
     /// `redis_prefix`: key prefix in Redis (default `session:`).
     pub redis_prefix: String,
     /// `max_sessions`: the most sessions the RAM store holds; at the bound
@@ -149,6 +156,7 @@ impl fmt::Debug for StorageConfig {
             .field("path", &self.path)
             .field("url", &self.url.as_deref().map(crate::redact::url))
             .field("file_fsync", &self.file_fsync)
+            .field("servers", &self.servers)
             .field("max_sessions", &self.max_sessions)
             .field("redis_prefix", &self.redis_prefix)
             .field("table", &self.table)
@@ -170,6 +178,7 @@ impl Default for StorageConfig {
             path: None,
             url: None,
             file_fsync: false,
+            servers: Vec::new(),
             redis_prefix: "session:".into(),
             max_sessions: None,
             redis_wait_replicas: 0,
@@ -380,6 +389,8 @@ pub(crate) enum Value {
     /// An unquoted dotted name, as CherryPy's `storage_class` takes.
     Name(String),
     None,
+    /// A list, as CherryPy's memcached `servers` takes.
+    List(Vec<Value>),
 }
 
 impl fmt::Display for Value {
@@ -391,6 +402,16 @@ impl fmt::Display for Value {
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Name(n) => f.write_str(n),
             Value::None => f.write_str("None"),
+            Value::List(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }
@@ -620,6 +641,10 @@ fn check_storage(config: &SessionConfig, file: &str, line: usize) -> Result<(), 
         StorageType::Redis | StorageType::Postgres if s.url.is_none() => {
             Err(missing("storage_url", "the server's URL"))
         }
+        StorageType::Memcached if s.url.is_none() && s.servers.is_empty() => Err(missing(
+            "servers",
+            "the memcached servers, e.g. ['127.0.0.1:11211'] (or a memcache:// storage_url)",
+        )),
         _ => Ok(()),
     }
 }
@@ -656,12 +681,19 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
                 _ => return Err(format!("expected a store name, got {v}")),
             };
             c.storage.kind = StorageType::parse(s).ok_or_else(|| {
-                format!("unknown store {s:?} (ram, file, redis, postgres or sqlite)")
+                format!("unknown store {s:?} (ram, file, redis, postgres, sqlite or memcached)")
             })?;
         }
         "storage_path" => c.storage.path = Some(PathBuf::from(string(v)?)),
         "storage_url" => c.storage.url = Some(string(v)?),
         "file_fsync" => c.storage.file_fsync = boolean(v)?,
+        "servers" => {
+            c.storage.servers = match v {
+                Value::List(items) => items.iter().map(string).collect::<Result<_, _>>()?,
+                Value::Str(s) => s.split(',').map(|s| s.trim().to_owned()).collect(),
+                _ => return Err(format!("expected a list of host:port, got {v}")),
+            }
+        }
         "redis_prefix" => c.storage.redis_prefix = string(v)?,
         "max_sessions" => {
             c.storage.max_sessions = match v {

@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::app::{config, cookie, serve_app, start_session};
 use common::client::Client;
-use common::stores::{redis, Fixture};
+use common::stores::{memcached, redis, Fixture, Kind};
 use common::watched::Watched;
 use sessions::store::{MemoryStore, SessionAdmin, SessionStore};
 use sessions::{SessionConfig, SessionId};
@@ -54,15 +56,24 @@ async fn oversized_session_is_refused_and_old_data_kept(f: &Fixture) {
     let r = client.get_with("/count", Some(&sent)).await;
     assert_eq!(r.body, "false 2");
     // A new session over the limit stores nothing at all.
-    let count = f.store.count().await.unwrap();
+    let count = f.count().await.unwrap();
     let r = client.get_with("/put?key=b&len=2000", None).await;
     assert_eq!((r.status, r.set_cookie), (500, None));
-    assert_eq!(f.store.count().await.unwrap(), count);
-    // The layer's max_size above the store's own read limit (Redis reads
-    // at most its `with_max_size`): the store refuses what it could not
-    // read back, rather than keep a session that then loads as missing.
-    if let Some(prefix) = &f.prefix {
-        let small = redis(prefix).await.unwrap().with_max_size(2048);
+    assert_eq!(f.count().await.unwrap(), count);
+    // The layer's max_size above the store's own read limit (Redis and
+    // memcached read at most their `with_max_size`): the store refuses
+    // what it could not read back, rather than keep a session that then
+    // loads as missing.
+    let small: Option<Arc<dyn SessionAdmin>> = match (f.kind, &f.prefix) {
+        (Kind::Redis, Some(prefix)) => {
+            Some(Arc::new(redis(prefix).await.unwrap().with_max_size(2048)))
+        }
+        (Kind::Memcached, Some(prefix)) => Some(Arc::new(
+            memcached(prefix).await.unwrap().with_max_size(2048),
+        )),
+        _ => None,
+    };
+    if let Some(small) = small {
         let mut config = self::config();
         config.max_size = 100_000;
         let addr = serve_app(config, small).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::app::{config, cookie, serve_app};
 use common::client::Client;
 use common::logs;
-use common::stores::{redis_data_key, redis_raw, Fixture, Kind};
+use common::stores::{memcached_set, memcached_value, redis_data_key, redis_raw, Fixture, Kind};
 use common::watched::Watched;
 use sessions::store::{SaveIf, SessionStore};
 use sessions::{Record, SessionId, StoreKey};
@@ -127,6 +127,7 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     if tampered {
         let what = match f.kind {
             Kind::Redis => "ignoring an unreadable session in redis",
+            Kind::Memcached => "ignoring an unreadable session in memcached",
             Kind::File => "treating the session as missing",
             _ => "damaged session row treated as missing",
         };
@@ -213,6 +214,14 @@ async fn damage(f: &Fixture, key: &StoreKey) -> bool {
             let last = bytes.len() - 1;
             bytes[last] ^= 0x55;
             std::fs::write(&path, bytes).unwrap();
+            true
+        }
+        Kind::Memcached => {
+            let data_key = format!("{}{key}", f.prefix.as_ref().unwrap());
+            let mut bytes = memcached_value(&data_key).await.unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x55;
+            memcached_set(&data_key, &bytes, 60).await;
             true
         }
         Kind::Sqlite => {

@@ -2,7 +2,7 @@
 //! counted, regenerated, one held under its lock while the store is read),
 //! then everything the backend holds is read behind the store's back —
 //! file names and bytes, the SQLite file with its WAL, Redis keys and
-//! values, the SQL tables — and none of the ids is in it, as text or as
+//! values, memcached's keys and values, the SQL tables — and none of the ids is in it, as text or as
 //! raw bytes, while every session's store key is (so the read saw them).
 //!
 //! The RAM store is left out: it holds what the process holds, and its
@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::app::{config, cookie, serve_app};
 use common::client::Client;
 use common::records::key_of;
-use common::stores::{redis_raw, Fixture, Kind};
+use common::stores::{memcached_keys, memcached_value, redis_raw, Fixture, Kind};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use sessions::SessionId;
@@ -39,6 +39,11 @@ async fn redis_store_holds_no_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_holds_no_id() {
     holds_no_id(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_store_holds_no_id() {
+    holds_no_id(Kind::Memcached).await;
 }
 
 async fn holds_no_id(kind: Kind) {
@@ -134,6 +139,15 @@ async fn dump(f: &Fixture) -> Vec<u8> {
                 out.push(b'\n');
                 let value: Option<Vec<u8>> = raw.get(&key).await.unwrap_or(None);
                 out.extend(value.unwrap_or_default());
+            }
+        }
+        Kind::Memcached => {
+            let keys = memcached_keys(f.prefix.as_ref().unwrap()).await;
+            assert!(!keys.is_empty(), "no keys under the prefix");
+            for key in keys {
+                out.extend(key.as_bytes());
+                out.push(b'\n');
+                out.extend(memcached_value(&key).await.unwrap_or_default());
             }
         }
         Kind::Postgres => {

@@ -18,7 +18,7 @@ use common::app::{config, cookie};
 use common::client::{serve, Client, Reply};
 use common::files::data_path;
 use common::records::{key, key_of, record};
-use common::stores::{redis_data_key, redis_raw, Fixture, Kind};
+use common::stores::{memcached_set, memcached_value, redis_data_key, redis_raw, Fixture, Kind};
 use sessions::store::{SaveIf, SessionAdmin, SessionStore};
 use sessions::user::{end_user_sessions, MAX_USER_LEN};
 use sessions::{
@@ -299,6 +299,10 @@ async fn nothing_of_a_user_outlives_expiry_and_clean_up(f: &Fixture) {
                 .unwrap();
             assert!(!exists, "the user's index key is still there");
         }
+        Kind::Memcached => {
+            let held = memcached_value(&memcached_user_key(f, &short)).await;
+            assert_eq!(held, None, "the user's index item is still there");
+        }
         _ => {}
     }
 }
@@ -348,7 +352,23 @@ async fn indexed(f: &Fixture, user: &UserId) -> usize {
                 .unwrap();
             n
         }
+        // One line per entry; expired ones go at the next change only.
+        Kind::Memcached => memcached_value(&memcached_user_key(f, user))
+            .await
+            .map_or(0, |v| {
+                let now = sessions::now_millis();
+                String::from_utf8(v)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.split(' ').nth(1).unwrap().parse::<u64>().unwrap() > now)
+                    .count()
+            }),
     }
+}
+
+/// The memcached item of `user`'s index.
+fn memcached_user_key(f: &Fixture, user: &UserId) -> String {
+    format!("{}user:{}", f.prefix.as_ref().unwrap(), &*user.index_key())
 }
 
 /// The file store's directory of `user`'s index entries.
@@ -412,6 +432,11 @@ async fn redis_store_reads_an_invalid_stored_user_as_missing() {
     stored_invalid_user_is_missing(Kind::Redis).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_store_reads_an_invalid_stored_user_as_missing() {
+    stored_invalid_user_is_missing(Kind::Memcached).await;
+}
+
 /// A live record whose user is not a valid user id (written behind the
 /// store's back, checksum and all) is a missing session: a load finds
 /// nothing, and through the layer (a lock-and-load) its cookie opens a
@@ -431,7 +456,7 @@ async fn stored_invalid_user_is_missing(kind: Kind) {
     let bad: &[&[u8]] = match kind {
         // Framed records: the length field says how many bytes the user
         // has, so these are the refusals that fit in a 1..=256-byte user.
-        Kind::File | Kind::Redis => &[b"a\nb", b"a\0b", b"\xff\xfe"],
+        Kind::File | Kind::Redis | Kind::Memcached => &[b"a\nb", b"a\0b", b"\xff\xfe"],
         _ => &[b"", b"a\nb", &[b'x'; 257]],
     };
     for user_bytes in bad {
@@ -466,6 +491,10 @@ async fn plant(f: &Fixture, key: &StoreKey, user: &[u8]) {
                 .pset_ex(data_key, framed_with_user(user), 600_000)
                 .await
                 .unwrap();
+        }
+        Kind::Memcached => {
+            let data_key = format!("{}{key}", f.prefix.as_ref().unwrap());
+            memcached_set(&data_key, &framed_with_user(user), 600).await;
         }
         Kind::Sqlite => {
             let raw = rusqlite::Connection::open(sqlite_path(f)).unwrap();

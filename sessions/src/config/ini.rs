@@ -67,8 +67,12 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Vec<RawSection>, Error> {
 }
 
 /// Reads the Python literals CherryPy configs use: `True`, `False`,
-/// `None`, integers, floats, quoted strings, `a / b` and dotted names.
+/// `None`, integers, floats, quoted strings, `a / b`, dotted names, and
+/// lists of those (`['127.0.0.1:11211', 'h:11211']`).
 fn literal(s: &str) -> Option<Value> {
+    if let Some(inner) = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        return list(inner).map(Value::List);
+    }
     match s {
         "True" => return Some(Value::Bool(true)),
         "False" => return Some(Value::Bool(false)),
@@ -98,6 +102,38 @@ fn literal(s: &str) -> Option<Value> {
             && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
     });
     is_name.then(|| Value::Name(s.to_string()))
+}
+
+/// The items of a list's inside, split at commas outside quotes; a
+/// trailing comma is allowed, as in Python. Lists do not nest.
+fn list(inner: &str) -> Option<Vec<Value>> {
+    let (mut items, mut start, mut quote) = (Vec::new(), 0, None);
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        match (quote, c) {
+            (Some(_), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | ']') => return None,
+            (None, ',') => {
+                items.push(inner[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        escaped = false;
+    }
+    if quote.is_some() {
+        return None;
+    }
+    let last = inner[start..].trim();
+    if !last.is_empty() {
+        items.push(last);
+    }
+    items.into_iter().map(literal).collect()
 }
 
 fn unquote(s: &str) -> Option<&str> {
@@ -138,6 +174,16 @@ mod tests {
         assert_eq!(literal("0.016666"), Some(Value::Float(0.016666)));
         assert_eq!(literal("1.0 / 60"), Some(Value::Float(1.0 / 60.0)));
         assert_eq!(literal("'file'"), Some(Value::Str("file".into())));
+        assert_eq!(
+            literal("['a:1', \"b,c:2\",]"),
+            Some(Value::List(vec![
+                Value::Str("a:1".into()),
+                Value::Str("b,c:2".into())
+            ]))
+        );
+        assert_eq!(literal("[]"), Some(Value::List(vec![])));
+        assert_eq!(literal("['a', [1]]"), None);
+        assert_eq!(literal("['a]"), None);
         assert_eq!(literal("\"a\\\"b\""), Some(Value::Str("a\"b".into())));
         assert_eq!(
             literal("cherrypy.lib.sessions.FileSession"),

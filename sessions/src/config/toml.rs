@@ -67,12 +67,20 @@ fn flatten(
                     TomlValue::Integer(i) => Value::Int(*i.value()),
                     TomlValue::Float(f) => Value::Float(*f.value()),
                     TomlValue::String(s) => Value::Str(s.value().clone()),
+                    TomlValue::Array(items) if items.iter().all(|i| i.as_str().is_some()) => {
+                        Value::List(
+                            items
+                                .iter()
+                                .filter_map(|i| i.as_str().map(|s| Value::Str(s.to_owned())))
+                                .collect(),
+                        )
+                    }
                     _ => {
                         return Err(Error::Key {
                             file: file.into(),
                             line,
                             key: full,
-                            message: "expected a boolean, number or string".into(),
+                            message: "expected a boolean, number, string or list of strings".into(),
                         })
                     }
                 };

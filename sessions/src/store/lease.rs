@@ -1,6 +1,7 @@
-//! Lease locks for the SQL stores: a row in `<table>_locks` per held lock,
-//! taken when free or when its holder's lease ran out, renewed while held,
-//! released by its owner, and checked by the save that releases it.
+//! Lease locks for the SQL stores and memcached: a row in `<table>_locks`
+//! (an item `<key>:lock` in memcached) per held lock, taken when free or
+//! when its holder's lease ran out, renewed while held, released by its
+//! owner, and checked by the save that releases it.
 //!
 //! A lease holds no connection: the handler runs while the lock is a row,
 //! not a session on the server, so a process serves as many requests at
@@ -48,7 +49,7 @@ pub(crate) enum Released {
     Lost,
 }
 
-/// The statements of one SQL store, as the lease rules need them.
+/// The statements of one store, as the lease rules need them.
 #[async_trait]
 pub(crate) trait LeaseBackend: SessionStore + Clone {
     /// Inserts or takes over the lock row of `key` for `owner` until
@@ -200,7 +201,7 @@ impl<B: LeaseBackend> Drop for PendingTake<B> {
     }
 }
 
-/// A held lease: what the SQL stores put in a [`LockGuard`]. Dropping it
+/// A held lease: what the lease stores put in a [`LockGuard`]. Dropping it
 /// stops the renewal and releases the row; this process's next waiter for
 /// the session starts only after that, so its first take succeeds.
 pub(crate) struct Lease<B: LeaseBackend> {
@@ -372,7 +373,7 @@ async fn renew<B: LeaseBackend>(backend: B, key: StoreKey, owner: String, lease:
 #[error("the session lock's lease was lost before the save")]
 pub(crate) struct LeaseLost;
 
-/// `save_and_unlock` for a SQL store: through the lease when the guard is
+/// `save_and_unlock` for a lease store: through the lease when the guard is
 /// one of ours, as a plain save otherwise.
 pub(crate) async fn save_and_unlock<B: LeaseBackend, F>(
     guard: LockGuard,

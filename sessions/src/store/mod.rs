@@ -3,7 +3,8 @@
 //!
 //! [`MemoryStore`] is always built; every other store is behind the cargo
 //! feature of its name: `file` (`FileStore`, Unix), `redis`
-//! (`RedisStore`), `postgres` (`PostgresStore`), `sqlite` (`SqliteStore`).
+//! (`RedisStore`), `postgres` (`PostgresStore`), `sqlite` (`SqliteStore`),
+//! `memcached` (`MemcachedStore`).
 //! [`open`] builds the one a config file names.
 //!
 //! A store knows nothing of HTTP. It loads and saves [`Record`]s by
@@ -46,6 +47,10 @@ mod wait;
 
 #[cfg(all(feature = "file", unix))]
 mod file;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "memcached"))]
+mod lease;
+#[cfg(feature = "memcached")]
+mod memcached;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -61,16 +66,25 @@ pub use open::{migrate, open, OpenError};
     all(feature = "file", unix),
     feature = "redis",
     feature = "postgres",
-    feature = "sqlite"
+    feature = "sqlite",
+    feature = "memcached"
 ))]
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
-#[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "memcached"
+))]
 pub(crate) use wait::{Entered, Known, Place};
 
 #[cfg(all(feature = "file", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]
 pub use file::FileStore;
+#[cfg(feature = "memcached")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcached")))]
+pub use memcached::MemcachedStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;

@@ -21,6 +21,8 @@ use crate::config::{Config, StorageConfig, StorageType};
 
 #[cfg(all(feature = "file", unix))]
 use super::FileStore;
+#[cfg(feature = "memcached")]
+use super::MemcachedStore;
 #[cfg(feature = "postgres")]
 use super::PostgresStore;
 #[cfg(feature = "redis")]
@@ -104,6 +106,14 @@ pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
             store.ready().await?;
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "memcached")]
+        StorageType::Memcached => {
+            let store = match &storage.url {
+                Some(url) if storage.servers.is_empty() => MemcachedStore::connect_url(url).await?,
+                _ => MemcachedStore::connect(&storage.servers).await?,
+            };
+            Ok(Arc::new(store.with_max_size(max_size)))
+        }
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
     }
@@ -122,7 +132,7 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
         StorageType::Postgres => Ok(postgres(storage, false)?.migrate().await?),
         #[cfg(feature = "sqlite")]
         StorageType::Sqlite => Ok(sqlite(storage, false)?.migrate().await?),
-        StorageType::Ram | StorageType::File | StorageType::Redis => {
+        StorageType::Ram | StorageType::File | StorageType::Redis | StorageType::Memcached => {
             Err(OpenError::NoSchema(storage.kind.as_str()))
         }
         #[allow(unreachable_patterns)]

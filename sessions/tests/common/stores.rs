@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use sessions::store::{
-    self, FileStore, LockGuard, MemoryStore, PostgresStore, RedisStore, SaveIf, SessionAdmin,
-    SessionStore, SqliteStore,
+    self, FileStore, LockGuard, MemcachedStore, MemoryStore, PostgresStore, RedisStore, SaveIf,
+    SessionAdmin, SessionStore, SqliteStore,
 };
 use sessions::{Millis, Record, StoreKey};
 
@@ -36,6 +36,7 @@ macro_rules! stores {
         $crate::stores!(@kind postgres, Postgres, $($scenario),*);
         $crate::stores!(@kind sqlite, Sqlite, $($scenario),*);
         $crate::stores!(@kind file, File, $($scenario),*);
+        $crate::stores!(@kind memcached, Memcached, $($scenario),*);
     };
     (@kind $module:ident, $kind:ident, $($scenario:ident),*) => {
         mod $module {
@@ -61,6 +62,7 @@ pub enum Kind {
     Postgres,
     Sqlite,
     File,
+    Memcached,
 }
 
 /// A fresh, empty store of one kind, and what to remove afterwards. It is
@@ -77,7 +79,7 @@ pub struct Fixture {
     /// The PostgreSQL table, and a plain connection to look at it.
     pub table: Option<String>,
     pub admin: Option<tokio_postgres::Client>,
-    /// The Redis key prefix.
+    /// The Redis (or memcached) key prefix.
     pub prefix: Option<String>,
 }
 
@@ -117,6 +119,11 @@ impl Fixture {
                 fixture.store = Arc::new(sqlite(&dir).await);
                 fixture.dir = Some(dir);
             }
+            Kind::Memcached => {
+                let prefix = unique_prefix();
+                fixture.store = Arc::new(memcached(&prefix).await?);
+                fixture.prefix = Some(prefix);
+            }
         }
         Some(fixture)
     }
@@ -135,6 +142,22 @@ impl Fixture {
         if let (Some(admin), Some(table)) = (&self.admin, &self.table) {
             drop_table(admin, table).await;
         }
+    }
+
+    /// The live sessions memcached holds under the fixture's prefix (it
+    /// lists items it has not dropped yet, expired or not).
+    async fn memcached_sessions(&self) -> Vec<StoreKey> {
+        let prefix = self.prefix.as_deref().unwrap_or_default();
+        let mut live = Vec::new();
+        for name in memcached_keys(prefix).await {
+            let Some(Ok(key)) = name.strip_prefix(prefix).map(str::parse::<StoreKey>) else {
+                continue;
+            };
+            if matches!(self.store.load(&key).await, Ok(Some(_))) {
+                live.push(key);
+            }
+        }
+        live
     }
 
     /// Whether the store holds a live record for the session `id`.
@@ -200,10 +223,21 @@ impl SessionStore for Fixture {
 
 #[async_trait]
 impl SessionAdmin for Fixture {
+    /// For memcached, which cannot list its keys, the tests count what the
+    /// server itself lists (`lru_crawler metadump`): the live sessions
+    /// under the fixture's prefix.
     async fn count(&self) -> Result<u64, store::Error> {
-        self.store.count().await
+        if self.kind != Kind::Memcached {
+            return self.store.count().await;
+        }
+        Ok(self.memcached_sessions().await.len() as u64)
     }
     fn keys(&self) -> BoxStream<'_, Result<StoreKey, store::Error>> {
+        if self.kind == Kind::Memcached {
+            return futures_util::stream::once(self.memcached_sessions())
+                .flat_map(|keys| futures_util::stream::iter(keys.into_iter().map(Ok)))
+                .boxed();
+        }
         self.store.keys()
     }
     async fn clean_up_and_report(
@@ -246,6 +280,118 @@ pub fn redis_data_key(prefix: &str, key: &StoreKey) -> String {
 /// The Redis key of `id`'s lock under `prefix`.
 pub fn redis_lock_key(prefix: &str, key: &StoreKey) -> String {
     format!("{prefix}{{{key}}}:lock")
+}
+
+// ---- memcached -----------------------------------------------------------------
+
+/// The memcached server CI runs (`SESSIONS_TEST_MEMCACHED`, default
+/// `127.0.0.1:11211`).
+pub fn memcached_addr() -> String {
+    std::env::var("SESSIONS_TEST_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".to_owned())
+}
+
+/// A store on the shared server under `prefix`, or `None` (skip).
+pub async fn memcached(prefix: &str) -> Option<MemcachedStore> {
+    match MemcachedStore::connect(&[memcached_addr()]).await {
+        Ok(store) => Some(store.with_prefix(prefix).unwrap()),
+        Err(e) => skip(format!(
+            "memcached at {} is unreachable: {e}",
+            memcached_addr()
+        )),
+    }
+}
+
+/// One text command to the shared memcached server and everything it
+/// answers up to `until` (a line that ends the reply, e.g. `END`), to look
+/// behind a store's back.
+pub async fn memcached_raw(command: &str, until: &[&str]) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(memcached_addr())
+        .await
+        .unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(format!("{command}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await.unwrap() == 0 {
+            return out;
+        }
+        let done = until.contains(&line.trim_end());
+        out.push_str(&line);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// The value memcached holds at `key`, read behind the store's back.
+pub async fn memcached_value(key: &str) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(memcached_addr())
+        .await
+        .unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    let request = format!("mg {key} v\r\n");
+    stream
+        .get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = String::new();
+    stream.read_line(&mut head).await.unwrap();
+    let len: usize = head.strip_prefix("VA ")?.trim().parse().unwrap();
+    let mut value = vec![0; len + 2];
+    stream.read_exact(&mut value).await.unwrap();
+    value.truncate(len);
+    Some(value)
+}
+
+/// Writes `value` at `key` for `secs` seconds, behind the store's back.
+pub async fn memcached_set(key: &str, value: &[u8], secs: u64) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(memcached_addr())
+        .await
+        .unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut request = format!("ms {key} {} T{secs}\r\n", value.len()).into_bytes();
+    request.extend_from_slice(value);
+    request.extend_from_slice(b"\r\n");
+    stream.get_mut().write_all(&request).await.unwrap();
+    let mut reply = String::new();
+    stream.read_line(&mut reply).await.unwrap();
+    assert_eq!(reply, "HD\r\n");
+}
+
+/// Every key the shared memcached server holds under `prefix`
+/// (`lru_crawler metadump`, which lists keys URL-encoded).
+pub async fn memcached_keys(prefix: &str) -> Vec<String> {
+    memcached_raw("lru_crawler metadump all", &["END", "ERROR"])
+        .await
+        .lines()
+        .filter_map(|l| l.strip_prefix("key="))
+        .map(|l| percent_decoded(l.split(' ').next().unwrap()))
+        .filter(|k| k.starts_with(prefix))
+        .collect()
+}
+
+/// `%XX` escapes undone (metadump's keys).
+fn percent_decoded(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+            out.push(u8::from_str_radix(&hex, 16).unwrap());
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 // ---- PostgreSQL ----------------------------------------------------------------

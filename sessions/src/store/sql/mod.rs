@@ -21,7 +21,6 @@ use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::user::UserId;
 
-mod lease;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]

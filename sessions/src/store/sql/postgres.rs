@@ -33,13 +33,13 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
-use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
     check_size, decode, expired_row, in_batches, live_or_missing, timeout_column, to_sql_ms,
     user_column, Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE, RECORD_COLUMNS,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::lease::{self, LeaseBackend, Released, Taken};
 use crate::store::{
     BoxError, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
 };

@@ -31,13 +31,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{
     check_size, decode, expired_row, in_batches, live_or_missing, timeout_column, to_sql_ms,
     user_column, Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE,
 };
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::lease::{self, LeaseBackend, Released, Taken};
 use crate::store::{
     BoxError, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
 };

@@ -1,0 +1,659 @@
+//! The memcached store: CherryPy's `MemcachedSession`, locked across
+//! processes.
+//!
+//! ```no_run
+//! use sessions::store::{MemcachedStore, SessionStore, SaveIf};
+//! use sessions::{now_millis, Record, SessionId};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = MemcachedStore::connect(&["127.0.0.1:11211"]).await?;
+//! let key = SessionId::generate().unwrap().store_key();
+//! let now = now_millis();
+//! let record = Record { data: b"{}".to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
+//! assert!(store.save(&key, &record, SaveIf::Absent).await?);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::{self, BoxStream, StreamExt};
+
+use super::lease::{self, LeaseBackend, Released, Taken};
+use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
+use crate::id::StoreKey;
+use crate::record::{now_millis, Millis, Record};
+use crate::user::UserId;
+
+mod proto;
+
+use self::proto::{Mode, Outcome, Server};
+
+const DEFAULT_PREFIX: &str = "session:";
+const DEFAULT_MAX_SIZE: usize = 64 * 1024;
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// memcached counts expiry in whole seconds: a shorter lease could end
+/// before its first renewal.
+const MIN_LEASE: Duration = Duration::from_secs(3);
+/// memcached reads an expiry above 30 days as a Unix time, not a span.
+const RELATIVE_LIMIT: u64 = 30 * 24 * 3600;
+/// How often a save retries when its compare-and-swap meets another write.
+const CAS_TRIES: usize = 8;
+
+/// Sessions in memcached, shared by every instance that uses the same
+/// servers.
+///
+/// # Layout and expiry
+///
+/// `<prefix><key>` holds the session's record (the framed, checksummed
+/// format of [`Record::encode`]), `<prefix><key>:lock` its lock,
+/// `<prefix>user:<user>` the user index (one line `<key> <expires ms>` per
+/// session of the user). `<key>` is the session's [`StoreKey`], `<user>` the
+/// user id's [`index_key`](crate::UserId::index_key): nothing in memcached
+/// opens a session. Every item expires by memcached's own expiry (spans
+/// over 30 days are sent as Unix times, as memcached wants them); clean-up
+/// has nothing to do.
+///
+/// With several servers, each session (its record and its lock together)
+/// and each user index lives on one of them, chosen by rendezvous hashing
+/// of its key: every instance picks the same, and a server added or
+/// removed moves only its share of the sessions.
+///
+/// # Locks
+///
+/// A lock is a lease (the rules of the SQL stores': taken when free,
+/// renewed every third of it, released by its holder): `add` of the lock
+/// item with this holder's token, which expires with the lease; renewal
+/// and release compare the token and then write or delete only that
+/// version of the item (compare-and-swap). A save under the lock first
+/// checks that the lease is still this holder's and writes nothing
+/// otherwise; the record is written with compare-and-swap against the
+/// version it checked, so a session deleted, regenerated or expired
+/// meanwhile is never brought back.
+///
+/// # What memcached loses
+///
+/// memcached keeps everything in memory and evicts items when it is full:
+/// a restart loses every session, an eviction one (its visitor gets a new,
+/// empty session — never an error). A user index evicted or lost forgets
+/// that user's sessions for listing and ending; they still end by their
+/// own expiry. memcached cannot list its keys: [`SessionAdmin::count`] and
+/// [`keys`](SessionAdmin::keys) answer [`Error::Unsupported`], while a
+/// session named by its id or key can be read and deleted.
+#[derive(Clone)]
+pub struct MemcachedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    prefix: String,
+    lease: Duration,
+    max_size: usize,
+    waits: Arc<LockWaits>,
+}
+
+impl fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let servers: Vec<&str> = self.inner.servers.iter().map(|s| s.addr.as_str()).collect();
+        f.debug_struct("MemcachedStore")
+            .field("servers", &servers)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server address that is not `host:port`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not host:port")]
+struct BadAddress(String);
+
+/// A prefix memcached cannot take in a key.
+#[derive(Debug, thiserror::Error)]
+#[error("a memcached key prefix is at most 100 bytes without spaces or control characters")]
+struct BadPrefix;
+
+impl MemcachedStore {
+    /// Connects to the memcached `servers` (`host:port` each) and checks
+    /// that each answers.
+    pub async fn connect(servers: &[impl AsRef<str>]) -> Result<Self, Error> {
+        let mut list = Vec::new();
+        for addr in servers {
+            let addr = addr.as_ref().trim();
+            let valid = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(Error::config("servers", BadAddress(addr.to_owned())));
+            }
+            list.push(Server::new(addr.to_owned()));
+        }
+        if list.is_empty() {
+            return Err(Error::config("servers", BadAddress(String::new())));
+        }
+        for server in &list {
+            server
+                .ping()
+                .await
+                .map_err(|e| Error::unavailable("connecting to memcached", e))?;
+        }
+        Ok(MemcachedStore {
+            inner: Arc::new(Inner {
+                servers: list,
+                prefix: DEFAULT_PREFIX.to_owned(),
+                lease: DEFAULT_LEASE,
+                max_size: DEFAULT_MAX_SIZE,
+                waits: LockWaits::new(),
+            }),
+        })
+    }
+
+    /// [`connect`](Self::connect) to the servers of a
+    /// `memcache://host:port[,host:port…]` URL.
+    pub async fn connect_url(url: &str) -> Result<Self, Error> {
+        let Some(rest) = url.strip_prefix("memcache://") else {
+            return Err(Error::config("storage_url", BadAddress(url.to_owned())));
+        };
+        let servers: Vec<&str> = rest.trim_end_matches('/').split(',').collect();
+        Self::connect(&servers).await
+    }
+
+    /// Keys start with `prefix` (default `session:`), so that stores of
+    /// several apps can share servers.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Result<Self, Error> {
+        let prefix = prefix.into();
+        if prefix.len() > 100 || prefix.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Error::config("prefix", BadPrefix));
+        }
+        self.inner_mut().prefix = prefix;
+        Ok(self)
+    }
+
+    /// How long a lock lasts unless renewed (default 10 s, at least 3 s:
+    /// memcached's expiry is in seconds). A holder that died frees its
+    /// locks after this.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.inner_mut().lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    /// The largest session data, in bytes, the store writes or reads
+    /// (default 64 KiB; memcached's own item limit is 1 MiB by default).
+    pub fn with_max_size(mut self, max_size: usize) -> Self {
+        self.inner_mut().max_size = max_size;
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        // Builders run before the store is shared.
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner,
+            None => unreachable!("a MemcachedStore is configured before it is cloned"),
+        }
+    }
+
+    fn data_key(&self, key: &StoreKey) -> String {
+        format!("{}{}", self.inner.prefix, &*key.as_hex())
+    }
+
+    fn lock_key(&self, key: &StoreKey) -> String {
+        format!("{}{}:lock", self.inner.prefix, &*key.as_hex())
+    }
+
+    fn user_key(&self, user: &UserId) -> String {
+        format!("{}user:{}", self.inner.prefix, &*user.index_key())
+    }
+
+    /// The server of a session (its record and its lock).
+    fn server(&self, key: &StoreKey) -> &Server {
+        proto::pick(&self.inner.servers, key.as_hex().as_bytes())
+    }
+
+    fn user_server(&self, user: &UserId) -> &Server {
+        proto::pick(&self.inner.servers, user.index_key().as_bytes())
+    }
+
+    fn read_limit(&self) -> usize {
+        self.inner.max_size.saturating_add(Record::MAX_HEADER)
+    }
+
+    fn check_size(&self, record: &Record) -> Result<(), Error> {
+        if record.data.len() > self.inner.max_size {
+            return Err(Error::TooLarge {
+                size: record.data.len(),
+                max: self.inner.max_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The stored record and its CAS token; an unreadable item is logged
+    /// and reported as no record, with its token (so a save may replace
+    /// it).
+    async fn read(&self, key: &StoreKey) -> Result<Option<(Option<Record>, u64)>, Error> {
+        let item = self
+            .server(key)
+            .get(&self.data_key(key), self.read_limit())
+            .await;
+        let item = match item {
+            Ok(item) => item,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!(session = %key.short(), error = %e, "ignoring an unreadable session in memcached");
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::unavailable("loading a session", e)),
+        };
+        Ok(item.map(|item| {
+            let record = match Record::decode(&item.value, self.inner.max_size) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::warn!(session = %key.short(), error = %e, "ignoring an unreadable session in memcached");
+                    None
+                }
+            };
+            (record, item.cas)
+        }))
+    }
+
+    /// Writes `record` under its precondition: `Absent` adds, or replaces
+    /// an item that holds no live record; `Live` replaces the version that
+    /// was read live. A write that meets another one is read again.
+    async fn write(&self, key: &StoreKey, record: &Record, only: SaveIf) -> Result<bool, Error> {
+        const CONTEXT: &str = "saving a session";
+        let (server, data_key) = (self.server(key), self.data_key(key));
+        let (bytes, exptime) = (record.encode(), exptime(record.expires));
+        let fail = |e| Error::unavailable(CONTEXT, e);
+        for _ in 0..CAS_TRIES {
+            let now = now_millis();
+            let outcome = match (only, self.read(key).await?) {
+                (SaveIf::Absent, None) => server
+                    .set(&data_key, &bytes, exptime, Mode::Add, None)
+                    .await
+                    .map_err(fail)?,
+                (SaveIf::Absent, Some((Some(r), _))) if !r.is_expired(now) => return Ok(false),
+                // An expired record memcached has not dropped yet, or an
+                // unreadable one: no live session, so a new one may go.
+                (SaveIf::Absent, Some((_, cas))) => server
+                    .set(&data_key, &bytes, exptime, Mode::Set, Some(cas))
+                    .await
+                    .map_err(fail)?,
+                (SaveIf::Live, Some((Some(r), cas))) if !r.is_expired(now) => server
+                    .set(&data_key, &bytes, exptime, Mode::Set, Some(cas))
+                    .await
+                    .map_err(fail)?,
+                (SaveIf::Live, _) => return Ok(false),
+            };
+            match outcome {
+                Outcome::Done => return Ok(true),
+                // Written or removed by someone else since it was read.
+                Outcome::NotStored | Outcome::Changed | Outcome::NotFound => continue,
+            }
+        }
+        Err(Error::unavailable(CONTEXT, Contended))
+    }
+
+    /// Lists the session in its user's index, before the record is
+    /// written: a save that fails after this leaves an entry too many
+    /// (which the index drops once it expires), never one too few.
+    async fn index(&self, key: &StoreKey, record: &Record) -> Result<(), Error> {
+        let Some(user) = &record.user else {
+            return Ok(());
+        };
+        self.change_index(user, |entries| {
+            entries.retain(|(k, _)| k != key);
+            entries.push((*key, record.expires));
+        })
+        .await
+    }
+
+    /// Changes one user's index with compare-and-swap; what expired goes
+    /// at each change, and the index expires with its last session.
+    async fn change_index(
+        &self,
+        user: &UserId,
+        change: impl Fn(&mut Vec<(StoreKey, Millis)>),
+    ) -> Result<(), Error> {
+        const CONTEXT: &str = "indexing a user's session";
+        let (server, user_key) = (self.user_server(user), self.user_key(user));
+        let fail = |e| Error::unavailable(CONTEXT, e);
+        for _ in 0..CAS_TRIES {
+            let item = server.get(&user_key, INDEX_LIMIT).await.map_err(fail)?;
+            let (mut entries, cas) = match &item {
+                Some(item) => (parse_index(&item.value), Some(item.cas)),
+                None => (Vec::new(), None),
+            };
+            let now = now_millis();
+            entries.retain(|(_, expires)| *expires > now);
+            change(&mut entries);
+            let outcome = match (entries.iter().map(|(_, e)| *e).max(), cas) {
+                (None, Some(cas)) => server.delete(&user_key, Some(cas)).await,
+                (None, None) => return Ok(()),
+                (Some(last), cas) => {
+                    let mode = if cas.is_some() { Mode::Set } else { Mode::Add };
+                    let value = format_index(&entries);
+                    server
+                        .set(&user_key, &value, exptime(last), mode, cas)
+                        .await
+                }
+            }
+            .map_err(fail)?;
+            if outcome == Outcome::Done || (outcome == Outcome::NotFound && entries.is_empty()) {
+                return Ok(());
+            }
+        }
+        Err(Error::unavailable(CONTEXT, Contended))
+    }
+
+    /// The lock's holder token and CAS, if it is locked.
+    async fn lock_holder(&self, key: &StoreKey) -> Result<Option<(Vec<u8>, u64)>, Error> {
+        let item = self
+            .server(key)
+            .get(&self.lock_key(key), 64)
+            .await
+            .map_err(|e| Error::unavailable("checking a session lock", e))?;
+        Ok(item.map(|item| (item.value, item.cas)))
+    }
+
+    async fn acquire(
+        &self,
+        key: &StoreKey,
+        wait: Duration,
+        load: bool,
+    ) -> Result<(lease::Lease<MemcachedStore>, Option<Record>), Error> {
+        lease::acquire(
+            self,
+            &self.inner.waits,
+            self.inner.lease,
+            key,
+            wait,
+            load,
+            || {},
+        )
+        .await
+    }
+}
+
+/// Index entries a user may have, as bytes: ample for thousands of
+/// sessions of one user.
+const INDEX_LIMIT: usize = 512 * 1024;
+
+/// The lines `<key> <expires ms>` of a user index; lines that do not parse
+/// are dropped.
+fn parse_index(bytes: &[u8]) -> Vec<(StoreKey, Millis)> {
+    std::str::from_utf8(bytes)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (key, expires) = line.split_once(' ')?;
+            Some((key.parse().ok()?, expires.parse().ok()?))
+        })
+        .collect()
+}
+
+fn format_index(entries: &[(StoreKey, Millis)]) -> Vec<u8> {
+    let mut out = String::with_capacity(entries.len() * 80);
+    for (key, expires) in entries {
+        out.push_str(&key.as_hex());
+        out.push(' ');
+        out.push_str(&expires.to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// memcached's expiry for an item that should live until `until`: a span
+/// in whole seconds, or past 30 days the Unix time itself. One second
+/// more than the span: memcached's clock ticks in whole seconds, so an
+/// item may go up to a second before its span is over. A record's own
+/// `expires` still decides when it is dead; a lock held by a process that
+/// died frees up to a second later.
+fn exptime(until: Millis) -> u64 {
+    let secs = until.saturating_sub(now_millis()).div_ceil(1000) + 1;
+    if secs <= RELATIVE_LIMIT {
+        secs
+    } else {
+        until.div_ceil(1000) + 1
+    }
+}
+
+/// Every try of a compare-and-swap met another write.
+#[derive(Debug, thiserror::Error)]
+#[error("the item kept changing under the write; try again")]
+struct Contended;
+
+/// What memcached cannot do, for the admin side.
+const CANNOT_LIST: &str = "list its sessions (memcached cannot list its keys; \
+                           show and delete take a session's id or key)";
+
+#[async_trait]
+impl LeaseBackend for MemcachedStore {
+    async fn take(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        until: Millis,
+        load: bool,
+    ) -> Result<Taken, Error> {
+        let added = self
+            .server(key)
+            .set(
+                &self.lock_key(key),
+                owner.as_bytes(),
+                exptime(until),
+                Mode::Add,
+                None,
+            )
+            .await
+            .map_err(|e| Error::unavailable("taking a session lock", e))?;
+        match added {
+            Outcome::Done if load => Ok(Taken::Ours(self.load(key).await?)),
+            Outcome::Done => Ok(Taken::Ours(None)),
+            _ => Ok(Taken::Busy),
+        }
+    }
+
+    async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
+        let Some((holder, cas)) = self.lock_holder(key).await? else {
+            return Ok(false);
+        };
+        if holder != owner.as_bytes() {
+            return Ok(false);
+        }
+        let renewed = self
+            .server(key)
+            .set(
+                &self.lock_key(key),
+                owner.as_bytes(),
+                exptime(until),
+                Mode::Set,
+                Some(cas),
+            )
+            .await
+            .map_err(|e| Error::unavailable("renewing a session lock", e))?;
+        Ok(renewed == Outcome::Done)
+    }
+
+    async fn release(&self, key: &StoreKey, owner: &str) -> Result<(), Error> {
+        if let Some((holder, cas)) = self.lock_holder(key).await? {
+            if holder == owner.as_bytes() {
+                self.server(key)
+                    .delete(&self.lock_key(key), Some(cas))
+                    .await
+                    .map_err(|e| Error::unavailable("releasing a session lock", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn save_and_keep(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+        until: Millis,
+    ) -> Result<Released, Error> {
+        if !self.renew(key, owner, until).await? {
+            return Ok(Released::Lost);
+        }
+        Ok(Released::Saved(self.save(key, record, only).await?))
+    }
+
+    async fn save_and_release(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+    ) -> Result<Released, Error> {
+        match self.lock_holder(key).await? {
+            Some((holder, _)) if holder == owner.as_bytes() => {}
+            _ => return Ok(Released::Lost),
+        }
+        let saved = self.save(key, record, only).await?;
+        self.release(key, owner).await?;
+        Ok(Released::Saved(saved))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemcachedStore {
+    fn as_admin(&self) -> Option<&dyn SessionAdmin> {
+        Some(self)
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, Error> {
+        let now = now_millis();
+        Ok(self
+            .read(key)
+            .await?
+            .and_then(|(record, _)| record)
+            .filter(|r| !r.is_expired(now)))
+    }
+
+    async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        self.check_size(record)?;
+        self.index(key, record).await?;
+        self.write(key, record, write).await
+    }
+
+    async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
+        // The record says when it expires, so it is written whole; the
+        // user index moves with it.
+        match self.load(key).await? {
+            Some(record) => {
+                let record = Record { expires, ..record };
+                self.save(key, &record, SaveIf::Live).await
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
+        let user = self.read(key).await?.and_then(|(r, _)| r?.user);
+        self.server(key)
+            .delete(&self.data_key(key), None)
+            .await
+            .map_err(|e| Error::unavailable("deleting a session", e))?;
+        // The record is gone; its entry in its user's index goes after it.
+        if let Some(user) = user {
+            self.change_index(&user, |entries| entries.retain(|(k, _)| k != key))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        let (lock, _) = self.acquire(key, wait, false).await?;
+        Ok(LockGuard::new(lock))
+    }
+
+    async fn lock_and_load(
+        &self,
+        key: &StoreKey,
+        wait: Duration,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        let (lock, record) = self.acquire(key, wait, true).await?;
+        Ok((LockGuard::new(lock), record))
+    }
+
+    async fn save_and_unlock(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        write: SaveIf,
+        guard: LockGuard,
+    ) -> Result<bool, Error> {
+        // Refused before anything is written; the guard, dropped, releases.
+        self.check_size(record)?;
+        lease::save_and_unlock::<MemcachedStore, _>(
+            guard,
+            record,
+            write,
+            self.save(key, record, write),
+        )
+        .await
+    }
+
+    async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        let item = self
+            .user_server(user)
+            .get(&self.user_key(user), INDEX_LIMIT)
+            .await
+            .map_err(|e| Error::unavailable("listing a user's sessions", e))?;
+        let entries = item.map(|i| parse_index(&i.value)).unwrap_or_default();
+        // Each entry is checked against its record: an entry without one
+        // may be a save on its way, and is left to expire.
+        let mut found = Vec::new();
+        for (key, _) in entries {
+            if let Some(record) = self.load(&key).await? {
+                if record.user.as_ref() == Some(user) {
+                    found.push((key, record));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl SessionAdmin for MemcachedStore {
+    async fn count(&self) -> Result<u64, Error> {
+        Err(Error::Unsupported(CANNOT_LIST))
+    }
+
+    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
+        stream::iter([Err(Error::Unsupported(CANNOT_LIST))]).boxed()
+    }
+
+    async fn clean_up_and_report(&self, _: OnExpired<'_>) -> Result<u64, Error> {
+        // memcached expires items by itself.
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_past_thirty_days_is_a_unix_time() {
+        let now = now_millis();
+        assert_eq!(exptime(now + 1), 2);
+        assert!((90..=91).contains(&exptime(now + 90_000)));
+        assert_eq!(exptime(now.saturating_sub(5_000)), 1);
+        let far = now + 31 * 24 * 3_600_000;
+        assert_eq!(exptime(far), far.div_ceil(1000) + 1);
+    }
+
+    #[test]
+    fn index_lines_round_trip() {
+        let key = StoreKey::generate().unwrap();
+        let entries = vec![(key, 1_700_000_000_000)];
+        assert_eq!(parse_index(&format_index(&entries)), entries);
+        assert_eq!(parse_index(b"junk\nmore junk 5\n"), vec![]);
+    }
+}
