@@ -153,3 +153,40 @@ fn errors_are_one_line() {
         "has no schema to migrate",
     );
 }
+
+/// On memcached, which cannot list its keys, `list` and `stats` say so in
+/// one line; `show`, `delete` and `logout --user` work by id, key or user.
+#[tokio::test]
+async fn memcached_says_what_it_cannot_list() {
+    if std::net::TcpStream::connect("127.0.0.1:11211").is_err() {
+        server::ci::skip::<()>("memcached at 127.0.0.1:11211 is unreachable");
+        return;
+    }
+    let dir = TempDir::new("admin");
+    let config = dir.write(
+        "site.conf",
+        &format!(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'memcached'\n\
+             tools.sessions.servers = ['127.0.0.1:11211']\n\
+             tools.sessions.memcached_prefix = '{}'\n",
+            server::temp::unique_prefix()
+        ),
+    );
+    let conf = config.to_str().unwrap();
+    let server = Server::conformance(&config);
+    let mut c = Client::new(server.addr);
+    assert_eq!(c.get("/testStr").await.body, "1");
+    let id = c.id().unwrap();
+    for command in ["list", "stats"] {
+        assert_clean_failure(
+            &sessions(&[command, "--config", conf]),
+            "memcached cannot list its keys",
+        );
+    }
+    let shown = sessions(&["show", &id, "--config", conf]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert!(stdout(&shown).contains("counter"), "{}", stdout(&shown));
+    let deleted = sessions(&["delete", &key_of(&id), "--config", conf]);
+    assert!(deleted.status.success(), "{}", stderr(&deleted));
+    assert_eq!(c.get("/testStr").await.body, "1", "a fresh session");
+}

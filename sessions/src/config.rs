@@ -124,6 +124,8 @@ pub struct StorageConfig {
     pub servers: Vec<String>,
     /// `redis_prefix`: key prefix in Redis (default `session:`).
     pub redis_prefix: String,
+    /// `memcached_prefix`: key prefix in memcached (default `session:`).
+    pub memcached_prefix: String,
     /// `max_sessions`: the most sessions the RAM store holds; at the bound
     /// new sessions answer 503 (default: sized to a quarter of memory for
     /// the largest `max_size`, see [`MemoryStore`](crate::store::MemoryStore)).
@@ -159,6 +161,7 @@ impl fmt::Debug for StorageConfig {
             .field("servers", &self.servers)
             .field("max_sessions", &self.max_sessions)
             .field("redis_prefix", &self.redis_prefix)
+            .field("memcached_prefix", &self.memcached_prefix)
             .field("table", &self.table)
             .field("auto_migrate", &self.auto_migrate)
             .field("postgres_prepared", &self.postgres_prepared)
@@ -180,6 +183,7 @@ impl Default for StorageConfig {
             file_fsync: false,
             servers: Vec::new(),
             redis_prefix: "session:".into(),
+            memcached_prefix: "session:".into(),
             max_sessions: None,
             redis_wait_replicas: 0,
             table: "sessions".into(),
@@ -695,6 +699,7 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
             }
         }
         "redis_prefix" => c.storage.redis_prefix = string(v)?,
+        "memcached_prefix" => c.storage.memcached_prefix = string(v)?,
         "max_sessions" => {
             c.storage.max_sessions = match v {
                 Value::Int(n) if *n > 0 => Some(usize::try_from(*n).unwrap_or(usize::MAX)),
@@ -979,7 +984,7 @@ mod tests {
                 "tools.sessions.name",
             ),
             (
-                "[/]\ntools.sessions.storage_type = 'memcached'\n",
+                "[/]\ntools.sessions.storage_type = 'mongodb'\n",
                 2,
                 "tools.sessions.storage_type",
             ),
@@ -1067,6 +1072,42 @@ mod tests {
             );
         }
         assert_eq!(Config::default().storage().max_sessions, None);
+    }
+
+    #[test]
+    fn memcached_servers_in_both_syntaxes() {
+        let ini = Config::from_ini_str(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'memcached'\n\
+             tools.sessions.servers = ['127.0.0.1:11211', \"10.0.0.2:11211\"]\n",
+            "m.conf",
+        )
+        .unwrap();
+        assert_eq!(ini.storage().kind, StorageType::Memcached);
+        assert_eq!(ini.storage().servers, ["127.0.0.1:11211", "10.0.0.2:11211"]);
+        let toml = Config::from_toml_str(
+            "[\"/\"]\nsessions.on = true\nsessions.storage_type = \"memcached\"\n\
+             sessions.servers = [\"h:11211\"]\n",
+            "m.toml",
+        )
+        .unwrap();
+        assert_eq!(toml.storage().servers, ["h:11211"]);
+        let url = Config::from_ini_str(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'memcached'\n\
+             tools.sessions.storage_url = 'memcache://a:1,b:2'\n",
+            "u.conf",
+        )
+        .unwrap();
+        assert_eq!(url.storage().url.as_deref(), Some("memcache://a:1,b:2"));
+        // Neither: the error names the key.
+        let err = Config::from_ini_str(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'memcached'\n",
+            "n.conf",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("servers"), "{err}");
+        let err =
+            Config::from_ini_str("[/]\ntools.sessions.servers = [1, 2]\n", "b.conf").unwrap_err();
+        assert!(matches!(&err, Error::Key { line: 2, .. }), "{err:?}");
     }
 
     #[test]

@@ -190,7 +190,10 @@ mod tests {
             Some(Value::Name("cherrypy.lib.sessions.FileSession".into()))
         );
         assert_eq!(literal("'unterminated"), None);
-        assert_eq!(literal("[1, 2]"), None);
+        assert_eq!(
+            literal("[1, 2]"),
+            Some(Value::List(vec![Value::Int(1), Value::Int(2)]))
+        );
         assert_eq!(literal("os.system('x')"), None);
     }
 

@@ -112,6 +112,7 @@ pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
                 Some(url) if storage.servers.is_empty() => MemcachedStore::connect_url(url).await?,
                 _ => MemcachedStore::connect(&storage.servers).await?,
             };
+            let store = store.with_prefix(storage.memcached_prefix.clone())?;
             Ok(Arc::new(store.with_max_size(max_size)))
         }
         #[allow(unreachable_patterns)]
