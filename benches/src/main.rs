@@ -65,7 +65,7 @@ struct Options {
 const USAGE: &str = "\
 usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
                       [--only many,hot,new,slow,slow64,slow256,burst,two,memory]
-                      [--stores ram,redis,redis-cluster,postgres,file,sqlite]
+                      [--stores ram,redis,redis-cluster,postgres,file,sqlite,memcached]
                       [--systems bare,sessions,tower-sessions]
                       [--rounds N] [--seconds S]
                       [--server-threads N] [--client-threads N]

@@ -37,6 +37,8 @@ pub(crate) enum Store {
     Postgres,
     File,
     Sqlite,
+    /// memcached at `SESSIONS_BENCH_MEMCACHED` (default 127.0.0.1:11211).
+    Memcached,
 }
 
 impl Store {
@@ -48,6 +50,7 @@ impl Store {
             Store::Postgres => "postgres",
             Store::File => "file",
             Store::Sqlite => "sqlite",
+            Store::Memcached => "memcached",
         }
     }
 
@@ -123,6 +126,8 @@ pub(crate) const STORES: &[StoreRow] = &[
     StoreRow { store: Store::Postgres, ours: true, tower_sessions: true },
     StoreRow { store: Store::File, ours: true, tower_sessions: false },
     StoreRow { store: Store::Sqlite, ours: true, tower_sessions: true },
+    // No tower-sessions store for memcached is published for 0.14.
+    StoreRow { store: Store::Memcached, ours: true, tower_sessions: false },
 ];
 
 /// How long the `/slow` handler waits between reading and writing the
@@ -156,6 +161,8 @@ pub(crate) struct Env {
     sqlite_dir: PathBuf,
     /// Stores that could not be reached, with why.
     unreachable: HashMap<Store, String>,
+    /// memcached's `host:port`.
+    memcached: String,
 }
 
 impl Env {
@@ -181,6 +188,8 @@ impl Env {
             sqlite_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}-sqlite")),
             tag,
             unreachable: HashMap::new(),
+            memcached: std::env::var("SESSIONS_BENCH_MEMCACHED")
+                .unwrap_or_else(|_| "127.0.0.1:11211".into()),
         }
     }
 
@@ -290,6 +299,12 @@ impl Env {
         if let Err(e) = within(postgres).await {
             self.unreachable
                 .insert(Store::Postgres, format!("{}: {e:#}", self.postgres_url));
+        }
+        let servers = [self.memcached.as_str()];
+        let memcached = sessions::store::MemcachedStore::connect(&servers);
+        if let Err(e) = within(async { Ok(memcached.await?) }).await {
+            self.unreachable
+                .insert(Store::Memcached, format!("{}: {e:#}", self.memcached));
         }
     }
 
@@ -498,6 +513,11 @@ fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
             storage.path = Some(env.sqlite_file(System::Ours));
             storage.table = env.table(System::Ours);
         }
+        Store::Memcached => {
+            storage.kind = StorageType::Memcached;
+            storage.servers = vec![env.memcached.clone()];
+            storage.memcached_prefix = env.redis_prefix();
+        }
     }
     let mut config = SessionConfig::default();
     config.timeout = SESSION_TIMEOUT;
@@ -637,5 +657,6 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
             })
         }
         Store::File => Err(anyhow!("tower-sessions has no file store")),
+        Store::Memcached => Err(anyhow!("tower-sessions has no memcached store for 0.14")),
     }
 }

@@ -24,6 +24,42 @@ stores!(
     hooks_hold_up_no_request
 );
 
+/// Redis tells of the sessions it expired by TTL when its keyspace
+/// notifications are on (`notify-keyspace-events` with `Ex`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tells_what_its_ttl_expired() {
+    let Some(f) = Fixture::new(Kind::Redis).await else {
+        return;
+    };
+    let _: () = ::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ex")
+        .query_async(&mut common::stores::redis_raw().await)
+        .await
+        .unwrap();
+    let (hook, rx) = recording(f.store.clone());
+    let mut c = config();
+    c.timeout = Duration::from_secs(1);
+    let layer = SessionLayer::new(f.store.clone())
+        .with_config(c)
+        .on_event(hook);
+    let addr = serve(app(layer)).await;
+    let mut idle = Client::new(addr);
+    idle.get("/count").await;
+    let key = key_of(&idle);
+    assert!(matches!(next(&rx), SessionEvent::Created { .. }));
+    assert_eq!(
+        next(&rx),
+        SessionEvent::Expired {
+            key,
+            user: None,
+            found_by: FoundBy::Ttl
+        }
+    );
+    f.clean().await;
+}
+
 /// `/count`, `/login?` (regenerate, tie to alice), `/others` (end alice's
 /// other sessions), `/logout`.
 fn app(layer: SessionLayer) -> Router {

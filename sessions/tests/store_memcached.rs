@@ -211,3 +211,43 @@ async fn a_restarted_memcached_answers_as_no_session() {
     }
     server.kill();
 }
+
+/// Several servers: sessions spread over all of them, and another store
+/// listing the same servers in another order finds every one (each
+/// instance picks the same server for a session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_servers_and_every_instance_finds_them() {
+    let ports = [free_port(), free_port()];
+    let (Some(_a), Some(_b)) = (OwnMemcached::start(ports[0]), OwnMemcached::start(ports[1]))
+    else {
+        return;
+    };
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let one = MemcachedStore::connect(&servers).await.unwrap();
+    let reversed: Vec<&String> = servers.iter().rev().collect();
+    let other = MemcachedStore::connect(&reversed).await.unwrap();
+    let keys: Vec<_> = (0..200).map(|_| key()).collect();
+    for k in &keys {
+        assert!(one
+            .save(k, &record(r#"{"n":1}"#, 60_000), SaveIf::Absent)
+            .await
+            .unwrap());
+    }
+    for k in &keys {
+        assert!(other.load(k).await.unwrap().is_some(), "{k:?} not found");
+    }
+    // Each server holds a fair share.
+    for port in ports {
+        let alone = MemcachedStore::connect(&[format!("127.0.0.1:{port}")])
+            .await
+            .unwrap();
+        let mut held = 0;
+        for k in &keys {
+            held += usize::from(alone.load(k).await.unwrap().is_some());
+        }
+        assert!(
+            (60..=140).contains(&held),
+            "port {port} holds {held} of 200"
+        );
+    }
+}

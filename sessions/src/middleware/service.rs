@@ -48,7 +48,7 @@ where
         if !config.on {
             return ResponseFuture::passthrough(inner.call(req));
         }
-        self.shared.start_cleanup();
+        self.shared.start_background();
         let client = client_id(req.headers(), config);
         let cookie_path = config
             .path_header

@@ -4,6 +4,8 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
+use futures_util::StreamExt;
+
 use crate::config::Config;
 use crate::events::{Events, FoundBy, Hook, SessionEvent};
 use crate::store::SessionStore;
@@ -16,6 +18,7 @@ pub(super) struct Shared {
     pub(super) hooks: Vec<Hook>,
     pub(super) events: Events,
     cleanup: OnceLock<Option<AbortOnDrop>>,
+    watch_expiry: OnceLock<Option<AbortOnDrop>>,
 }
 
 impl Shared {
@@ -26,12 +29,36 @@ impl Shared {
             events: Events::start(hooks.clone()),
             hooks,
             cleanup: OnceLock::new(),
+            watch_expiry: OnceLock::new(),
         }
     }
 
-    /// Starts the clean-up task once, from inside the runtime (the layer
-    /// may be built before there is one).
-    pub(super) fn start_cleanup(self: &Arc<Self>) {
+    /// Starts the background tasks once, from inside the runtime (the
+    /// layer may be built before there is one): clean-up, and with event
+    /// hooks the watch on what the store expires by itself.
+    pub(super) fn start_background(self: &Arc<Self>) {
+        self.start_cleanup();
+        self.watch_expiry.get_or_init(|| {
+            if !self.events.on() {
+                return None;
+            }
+            let mut expired = self.store.expirations()?;
+            let events = self.events.clone();
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let task = runtime.spawn(async move {
+                while let Some(key) = expired.next().await {
+                    events.emit(SessionEvent::Expired {
+                        key,
+                        user: None,
+                        found_by: FoundBy::Ttl,
+                    });
+                }
+            });
+            Some(AbortOnDrop(task.abort_handle()))
+        });
+    }
+
+    fn start_cleanup(self: &Arc<Self>) {
         self.cleanup.get_or_init(|| {
             let every = self.config.storage().clean_freq;
             if every.is_zero() || self.store.as_admin().is_none() {

@@ -278,6 +278,17 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
         Err(Error::Unsupported("list a user's sessions"))
     }
 
+    /// Sessions the backend itself expired, as it announces them (Redis
+    /// with keyspace notifications on), for
+    /// [`SessionEvent::Expired`](crate::SessionEvent::Expired) with
+    /// [`FoundBy::Ttl`](crate::FoundBy::Ttl). `None`, the default: the
+    /// backend announces nothing (clean-up reports what it removes).
+    /// Called once, from inside the runtime; the stream ends with the
+    /// store.
+    fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
+        None
+    }
+
     /// The store's admin side, if it has one: the layer's background
     /// clean-up uses it. A store that only serves requests keeps the
     /// default; one that implements [`SessionAdmin`] returns `Some(self)`.
@@ -355,6 +366,9 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
         (**self).sessions_of(user).await
+    }
+    fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
+        (**self).expirations()
     }
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         (**self).as_admin()

@@ -732,6 +732,47 @@ async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) 
     }
 }
 
+/// Expiries announced but not yet taken by the layer; beyond, they are
+/// dropped (they are only events).
+const EXPIRED_QUEUE: usize = 1_024;
+
+/// Subscribes to the master's expiry announcements and passes on the
+/// sessions among them (`{prefix}{<key>}`; lock and index keys are not
+/// sessions), re-subscribing after a loss, until the receiver is gone.
+async fn watch_expiry(
+    target: Arc<Target>,
+    channel: String,
+    prefix: Arc<str>,
+    expired: tokio::sync::mpsc::Sender<StoreKey>,
+) {
+    for attempt in 0.. {
+        let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt));
+        if let Ok(Ok(pubsub)) = subscribed.await {
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(name) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let key = name
+                    .strip_prefix(&*prefix)
+                    .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
+                    .and_then(|hex| hex.parse::<StoreKey>().ok());
+                if let Some(key) = key {
+                    if expired.is_closed() {
+                        return;
+                    }
+                    let _ = expired.try_send(key);
+                }
+            }
+        }
+        if expired.is_closed() {
+            return;
+        }
+        tracing::debug!(%channel, "session expiry announcements lost; subscribing again");
+        tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
 /// How a subscription ended.
 enum Delivery {
     StoreGone,
@@ -1154,6 +1195,25 @@ impl SessionStore for RedisStore {
             let _: i64 = bounded(CONTEXT, zrem.query_async(&mut conn)).await?;
         }
         Ok(())
+    }
+
+    fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
+        let channel = self.target.expiry_channel()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(EXPIRED_QUEUE);
+        let task = tokio::spawn(watch_expiry(
+            Arc::clone(&self.target),
+            channel,
+            self.prefix.clone(),
+            tx,
+        ));
+        // The subscription ends when the stream is dropped.
+        let guard = AbortOnDrop(task.abort_handle());
+        Some(
+            stream::unfold((rx, guard), |(mut rx, guard)| async move {
+                rx.recv().await.map(|key| (key, (rx, guard)))
+            })
+            .boxed(),
+        )
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

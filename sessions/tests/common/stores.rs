@@ -219,6 +219,9 @@ impl SessionStore for Fixture {
     ) -> Result<Vec<(StoreKey, Record)>, store::Error> {
         self.store.sessions_of(user).await
     }
+    fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
+        self.store.expirations()
+    }
 }
 
 #[async_trait]

@@ -149,6 +149,9 @@ impl SessionStore for Watched {
     ) -> Result<Vec<(StoreKey, Record)>, store::Error> {
         self.inner.sessions_of(user).await
     }
+    fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
+        self.inner.expirations()
+    }
 }
 
 #[async_trait]

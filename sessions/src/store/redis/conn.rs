@@ -151,6 +151,19 @@ impl Target {
     /// (in turn, so that a dead node is not asked forever), where a
     /// `PUBLISH` on any node reaches every node; the master the Sentinels
     /// name now.
+    /// The channel on which the master announces expired keys (keyspace
+    /// notifications, when the server's `notify-keyspace-events` has `Ex`),
+    /// or `None` for a Cluster, whose nodes each announce only their own
+    /// keys to their own subscribers.
+    pub(super) fn expiry_channel(&self) -> Option<String> {
+        let db = match self {
+            Target::Node(client) => client.get_connection_info().redis_settings().db(),
+            Target::Cluster { .. } => return None,
+            Target::Sentinel(t) => t.db,
+        };
+        Some(format!("__keyevent@{db}__:expired"))
+    }
+
     pub(super) async fn subscribe(&self, channel: &str, attempt: usize) -> RedisResult<PubSub> {
         let client = match self {
             Target::Node(client) => client.clone(),
