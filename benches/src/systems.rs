@@ -367,6 +367,25 @@ impl Cleanup {
                 Cleanup::Nothing => {}
                 // Dropping the app drops a RAM store.
                 Cleanup::Ours(_, Store::Ram) => {}
+                // memcached cannot list its keys: the sessions handed out
+                // are deleted by their ids (the rest expire by themselves).
+                Cleanup::Ours(store, Store::Memcached) => {
+                    let keys: Vec<sessions::StoreKey> = cookies
+                        .iter()
+                        .filter_map(|c| {
+                            let id: sessions::SessionId = c.split_once('=')?.1.parse().ok()?;
+                            Some(id.store_key())
+                        })
+                        .collect();
+                    futures_util::stream::iter(keys)
+                        .map(|key| {
+                            let store = &store;
+                            async move { store.delete(&key).await }
+                        })
+                        .buffer_unordered(64)
+                        .try_collect::<()>()
+                        .await?;
+                }
                 Cleanup::Ours(store, kind) => {
                     let keys: Vec<_> = store.keys().try_collect().await?;
                     futures_util::stream::iter(keys)

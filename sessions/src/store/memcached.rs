@@ -30,7 +30,7 @@ use crate::user::UserId;
 
 mod proto;
 
-use self::proto::{Mode, Outcome, Server};
+use self::proto::{Mode, Op, Outcome, Server};
 
 const DEFAULT_PREFIX: &str = "session:";
 const DEFAULT_MAX_SIZE: usize = 64 * 1024;
@@ -238,22 +238,33 @@ impl MemcachedStore {
             .server(key)
             .get(&self.data_key(key), self.read_limit())
             .await;
+        self.stored(key, item)
+    }
+
+    /// What a `get` of a session's item answered, as the stored record
+    /// (`None` inside: an item that is no record of ours, logged) and the
+    /// item's CAS token; `None` outside: no item. A value too large to be
+    /// read is logged and counts as no record.
+    fn stored(
+        &self,
+        key: &StoreKey,
+        item: io::Result<Option<proto::Item>>,
+    ) -> Result<Option<(Option<Record>, u64)>, Error> {
+        let unreadable = |e: &dyn fmt::Display| {
+            tracing::warn!(session = %key.short(), error = %e, "ignoring an unreadable session in memcached");
+        };
         let item = match item {
             Ok(item) => item,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                tracing::warn!(session = %key.short(), error = %e, "ignoring an unreadable session in memcached");
+                unreadable(&e);
                 return Ok(None);
             }
             Err(e) => return Err(Error::unavailable("loading a session", e)),
         };
         Ok(item.map(|item| {
-            let record = match Record::decode(&item.value, self.inner.max_size) {
-                Ok(record) => Some(record),
-                Err(e) => {
-                    tracing::warn!(session = %key.short(), error = %e, "ignoring an unreadable session in memcached");
-                    None
-                }
-            };
+            let record = Record::decode(&item.value, self.inner.max_size)
+                .map_err(|e| unreadable(&e))
+                .ok();
             (record, item.cas)
         }))
     }
@@ -267,25 +278,13 @@ impl MemcachedStore {
         let (bytes, exptime) = (record.encode(), exptime(record.expires));
         let fail = |e| Error::unavailable(CONTEXT, e);
         for _ in 0..CAS_TRIES {
-            let now = now_millis();
-            let outcome = match (only, self.read(key).await?) {
-                (SaveIf::Absent, None) => server
-                    .set(&data_key, &bytes, exptime, Mode::Add, None)
-                    .await
-                    .map_err(fail)?,
-                (SaveIf::Absent, Some((Some(r), _))) if !r.is_expired(now) => return Ok(false),
-                // An expired record memcached has not dropped yet, or an
-                // unreadable one: no live session, so a new one may go.
-                (SaveIf::Absent, Some((_, cas))) => server
-                    .set(&data_key, &bytes, exptime, Mode::Set, Some(cas))
-                    .await
-                    .map_err(fail)?,
-                (SaveIf::Live, Some((Some(r), cas))) if !r.is_expired(now) => server
-                    .set(&data_key, &bytes, exptime, Mode::Set, Some(cas))
-                    .await
-                    .map_err(fail)?,
-                (SaveIf::Live, _) => return Ok(false),
+            let Some((mode, cas)) = precondition(only, self.read(key).await?) else {
+                return Ok(false);
             };
+            let outcome = server
+                .set(&data_key, &bytes, exptime, mode, cas)
+                .await
+                .map_err(fail)?;
             match outcome {
                 Outcome::Done => return Ok(true),
                 // Written or removed by someone else since it was read.
@@ -357,6 +356,107 @@ impl MemcachedStore {
         Ok(item.map(|item| (item.value, item.cas)))
     }
 
+    /// A save under `owner`'s lease in two round trips: the lock and the
+    /// record read together (the lease must still be ours, the record meet
+    /// the precondition), then the record written with compare-and-swap
+    /// together with the lock's release — or, with `keep_until`, its
+    /// renewal for a hand-over. Both are on the session's one server.
+    async fn save_under_lease(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+        keep_until: Option<Millis>,
+    ) -> Result<Released, Error> {
+        const CONTEXT: &str = "saving a session";
+        let fail = |e| Error::unavailable(CONTEXT, e);
+        self.check_size(record)?;
+        self.index(key, record).await?;
+        let (server, lock_key, data_key) =
+            (self.server(key), self.lock_key(key), self.data_key(key));
+        let reads = [
+            Op::Get {
+                key: &lock_key,
+                limit: 64,
+            },
+            Op::Get {
+                key: &data_key,
+                limit: self.read_limit(),
+            },
+        ];
+        let mut answers = server.batch(&reads).await.map_err(fail)?.into_iter();
+        let (Some(lock), Some(data)) = (answers.next(), answers.next()) else {
+            return Err(fail(io::Error::other("memcached answered too little")));
+        };
+        let lock_cas = match lock.item().map_err(fail)? {
+            Some(item) if item.value == owner.as_bytes() => item.cas,
+            _ => return Ok(Released::Lost),
+        };
+        let Some((mode, cas)) = precondition(only, self.stored(key, data.item())?) else {
+            // Nothing to write; the lease goes (or stays) all the same.
+            self.end_lease(key, owner, keep_until).await?;
+            return Ok(Released::Saved(false));
+        };
+        let bytes = record.encode();
+        let write = Op::Set {
+            key: &data_key,
+            value: &bytes,
+            exptime: exptime(record.expires),
+            mode,
+            cas,
+        };
+        let lease = match keep_until {
+            Some(until) => Op::Set {
+                key: &lock_key,
+                value: owner.as_bytes(),
+                exptime: exptime(until),
+                mode: Mode::Set,
+                cas: Some(lock_cas),
+            },
+            None => Op::Delete {
+                key: &lock_key,
+                cas: Some(lock_cas),
+            },
+        };
+        let mut answers = server
+            .batch(&[write, lease])
+            .await
+            .map_err(fail)?
+            .into_iter();
+        let (Some(written), Some(leased)) = (answers.next(), answers.next()) else {
+            return Err(fail(io::Error::other("memcached answered too little")));
+        };
+        let (written, leased) = (
+            written.outcome().map_err(fail)?,
+            leased.outcome().map_err(fail)?,
+        );
+        if leased == Outcome::Changed {
+            // The renewal task moved the lease in between: still ours.
+            self.end_lease(key, owner, keep_until).await?;
+        }
+        let saved = match written {
+            Outcome::Done => true,
+            // Written without the lock by someone else since the read (a
+            // delete, an admin's save): judged again, as a plain save.
+            _ => self.write(key, record, only).await?,
+        };
+        Ok(Released::Saved(saved))
+    }
+
+    /// Releases `owner`'s lease, or with `keep_until` renews it.
+    async fn end_lease(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        keep_until: Option<Millis>,
+    ) -> Result<(), Error> {
+        match keep_until {
+            Some(until) => self.renew(key, owner, until).await.map(drop),
+            None => self.release(key, owner).await,
+        }
+    }
+
     async fn acquire(
         &self,
         key: &StoreKey,
@@ -373,6 +473,25 @@ impl MemcachedStore {
             || {},
         )
         .await
+    }
+}
+
+/// How a save under `only` may write over what the session's item holds
+/// now (`stored`, as [`MemcachedStore::stored`] gives it): `Absent` adds,
+/// or replaces an item that holds no live record (one memcached has not
+/// dropped yet); `Live` replaces the version read, if it is live. `None`:
+/// the precondition fails.
+fn precondition(
+    only: SaveIf,
+    stored: Option<(Option<Record>, u64)>,
+) -> Option<(Mode, Option<u64>)> {
+    let now = now_millis();
+    match (only, stored) {
+        (SaveIf::Absent, None) => Some((Mode::Add, None)),
+        (SaveIf::Absent, Some((Some(r), _))) if !r.is_expired(now) => None,
+        (SaveIf::Absent, Some((_, cas))) => Some((Mode::Set, Some(cas))),
+        (SaveIf::Live, Some((Some(r), cas))) if !r.is_expired(now) => Some((Mode::Set, Some(cas))),
+        (SaveIf::Live, _) => None,
     }
 }
 
@@ -437,22 +556,41 @@ impl LeaseBackend for MemcachedStore {
         until: Millis,
         load: bool,
     ) -> Result<Taken, Error> {
-        let added = self
-            .server(key)
-            .set(
-                &self.lock_key(key),
-                owner.as_bytes(),
-                exptime(until),
-                Mode::Add,
-                None,
-            )
-            .await
-            .map_err(|e| Error::unavailable("taking a session lock", e))?;
-        match added {
-            Outcome::Done if load => Ok(Taken::Ours(self.load(key).await?)),
-            Outcome::Done => Ok(Taken::Ours(None)),
-            _ => Ok(Taken::Busy),
+        let fail = |e| Error::unavailable("taking a session lock", e);
+        let (lock_key, data_key) = (self.lock_key(key), self.data_key(key));
+        let take = Op::Set {
+            key: &lock_key,
+            value: owner.as_bytes(),
+            exptime: exptime(until),
+            mode: Mode::Add,
+            cas: None,
+        };
+        // With the record in the same round trip: the lock and the record
+        // are on one server, which answers in order, so the read sees what
+        // the previous holder saved before it released.
+        let read = Op::Get {
+            key: &data_key,
+            limit: self.read_limit(),
+        };
+        let ops: &[Op<'_>] = if load { &[take, read] } else { &[take] };
+        let mut answers = self.server(key).batch(ops).await.map_err(fail)?.into_iter();
+        let added = answers
+            .next()
+            .map(|a| a.outcome())
+            .transpose()
+            .map_err(fail)?;
+        if added != Some(Outcome::Done) {
+            return Ok(Taken::Busy);
         }
+        let Some(read) = answers.next() else {
+            return Ok(Taken::Ours(None));
+        };
+        let now = now_millis();
+        let record = self
+            .stored(key, read.item())?
+            .and_then(|(record, _)| record)
+            .filter(|r| !r.is_expired(now));
+        Ok(Taken::Ours(record))
     }
 
     async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
@@ -496,10 +634,8 @@ impl LeaseBackend for MemcachedStore {
         only: SaveIf,
         until: Millis,
     ) -> Result<Released, Error> {
-        if !self.renew(key, owner, until).await? {
-            return Ok(Released::Lost);
-        }
-        Ok(Released::Saved(self.save(key, record, only).await?))
+        self.save_under_lease(key, owner, record, only, Some(until))
+            .await
     }
 
     async fn save_and_release(
@@ -509,13 +645,7 @@ impl LeaseBackend for MemcachedStore {
         record: &Record,
         only: SaveIf,
     ) -> Result<Released, Error> {
-        match self.lock_holder(key).await? {
-            Some((holder, _)) if holder == owner.as_bytes() => {}
-            _ => return Ok(Released::Lost),
-        }
-        let saved = self.save(key, record, only).await?;
-        self.release(key, owner).await?;
-        Ok(Released::Saved(saved))
+        self.save_under_lease(key, owner, record, only, None).await
     }
 }
 

@@ -51,6 +51,87 @@ pub(super) enum Outcome {
     NotFound,
 }
 
+/// One command of a batch ([`Server::batch`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Op<'a> {
+    /// `mg <key> v c`: the item, refusing a value over `limit` bytes.
+    Get { key: &'a str, limit: usize },
+    /// `ms <key> <len> T<exptime> M<mode> [C<cas>]`.
+    Set {
+        key: &'a str,
+        value: &'a [u8],
+        exptime: u64,
+        mode: Mode,
+        cas: Option<u64>,
+    },
+    /// `md <key> [C<cas>]`.
+    Delete { key: &'a str, cas: Option<u64> },
+}
+
+/// What one command of a batch answered.
+#[derive(Debug)]
+pub(super) enum Answer {
+    Item(Option<Item>),
+    Outcome(Outcome),
+}
+
+impl Answer {
+    pub(super) fn item(self) -> io::Result<Option<Item>> {
+        match self {
+            Answer::Item(item) => Ok(item),
+            Answer::Outcome(_) => Err(invalid("a status where a value was expected")),
+        }
+    }
+
+    pub(super) fn outcome(self) -> io::Result<Outcome> {
+        match self {
+            Answer::Outcome(outcome) => Ok(outcome),
+            Answer::Item(_) => Err(invalid("a value where a status was expected")),
+        }
+    }
+}
+
+impl Op<'_> {
+    fn write(&self, out: &mut Vec<u8>) -> Expect {
+        match *self {
+            Op::Get { key, limit } => {
+                out.extend_from_slice(format!("mg {key} v c\r\n").as_bytes());
+                Expect::Value { limit }
+            }
+            Op::Set {
+                key,
+                value,
+                exptime,
+                mode,
+                cas,
+            } => {
+                let mode = match mode {
+                    Mode::Add => 'E',
+                    Mode::Set => 'S',
+                };
+                out.extend_from_slice(
+                    format!("ms {key} {} T{exptime} M{mode}", value.len()).as_bytes(),
+                );
+                if let Some(cas) = cas {
+                    out.extend_from_slice(format!(" C{cas}").as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+                Expect::Outcome
+            }
+            Op::Delete { key, cas } => {
+                let line = match cas {
+                    Some(cas) => format!("md {key} C{cas}\r\n"),
+                    None => format!("md {key}\r\n"),
+                };
+                out.extend_from_slice(line.as_bytes());
+                Expect::Outcome
+            }
+        }
+    }
+}
+
 /// One memcached server and its idle connections.
 #[derive(Debug)]
 pub(super) struct Server {
@@ -74,13 +155,7 @@ impl Server {
     /// `mg <key> v c`: the item, or `None`. A value larger than `limit` is
     /// refused as [`io::ErrorKind::InvalidData`] without being read.
     pub(super) async fn get(&self, key: &str, limit: usize) -> io::Result<Option<Item>> {
-        let request = format!("mg {key} v c\r\n");
-        self.call(request.into_bytes(), Expect::Value { limit })
-            .await
-            .map(|reply| match reply {
-                Reply::Value(item) => item,
-                Reply::Outcome(_) => None,
-            })
+        self.one(Op::Get { key, limit }).await?.item()
     }
 
     /// `ms <key> <len> T<exptime> M<mode> [C<cas>]` with `value`.
@@ -92,47 +167,63 @@ impl Server {
         mode: Mode,
         cas: Option<u64>,
     ) -> io::Result<Outcome> {
-        let mode = match mode {
-            Mode::Add => 'E',
-            Mode::Set => 'S',
+        let op = Op::Set {
+            key,
+            value,
+            exptime,
+            mode,
+            cas,
         };
-        let mut request = format!("ms {key} {} T{exptime} M{mode}", value.len()).into_bytes();
-        if let Some(cas) = cas {
-            request.extend_from_slice(format!(" C{cas}").as_bytes());
-        }
-        request.extend_from_slice(b"\r\n");
-        request.extend_from_slice(value);
-        request.extend_from_slice(b"\r\n");
-        self.outcome(request).await
+        self.one(op).await?.outcome()
     }
 
     /// `md <key> [C<cas>]`.
     pub(super) async fn delete(&self, key: &str, cas: Option<u64>) -> io::Result<Outcome> {
-        let request = match cas {
-            Some(cas) => format!("md {key} C{cas}\r\n"),
-            None => format!("md {key}\r\n"),
-        };
-        self.outcome(request.into_bytes()).await
+        self.one(Op::Delete { key, cas }).await?.outcome()
     }
 
     /// `mn`, the no-op: whether the server answers at all.
     pub(super) async fn ping(&self) -> io::Result<()> {
-        self.call(b"mn\r\n".to_vec(), Expect::Noop).await.map(drop)
+        self.call(b"mn\r\n".to_vec(), &[Expect::Noop])
+            .await
+            .map(drop)
     }
 
-    async fn outcome(&self, request: Vec<u8>) -> io::Result<Outcome> {
-        match self.call(request, Expect::Outcome).await? {
-            Reply::Outcome(outcome) => Ok(outcome),
-            Reply::Value(_) => Err(invalid("a value where a status was expected")),
-        }
+    async fn one(&self, op: Op<'_>) -> io::Result<Answer> {
+        let mut answers = self.batch(&[op]).await?;
+        answers.pop().ok_or_else(|| invalid("no answer"))
+    }
+
+    /// Sends `ops` in one write and reads their answers, in order: one
+    /// round trip for all (memcached answers a connection's commands in
+    /// the order they came).
+    pub(super) async fn batch(&self, ops: &[Op<'_>]) -> io::Result<Vec<Answer>> {
+        let mut request = Vec::new();
+        let expects: Vec<Expect> = ops.iter().map(|op| op.write(&mut request)).collect();
+        self.call(request, &expects).await
     }
 
     /// Sends one request on an idle connection (or a new one) and reads
-    /// its reply, within [`CALL_TIMEOUT`]. The connection goes back to the
-    /// pool only after a complete exchange: one that failed or timed out
-    /// may hold half a reply, and is dropped.
-    async fn call(&self, request: Vec<u8>, expect: Expect) -> io::Result<Reply> {
+    /// its answers, within [`CALL_TIMEOUT`]. The connection goes back to
+    /// the pool only after a complete exchange: one that failed or timed
+    /// out may hold half an answer, and is dropped.
+    async fn call(&self, request: Vec<u8>, expects: &[Expect]) -> io::Result<Vec<Answer>> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let pooled = idle.is_some();
+        match self.exchange(idle, &request, expects).await {
+            // A pooled connection the server closed meanwhile (it restarted,
+            // or dropped idle clients): once more on a new one.
+            Err(e) if pooled && is_closed(&e) => self.exchange(None, &request, expects).await,
+            answered => answered,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        idle: Option<Conn>,
+        request: &[u8],
+        expects: &[Expect],
+    ) -> io::Result<Vec<Answer>> {
         let exchange = async {
             let mut conn = match idle {
                 Some(conn) => conn,
@@ -140,8 +231,12 @@ impl Server {
                     stream: BufReader::new(TcpStream::connect(&self.addr).await?),
                 },
             };
-            let reply = conn.exchange(&request, expect).await?;
-            Ok::<_, io::Error>((conn, reply))
+            conn.stream.get_mut().write_all(request).await?;
+            let mut answers = Vec::with_capacity(expects.len());
+            for &expect in expects {
+                answers.push(conn.answer(expect).await?);
+            }
+            Ok::<_, io::Error>((conn, answers))
         };
         let (conn, reply) = tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
@@ -163,14 +258,9 @@ enum Expect {
     Noop,
 }
 
-enum Reply {
-    Value(Option<Item>),
-    Outcome(Outcome),
-}
-
 impl Conn {
-    async fn exchange(&mut self, request: &[u8], expect: Expect) -> io::Result<Reply> {
-        self.stream.get_mut().write_all(request).await?;
+    /// Reads the answer to one command.
+    async fn answer(&mut self, expect: Expect) -> io::Result<Answer> {
         let line = self.line().await?;
         let mut words = line.split(' ');
         let head = words.next().unwrap_or_default();
@@ -193,14 +283,14 @@ impl Conn {
                     return Err(invalid("a value not ended by CRLF"));
                 }
                 value.truncate(len);
-                Ok(Reply::Value(Some(Item { value, cas })))
+                Ok(Answer::Item(Some(Item { value, cas })))
             }
-            ("EN", Expect::Value { .. }) => Ok(Reply::Value(None)),
-            ("HD", Expect::Outcome) => Ok(Reply::Outcome(Outcome::Done)),
-            ("NS", Expect::Outcome) => Ok(Reply::Outcome(Outcome::NotStored)),
-            ("EX", Expect::Outcome) => Ok(Reply::Outcome(Outcome::Changed)),
-            ("NF", Expect::Outcome) => Ok(Reply::Outcome(Outcome::NotFound)),
-            ("MN", Expect::Noop) => Ok(Reply::Outcome(Outcome::Done)),
+            ("EN", Expect::Value { .. }) => Ok(Answer::Item(None)),
+            ("HD", Expect::Outcome) => Ok(Answer::Outcome(Outcome::Done)),
+            ("NS", Expect::Outcome) => Ok(Answer::Outcome(Outcome::NotStored)),
+            ("EX", Expect::Outcome) => Ok(Answer::Outcome(Outcome::Changed)),
+            ("NF", Expect::Outcome) => Ok(Answer::Outcome(Outcome::NotFound)),
+            ("MN", Expect::Noop) => Ok(Answer::Outcome(Outcome::Done)),
             _ => Err(io::Error::other(format!("memcached answered {line:?}"))),
         }
     }
@@ -224,6 +314,14 @@ impl Conn {
         line.truncate(line.len() - 2);
         String::from_utf8(line).map_err(|_| invalid("a reply line that is not text"))
     }
+}
+
+/// Whether `e` says the connection was closed under us.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
 }
 
 fn invalid(what: &str) -> io::Error {
