@@ -1,25 +1,7 @@
 //! Session events: a session was created, regenerated, deleted or found
 //! expired, told to hooks the app registers with
-//! [`SessionLayer::on_event`](crate::SessionLayer::on_event).
-//!
-//! Hooks run on a thread of their own, one event after another, fed by a
-//! bounded queue. A request only puts its events in the queue, after its
-//! store operations succeeded and after it released the session's lock,
-//! so a hook never runs under a session lock and a slow hook never holds
-//! up a request: when the queue is full (the hooks fall 4,096 events
-//! behind) further events are dropped, and said so in the log once a
-//! second with the count. A hook that panics is logged; the next event
-//! is delivered as usual.
-//!
-//! ```
-//! use sessions::{SessionEvent, SessionLayer};
-//! use sessions::store::MemoryStore;
-//!
-//! let layer = SessionLayer::new(MemoryStore::new()).on_event(|event: &SessionEvent| {
-//!     // Log, count, audit: this runs on the events thread.
-//!     println!("session {} {}", event.key().short(), event.kind());
-//! });
-//! ```
+//! [`SessionLayer::on_event`](crate::SessionLayer::on_event). How hooks
+//! are run is told on [`SessionEvent`], where users read it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -32,9 +14,30 @@ use crate::user::UserId;
 /// How many events may wait for the hooks before new ones are dropped.
 const QUEUE: usize = 4_096;
 
-/// Something that happened to a session. Sessions are named by their
-/// [`StoreKey`], which grants nothing (use [`StoreKey::short`] in logs),
-/// never by their id.
+/// Something that happened to a session, told to the hooks registered
+/// with [`SessionLayer::on_event`](crate::SessionLayer::on_event).
+/// Sessions are named by their [`StoreKey`], which grants nothing (use
+/// [`StoreKey::short`] in logs), never by their id.
+///
+/// Hooks run on a thread of their own, one event after another, fed by a
+/// bounded queue. A request only puts its events in the queue, after its
+/// store operations succeeded and after it released the session's lock,
+/// so a hook never runs under a session lock and a slow hook never holds
+/// up a request: when the queue is full (the hooks fall 4,096 events
+/// behind) further events are dropped, and said so in the log once a
+/// second with the count. A hook that panics is logged; the next event
+/// is delivered as usual. A hook that needs async work hands it to its
+/// runtime (`tokio::runtime::Handle::spawn`).
+///
+/// ```
+/// use sessions::{SessionEvent, SessionLayer};
+/// use sessions::store::MemoryStore;
+///
+/// let layer = SessionLayer::new(MemoryStore::new()).on_event(|event: &SessionEvent| {
+///     // Log, count, audit: this runs on the events thread.
+///     println!("session {} {}", event.key().short(), event.kind());
+/// });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionEvent {

@@ -402,6 +402,14 @@ impl RequestSession {
     /// session was deleted, regenerated or expired meanwhile) is logged and
     /// leaves no cookie.
     async fn save(&mut self) -> Result<(), Error> {
+        if !self.replaced_session_lives().await? {
+            // Its user's sessions were ended while this request regenerated
+            // it: the new id must not carry the session on.
+            tracing::warn!("session ended while the request regenerated it; not saved");
+            self.delete();
+            self.expire_cookie = true;
+            return Ok(());
+        }
         let Phase::Loaded(s) = &mut self.phase else {
             return Ok(());
         };
@@ -412,10 +420,7 @@ impl RequestSession {
         // The lock goes with the save only if it is this id's lock (after
         // `regenerate` it is the old id's, released once that is deleted).
         let guard = self.lock.take_if(|l| l.id == id).map(|l| l.guard);
-        // A session with a user is written whole even when only its expiry
-        // moves: the stores that index users by expiry (Redis) move the
-        // index entry with the record.
-        let saved = if s.changed || !s.stored || s.user.is_some() {
+        let saved = if s.changed || !s.stored {
             // A map of JSON values always encodes.
             let data = serde_json::to_vec(&s.data).unwrap_or_default();
             if data.len() > self.config.max_size {
@@ -523,6 +528,24 @@ impl RequestSession {
             self.pending.extend(deleted);
         }
         Ok(count)
+    }
+
+    /// For a session of a user that this request regenerated, whether the
+    /// old record is still there before the new one is written: ending a
+    /// user's sessions deletes the old id (the only one it can list), and
+    /// the new id must not then bring the session back. (A moment between
+    /// this check and the save remains.) True for every other session.
+    async fn replaced_session_lives(&mut self) -> Result<bool, Error> {
+        let old = match &self.phase {
+            Phase::Loaded(s) if !s.stored && s.user.is_some() => s.replaces,
+            _ => None,
+        };
+        let Some(old) = old else {
+            return Ok(true);
+        };
+        let key = old.store_key();
+        let r = timed("exists", &key, self.store.exists(&key)).await;
+        checked(&mut self.failed, r)
     }
 
     /// Deletes the ids given up in this request.

@@ -780,10 +780,11 @@ impl Inner {
             return Ok(false);
         }
         let (old, new) = (old.and_then(|r| r.user), user);
-        if old != new {
-            if let Some(new) = &new {
-                self.users.add(new, key)?;
-            }
+        // On every save, not only when the user changes: an entry lost to
+        // another process's clean-up or delete comes back with the next
+        // save (an open of an existing file, nothing written).
+        if let Some(new) = &new {
+            self.users.add(new, key)?;
         }
         self.install(temp, &path)?;
         if old != new {
@@ -1130,8 +1131,18 @@ impl Inner {
         let user_key = dir.file_name().map(OsStrExt::as_bytes).unwrap_or_default();
         for entry in users::read_entries(dir)? {
             let _shard = self.shard(&entry.key);
+            // Held to the removal below.
+            let (mut _local, mut _flock) = (None, None);
             let keep = match self.read(&self.data_path(&entry.key))? {
-                Stored::Record(record) if record.is_expired(now) => false,
+                // Only while nobody holds the session's lock, here or in
+                // another process: a holder may be saving it anew.
+                Stored::Record(record) if record.is_expired(now) => {
+                    _local = self.locks.try_local(&entry.key);
+                    if _local.is_some() {
+                        _flock = self.flock_now(&self.lock_path(&entry.key), true)?;
+                    }
+                    _flock.is_none()
+                }
                 Stored::Record(record)
                     if record
                         .user

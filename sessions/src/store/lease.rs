@@ -18,7 +18,12 @@
 //!   still ours and write the session only if that deleted a row. A save
 //!   whose lease was lost (taken over after it ran out) writes nothing and
 //!   fails with [`Error::Unavailable`]: another request may hold the
-//!   session by then, and two writers must never both succeed.
+//!   session by then, and two writers must never both succeed. (memcached
+//!   has no such step: it checks the lease and then writes the record with
+//!   compare-and-swap against the version it read with the check, so a
+//!   write by anyone else in between makes the save fail the same way;
+//!   what it cannot rule out is a lease that runs out between the check
+//!   and the write, a round trip later, which takes a stall of seconds.)
 
 use std::sync::Arc;
 use std::time::Duration;

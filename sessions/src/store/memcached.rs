@@ -88,8 +88,9 @@ pub struct MemcachedStore {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
-    servers: Vec<Server>,
+    servers: Arc<[Server]>,
     prefix: String,
     lease: Duration,
     max_size: usize,
@@ -142,7 +143,7 @@ impl MemcachedStore {
         }
         Ok(MemcachedStore {
             inner: Arc::new(Inner {
-                servers: list,
+                servers: list.into(),
                 prefix: DEFAULT_PREFIX.to_owned(),
                 lease: DEFAULT_LEASE,
                 max_size: DEFAULT_MAX_SIZE,
@@ -187,12 +188,9 @@ impl MemcachedStore {
         self
     }
 
+    /// For the builders: clones made before keep their settings.
     fn inner_mut(&mut self) -> &mut Inner {
-        // Builders run before the store is shared.
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner,
-            None => unreachable!("a MemcachedStore is configured before it is cloned"),
-        }
+        Arc::make_mut(&mut self.inner)
     }
 
     fn data_key(&self, key: &StoreKey) -> String {
@@ -255,7 +253,7 @@ impl MemcachedStore {
         };
         let item = match item {
             Ok(item) => item,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(e) if proto::is_too_large(&e) => {
                 unreadable(&e);
                 return Ok(None);
             }
@@ -301,19 +299,27 @@ impl MemcachedStore {
         let Some(user) = &record.user else {
             return Ok(());
         };
+        // Kept a while past the session: servers' clocks may disagree.
+        let until = record.expires.saturating_add(INDEX_SLACK);
         self.change_index(user, |entries| {
-            entries.retain(|(k, _)| k != key);
-            entries.push((*key, record.expires));
+            match entries.iter_mut().find(|(k, _)| k == key) {
+                // Far enough already: most saves of a session write nothing.
+                Some((_, listed)) if *listed >= record.expires => return false,
+                Some((_, listed)) => *listed = until,
+                None => entries.push((*key, until)),
+            }
+            true
         })
         .await
     }
 
-    /// Changes one user's index with compare-and-swap; what expired goes
-    /// at each change, and the index expires with its last session.
+    /// Changes one user's index with compare-and-swap (`change` says
+    /// whether it changed anything); what expired goes at each change, and
+    /// the index expires with its last session.
     async fn change_index(
         &self,
         user: &UserId,
-        change: impl Fn(&mut Vec<(StoreKey, Millis)>),
+        change: impl Fn(&mut Vec<(StoreKey, Millis)>) -> bool,
     ) -> Result<(), Error> {
         const CONTEXT: &str = "indexing a user's session";
         let (server, user_key) = (self.user_server(user), self.user_key(user));
@@ -324,9 +330,11 @@ impl MemcachedStore {
                 Some(item) => (parse_index(&item.value), Some(item.cas)),
                 None => (Vec::new(), None),
             };
-            let now = now_millis();
+            let (now, listed) = (now_millis(), entries.len());
             entries.retain(|(_, expires)| *expires > now);
-            change(&mut entries);
+            if !change(&mut entries) && entries.len() == listed {
+                return Ok(());
+            }
             let outcome = match (entries.iter().map(|(_, e)| *e).max(), cas) {
                 (None, Some(cas)) => server.delete(&user_key, Some(cas)).await,
                 (None, None) => return Ok(()),
@@ -435,13 +443,15 @@ impl MemcachedStore {
             // The renewal task moved the lease in between: still ours.
             self.end_lease(key, owner, keep_until).await?;
         }
-        let saved = match written {
-            Outcome::Done => true,
-            // Written without the lock by someone else since the read (a
-            // delete, an admin's save): judged again, as a plain save.
-            _ => self.write(key, record, only).await?,
-        };
-        Ok(Released::Saved(saved))
+        Ok(match written {
+            Outcome::Done => Released::Saved(true),
+            // Gone (deleted) or there (added) since the read: the
+            // precondition no longer holds.
+            Outcome::NotFound | Outcome::NotStored => Released::Saved(false),
+            // Another write since the read: another holder after a lost
+            // lease, or a writer without the lock. Never written over.
+            Outcome::Changed => Released::Lost,
+        })
     }
 
     /// Releases `owner`'s lease, or with `keep_until` renews it.
@@ -494,6 +504,12 @@ fn precondition(
         (SaveIf::Live, _) => None,
     }
 }
+
+/// How much longer than its session an index entry is kept: the servers'
+/// clocks (kept close by NTP) may disagree by this much without an entry leaving before its
+/// session (readers check each entry's record, so one too many costs
+/// nothing).
+const INDEX_SLACK: Millis = 2_000;
 
 /// Index entries a user may have, as bytes: ample for thousands of
 /// sessions of one user.
@@ -671,15 +687,38 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
-        // The record says when it expires, so it is written whole; the
-        // user index moves with it.
-        match self.load(key).await? {
-            Some(record) => {
-                let record = Record { expires, ..record };
-                self.save(key, &record, SaveIf::Live).await
+        const CONTEXT: &str = "refreshing a session";
+        // The record says when it expires, so it is written again, with
+        // compare-and-swap against the version read: a write that came in
+        // between is read again, never overwritten with older data.
+        let fail = |e| Error::unavailable(CONTEXT, e);
+        for _ in 0..CAS_TRIES {
+            let Some((Some(record), cas)) = self.read(key).await? else {
+                return Ok(false);
+            };
+            if record.is_expired(now_millis()) {
+                return Ok(false);
             }
-            None => Ok(false),
+            let record = Record { expires, ..record };
+            self.index(key, &record).await?;
+            let outcome = self
+                .server(key)
+                .set(
+                    &self.data_key(key),
+                    &record.encode(),
+                    exptime(expires),
+                    Mode::Set,
+                    Some(cas),
+                )
+                .await
+                .map_err(fail)?;
+            match outcome {
+                Outcome::Done => return Ok(true),
+                Outcome::NotFound => return Ok(false),
+                Outcome::Changed | Outcome::NotStored => continue,
+            }
         }
+        Err(Error::unavailable(CONTEXT, Contended))
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
@@ -690,8 +729,12 @@ impl SessionStore for MemcachedStore {
             .map_err(|e| Error::unavailable("deleting a session", e))?;
         // The record is gone; its entry in its user's index goes after it.
         if let Some(user) = user {
-            self.change_index(&user, |entries| entries.retain(|(k, _)| k != key))
-                .await?;
+            self.change_index(&user, |entries| {
+                let before = entries.len();
+                entries.retain(|(k, _)| k != key);
+                entries.len() != before
+            })
+            .await?;
         }
         Ok(())
     }

@@ -175,8 +175,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 ";
 
+/// How much longer than its session an index entry is kept: the servers'
+/// and Redis' clocks (kept close by NTP) may disagree by this much without an entry leaving
+/// before its session. (Readers check each entry's record, so an entry
+/// too many costs nothing.)
+const INDEX_SLACK: Millis = 2_000;
+
 /// KEYS: a user's index. ARGV: a session's key, its expiry (ms since the
-/// epoch), now. Adds or moves the session, drops what has expired, and
+/// epoch, with [`INDEX_SLACK`]), now. Adds or moves the session, drops what has expired, and
 /// lets the whole index expire with its last session.
 const INDEX: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
@@ -186,13 +192,14 @@ redis.call('PEXPIREAT', KEYS[1], last[2])
 return 1
 ";
 
-/// KEYS: data. ARGV: ttl ms. 1: moved; 0: no such session; 2: the record
-/// has a user (format version 3, byte 4), whose index entry must move
-/// with it: not moved, the caller saves instead.
+/// KEYS: data. ARGV: ttl ms, header length. `1`: moved; `0`: no such
+/// session; otherwise the record has a user (format version 3, byte 4),
+/// whose index entry must move first: not moved, and the start of the
+/// record is answered, where the user is.
 const TOUCH: &str = r"
-local version = redis.pcall('GETRANGE', KEYS[1], 4, 4)
-if type(version) ~= 'string' or version == '' then return 0 end
-if version == '\3' then return 2 end
+local head = redis.pcall('GETRANGE', KEYS[1], 0, ARGV[2] - 1)
+if type(head) ~= 'string' or head == '' then return 0 end
+if string.byte(head, 5) == 3 then return head end
 return redis.call('PEXPIRE', KEYS[1], ARGV[1])
 ";
 
@@ -507,14 +514,24 @@ impl RedisStore {
     /// (which expires with the session), never one too few. Waited for
     /// like the save, with `redis_wait_replicas`.
     async fn index(&self, key: &StoreKey, record: &Record) -> Result<(), Error> {
+        match &record.user {
+            Some(user) => self.index_entry(key, user, record.expires).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Lists `key` under `user` until `expires` (and [`INDEX_SLACK`] more).
+    async fn index_entry(
+        &self,
+        key: &StoreKey,
+        user: &UserId,
+        expires: Millis,
+    ) -> Result<(), Error> {
         const CONTEXT: &str = "indexing a user's session";
-        let Some(user) = &record.user else {
-            return Ok(());
-        };
         let mut call = self.scripts.index.prepare_invoke();
         call.key(self.user_key(user))
             .arg(&*key.as_hex())
-            .arg(record.expires)
+            .arg(expires.saturating_add(INDEX_SLACK))
             .arg(now_millis());
         match self.wait() {
             None => {
@@ -748,29 +765,81 @@ async fn watch_expiry(
     for attempt in 0.. {
         let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt));
         if let Ok(Ok(pubsub)) = subscribed.await {
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                let Ok(name) = message.get_payload::<String>() else {
-                    continue;
-                };
-                let key = name
-                    .strip_prefix(&*prefix)
-                    .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
-                    .and_then(|hex| hex.parse::<StoreKey>().ok());
-                if let Some(key) = key {
-                    if expired.is_closed() {
-                        return;
-                    }
-                    let _ = expired.try_send(key);
-                }
+            match pass_on_expiries(pubsub, &prefix, &expired).await {
+                Watch::Unwanted => return,
+                Watch::Due => continue,
+                Watch::Lost => {}
             }
         }
         if expired.is_closed() {
             return;
         }
-        tracing::debug!(%channel, "session expiry announcements lost; subscribing again");
+        tracing::debug!(%channel, "session expiry announcements: subscribing again");
         tokio::time::sleep(LISTEN_RETRY).await;
     }
+}
+
+/// How long one expiry subscription is kept before it is made again: so
+/// that after a Sentinel failover it moves to the new master (a demoted
+/// one announces nothing), within this.
+const EXPIRY_RESUBSCRIBE: Duration = Duration::from_secs(60);
+
+/// Passes on the sessions among one subscription's expiry messages,
+/// pinging as the wake-up subscription does, until it is lost or
+/// [`EXPIRY_RESUBSCRIBE`] is over, or nobody takes them any more.
+async fn pass_on_expiries(
+    pubsub: ::redis::aio::PubSub,
+    prefix: &str,
+    expired: &tokio::sync::mpsc::Sender<StoreKey>,
+) -> Watch {
+    use futures_util::future::{select, Either};
+    let (mut sink, mut messages) = pubsub.split();
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.tick().await;
+    let renew_at = tokio::time::Instant::now() + EXPIRY_RESUBSCRIBE;
+    while tokio::time::Instant::now() < renew_at {
+        match select(messages.next(), std::pin::pin!(ping.tick())).await {
+            Either::Left((None, _)) => return Watch::Lost,
+            Either::Left((Some(message), _)) => {
+                let Ok(name) = message.get_payload::<String>() else {
+                    continue;
+                };
+                let key = name
+                    .strip_prefix(prefix)
+                    .and_then(|tagged| tagged.strip_prefix('{')?.strip_suffix('}'))
+                    .and_then(|hex| hex.parse::<StoreKey>().ok());
+                if let Some(key) = key {
+                    // Full: dropped, they are only events.
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                        expired.try_send(key)
+                    {
+                        return Watch::Unwanted;
+                    }
+                }
+            }
+            Either::Right(_) => {
+                if expired.is_closed() {
+                    return Watch::Unwanted;
+                }
+                let pong =
+                    tokio::time::timeout(conn::RESPONSE_TIMEOUT, sink.ping::<::redis::Value>());
+                if !matches!(pong.await, Ok(Ok(_))) {
+                    return Watch::Lost;
+                }
+            }
+        }
+    }
+    Watch::Due
+}
+
+/// How one expiry subscription ended.
+enum Watch {
+    /// The stream of expiries was dropped.
+    Unwanted,
+    /// The connection was lost: subscribe again after a pause.
+    Lost,
+    /// Its time was up: subscribe again now.
+    Due,
 }
 
 /// How a subscription ended.
@@ -1147,22 +1216,30 @@ impl SessionStore for RedisStore {
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let mut call = self.scripts.touch.prepare_invoke();
-        call.key(self.data_key(key)).arg(ttl_ms(expires));
+        call.key(self.data_key(key))
+            .arg(ttl_ms(expires))
+            .arg(Record::MAX_HEADER);
         // PEXPIRE does nothing to a missing (or expired) key.
-        let moved: i64 = bounded("refreshing a session", call.invoke_async(&mut conn)).await?;
-        if moved != 2 {
-            return Ok(moved == 1);
-        }
-        // A user's session: saved whole, which moves its index entry too.
-        // (The layer saves such sessions whole anyway; this is for direct
-        // callers, who hold the session's lock as the layer does.)
-        match self.load(key).await? {
-            Some(record) => {
-                let record = Record { expires, ..record };
-                self.save(key, &record, SaveIf::Live).await
+        let answer: ::redis::Value =
+            bounded("refreshing a session", call.invoke_async(&mut conn)).await?;
+        let head = match answer {
+            ::redis::Value::Int(moved) => return Ok(moved == 1),
+            ::redis::Value::BulkString(head) => head,
+            other => {
+                let e = format!("the refresh script answered {other:?}");
+                return Err(Error::unavailable("refreshing a session", e));
             }
-            None => Ok(false),
-        }
+        };
+        // A user's session: its index entry moves first, then its TTL (the
+        // TTL is the record's expiry on Redis, so its data stays as it is).
+        let Some(user) = Record::user_in_header(&head) else {
+            return Ok(false);
+        };
+        self.index_entry(key, &user, expires).await?;
+        let mut pexpire = ::redis::cmd("PEXPIRE");
+        pexpire.arg(self.data_key(key)).arg(ttl_ms(expires));
+        let moved: i64 = bounded("refreshing a session", pexpire.query_async(&mut conn)).await?;
+        Ok(moved == 1)
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {

@@ -5,12 +5,14 @@
 //! that directory, however many sessions the store holds.
 //!
 //! The index is written around the session's file so that a crash can
-//! only leave an entry too many, never one too few: a save adds the entry
-//! before it renames the record into place and removes the previous
-//! user's entry after; a delete removes the entry after the record. Every
-//! reader checks each entry against the record it names, and clean-up
-//! removes the entries of expired sessions, and of absent ones or of
-//! another user once they are older than a save can take.
+//! only leave an entry too many, never one too few: every save of a user's
+//! session makes sure of its entry before it renames the record into place
+//! (so an entry lost to another process comes back with the next save),
+//! and removes the previous user's entry after; a delete removes the entry
+//! after the record. Every reader checks each entry against the record it
+//! names, and clean-up removes the entries of expired sessions whose lock
+//! it can take, and of absent ones or of another user once they are older
+//! than a save can take.
 
 use std::fs::{self, OpenOptions};
 use std::io;

@@ -271,7 +271,7 @@ impl Conn {
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(|| invalid("a value without its length"))?;
                 if len > limit {
-                    return Err(invalid("a value larger than a session record"));
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, TooLarge(len)));
                 }
                 let cas = words
                     .find_map(|w| w.strip_prefix('c'))
@@ -314,6 +314,19 @@ impl Conn {
         line.truncate(line.len() - 2);
         String::from_utf8(line).map_err(|_| invalid("a reply line that is not text"))
     }
+}
+
+/// A value larger than the caller reads (a session record's limit): the
+/// item is no record of ours, the connection was fine (and is dropped,
+/// unread).
+#[derive(Debug, thiserror::Error)]
+#[error("memcached holds a value of {0} bytes, larger than a session record")]
+struct TooLarge(usize);
+
+/// Whether `e` is [`Server::get`]'s refusal of a value over its limit, as
+/// opposed to a fault of the connection or the server.
+pub(super) fn is_too_large(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TooLarge>())
 }
 
 /// Whether `e` says the connection was closed under us.

@@ -146,11 +146,6 @@ impl Target {
 }
 
 impl Target {
-    /// Subscribes to `channel` on a server that delivers what the store's
-    /// scripts publish: the node; the `attempt`-th listed node of a Cluster
-    /// (in turn, so that a dead node is not asked forever), where a
-    /// `PUBLISH` on any node reaches every node; the master the Sentinels
-    /// name now.
     /// The channel on which the master announces expired keys (keyspace
     /// notifications, when the server's `notify-keyspace-events` has `Ex`),
     /// or `None` for a Cluster, whose nodes each announce only their own
@@ -164,6 +159,11 @@ impl Target {
         Some(format!("__keyevent@{db}__:expired"))
     }
 
+    /// Subscribes to `channel` on a server that delivers what the store's
+    /// scripts publish: the node; the `attempt`-th listed node of a Cluster
+    /// (in turn, so that a dead node is not asked forever), where a
+    /// `PUBLISH` on any node reaches every node; the master the Sentinels
+    /// name now.
     pub(super) async fn subscribe(&self, channel: &str, attempt: usize) -> RedisResult<PubSub> {
         let client = match self {
             Target::Node(client) => client.clone(),
