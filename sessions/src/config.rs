@@ -406,13 +406,18 @@ impl fmt::Display for Value {
             Value::Str(s) => write!(f, "{s:?}"),
             Value::Name(n) => f.write_str(n),
             Value::None => f.write_str("None"),
+            // Items shown as an error shows them, a URL's password hidden
+            // (a list where a URL was expected must not print it).
             Value::List(items) => {
                 f.write_str("[")?;
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{item}")?;
+                    match item {
+                        Value::Str(s) => write!(f, "{:?}", crate::redact::url(s))?,
+                        other => write!(f, "{other}")?,
+                    }
                 }
                 f.write_str("]")
             }

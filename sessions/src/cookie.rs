@@ -85,14 +85,33 @@ pub(crate) fn set_cookie(
     if config.persistent {
         let secs = (max_age.as_millis() + 500) / 1000;
         let expires = SystemTime::now() + Duration::from_secs(secs as u64);
-        let _ = write!(
-            s,
-            "; Expires={}; Max-Age={secs}",
-            httpdate::fmt_http_date(expires)
-        );
+        s.push_str("; Expires=");
+        http_date(expires, &mut s);
+        let _ = write!(s, "; Max-Age={secs}");
     }
     attributes(&mut s, config, path);
     to_header(s)
+}
+
+/// Appends `at` as an HTTP date (`Tue, 01 Dec 2026 20:00:00 GMT`). The
+/// text of the last second asked for is kept per thread: a busy server
+/// formats each second's dates once, as hyper does its `Date` header.
+fn http_date(at: SystemTime, out: &mut String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(second, text)| {
+        if *second != secs || text.is_empty() {
+            text.clear();
+            let _ = write!(text, "{}", httpdate::HttpDate::from(at));
+            *second = secs;
+        }
+        out.push_str(text);
+    });
 }
 
 /// A `Set-Cookie` value that makes the client drop the cookie now.
@@ -137,6 +156,22 @@ mod tests {
     use super::*;
 
     const ID: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    /// The kept text is the second's, whichever second comes next.
+    #[test]
+    fn dates_are_formatted_once_per_second_and_right() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_619_200);
+        for at in [
+            t,
+            t + Duration::from_millis(999),
+            t + Duration::from_secs(1),
+            t,
+        ] {
+            let mut out = String::from("x=");
+            http_date(at, &mut out);
+            assert_eq!(out, format!("x={}", httpdate::fmt_http_date(at)));
+        }
+    }
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

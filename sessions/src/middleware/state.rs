@@ -90,6 +90,8 @@ pub(crate) enum Phase {
 /// A loaded (or newly created) session.
 pub(crate) struct Loaded {
     pub(crate) id: SessionId,
+    /// `id`'s store key, hashed once per request.
+    key: StoreKey,
     pub(crate) data: Data,
     pub(crate) created: Millis,
     /// The session's own idle timeout, if it set one; kept in its record.
@@ -188,8 +190,8 @@ impl RequestSession {
         let now = now_millis();
         if let Some(id) = id {
             let timeout = self.config.lock_timeout;
+            let key = id.store_key();
             let record = if self.config.locking == Locking::Implicit && !self.holds_lock(&id) {
-                let key = id.store_key();
                 let r = timed(
                     "lock_and_load",
                     &key,
@@ -200,7 +202,6 @@ impl RequestSession {
                 self.lock = Some(HeldLock { id, guard });
                 record
             } else {
-                let key = id.store_key();
                 let r = timed("load", &key, self.store.load(&key)).await;
                 checked(&mut self.failed, r)?
             };
@@ -209,6 +210,7 @@ impl RequestSession {
                     self.debug("loaded", &id);
                     return Ok(Loaded {
                         id,
+                        key,
                         data,
                         created: record.created,
                         timeout: record.timeout.filter(|&t| t > 0).map(Duration::from_millis),
@@ -240,6 +242,7 @@ impl RequestSession {
         self.debug("created", &id);
         Ok(Loaded {
             id,
+            key: id.store_key(),
             data: Data::new(),
             created: now,
             timeout: None,
@@ -301,6 +304,7 @@ impl RequestSession {
             s.replaces.get_or_insert(s.id);
         }
         s.id = new;
+        s.key = new.store_key();
         s.stored = false;
         s.changed = true;
         self.debug("regenerated", &new);
@@ -413,8 +417,7 @@ impl RequestSession {
         let Phase::Loaded(s) = &mut self.phase else {
             return Ok(());
         };
-        let id = s.id;
-        let key = id.store_key();
+        let (id, key) = (s.id, s.key);
         let now = now_millis();
         let expires = expiry(&self.config, s, now);
         // The lock goes with the save only if it is this id's lock (after
@@ -494,7 +497,7 @@ impl RequestSession {
         let Some(user) = s.user.clone() else {
             return Ok(Vec::new());
         };
-        let key = s.id.store_key();
+        let key = s.key;
         let r = timed(
             "sessions_of",
             &key,
@@ -511,7 +514,7 @@ impl RequestSession {
         let Some(user) = s.user.clone() else {
             return Ok(0);
         };
-        let (key, stored) = (s.id.store_key(), s.stored);
+        let (key, stored) = (s.key, s.stored);
         // This request's own: its session, and the ids it gave up (after a
         // `regenerate`), which it deletes itself.
         let mut ours: Vec<StoreKey> = self.doomed.iter().map(|d| d.id.store_key()).collect();
@@ -600,12 +603,15 @@ fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {
 /// Runs one store call in a `session.store` span (`op`, the session's short
 /// key) and says, at debug level, how long it took: for the calls that
 /// take a lock, that is how long the request waited for it. Costs nothing
-/// but a clock read when debug output is off.
+/// when debug output is off: no span, no clock read.
 async fn timed<T>(
     op: &'static str,
     key: &StoreKey,
     call: impl std::future::Future<Output = Result<T, store::Error>>,
 ) -> Result<T, store::Error> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return call.await;
+    }
     let span = tracing::debug_span!("session.store", op, session = %key.short());
     let started = std::time::Instant::now();
     let r = call.instrument(span.clone()).await;
