@@ -73,6 +73,7 @@ mod events;
 mod extract;
 mod header;
 mod id;
+mod measure;
 pub mod middleware;
 mod record;
 mod redact;

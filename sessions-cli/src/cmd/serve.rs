@@ -29,9 +29,20 @@ pub(crate) struct Args {
     /// The app to serve.
     #[arg(long, value_enum, default_value = "demo")]
     app: App,
+    /// Serve the sessions' metrics (store call latency, lock timeouts,
+    /// store errors, sessions created and expired) in Prometheus' text
+    /// format on this address, at any path (`/metrics`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 
 use crate::config::Config;
 use crate::events::{Events, FoundBy, Hook, SessionEvent};
+use crate::measure;
 use crate::store::SessionStore;
 use crate::task::AbortOnDrop;
 
@@ -47,6 +48,7 @@ impl Shared {
             let runtime = tokio::runtime::Handle::try_current().ok()?;
             let task = runtime.spawn(async move {
                 while let Some(key) = expired.next().await {
+                    measure::expired(FoundBy::Ttl, 1);
                     events.emit(SessionEvent::Expired {
                         key,
                         user: None,
@@ -90,7 +92,10 @@ impl Shared {
                     };
                     match admin.clean_up_and_report(&expired).await {
                         Ok(0) => {}
-                        Ok(n) => tracing::debug!(removed = n, "expired sessions cleaned up"),
+                        Ok(n) => {
+                            measure::expired(FoundBy::CleanUp, n);
+                            tracing::debug!(removed = n, "expired sessions cleaned up")
+                        }
                         Err(e) => tracing::warn!(error = %e, "session clean-up failed"),
                     }
                 }

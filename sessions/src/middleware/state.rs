@@ -19,6 +19,7 @@ use crate::config::{Locking, SessionConfig};
 use crate::error::{Error, Failure};
 use crate::events::{Events, FoundBy, SessionEvent};
 use crate::id::{SessionId, StoreKey};
+use crate::measure;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{self, LockGuard, SaveIf, SessionStore};
 use crate::user::{self, UserId, UserSession};
@@ -464,6 +465,9 @@ impl RequestSession {
             drop(guard);
             checked(&mut self.failed, r)?
         };
+        if saved && !s.stored && s.replaces.is_none() {
+            measure::created();
+        }
         if saved && !s.stored && self.events.on() {
             let user = s.user.clone();
             self.pending.push(match s.replaces.take() {
@@ -558,6 +562,9 @@ impl RequestSession {
             let r = timed("delete", &key, self.store.delete(&key)).await;
             checked(&mut self.failed, r)?;
             let user = doomed.user;
+            if doomed.why == Doom::Dead {
+                measure::expired(FoundBy::Load, 1);
+            }
             match doomed.why {
                 _ if !self.events.on() => {}
                 Doom::Replaced => {}
@@ -602,20 +609,29 @@ fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {
 
 /// Runs one store call in a `session.store` span (`op`, the session's short
 /// key) and says, at debug level, how long it took: for the calls that
-/// take a lock, that is how long the request waited for it. Costs nothing
-/// when debug output is off: no span, no clock read.
+/// take a lock, that is how long the request waited for it; with the
+/// `metrics` feature the duration is also measured (`measure.rs`). Costs
+/// nothing when neither is on: no span, no clock read.
 async fn timed<T>(
     op: &'static str,
     key: &StoreKey,
     call: impl std::future::Future<Output = Result<T, store::Error>>,
 ) -> Result<T, store::Error> {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    if !debug && !measure::ON {
         return call.await;
     }
-    let span = tracing::debug_span!("session.store", op, session = %key.short());
     let started = std::time::Instant::now();
+    if !debug {
+        let r = call.await;
+        measure::store_call(op, started.elapsed(), &r);
+        return r;
+    }
+    let span = tracing::debug_span!("session.store", op, session = %key.short());
     let r = call.instrument(span.clone()).await;
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    measure::store_call(op, took, &r);
+    let ms = took.as_secs_f64() * 1000.0;
     span.in_scope(|| tracing::debug!(ms, ok = r.is_ok(), "session store call"));
     r
 }
