@@ -158,7 +158,7 @@ async fn save_never_resurrects_deleted_regenerated_or_expired(f: &Fixture) {
                     .await
             }
         });
-        watched.wait_for("load", &id).await;
+        watched.wait_for("loaded", &id).await;
         // An admin logs the session out while a request on it runs.
         f.store.delete(&common::records::key_of(&id)).await.unwrap();
         let r = slow.await.unwrap();
@@ -181,7 +181,7 @@ async fn save_never_resurrects_deleted_regenerated_or_expired(f: &Fixture) {
                     .await
             }
         });
-        watched.wait_for("load", &old).await;
+        watched.wait_for("loaded", &old).await;
         let r = Client::new(addr)
             .get_with("/regen", Some(&cookie(&old)))
             .await;

@@ -57,8 +57,16 @@ impl Watched {
         self.check()
     }
 
+    /// Records that a read of `key` was answered (`loaded`): a test that
+    /// must act after a request read its session waits for this, not for
+    /// the question.
+    fn answered(&self, key: &StoreKey) {
+        self.seen.lock().unwrap().push(("loaded", *key));
+    }
+
     /// The keys the store was asked about, by operation: `load`, `lock`,
-    /// `new` (a save of a new session), `save`, `touch`, `delete`.
+    /// `new` (a save of a new session), `save`, `touch`, `delete`; and
+    /// `loaded`, the reads answered.
     pub fn keys_of(&self, op: &str) -> BTreeSet<String> {
         let seen = self.seen.lock().unwrap();
         seen.iter()
@@ -102,7 +110,9 @@ impl SessionStore for Watched {
     }
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, store::Error> {
         self.note("load", key)?;
-        self.inner.load(key).await
+        let r = self.inner.load(key).await;
+        self.answered(key);
+        r
     }
     async fn save(&self, key: &StoreKey, r: &Record, w: SaveIf) -> Result<bool, store::Error> {
         self.note(new_or_save(w), key)?;
@@ -131,7 +141,9 @@ impl SessionStore for Watched {
     ) -> Result<(LockGuard, Option<Record>), store::Error> {
         self.note("lock", key)?;
         self.note("load", key)?;
-        self.inner.lock_and_load(key, wait).await
+        let r = self.inner.lock_and_load(key, wait).await;
+        self.answered(key);
+        r
     }
     async fn save_and_unlock(
         &self,
