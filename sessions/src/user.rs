@@ -7,6 +7,8 @@
 //! Ending a user's sessions deletes their records: a request in flight on
 //! one of them cannot bring it back, because its save finds the record
 //! gone (the [`SaveIf::Live`](crate::store::SaveIf::Live) precondition).
+//! One exception, the file store's own: a delete from another process can
+//! fall between a save's check and its rename (see `FileStore`).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

@@ -74,6 +74,12 @@ const WARNED_MAX: usize = 4096;
 ///   regular files of this user, are read only up to the size limit, and a
 ///   damaged, foreign or oversized record is logged once and treated as
 ///   missing.
+/// - **One limit across processes**: a save checks its precondition and
+///   renames its record into place under a lock of this process only, so
+///   a delete by *another* process without the session's lock (an admin
+///   command, or ending a user's sessions there) that falls between the
+///   two is undone by the save. Requests hold the session's lock across
+///   processes and never meet this among themselves.
 ///
 /// Cloning is cheap and shares the store.
 ///
