@@ -78,8 +78,8 @@ const WARNED_MAX: usize = 4096;
 ///   renames its record into place under a lock of this process only, so
 ///   a delete by *another* process without the session's lock (an admin
 ///   command, or ending a user's sessions there) that falls between the
-///   two is undone by the save. Requests hold the session's lock across
-///   processes and never meet this among themselves.
+///   two is undone by the save. Requests that hold the session's lock
+///   (the default, implicit locking) never meet this among themselves.
 ///
 /// Cloning is cheap and shares the store.
 ///
