@@ -20,6 +20,35 @@ use crate::store::{Error, SessionStore};
 /// The longest user id, in bytes.
 pub const MAX_USER_LEN: usize = 256;
 
+/// How much longer than its session a user-index entry is kept by the
+/// stores whose index expires by the clock (Redis, memcached): the
+/// servers' clocks, kept close by NTP, may disagree by this much without
+/// an entry leaving before its session. Readers check each entry's
+/// record, so an entry too many costs nothing.
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) const INDEX_SLACK: crate::record::Millis = 2_000;
+
+/// The sessions among `keys` (a store's index entries for `user`) that
+/// are live and still `user`'s, each read afresh: an entry may name a
+/// session that ended, or moved to another user, since it was written.
+/// The one check every store's [`SessionStore::sessions_of`] makes of an
+/// index that may hold an entry too many.
+pub(crate) async fn checked_entries(
+    store: &(impl SessionStore + ?Sized),
+    user: &UserId,
+    keys: impl IntoIterator<Item = StoreKey>,
+) -> Result<Vec<(StoreKey, Record)>, Error> {
+    let mut found = Vec::new();
+    for key in keys {
+        if let Some(record) = store.load(&key).await? {
+            if record.user.as_ref() == Some(user) {
+                found.push((key, record));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Who a session belongs to: the application's own id for its user (a
 /// name, an email address, a number as text). 1 to [`MAX_USER_LEN`] bytes
 /// of UTF-8 without control characters, so that it cannot corrupt a log

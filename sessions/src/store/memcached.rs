@@ -26,7 +26,7 @@ use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::user::UserId;
+use crate::user::{checked_entries, UserId, INDEX_SLACK};
 
 mod proto;
 
@@ -505,12 +505,6 @@ fn precondition(
     }
 }
 
-/// How much longer than its session an index entry is kept: the servers'
-/// clocks (kept close by NTP) may disagree by this much without an entry leaving before its
-/// session (readers check each entry's record, so one too many costs
-/// nothing).
-const INDEX_SLACK: Millis = 2_000;
-
 /// Index entries a user may have, as bytes: ample for thousands of
 /// sessions of one user.
 const INDEX_LIMIT: usize = 512 * 1024;
@@ -778,17 +772,9 @@ impl SessionStore for MemcachedStore {
             .await
             .map_err(|e| Error::unavailable("listing a user's sessions", e))?;
         let entries = item.map(|i| parse_index(&i.value)).unwrap_or_default();
-        // Each entry is checked against its record: an entry without one
-        // may be a save on its way, and is left to expire.
-        let mut found = Vec::new();
-        for (key, _) in entries {
-            if let Some(record) = self.load(&key).await? {
-                if record.user.as_ref() == Some(user) {
-                    found.push((key, record));
-                }
-            }
-        }
-        Ok(found)
+        // An entry without its record may be a save on its way, and is
+        // left to expire.
+        checked_entries(self, user, entries.into_iter().map(|(key, _)| key)).await
     }
 }
 

@@ -11,7 +11,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
 use crate::id::{shard_of, KeyMap, StoreKey};
 use crate::record::{now_millis, Millis, Record};
-use crate::user::UserId;
+use crate::user::{checked_entries, UserId};
 
 const SHARDS: usize = 64;
 
@@ -370,16 +370,7 @@ impl SessionStore for MemoryStore {
             .get(user)
             .map(|keys| keys.keys().copied().collect())
             .unwrap_or_default();
-        let mut found = Vec::with_capacity(keys.len());
-        for key in keys {
-            // Read afresh: the session may have ended since.
-            if let Some(record) = self.load(&key).await? {
-                if record.user.as_ref() == Some(user) {
-                    found.push((key, record));
-                }
-            }
-        }
-        Ok(found)
+        checked_entries(self, user, keys).await
     }
 }
 

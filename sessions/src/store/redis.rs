@@ -50,7 +50,7 @@ use super::{
 use crate::id::{SessionId, ShortId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::task::AbortOnDrop;
-use crate::user::UserId;
+use crate::user::{checked_entries, UserId, INDEX_SLACK};
 
 mod conn;
 
@@ -174,12 +174,6 @@ const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 ";
-
-/// How much longer than its session an index entry is kept: the servers'
-/// and Redis' clocks (kept close by NTP) may disagree by this much without an entry leaving
-/// before its session. (Readers check each entry's record, so an entry
-/// too many costs nothing.)
-const INDEX_SLACK: Millis = 2_000;
 
 /// KEYS: a user's index. ARGV: a session's key, its expiry (ms since the
 /// epoch, with [`INDEX_SLACK`]), now. Adds or moves the session, drops what has expired, and
@@ -1303,22 +1297,15 @@ impl SessionStore for RedisStore {
             .arg("BYSCORE");
         let members: Vec<Vec<u8>> =
             bounded("listing a user's sessions", range.query_async(&mut conn)).await?;
-        // Each entry is checked against its record: a session deleted
-        // without its user known, or moved to another user, stays in the
-        // index until its expiry but is not listed. Nothing is removed
-        // here: an entry without its record may be a save on its way.
-        let mut found = Vec::new();
-        for member in members {
-            let Ok(key) = StoreKey::from_bytes(&member) else {
-                continue;
-            };
-            if let Some(record) = self.load(&key).await? {
-                if record.user.as_ref() == Some(user) {
-                    found.push((key, record));
-                }
-            }
-        }
-        Ok(found)
+        // A session deleted without its user known, or moved to another
+        // user, stays in the index until its expiry but is not listed.
+        // Nothing is removed here: an entry without its record may be a
+        // save on its way.
+        let keys: Vec<StoreKey> = members
+            .iter()
+            .filter_map(|m| StoreKey::from_bytes(m).ok())
+            .collect();
+        checked_entries(self, user, keys).await
     }
 
     // `exists` keeps the default (a load): a value that does not decode is
