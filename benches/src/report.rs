@@ -190,15 +190,15 @@ pub(crate) fn targets(rows: &[Row]) -> String {
     let ours_many_ram = find(rows, MANY, "ram", OURS);
     let r = ours_many_ram.and_then(|r| vs_bare(rows, r));
     line(
-        "many sessions, ram: sessions >= 0.85x bare axum".into(),
+        "many sessions, ram: sessions >= 0.8x bare axum".into(),
         r.map(|r| format!("{r:.2}x")),
-        r.map(|r| r >= 0.85),
+        r.map(|r| r >= 0.8),
     );
     let r = ours_many_ram.and_then(|r| vs_peer(rows, r));
     line(
-        "many sessions, ram: sessions >= 1.3x tower-sessions".into(),
+        "many sessions, ram: sessions >= 1.7x tower-sessions".into(),
         r.map(|r| format!("{r:.2}x")),
-        r.map(|r| r >= 1.3),
+        r.map(|r| r >= 1.7),
     );
     for r in rows
         .iter()
@@ -245,9 +245,9 @@ pub(crate) fn targets(rows: &[Row]) -> String {
     }
     let b = find(rows, MEMORY, "ram", OURS).and_then(|r| r.bytes_per_session);
     line(
-        "memory: sessions <= 250 bytes per session over its data".into(),
+        "memory: sessions <= 120 bytes per session over its data".into(),
         b.map(|b| format!("{b:.0} B")),
-        b.map(|b| b <= 250.0),
+        b.map(|b| b <= 120.0),
     );
     out
 }

@@ -127,9 +127,12 @@ pub struct StorageConfig {
     /// `memcached_prefix`: key prefix in memcached (default `session:`).
     pub memcached_prefix: String,
     /// `max_sessions`: the most sessions the RAM store holds; at the bound
-    /// new sessions answer 503 (default: sized to a quarter of memory for
-    /// the largest `max_size`, see [`MemoryStore`](crate::store::MemoryStore)).
+    /// new sessions answer 503 (default: no count, only `max_memory`).
     pub max_sessions: Option<usize>,
+    /// `max_memory`: the most bytes the RAM store's sessions take; at the
+    /// bound new sessions answer 503 (default: a quarter of memory, see
+    /// [`MemoryStore`](crate::store::MemoryStore)).
+    pub max_memory: Option<usize>,
     /// `redis_wait_replicas`: after a save, `WAIT` until this many replicas
     /// have it, or answer 503 (default 0: do not wait).
     pub redis_wait_replicas: u32,
@@ -160,6 +163,7 @@ impl fmt::Debug for StorageConfig {
             .field("file_fsync", &self.file_fsync)
             .field("servers", &self.servers)
             .field("max_sessions", &self.max_sessions)
+            .field("max_memory", &self.max_memory)
             .field("redis_prefix", &self.redis_prefix)
             .field("memcached_prefix", &self.memcached_prefix)
             .field("table", &self.table)
@@ -185,6 +189,7 @@ impl Default for StorageConfig {
             redis_prefix: "session:".into(),
             memcached_prefix: "session:".into(),
             max_sessions: None,
+            max_memory: None,
             redis_wait_replicas: 0,
             table: "sessions".into(),
             auto_migrate: true,
@@ -711,6 +716,12 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
                 _ => return Err(format!("expected a number of sessions above 0, got {v}")),
             }
         }
+        "max_memory" => {
+            c.storage.max_memory = match v {
+                Value::Int(n) if *n > 0 => Some(usize::try_from(*n).unwrap_or(usize::MAX)),
+                _ => return Err(format!("expected a number of bytes above 0, got {v}")),
+            }
+        }
         "redis_wait_replicas" => {
             c.storage.redis_wait_replicas = match v {
                 Value::Int(n) => u32::try_from(*n)
@@ -1077,6 +1088,25 @@ mod tests {
             );
         }
         assert_eq!(Config::default().storage().max_sessions, None);
+    }
+
+    #[test]
+    fn max_memory_is_a_positive_size() {
+        let load = |v: &str| {
+            Config::from_ini_str(
+                &format!("[/]\ntools.sessions.on = True\ntools.sessions.max_memory = {v}\n"),
+                "m.conf",
+            )
+        };
+        assert_eq!(load("5000").unwrap().storage().max_memory, Some(5000));
+        for bad in ["0", "-1", "'many'", "1.5"] {
+            let err = load(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::Key { key, .. } if key == "tools.sessions.max_memory"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(Config::default().storage().max_memory, None);
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn write_hex(bytes: &[u8], out: &mut [u8]) {
 }
 
 /// The number of bytes in a store key (SHA-256).
-const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// What a store files a session under: the SHA-256 of the id's 40-character
 /// text, written as 64 lowercase hex characters.
@@ -138,6 +138,16 @@ impl StoreKey {
     /// index's name from the user id.
     pub(crate) fn digest_of(bytes: &[u8]) -> StoreKey {
         StoreKey(Sha256::digest(bytes).into())
+    }
+
+    /// The key's 32 bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
+    /// The key of 32 bytes a store kept (see [`as_bytes`](Self::as_bytes)).
+    pub(crate) fn from_raw(bytes: [u8; KEY_LEN]) -> StoreKey {
+        StoreKey(bytes)
     }
 
     /// The first eight bytes as a number, for hashing into shards and tables.

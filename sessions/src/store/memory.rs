@@ -1,27 +1,30 @@
 //! The RAM store: sessions in this process's memory.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
+use hashbrown::hash_table::{Entry as Slot, HashTable};
 
 use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
-use crate::id::{shard_of, KeyMap, StoreKey};
+use crate::id::{shard_of, KeyMap, StoreKey, KEY_LEN};
 use crate::record::{now_millis, Millis, Record};
 use crate::user::{checked_entries, UserId};
 
 const SHARDS: usize = 64;
 
-/// What a session costs the RAM store beyond its data: the map slot, the
-/// key, the times and the data's allocation (about 150 bytes, as the
-/// benchmark's memory workload measures it), rounded up.
-pub const ENTRY_OVERHEAD: usize = 256;
+/// What a session costs the RAM store beyond its entry's bytes (its key,
+/// times, user and data): the table's slot and the share of its empty
+/// slots, and the allocator's own due. 47 bytes as the benchmark's
+/// memory workload measures it at a million sessions, rounded up.
+pub const ENTRY_OVERHEAD: usize = 64;
 
-/// The default bound lets sessions at their largest take at most this
-/// share of the memory the process may use: a quarter.
+/// The default bound lets sessions take at most this share of the memory
+/// the process may use: a quarter.
 const MEMORY_SHARE: u64 = 4;
 
 /// The memory assumed where it cannot be read (not Linux).
@@ -32,42 +35,48 @@ const ASSUMED_MEMORY: u64 = 4 << 30;
 /// The map is split into shards, each behind its own short-held mutex, so
 /// requests on different sessions rarely meet. Data is kept as the encoded
 /// bytes the session handle produced, which is both the smallest form and
-/// the one a load hands back without re-encoding. Cloning the store is
-/// cheap and shares the sessions.
+/// the one a load hands back without re-encoding. Each session is one
+/// allocation (key, times, user and data) behind a 16-byte slot: the
+/// sessions of a busy site are most of this store's memory. Cloning the
+/// store is cheap and shares the sessions.
 ///
-/// # A bound on sessions
+/// # A bound on memory
 ///
 /// Every cookieless request that touches the session makes one, so a
 /// flood of them would otherwise grow the map until the process dies. The
-/// store holds at most [`max_sessions`](Self::with_max_sessions); at the
-/// bound, after dropping what has expired in the shard at hand, a new
-/// session is refused with [`Error::Unavailable`] (503 through the layer)
-/// while the sessions already stored go on working, and room comes back as
-/// sessions expire or end. Refusing the newcomer rather than dropping the
-/// oldest idle session is deliberate: a flood must not be able to log out
-/// the visitors who were there first. A regeneration (a log-in) stores its
-/// new key before it deletes the old one, so that a failed save loses
-/// nothing; at the bound it is refused too, like a new visitor.
+/// store keeps its sessions within [`max_memory`](Self::with_max_memory)
+/// bytes, each counted as its bytes (key, times, user, data) plus
+/// [`ENTRY_OVERHEAD`], and, if set, within
+/// [`max_sessions`](Self::with_max_sessions). At the bound, after dropping
+/// what has expired in the shard at hand, a save that needs more room — a
+/// new session, or one that grows — is refused with
+/// [`Error::Unavailable`] (503 through the layer) while the other sessions
+/// go on working, and room comes back as sessions expire or end. Refusing
+/// the newcomer rather than dropping the oldest idle session is
+/// deliberate: a flood must not be able to log out the visitors who were
+/// there first. A regeneration (a log-in) stores its new key before it
+/// deletes the old one, so that a failed save loses nothing; at the bound
+/// it is refused too, like a new visitor.
 ///
-/// The default, [`default_max_sessions`]`(64 KiB)`, keeps sessions at the
-/// default `max_size` within a quarter of the memory the process may use
-/// (its cgroup's `memory.max`, else the machine's `MemTotal`; 4 GiB where
-/// neither can be read): `max_sessions × (max_size + ENTRY_OVERHEAD) ≤
-/// memory / 4`. A machine sold as 24 GiB (23.5 GiB `MemTotal`) gets
-/// 96,047 sessions, a 1 GiB container 4,080. [`store::open`](crate::store::open) sizes it for the
-/// config's `max_size`, or takes `max_sessions` from the config.
-#[derive(Debug, Clone)]
+/// The default, [`default_max_memory`], is a quarter of the memory the
+/// process may use (its cgroup's `memory.max`, else the machine's
+/// `MemTotal`; 4 GiB where neither can be read): about 6 GiB on a machine
+/// sold as 24 GiB, room for some 50 million small sessions, or 90,000 at
+/// the default `max_size` of 64 KiB.
+#[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    shards: Box<[Mutex<KeyMap<Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     /// Entries in all shards, expired ones included until they are
-    /// dropped; only changed under the shard lock of the entry.
-    len: AtomicUsize,
+    /// dropped, and their cost in bytes (see [`Entry::cost`]); both only
+    /// changed under the shard lock of the entry.
+    sessions: AtomicUsize,
+    bytes: AtomicUsize,
     max_sessions: AtomicUsize,
+    max_memory: AtomicUsize,
     /// The lock of a RAM session is its place in this process's queue.
     locks: Arc<LockWaits>,
     /// Which stored sessions each user has: changed only under the shard
@@ -77,43 +86,81 @@ struct Inner {
     users: Mutex<HashMap<UserId, KeyMap<()>>>,
 }
 
-/// One stored session, packed: the sessions of a busy site are most of
-/// this store's memory.
-#[derive(Debug)]
-struct Entry {
-    /// The user's id (the first `user_len` bytes, none without a user),
-    /// then the data: one allocation.
-    bytes: Box<[u8]>,
-    created: Millis,
-    expires: Millis,
-    /// The session's own timeout in ms (0: none) in the low 48 bits, the
-    /// user id's length in the top 16: 8 bytes where two fields would
-    /// take 16.
-    timeout_and_user_len: u64,
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("MemoryStore")
+            .field("sessions", &inner.sessions.load(Ordering::Relaxed))
+            .field("bytes", &inner.bytes.load(Ordering::Relaxed))
+            .field("users", &lock(&inner.users).len())
+            .field("max_sessions", &self.max_sessions())
+            .field("max_memory", &self.max_memory())
+            .finish_non_exhaustive()
+    }
 }
 
-/// Timeouts are kept to 48 bits (8,900 years; sessions allow 400 days).
+/// One stored session in one allocation: the key, the times, the user's
+/// id and the data, laid out as
+///
+/// `key (32) | created (8) | expires (8) | timeout and user length (8) |
+/// user | data`,
+///
+/// numbers little-endian. The timeout (ms, 0: none) takes the low 48 bits
+/// of its word (8,900 years; sessions allow 400 days), the user id's length
+/// (at most 256) the top 16.
+struct Entry(Box<[u8]>);
+
+const CREATED: usize = KEY_LEN;
+const EXPIRES: usize = CREATED + 8;
+const TIMEOUT_AND_USER_LEN: usize = EXPIRES + 8;
+const HEADER: usize = TIMEOUT_AND_USER_LEN + 8;
 const TIMEOUT_BITS: u32 = 48;
 
 impl Entry {
-    fn new(record: &Record) -> Self {
+    fn new(key: &StoreKey, record: &Record) -> Self {
         let user = record.user.as_ref().map_or("", UserId::as_str).as_bytes();
         let timeout = record.timeout.unwrap_or(0).min((1 << TIMEOUT_BITS) - 1);
-        Entry {
-            bytes: [user, &record.data].concat().into_boxed_slice(),
-            created: record.created,
-            expires: record.expires,
-            // A user id is at most 256 bytes.
-            timeout_and_user_len: timeout | (user.len() as u64) << TIMEOUT_BITS,
-        }
+        let mut bytes = Vec::with_capacity(HEADER + user.len() + record.data.len());
+        bytes.extend_from_slice(key.as_bytes());
+        bytes.extend_from_slice(&record.created.to_le_bytes());
+        bytes.extend_from_slice(&record.expires.to_le_bytes());
+        let packed = timeout | (user.len() as u64) << TIMEOUT_BITS;
+        bytes.extend_from_slice(&packed.to_le_bytes());
+        bytes.extend_from_slice(user);
+        bytes.extend_from_slice(&record.data);
+        Entry(bytes.into_boxed_slice())
+    }
+
+    fn key(&self) -> StoreKey {
+        let mut key = [0; KEY_LEN];
+        key.copy_from_slice(&self.0[..KEY_LEN]);
+        StoreKey::from_raw(key)
+    }
+
+    fn is(&self, key: &StoreKey) -> bool {
+        self.0[..KEY_LEN] == key.as_bytes()[..]
+    }
+
+    fn word(&self, at: usize) -> u64 {
+        let mut b = [0; 8];
+        b.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    fn expires(&self) -> Millis {
+        self.word(EXPIRES)
+    }
+
+    fn set_expires(&mut self, expires: Millis) {
+        self.0[EXPIRES..EXPIRES + 8].copy_from_slice(&expires.to_le_bytes());
     }
 
     fn user_len(&self) -> usize {
-        (self.timeout_and_user_len >> TIMEOUT_BITS) as usize
+        (self.word(TIMEOUT_AND_USER_LEN) >> TIMEOUT_BITS) as usize
     }
 
     fn user_bytes(&self) -> &[u8] {
-        &self.bytes[..self.user_len()]
+        &self.0[HEADER..HEADER + self.user_len()]
     }
 
     /// The user, if any. The bytes were a `UserId` when stored.
@@ -125,14 +172,60 @@ impl Entry {
     }
 
     fn record(&self) -> Record {
-        let timeout = self.timeout_and_user_len & ((1 << TIMEOUT_BITS) - 1);
+        let timeout = self.word(TIMEOUT_AND_USER_LEN) & ((1 << TIMEOUT_BITS) - 1);
         Record {
-            data: self.bytes[self.user_len()..].to_vec(),
-            created: self.created,
-            expires: self.expires,
+            data: self.0[HEADER + self.user_len()..].to_vec(),
+            created: self.word(CREATED),
+            expires: self.expires(),
             timeout: (timeout > 0).then_some(timeout),
             user: self.user(),
         }
+    }
+
+    /// What the entry counts against the store's `max_memory`.
+    fn cost(&self) -> usize {
+        self.0.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// The table's hash of a key: bytes the shard's choice does not use, as
+/// keys are uniformly random (SHA-256).
+fn table_hash(key: &StoreKey) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&key.as_bytes()[8..16]);
+    u64::from_le_bytes(b)
+}
+
+/// One shard's table of entries, found by their key.
+#[derive(Default)]
+struct Shard(HashTable<Entry>);
+
+impl Shard {
+    fn get(&self, key: &StoreKey) -> Option<&Entry> {
+        self.0.find(table_hash(key), |e| e.is(key))
+    }
+
+    fn get_mut(&mut self, key: &StoreKey) -> Option<&mut Entry> {
+        self.0.find_mut(table_hash(key), |e| e.is(key))
+    }
+
+    /// Stores `entry`, answering what it replaced.
+    fn insert(&mut self, key: &StoreKey, entry: Entry) -> Option<Entry> {
+        match self
+            .0
+            .entry(table_hash(key), |e| e.is(key), |e| table_hash(&e.key()))
+        {
+            Slot::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
+            Slot::Vacant(slot) => {
+                slot.insert(entry);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &StoreKey) -> Option<Entry> {
+        let slot = self.0.find_entry(table_hash(key), |e| e.is(key)).ok()?;
+        Some(slot.remove().0)
     }
 }
 
@@ -143,15 +236,25 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store holding at most [`default_max_sessions`] for the
-    /// default `max_size` (64 KiB).
+    /// An empty store holding at most [`default_max_memory`].
     pub fn new() -> Self {
-        Self::bounded(default_max_sessions(64 * 1024))
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                sessions: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
+                max_sessions: AtomicUsize::new(usize::MAX),
+                max_memory: AtomicUsize::new(default_max_memory()),
+                locks: LockWaits::new(),
+                users: Mutex::default(),
+            }),
+        }
     }
 
-    /// Sets the bound: at most `max_sessions` sessions (at least 1), for
-    /// this store and its clones. Sessions already stored beyond a lowered
-    /// bound stay; new ones wait for room.
+    /// Sets a bound on the number of sessions (at least 1; by default
+    /// there is none but [`max_memory`](Self::with_max_memory)), for this
+    /// store and its clones. Sessions already stored beyond a lowered bound
+    /// stay; new ones wait for room.
     pub fn with_max_sessions(self, max_sessions: usize) -> Self {
         self.inner
             .max_sessions
@@ -159,66 +262,84 @@ impl MemoryStore {
         self
     }
 
-    fn bounded(max_sessions: usize) -> Self {
-        MemoryStore {
-            inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-                len: AtomicUsize::new(0),
-                max_sessions: AtomicUsize::new(max_sessions.max(1)),
-                locks: LockWaits::new(),
-                users: Mutex::default(),
-            }),
-        }
+    /// Sets the bound on memory: sessions take at most `max_memory` bytes
+    /// as counted in "A bound on memory" above, for this store and its
+    /// clones.
+    pub fn with_max_memory(self, max_memory: usize) -> Self {
+        self.inner.max_memory.store(max_memory, Ordering::Relaxed);
+        self
     }
 
-    /// The bound this store keeps.
+    /// The bound on sessions this store keeps (`usize::MAX`: none).
     pub fn max_sessions(&self) -> usize {
         self.inner.max_sessions.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, key: &StoreKey) -> MutexGuard<'_, KeyMap<Entry>> {
-        lock_shard(&self.inner.shards[shard_of(key, SHARDS)])
+    /// The bound on memory this store keeps, in bytes.
+    pub fn max_memory(&self) -> usize {
+        self.inner.max_memory.load(Ordering::Relaxed)
+    }
+
+    /// How many sessions the user index holds for `user`, expired ones
+    /// included until clean-up drops them: the raw index, for tests and
+    /// diagnostics ([`SessionStore::sessions_of`] answers the live ones).
+    pub fn indexed_sessions_of(&self, user: &UserId) -> usize {
+        lock(&self.inner.users)
+            .get(user)
+            .map_or(0, |keys| keys.len())
+    }
+
+    fn shard(&self, key: &StoreKey) -> MutexGuard<'_, Shard> {
+        lock(&self.inner.shards[shard_of(key, SHARDS)])
     }
 
     /// Removes every session (CherryPy's `cache.clear()`).
     pub fn clear(&self) {
         for shard in self.inner.shards.iter() {
-            let mut map = lock_shard(shard);
-            self.inner.len.fetch_sub(map.len(), Ordering::Relaxed);
-            for (key, entry) in map.drain() {
-                self.inner.unindex(&key, &entry);
+            let mut shard = lock(shard);
+            for entry in shard.0.drain() {
+                self.inner.forget(&entry);
             }
         }
     }
 
-    /// Takes a place for one more entry, or says the store is full.
-    fn claim_place(&self, map: &mut KeyMap<Entry>, now: Millis) -> Result<(), Error> {
-        let (len, max) = (&self.inner.len, self.max_sessions());
-        if len.fetch_add(1, Ordering::Relaxed) < max {
+    /// Takes room for a change of `sessions` entries and `bytes` of cost,
+    /// or says the store is full.
+    fn claim(
+        &self,
+        shard: &mut Shard,
+        now: Millis,
+        sessions: usize,
+        bytes: usize,
+    ) -> Result<(), Error> {
+        let inner = &*self.inner;
+        if inner.try_claim(sessions, bytes).is_ok() {
             return Ok(());
         }
         // Full: what expired in this shard makes room before refusing.
-        len.fetch_sub(1, Ordering::Relaxed);
-        self.inner.drop_expired(map, now, None);
-        if len.fetch_add(1, Ordering::Relaxed) < max {
-            return Ok(());
-        }
-        len.fetch_sub(1, Ordering::Relaxed);
-        Err(Error::unavailable("storing a new session", Full(max)))
+        inner.drop_expired(shard, now, None);
+        inner
+            .try_claim(sessions, bytes)
+            .map_err(|full| Error::unavailable("storing a session", full))
     }
 }
 
-/// The store holds `max_sessions` already.
+/// The store is at one of its bounds.
 #[derive(Debug, thiserror::Error)]
-#[error("the RAM store holds its max_sessions ({0}); new sessions wait for room")]
-struct Full(usize);
+enum Full {
+    #[error("the RAM store holds its max_sessions ({0}); new sessions wait for room")]
+    Sessions(usize),
+    #[error(
+        "the RAM store's sessions take its max_memory ({0} bytes); new sessions wait for room"
+    )]
+    Memory(usize),
+}
 
-/// The default bound for sessions of at most `max_size` bytes: see
-/// "A bound on sessions" on [`MemoryStore`].
-pub fn default_max_sessions(max_size: usize) -> usize {
+/// The default bound on memory: see "A bound on memory" on
+/// [`MemoryStore`].
+pub fn default_max_memory() -> usize {
     let memory = usable_memory().unwrap_or(ASSUMED_MEMORY);
-    let per_session = (max_size.saturating_add(ENTRY_OVERHEAD)) as u64;
-    usize::try_from(memory / MEMORY_SHARE / per_session.max(1)).unwrap_or(usize::MAX)
+    usize::try_from(memory / MEMORY_SHARE).unwrap_or(usize::MAX)
 }
 
 /// The memory this process may use: its cgroup's limit, or the machine's.
@@ -237,28 +358,59 @@ fn usable_memory() -> Option<u64> {
 }
 
 impl Inner {
+    /// Counts `sessions` more entries and `bytes` more cost unless that
+    /// would pass a bound.
+    fn try_claim(&self, sessions: usize, bytes: usize) -> Result<(), Full> {
+        let max_sessions = self.max_sessions.load(Ordering::Relaxed);
+        if self.sessions.fetch_add(sessions, Ordering::Relaxed) + sessions > max_sessions {
+            self.sessions.fetch_sub(sessions, Ordering::Relaxed);
+            return Err(Full::Sessions(max_sessions));
+        }
+        let max_memory = self.max_memory.load(Ordering::Relaxed);
+        if self
+            .bytes
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes)
+            > max_memory
+        {
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.sessions.fetch_sub(sessions, Ordering::Relaxed);
+            return Err(Full::Memory(max_memory));
+        }
+        Ok(())
+    }
+
+    /// Gives back the room of an entry that left its shard, and its place
+    /// in the user index.
+    fn forget(&self, gone: &Entry) {
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(gone.cost(), Ordering::Relaxed);
+        if gone.user_len() > 0 {
+            self.reindex(&gone.key(), Some(gone), None);
+        }
+    }
+
     /// Drops what expired in one shard (held by the caller), and says
     /// which sessions those were when `gone` is given.
     fn drop_expired(
         &self,
-        map: &mut KeyMap<Entry>,
+        shard: &mut Shard,
         now: Millis,
         mut gone: Option<&mut Vec<(StoreKey, Option<UserId>)>>,
     ) -> u64 {
-        let before = map.len();
-        map.retain(|key, e| {
-            let live = e.expires > now;
+        let mut removed = 0;
+        shard.0.retain(|e| {
+            let live = e.expires() > now;
             if !live {
-                self.unindex(key, e);
+                self.forget(e);
+                removed += 1;
                 if let Some(gone) = gone.as_deref_mut() {
-                    gone.push((*key, e.user()));
+                    gone.push((e.key(), e.user()));
                 }
             }
             live
         });
-        let removed = before - map.len();
-        self.len.fetch_sub(removed, Ordering::Relaxed);
-        removed as u64
+        removed
     }
 
     /// Keeps the user index in step with one entry of a shard the caller
@@ -283,16 +435,6 @@ impl Inner {
             users.entry(new).or_default().insert(*key, ());
         }
     }
-
-    fn unindex(&self, key: &StoreKey, gone: &Entry) {
-        if gone.user_len() > 0 {
-            self.reindex(key, Some(gone), None);
-        }
-    }
-}
-
-fn lock_shard(shard: &Mutex<KeyMap<Entry>>) -> MutexGuard<'_, KeyMap<Entry>> {
-    lock(shard)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -313,22 +455,27 @@ impl SessionStore for MemoryStore {
         Ok(self
             .shard(key)
             .get(key)
-            .and_then(|e| (e.expires > now).then(|| e.record())))
+            .and_then(|e| (e.expires() > now).then(|| e.record())))
     }
 
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         let now = now_millis();
         let mut shard = self.shard(key);
-        let entry = shard.get(key);
-        let live = entry.is_some_and(|e| e.expires > now);
+        let old = shard.get(key);
+        let live = old.is_some_and(|e| e.expires() > now);
         if live != (write == SaveIf::Live) {
             return Ok(false);
         }
-        if entry.is_none() {
-            self.claim_place(&mut shard, now)?;
+        let new = Entry::new(key, record);
+        let (sessions, old_cost) = old.map_or((1, 0), |e| (0, e.cost()));
+        match new.cost().checked_sub(old_cost) {
+            Some(more) => self.claim(&mut shard, now, sessions, more)?,
+            None => {
+                let less = old_cost - new.cost();
+                self.inner.bytes.fetch_sub(less, Ordering::Relaxed);
+            }
         }
-        let new = Entry::new(record);
-        let old = shard.insert(*key, new);
+        let old = shard.insert(key, new);
         if old.as_ref().is_some_and(|e| e.user_len() > 0) || record.user.is_some() {
             self.inner.reindex(key, old.as_ref(), shard.get(key));
         }
@@ -338,8 +485,8 @@ impl SessionStore for MemoryStore {
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let now = now_millis();
         Ok(match self.shard(key).get_mut(key) {
-            Some(e) if e.expires > now => {
-                e.expires = expires;
+            Some(e) if e.expires() > now => {
+                e.set_expires(expires);
                 true
             }
             _ => false,
@@ -347,17 +494,15 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
-        let mut shard = self.shard(key);
-        if let Some(gone) = shard.remove(key) {
-            self.inner.len.fetch_sub(1, Ordering::Relaxed);
-            self.inner.unindex(key, &gone);
+        if let Some(gone) = self.shard(key).remove(key) {
+            self.inner.forget(&gone);
         }
         Ok(())
     }
 
     async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         let now = now_millis();
-        Ok(self.shard(key).get(key).is_some_and(|e| e.expires > now))
+        Ok(self.shard(key).get(key).is_some_and(|e| e.expires() > now))
     }
 
     async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
@@ -382,7 +527,7 @@ impl SessionAdmin for MemoryStore {
             .inner
             .shards
             .iter()
-            .map(|s| lock_shard(s).values().filter(|e| e.expires > now).count() as u64)
+            .map(|s| lock(s).0.iter().filter(|e| e.expires() > now).count() as u64)
             .sum())
     }
 
@@ -390,7 +535,7 @@ impl SessionAdmin for MemoryStore {
         // One shard at a time, so a large store is never copied whole.
         stream::iter(self.inner.shards.iter())
             .flat_map(|shard| {
-                let keys: Vec<_> = lock_shard(shard).keys().copied().map(Ok).collect();
+                let keys: Vec<_> = lock(shard).0.iter().map(|e| Ok(e.key())).collect();
                 stream::iter(keys)
             })
             .boxed()
@@ -404,7 +549,7 @@ impl SessionAdmin for MemoryStore {
             // here can never release or orphan a lock someone holds.
             removed += self
                 .inner
-                .drop_expired(&mut lock_shard(shard), now, Some(&mut gone));
+                .drop_expired(&mut lock(shard), now, Some(&mut gone));
             // Told with no shard held.
             for (key, user) in gone.drain(..) {
                 expired(key, user);
@@ -512,11 +657,104 @@ mod tests {
     #[test]
     fn the_default_bound_keeps_a_quarter_of_memory() {
         let memory = usable_memory().unwrap_or(ASSUMED_MEMORY);
-        let n = default_max_sessions(64 * 1024) as u64;
-        let largest = n * (64 * 1024 + ENTRY_OVERHEAD) as u64;
-        assert!(
-            largest <= memory / 4 && largest > memory / 5,
-            "{n} sessions, {memory} bytes"
+        assert_eq!(default_max_memory() as u64, memory / 4);
+        let store = MemoryStore::new();
+        assert_eq!(store.max_memory(), default_max_memory());
+        assert_eq!(store.max_sessions(), usize::MAX);
+    }
+
+    fn sized(ttl: u64, len: usize) -> Record {
+        Record {
+            data: vec![b'x'; len],
+            ..record(ttl)
+        }
+    }
+
+    /// The memory bound counts each entry's bytes and overhead: a new
+    /// session or one that grows past it is refused, one that keeps its
+    /// size or shrinks is saved, and a delete or clear gives the room back.
+    #[tokio::test]
+    async fn the_memory_bound_refuses_what_needs_more_room() {
+        let cost = |len: usize| HEADER + len + ENTRY_OVERHEAD;
+        let store = MemoryStore::new().with_max_memory(cost(100) * 2);
+        let (a, b, c) = (
+            StoreKey::generate().unwrap(),
+            StoreKey::generate().unwrap(),
+            StoreKey::generate().unwrap(),
         );
+        assert!(store
+            .save(&a, &sized(60_000, 100), SaveIf::Absent)
+            .await
+            .unwrap());
+        assert!(store
+            .save(&b, &sized(60_000, 50), SaveIf::Absent)
+            .await
+            .unwrap());
+        let err = store
+            .save(&c, &sized(60_000, 100), SaveIf::Absent)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert!(std::error::Error::source(&err)
+            .unwrap()
+            .to_string()
+            .contains(&format!("max_memory ({} bytes)", cost(100) * 2)));
+        // b may grow into the room left, not past it.
+        assert!(store
+            .save(&b, &sized(60_000, 100), SaveIf::Live)
+            .await
+            .unwrap());
+        assert!(store
+            .save(&b, &sized(60_000, 101), SaveIf::Live)
+            .await
+            .is_err());
+        assert_eq!(store.load(&b).await.unwrap().unwrap().data.len(), 100);
+        // Shrinking gives room back, and so does a delete.
+        assert!(store
+            .save(&a, &sized(60_000, 10), SaveIf::Live)
+            .await
+            .unwrap());
+        store.delete(&b).await.unwrap();
+        assert!(store
+            .save(&c, &sized(60_000, 90), SaveIf::Absent)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.inner.bytes.load(Ordering::Relaxed),
+            cost(10) + cost(90)
+        );
+        store.clear();
+        assert_eq!(store.inner.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(store.inner.sessions.load(Ordering::Relaxed), 0);
+    }
+
+    /// An entry gives back what it was stored with, with and without a
+    /// user and its own timeout.
+    #[tokio::test]
+    async fn an_entry_keeps_every_field() {
+        let store = MemoryStore::new();
+        let key = StoreKey::generate().unwrap();
+        let with_all = Record {
+            timeout: Some(86_400_000),
+            user: Some(UserId::new("ada@example.org").unwrap()),
+            ..sized(60_000, 7)
+        };
+        for r in [record(60_000), with_all] {
+            store.delete(&key).await.unwrap();
+            assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+            let back = store.load(&key).await.unwrap().unwrap();
+            assert_eq!(
+                (
+                    back.data,
+                    back.created,
+                    back.expires,
+                    back.timeout,
+                    back.user
+                ),
+                (r.data, r.created, r.expires, r.timeout, r.user)
+            );
+        }
+        let mut keys: Vec<_> = store.keys().collect().await;
+        assert_eq!(keys.pop().unwrap().unwrap(), key);
     }
 }

@@ -60,7 +60,7 @@ mod sql;
 #[doc(hidden)]
 pub mod conformance;
 
-pub use memory::{default_max_sessions, MemoryStore, ENTRY_OVERHEAD};
+pub use memory::{default_max_memory, MemoryStore, ENTRY_OVERHEAD};
 pub use open::{migrate, open, OpenError};
 #[cfg(any(
     all(feature = "file", unix),

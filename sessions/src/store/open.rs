@@ -68,6 +68,17 @@ pub enum OpenError {
 /// the largest `max_size` of any section.
 pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
     let storage = config.storage();
+    // Only the RAM store, always built, has no use for it.
+    #[cfg_attr(
+        not(any(
+            feature = "file",
+            feature = "redis",
+            feature = "postgres",
+            feature = "sqlite",
+            feature = "memcached"
+        )),
+        allow(unused_variables)
+    )]
     let max_size = config
         .sections()
         .map(|(_, c)| c.max_size)
@@ -75,10 +86,14 @@ pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
         .unwrap_or(64 * 1024);
     match storage.kind {
         StorageType::Ram => {
-            let bound = storage
-                .max_sessions
-                .unwrap_or_else(|| super::default_max_sessions(max_size));
-            Ok(Arc::new(MemoryStore::new().with_max_sessions(bound)))
+            let mut store = MemoryStore::new();
+            if let Some(max) = storage.max_sessions {
+                store = store.with_max_sessions(max);
+            }
+            if let Some(max) = storage.max_memory {
+                store = store.with_max_memory(max);
+            }
+            Ok(Arc::new(store))
         }
         #[cfg(all(feature = "file", unix))]
         StorageType::File => Ok(Arc::new(

@@ -81,20 +81,28 @@ pub struct Fixture {
     pub admin: Option<tokio_postgres::Client>,
     /// The Redis (or memcached) key prefix.
     pub prefix: Option<String>,
+    /// The RAM store itself (`store` is it too), to look inside.
+    pub ram: Option<MemoryStore>,
 }
 
 impl Fixture {
     /// `None` (skip) when the kind's server is unreachable outside CI.
     pub async fn new(kind: Kind) -> Option<Fixture> {
         super::logs::install();
+        let ram = MemoryStore::new();
         let mut fixture = Fixture {
             kind,
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(ram.clone()),
+            ram: Some(ram),
             dir: None,
             table: None,
             admin: None,
             prefix: None,
         };
+        match kind {
+            Kind::Ram => {}
+            _ => fixture.ram = None,
+        }
         match kind {
             Kind::Ram => {}
             Kind::Redis => {
