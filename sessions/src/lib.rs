@@ -91,7 +91,7 @@ pub use extract::NoSession;
 pub use id::{HexId, HexKey, InvalidId, InvalidKey, RandomError, SessionId, ShortId, StoreKey};
 pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
-pub use session::Session;
+pub use session::{Session, SessionData};
 pub use user::{InvalidUser, UserId};
 
 /// The README's example compiles (it is run as a doctest, `no_run`).
@@ -109,6 +109,7 @@ mod send_sync {
     #[test]
     fn handles_are_send_and_sync() {
         send_sync::<crate::Session>();
+        send_sync::<crate::SessionData<'static>>();
         send_sync::<crate::SessionLayer>();
         send_sync::<crate::store::MemoryStore>();
         send_sync::<crate::middleware::SessionService<axum::routing::Router>>();

@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
 use crate::id::SessionId;
-use crate::middleware::RequestSession;
+use crate::middleware::{Loaded, RequestSession};
 use crate::record::{system_time, Millis};
 use crate::user::{UserId, UserSession};
 
@@ -76,16 +76,42 @@ impl Session {
         &self.0.config
     }
 
+    /// The loaded session, for reading and changing it without a `Result`
+    /// per call: loads it first (taking its lock in `implicit` mode), then
+    /// every method of [`SessionData`] works on what is in hand, with no
+    /// I/O. The guard holds the request's session state: drop it before
+    /// calling the async methods of this handle again in the same task
+    /// (they would wait for it).
+    ///
+    /// ```
+    /// # async fn handler(session: sessions::Session) -> Result<String, sessions::Error> {
+    /// let mut data = session.data().await?;
+    /// let visits: u64 = data.get("visits")?.unwrap_or(0) + 1;
+    /// data.insert("visits", visits)?;
+    /// data.remove_value("flash");
+    /// Ok(format!("visit {visits}, {} keys", data.len()))
+    /// # }
+    /// ```
+    pub async fn data(&self) -> Result<SessionData<'_>, Error> {
+        let mut state = self.state().await?;
+        state.load().await?;
+        let session =
+            MutexGuard::try_map(state, RequestSession::loaded).map_err(|_| Error::Finished)?;
+        Ok(SessionData {
+            session,
+            config: &self.0.config,
+        })
+    }
+
     /// The session's id. Loads the session: a client's unknown or expired id
     /// is replaced by a fresh one here.
     pub async fn id(&self) -> Result<SessionId, Error> {
-        Ok(self.state().await?.load().await?.id)
+        Ok(self.data().await?.id())
     }
 
     /// Loads the session now (the data methods do it on first use).
     pub async fn load(&self) -> Result<(), Error> {
-        self.state().await?.load().await?;
-        Ok(())
+        self.data().await.map(drop)
     }
 
     /// Whether the client sent an id (well-formed or not) that is not a live
@@ -98,93 +124,64 @@ impl Session {
 
     /// When the session was created, in milliseconds since the epoch.
     pub async fn created(&self) -> Result<Millis, Error> {
-        Ok(self.state().await?.load().await?.created)
+        Ok(self.data().await?.session.created)
     }
 
     /// When the session will expire if nothing uses it after this request:
     /// now + its idle timeout, or the absolute timeout if that comes first.
     pub async fn expires(&self) -> Result<Millis, Error> {
-        let mut state = self.state().await?;
-        Ok(state.load().await?.expires_now(&self.0.config))
+        Ok(self.data().await?.expires_millis())
     }
 
     /// [`created`](Self::created) as a [`SystemTime`].
     pub async fn created_at(&self) -> Result<SystemTime, Error> {
-        Ok(system_time(self.created().await?))
+        Ok(self.data().await?.created())
     }
 
     /// [`expires`](Self::expires) as a [`SystemTime`].
     pub async fn expires_at(&self) -> Result<SystemTime, Error> {
-        Ok(system_time(self.expires().await?))
+        Ok(self.data().await?.expires())
     }
 
-    /// Gives this session an idle timeout of its own ("remember me": 30
-    /// days for one visitor while the others keep the configured
-    /// `timeout`). It is kept in the session's record, so it holds on every
-    /// later request and after a restart; the cookie's `Expires` and
-    /// `Max-Age` follow it, and the configured `absolute_timeout`, if any,
-    /// still bounds the session. Between one second and 400 days (the
-    /// longest cookie lifetime browsers keep).
+    /// Gives this session an idle timeout of its own: see
+    /// [`SessionData::set_timeout`].
     pub async fn set_timeout(&self, timeout: Duration) -> Result<(), Error> {
-        self.own_timeout(Some(timeout.clamp(MIN_OWN_TIMEOUT, MAX_OWN_TIMEOUT)))
-            .await
+        self.data().await?.set_timeout(timeout);
+        Ok(())
     }
 
     /// Returns the session to the configured `timeout` (a log-in without
     /// "remember me" after one with it).
     pub async fn clear_timeout(&self) -> Result<(), Error> {
-        self.own_timeout(None).await
-    }
-
-    async fn own_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
-        let mut state = self.state().await?;
-        let session = state.load().await?;
-        if session.timeout != timeout {
-            session.timeout = timeout;
-            session.changed = true;
-        }
+        self.data().await?.clear_timeout();
         Ok(())
     }
 
     /// The idle timeout this session has: its own
     /// ([`set_timeout`](Self::set_timeout)) or the configured one.
     pub async fn timeout(&self) -> Result<Duration, Error> {
-        let mut state = self.state().await?;
-        Ok(state.load().await?.timeout(&self.0.config))
+        Ok(self.data().await?.timeout())
     }
 
     /// The value under `key`, converted to `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        self.get_value(key)
-            .await?
-            .map(|v| typed(key, v))
-            .transpose()
+        self.data().await?.get(key)
     }
 
     /// The value under `key` as it is stored, raw JSON.
     pub async fn get_value(&self, key: &str) -> Result<Option<Value>, Error> {
-        let mut state = self.state().await?;
-        Ok(state.load().await?.data.get(key).cloned())
+        Ok(self.data().await?.get_value(key).cloned())
     }
 
     /// Stores `value` under `key`, returning nothing; the old value is
     /// replaced.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), Error> {
-        let value = serde_json::to_value(value).map_err(|source| Error::Value {
-            key: key.into(),
-            source,
-        })?;
-        self.insert_value(key, value).await
+        self.data().await?.insert(key, value)
     }
 
     /// Stores raw JSON under `key`; the old value is replaced.
     pub async fn insert_value(&self, key: &str, value: Value) -> Result<(), Error> {
-        let mut state = self.state().await?;
-        let session = state.load().await?;
-        if session.data.get(key) != Some(&value) {
-            session.data.insert(key.into(), value);
-            session.changed = true;
-        }
+        self.data().await?.insert_value(key, value);
         Ok(())
     }
 
@@ -192,55 +189,43 @@ impl Session {
     /// there. The key is removed even if the value is not a `T` (the error
     /// says so).
     pub async fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
-        self.remove_value(key)
-            .await?
-            .map(|v| typed(key, v))
-            .transpose()
+        self.data().await?.remove(key)
     }
 
     /// Removes `key`, returning its raw JSON value if it was there.
     pub async fn remove_value(&self, key: &str) -> Result<Option<Value>, Error> {
-        let mut state = self.state().await?;
-        let session = state.load().await?;
-        let old = session.data.remove(key);
-        session.changed |= old.is_some();
-        Ok(old)
+        Ok(self.data().await?.remove_value(key))
     }
 
     /// Whether `key` is set.
     pub async fn contains_key(&self, key: &str) -> Result<bool, Error> {
-        Ok(self.state().await?.load().await?.data.contains_key(key))
+        Ok(self.data().await?.contains_key(key))
     }
 
     /// The keys, in order.
     pub async fn keys(&self) -> Result<Vec<String>, Error> {
-        let mut state = self.state().await?;
-        Ok(state.load().await?.data.keys().cloned().collect())
+        Ok(self.data().await?.keys().map(str::to_owned).collect())
     }
 
     /// The number of keys.
     pub async fn len(&self) -> Result<usize, Error> {
-        Ok(self.state().await?.load().await?.data.len())
+        Ok(self.data().await?.len())
     }
 
     /// Whether there are no keys.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        Ok(self.state().await?.load().await?.data.is_empty())
+        Ok(self.data().await?.is_empty())
     }
 
     /// Removes every key (the session itself stays).
     pub async fn clear(&self) -> Result<(), Error> {
-        let mut state = self.state().await?;
-        let session = state.load().await?;
-        session.changed |= !session.data.is_empty();
-        session.data.clear();
+        self.data().await?.clear();
         Ok(())
     }
 
     /// All data as a JSON object.
     pub async fn to_json(&self) -> Result<Value, Error> {
-        let mut state = self.state().await?;
-        Ok(Value::Object(state.load().await?.data.clone()))
+        Ok(self.data().await?.to_json())
     }
 
     /// Gives the session a new id, keeping its data (loaded first if it was
@@ -294,29 +279,19 @@ impl Session {
     /// # Ok(()) }
     /// ```
     pub async fn set_user(&self, user: UserId) -> Result<(), Error> {
-        let mut state = self.state().await?;
-        let s = state.load().await?;
-        if s.user.as_ref() != Some(&user) {
-            s.user = Some(user);
-            s.changed = true;
-        }
+        self.data().await?.set_user(user);
         Ok(())
     }
 
     /// Unties the session from its user, keeping the session and its data.
     pub async fn clear_user(&self) -> Result<(), Error> {
-        let mut state = self.state().await?;
-        let s = state.load().await?;
-        if s.user.take().is_some() {
-            s.changed = true;
-        }
+        self.data().await?.clear_user();
         Ok(())
     }
 
     /// The user the session is tied to, if any.
     pub async fn user(&self) -> Result<Option<UserId>, Error> {
-        let mut state = self.state().await?;
-        Ok(state.load().await?.user.clone())
+        Ok(self.data().await?.user().cloned())
     }
 
     /// The live sessions of this session's user, most recently used first
@@ -375,8 +350,176 @@ impl Session {
 const MIN_OWN_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_OWN_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 3600);
 
+/// A loaded session, in hand: what [`Session::data`] returns. Its methods
+/// read and change the data this request loaded, with no I/O, so only a
+/// conversion (a value that is not the type asked for, or a type that does
+/// not serialize to JSON) can fail; the middleware saves what changed
+/// after the handler, as it does for the handle's methods.
+///
+/// It holds the request's session state while it lives: the handle's
+/// async methods, in the same task, wait until it is dropped.
+pub struct SessionData<'a> {
+    session: MappedMutexGuard<'a, Loaded>,
+    config: &'a SessionConfig,
+}
+
+impl std::fmt::Debug for SessionData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionData")
+            .field("id", &self.session.id.short())
+            .field("keys", &self.session.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionData<'_> {
+    /// The session's id (a fresh one if the client's was unknown).
+    pub fn id(&self) -> SessionId {
+        self.session.id
+    }
+
+    /// When the session was created.
+    pub fn created(&self) -> SystemTime {
+        system_time(self.session.created)
+    }
+
+    /// When the session will expire if nothing uses it after this request:
+    /// now + its idle timeout, or the absolute timeout if that comes first.
+    pub fn expires(&self) -> SystemTime {
+        system_time(self.expires_millis())
+    }
+
+    fn expires_millis(&self) -> Millis {
+        self.session.expires_now(self.config)
+    }
+
+    /// Gives this session an idle timeout of its own ("remember me": 30
+    /// days for one visitor while the others keep the configured
+    /// `timeout`). It is kept in the session's record, so it holds on every
+    /// later request and after a restart; the cookie's `Expires` and
+    /// `Max-Age` follow it, and the configured `absolute_timeout`, if any,
+    /// still bounds the session. Between one second and 400 days (the
+    /// longest cookie lifetime browsers keep).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.own_timeout(Some(timeout.clamp(MIN_OWN_TIMEOUT, MAX_OWN_TIMEOUT)));
+    }
+
+    /// Returns the session to the configured `timeout`.
+    pub fn clear_timeout(&mut self) {
+        self.own_timeout(None);
+    }
+
+    fn own_timeout(&mut self, timeout: Option<Duration>) {
+        if self.session.timeout != timeout {
+            self.session.timeout = timeout;
+            self.session.changed = true;
+        }
+    }
+
+    /// The idle timeout this session has: its own or the configured one.
+    pub fn timeout(&self) -> Duration {
+        self.session.timeout(self.config)
+    }
+
+    /// The value under `key`, converted to `T`: `Ok(None)` if there is
+    /// none, an error naming the key if it is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.get_value(key).map(|v| typed(key, v)).transpose()
+    }
+
+    /// The value under `key` as it is stored, raw JSON.
+    pub fn get_value(&self, key: &str) -> Option<&Value> {
+        self.session.data.get(key)
+    }
+
+    /// Stores `value` under `key`; the old value is replaced. Fails only if
+    /// `value` does not serialize to JSON (a map with keys that are not
+    /// strings, say), and then nothing changes.
+    pub fn insert<T: Serialize>(&mut self, key: &str, value: T) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(|source| Error::Value {
+            key: key.into(),
+            source,
+        })?;
+        self.insert_value(key, value);
+        Ok(())
+    }
+
+    /// Stores raw JSON under `key`; the old value is replaced.
+    pub fn insert_value(&mut self, key: &str, value: Value) {
+        if self.session.data.get(key) != Some(&value) {
+            self.session.data.insert(key.into(), value);
+            self.session.changed = true;
+        }
+    }
+
+    /// Removes `key`, returning its value, converted to `T`, if it was
+    /// there. The key is removed even if the value is not a `T` (the error
+    /// says so).
+    pub fn remove<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, Error> {
+        self.remove_value(key).map(|v| typed(key, &v)).transpose()
+    }
+
+    /// Removes `key`, returning its raw JSON value if it was there.
+    pub fn remove_value(&mut self, key: &str) -> Option<Value> {
+        let old = self.session.data.remove(key);
+        self.session.changed |= old.is_some();
+        old
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.session.data.contains_key(key)
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.session.data.keys().map(String::as_str)
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.session.data.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.session.data.is_empty()
+    }
+
+    /// Removes every key (the session itself stays).
+    pub fn clear(&mut self) {
+        self.session.changed |= !self.session.data.is_empty();
+        self.session.data.clear();
+    }
+
+    /// All data as a JSON object.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.session.data.clone())
+    }
+
+    /// Ties the session to `user`: see [`Session::set_user`].
+    pub fn set_user(&mut self, user: UserId) {
+        if self.session.user.as_ref() != Some(&user) {
+            self.session.user = Some(user);
+            self.session.changed = true;
+        }
+    }
+
+    /// Unties the session from its user, keeping the session and its data.
+    pub fn clear_user(&mut self) {
+        if self.session.user.take().is_some() {
+            self.session.changed = true;
+        }
+    }
+
+    /// The user the session is tied to, if any.
+    pub fn user(&self) -> Option<&UserId> {
+        self.session.user.as_ref()
+    }
+}
+
 /// A stored value converted to `T`, or the error naming its key.
-fn typed<T: DeserializeOwned>(key: &str, value: Value) -> Result<T, Error> {
+fn typed<T: DeserializeOwned>(key: &str, value: &Value) -> Result<T, Error> {
     T::deserialize(value).map_err(|source| Error::Value {
         key: key.into(),
         source,

@@ -146,6 +146,53 @@ async fn values_typed_and_raw() {
     );
 }
 
+/// `Session::data` loads once and then reads and changes the session with
+/// no `Result` but for conversions; what changed through it is saved after
+/// the handler.
+#[tokio::test]
+async fn the_data_guard_works_on_what_is_in_hand() {
+    let store = MemoryStore::new();
+    let router = axum::Router::new()
+        .route(
+            "/",
+            get(|s: Session| async move {
+                let mut data = s.data().await?;
+                let n: u64 = data.get("n")?.unwrap_or(0) + 1;
+                data.insert("n", n)?;
+                data.insert_value("flash", serde_json::json!("hi"));
+                let flash = data.remove_value("flash");
+                let wrong = data.get::<String>("n").is_err();
+                let keys: Vec<&str> = data.keys().collect();
+                let line = format!(
+                    "{n} {flash:?} {wrong} {keys:?} {} {}",
+                    data.len(),
+                    data.contains_key("flash")
+                );
+                assert!(data.expires() > data.created());
+                // The handle works again once the guard is dropped.
+                drop(data);
+                assert_eq!(s.get::<u64>("n").await?, Some(n));
+                Ok::<_, sessions::Error>(line)
+            }),
+        )
+        .route(
+            "/read",
+            get(|s: Session| async move {
+                let data = s.data().await?;
+                Ok::<_, sessions::Error>(format!("{:?}", data.get_value("n")))
+            }),
+        )
+        .layer(SessionLayer::new(store.clone()).with_config(config()));
+    let mut client = Client::new(serve(router).await);
+    assert_eq!(
+        client.get("/").await.body,
+        r#"1 Some(String("hi")) true ["n"] 1 false"#
+    );
+    assert_eq!(client.get("/").await.body.split(' ').next(), Some("2"));
+    assert_eq!(client.get("/read").await.body, "Some(Number(2))");
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn path_sections_switch_sessions_off_and_rename_the_cookie() {
     let config = sessions::Config::from_ini_str(

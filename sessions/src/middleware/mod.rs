@@ -27,4 +27,4 @@ mod state;
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
 pub use service::SessionService;
-pub(crate) use state::RequestSession;
+pub(crate) use state::{Loaded, RequestSession};

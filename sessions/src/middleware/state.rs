@@ -170,6 +170,14 @@ impl RequestSession {
         }
     }
 
+    /// The session in hand, if it is loaded.
+    pub(crate) fn loaded(&mut self) -> Option<&mut Loaded> {
+        match &mut self.phase {
+            Phase::Loaded(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The loaded session, read from the store on first use (taking its
     /// lock first in `implicit` mode), and marked used: it will be saved.
     pub(crate) async fn load(&mut self) -> Result<&mut Loaded, Error> {
