@@ -78,19 +78,19 @@ pub(crate) fn set_cookie(
     id: &SessionId,
     max_age: Duration,
 ) -> HeaderValue {
-    let mut s = String::with_capacity(160);
-    s.push_str(&config.name);
-    s.push('=');
-    s.push_str(&id.as_hex());
-    if config.persistent {
-        let secs = (max_age.as_millis() + 500) / 1000;
-        let expires = SystemTime::now() + Duration::from_secs(secs as u64);
-        s.push_str("; Expires=");
-        http_date(expires, &mut s);
-        let _ = write!(s, "; Max-Age={secs}");
-    }
-    attributes(&mut s, config, path);
-    to_header(s)
+    to_header(|s| {
+        s.push_str(&config.name);
+        s.push('=');
+        s.push_str(&id.as_hex());
+        if config.persistent {
+            let secs = (max_age.as_millis() + 500) / 1000;
+            let expires = SystemTime::now() + Duration::from_secs(secs as u64);
+            s.push_str("; Expires=");
+            http_date(expires, s);
+            let _ = write!(s, "; Max-Age={secs}");
+        }
+        attributes(s, config, path);
+    })
 }
 
 /// Appends `at` as an HTTP date (`Tue, 01 Dec 2026 20:00:00 GMT`). The
@@ -116,11 +116,11 @@ fn http_date(at: SystemTime, out: &mut String) {
 
 /// A `Set-Cookie` value that makes the client drop the cookie now.
 pub(crate) fn expire_cookie(config: &SessionConfig, path: &str) -> HeaderValue {
-    let mut s = String::with_capacity(128);
-    s.push_str(&config.name);
-    s.push_str("=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0");
-    attributes(&mut s, config, path);
-    to_header(s)
+    to_header(|s| {
+        s.push_str(&config.name);
+        s.push_str("=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0");
+        attributes(s, config, path);
+    })
 }
 
 fn attributes(s: &mut String, config: &SessionConfig, path: &str) {
@@ -144,11 +144,22 @@ fn attributes(s: &mut String, config: &SessionConfig, path: &str) {
     }
 }
 
-fn to_header(s: String) -> HeaderValue {
-    // Name, path and domain were checked for header-safe characters when the
-    // config was built (`config::cookie_word`); the id is hex. Should that ever fail, send nothing
-    // rather than a broken header.
-    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+/// The header value `build` writes. It writes into a buffer kept per
+/// thread, so that the value's own copy is a request's one allocation for
+/// it.
+fn to_header(build: impl FnOnce(&mut String)) -> HeaderValue {
+    use std::cell::RefCell;
+    thread_local! {
+        static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    TEXT.with_borrow_mut(|s| {
+        s.clear();
+        build(s);
+        // Name, path and domain were checked for header-safe characters
+        // when the config was built (`config::cookie_word`); the id is hex.
+        // Should that ever fail, send nothing rather than a broken header.
+        HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Server-side HTTP sessions for tower and axum, locked across requests.
 //!
 //! A visitor's session is a key/value map kept on the server — in RAM, in
-//! files, in Redis, PostgreSQL or SQLite — found again through a cookie
+//! files, in Redis, PostgreSQL, SQLite or memcached — found again through a cookie
 //! that carries only a random id. It follows CherryPy's session tool:
 //!
 //! - **Locked.** Concurrent requests of one visitor take turns on the
@@ -56,6 +56,8 @@
 //! | `redis` | `store::RedisStore` |
 //! | `postgres` | `store::PostgresStore` |
 //! | `sqlite` | `store::SqliteStore`, with a bundled SQLite |
+//! | `memcached` | `store::MemcachedStore` (one server or several) |
+//! | `metrics` | store latency, lock waits and timeouts, errors, sessions created and expired, through the `metrics` facade |
 //! | `test-suite` | the store conformance suite, for a store of your own |
 //!
 //! A config file naming a store that is not built fails to open with

@@ -40,13 +40,19 @@ impl RequestSession {
         let (mut cookie, mut carried) = (None, None);
         if let Some(saved) = self.saved {
             let max_age = saved.expires.saturating_sub(now_millis());
-            cookie = Some(cookie::set_cookie(
-                &self.config,
-                path,
-                &saved.id,
-                Duration::from_millis(max_age),
-            ));
-            carried = Some(header::carrying(&saved.id));
+            cookie = self.config.cookie.then(|| {
+                cookie::set_cookie(
+                    &self.config,
+                    path,
+                    &saved.id,
+                    Duration::from_millis(max_age),
+                )
+            });
+            carried = self
+                .config
+                .header
+                .as_ref()
+                .map(|_| header::carrying(&saved.id));
         }
         if self.expire_cookie {
             cookie = Some(cookie::expire_cookie(&self.config, path));

@@ -29,6 +29,8 @@ pub(crate) type Data = Map<String, Value>;
 
 /// One request's view of its session.
 pub(crate) struct RequestSession {
+    /// Called as `store.as_ref()`: through the `Arc`'s own impl of the
+    /// trait every call would box its future twice.
     store: Arc<dyn SessionStore>,
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) phase: Phase,
@@ -204,14 +206,14 @@ impl RequestSession {
                 let r = timed(
                     "lock_and_load",
                     &key,
-                    self.store.lock_and_load(&key, timeout),
+                    self.store.as_ref().lock_and_load(&key, timeout),
                 )
                 .await;
                 let (guard, record) = checked(&mut self.failed, r)?;
                 self.lock = Some(HeldLock { id, guard });
                 record
             } else {
-                let r = timed("load", &key, self.store.load(&key)).await;
+                let r = timed("load", &key, self.store.as_ref().load(&key)).await;
                 checked(&mut self.failed, r)?
             };
             if let Some(record) = record {
@@ -370,7 +372,7 @@ impl RequestSession {
         let r = timed(
             "lock",
             &key,
-            self.store.lock(&key, self.config.lock_timeout),
+            self.store.as_ref().lock(&key, self.config.lock_timeout),
         )
         .await;
         let guard = checked(&mut self.failed, r)?;
@@ -462,14 +464,14 @@ impl RequestSession {
             };
             let r = match guard {
                 Some(g) => {
-                    let call = self.store.save_and_unlock(&key, &record, only, g);
+                    let call = self.store.as_ref().save_and_unlock(&key, &record, only, g);
                     timed("save_and_unlock", &key, call).await
                 }
-                None => timed("save", &key, self.store.save(&key, &record, only)).await,
+                None => timed("save", &key, self.store.as_ref().save(&key, &record, only)).await,
             };
             checked(&mut self.failed, r)?
         } else {
-            let r = timed("touch", &key, self.store.touch(&key, expires)).await;
+            let r = timed("touch", &key, self.store.as_ref().touch(&key, expires)).await;
             drop(guard);
             checked(&mut self.failed, r)?
         };
@@ -559,7 +561,7 @@ impl RequestSession {
             return Ok(true);
         };
         let key = old.store_key();
-        let r = timed("exists", &key, self.store.exists(&key)).await;
+        let r = timed("exists", &key, self.store.as_ref().exists(&key)).await;
         checked(&mut self.failed, r)
     }
 
@@ -567,7 +569,7 @@ impl RequestSession {
     pub(crate) async fn delete_doomed(&mut self) -> Result<(), Error> {
         for doomed in std::mem::take(&mut self.doomed) {
             let key = doomed.id.store_key();
-            let r = timed("delete", &key, self.store.delete(&key)).await;
+            let r = timed("delete", &key, self.store.as_ref().delete(&key)).await;
             checked(&mut self.failed, r)?;
             let user = doomed.user;
             if doomed.why == Doom::Dead {
