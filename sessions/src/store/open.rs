@@ -68,15 +68,9 @@ pub enum OpenError {
 /// the largest `max_size` of any section.
 pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
     let storage = config.storage();
-    // Only the RAM store, always built, has no use for it.
+    // Only the file, Redis and memcached stores bound their reads by it.
     #[cfg_attr(
-        not(any(
-            feature = "file",
-            feature = "redis",
-            feature = "postgres",
-            feature = "sqlite",
-            feature = "memcached"
-        )),
+        not(any(feature = "file", feature = "redis", feature = "memcached")),
         allow(unused_variables)
     )]
     let max_size = config
