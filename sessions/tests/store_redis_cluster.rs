@@ -143,3 +143,47 @@ async fn both_url_forms_reach_the_cluster() {
         assert!(format!("{other:?}").contains("Cluster"), "{other:?}");
     }
 }
+
+/// Each Cluster master announces only the keys it expired itself: the
+/// store subscribes on every master, so sessions expired by TTL on any of
+/// them are told (with `notify-keyspace-events Ex` on each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_masters_ttl_expiries_are_told() {
+    let Some((store, _prefix, cluster)) = store().await else {
+        return;
+    };
+    let masters = cluster.masters();
+    assert!(masters.len() >= 3, "{masters:?}");
+    for port in &masters {
+        let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = ::redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("Ex")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let mut expired = store.expirations().expect("Redis announces expiries");
+    // Time to subscribe on every master before anything expires.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Twelve keys: spread over the slots, so over every master but with
+    // odds of 3 in 3^12 against.
+    let mut keys: Vec<StoreKey> = (0..12).map(|_| key()).collect();
+    for k in &keys {
+        let short = common::records::record("{}", 1_500);
+        assert!(store.save(k, &short, SaveIf::Absent).await.unwrap());
+    }
+    let mut told = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while told.len() < keys.len() {
+        match tokio::time::timeout_at(deadline, expired.next()).await {
+            Ok(Some(k)) => told.push(k),
+            _ => break,
+        }
+    }
+    keys.sort();
+    told.sort();
+    assert_eq!(told, keys, "every session's expiry is told, once");
+}

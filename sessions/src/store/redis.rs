@@ -747,19 +747,20 @@ async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) 
 /// dropped (they are only events).
 const EXPIRED_QUEUE: usize = 1_024;
 
-/// Subscribes to the master's expiry announcements and passes on the
-/// sessions among them (`{prefix}{<key>}`; lock and index keys are not
-/// sessions), re-subscribing after a loss, until the receiver is gone.
+/// Subscribes to the expiry announcements of the master (of each master,
+/// on a Cluster) and passes on the sessions among them (`{prefix}{<key>}`;
+/// lock and index keys are not sessions), re-subscribing after a loss, until
+/// the receiver is gone.
 async fn watch_expiry(
     target: Arc<Target>,
     channel: String,
     prefix: Arc<str>,
     expired: tokio::sync::mpsc::Sender<StoreKey>,
 ) {
-    for attempt in 0.. {
-        let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt));
-        if let Ok(Ok(pubsub)) = subscribed.await {
-            match pass_on_expiries(pubsub, &prefix, &expired).await {
+    loop {
+        let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe_expiries(&channel));
+        if let Ok(Ok(subscriptions)) = subscribed.await {
+            match pass_on_expiries(subscriptions, &prefix, &expired).await {
                 Watch::Unwanted => return,
                 Watch::Due => continue,
                 Watch::Lost => {}
@@ -774,27 +775,35 @@ async fn watch_expiry(
 }
 
 /// How long one expiry subscription is kept before it is made again: so
-/// that after a Sentinel failover it moves to the new master (a demoted
-/// one announces nothing), within this.
+/// that after a failover it moves to the new master (a demoted one
+/// announces nothing) and a Cluster's masters are listed afresh, within
+/// this.
 const EXPIRY_RESUBSCRIBE: Duration = Duration::from_secs(60);
 
-/// Passes on the sessions among one subscription's expiry messages,
-/// pinging as the wake-up subscription does, until it is lost or
+/// Passes on the sessions among the subscriptions' expiry messages,
+/// pinging each as the wake-up subscription does, until one is lost or
 /// [`EXPIRY_RESUBSCRIBE`] is over, or nobody takes them any more.
 async fn pass_on_expiries(
-    pubsub: ::redis::aio::PubSub,
+    subscriptions: Vec<::redis::aio::PubSub>,
     prefix: &str,
     expired: &tokio::sync::mpsc::Sender<StoreKey>,
 ) -> Watch {
     use futures_util::future::{select, Either};
-    let (mut sink, mut messages) = pubsub.split();
+    let (mut sinks, streams): (Vec<_>, Vec<_>) =
+        subscriptions.into_iter().map(|p| p.split()).unzip();
+    // Each subscription's end shows as a `None` in the merged stream, so
+    // that losing one master's is noticed at once.
+    let ends = streams
+        .into_iter()
+        .map(|s| s.map(Some).chain(stream::once(std::future::ready(None))));
+    let mut messages = stream::select_all(ends);
     let mut ping = tokio::time::interval(LISTEN_PING);
     ping.tick().await;
     let renew_at = tokio::time::Instant::now() + EXPIRY_RESUBSCRIBE;
     while tokio::time::Instant::now() < renew_at {
         match select(messages.next(), std::pin::pin!(ping.tick())).await {
-            Either::Left((None, _)) => return Watch::Lost,
-            Either::Left((Some(message), _)) => {
+            Either::Left((None | Some(None), _)) => return Watch::Lost,
+            Either::Left((Some(Some(message)), _)) => {
                 let Ok(name) = message.get_payload::<String>() else {
                     continue;
                 };
@@ -815,10 +824,12 @@ async fn pass_on_expiries(
                 if expired.is_closed() {
                     return Watch::Unwanted;
                 }
-                let pong =
-                    tokio::time::timeout(conn::RESPONSE_TIMEOUT, sink.ping::<::redis::Value>());
-                if !matches!(pong.await, Ok(Ok(_))) {
-                    return Watch::Lost;
+                for sink in &mut sinks {
+                    let pong =
+                        tokio::time::timeout(conn::RESPONSE_TIMEOUT, sink.ping::<::redis::Value>());
+                    if !matches!(pong.await, Ok(Ok(_))) {
+                        return Watch::Lost;
+                    }
                 }
             }
         }
@@ -1269,7 +1280,7 @@ impl SessionStore for RedisStore {
     }
 
     fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
-        let channel = self.target.expiry_channel()?;
+        let channel = self.target.expiry_channel();
         let (tx, rx) = tokio::sync::mpsc::channel(EXPIRED_QUEUE);
         let task = tokio::spawn(watch_expiry(
             Arc::clone(&self.target),

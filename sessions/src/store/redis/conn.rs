@@ -18,7 +18,7 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use ::redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use ::redis::{
-    AsyncConnectionConfig, Client, Cmd, ConnectionInfo, ErrorKind, FromRedisValue,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
     IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
     ToRedisArgs, Value,
 };
@@ -146,17 +146,43 @@ impl Target {
 }
 
 impl Target {
-    /// The channel on which the master announces expired keys (keyspace
-    /// notifications, when the server's `notify-keyspace-events` has `Ex`),
-    /// or `None` for a Cluster, whose nodes each announce only their own
-    /// keys to their own subscribers.
-    pub(super) fn expiry_channel(&self) -> Option<String> {
+    /// The channel on which a master announces the keys it expired
+    /// (keyspace notifications, when the server's `notify-keyspace-events`
+    /// has `Ex`); a Cluster's is database 0's, the only one it has.
+    pub(super) fn expiry_channel(&self) -> String {
         let db = match self {
             Target::Node(client) => client.get_connection_info().redis_settings().db(),
-            Target::Cluster { .. } => return None,
+            Target::Cluster { .. } => 0,
             Target::Sentinel(t) => t.db,
         };
-        Some(format!("__keyevent@{db}__:expired"))
+        format!("__keyevent@{db}__:expired")
+    }
+
+    /// Subscribes to `channel` on every server that expires keys: the node,
+    /// the master the Sentinels name now, or each master of a Cluster as
+    /// the Cluster lists them now — a Cluster node announces only its own
+    /// keys, and only to its own subscribers.
+    pub(super) async fn subscribe_expiries(&self, channel: &str) -> RedisResult<Vec<PubSub>> {
+        let Target::Cluster { client, nodes } = self else {
+            return Ok(vec![self.subscribe(channel, 0).await?]);
+        };
+        let mut conn = Conn::Cluster(client.get_async_connection().await?);
+        // With the first node's credentials, as the Cluster client uses
+        // them for every node.
+        let info = nodes[0].get_connection_info();
+        let mut subscriptions = Vec::new();
+        for master in conn.scan_nodes().await? {
+            let ScanNode::Master { host, port } = master else {
+                continue;
+            };
+            let addr = ConnectionAddr::Tcp(host, port);
+            let mut pubsub = Client::open(info.clone().set_addr(addr))?
+                .get_async_pubsub()
+                .await?;
+            pubsub.subscribe(channel).await?;
+            subscriptions.push(pubsub);
+        }
+        Ok(subscriptions)
     }
 
     /// Subscribes to `channel` on a server that delivers what the store's
