@@ -446,10 +446,15 @@ impl SessionData<'_> {
 
     /// Stores raw JSON under `key`; the old value is replaced.
     pub fn insert_value(&mut self, key: &str, value: Value) {
-        if self.session.data.get(key) != Some(&value) {
-            self.session.data.insert(key.into(), value);
-            self.session.changed = true;
+        // In place when the key is there: no new `String` for it.
+        match self.session.data.get_mut(key) {
+            Some(old) if *old == value => return,
+            Some(old) => *old = value,
+            None => {
+                self.session.data.insert(key.into(), value);
+            }
         }
+        self.session.changed = true;
     }
 
     /// Removes `key`, returning its value, converted to `T`, if it was
