@@ -315,6 +315,7 @@ impl MemoryStore {
         let new = Entry::new(key, record);
         let (sessions, old_cost) = shard.get(key).map_or((1, 0), |e| (0, e.cost()));
         match new.cost().checked_sub(old_cost) {
+            Some(0) if sessions == 0 => {}
             Some(more) => self.claim(&mut shard, now, sessions, more)?,
             None => {
                 let less = old_cost - new.cost();
@@ -398,21 +399,17 @@ fn usable_memory() -> Option<u64> {
 
 impl Inner {
     /// Counts `sessions` more entries and `bytes` more cost unless that
-    /// would pass a bound.
+    /// would pass a bound. Only what grows is checked, so a save that
+    /// needs no more room always goes through (also under a lowered bound);
+    /// a refused claim never shows in the counts, where it could make
+    /// another one fail.
     fn try_claim(&self, sessions: usize, bytes: usize) -> Result<(), Full> {
         let max_sessions = self.max_sessions.load(Ordering::Relaxed);
-        if self.sessions.fetch_add(sessions, Ordering::Relaxed) + sessions > max_sessions {
-            self.sessions.fetch_sub(sessions, Ordering::Relaxed);
+        if sessions > 0 && !add_within(&self.sessions, sessions, max_sessions) {
             return Err(Full::Sessions(max_sessions));
         }
         let max_memory = self.max_memory.load(Ordering::Relaxed);
-        if self
-            .bytes
-            .fetch_add(bytes, Ordering::Relaxed)
-            .saturating_add(bytes)
-            > max_memory
-        {
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if bytes > 0 && !add_within(&self.bytes, bytes, max_memory) {
             self.sessions.fetch_sub(sessions, Ordering::Relaxed);
             return Err(Full::Memory(max_memory));
         }
@@ -474,6 +471,15 @@ impl Inner {
             users.entry(new).or_default().insert(*key, ());
         }
     }
+}
+
+/// Adds `n` to `count` if the sum stays within `max`; whether it did.
+fn add_within(count: &AtomicUsize, n: usize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            c.checked_add(n).filter(|&sum| sum <= max)
+        })
+        .is_ok()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -764,6 +770,39 @@ mod tests {
         store.clear();
         assert_eq!(store.inner.bytes.load(Ordering::Relaxed), 0);
         assert_eq!(store.inner.sessions.load(Ordering::Relaxed), 0);
+    }
+
+    /// Under a bound lowered below what is stored, a stored session still
+    /// saves what needs no more room; new ones wait.
+    #[tokio::test]
+    async fn a_lowered_bound_keeps_stored_sessions_saving() {
+        let store = MemoryStore::new();
+        let keys: Vec<StoreKey> = (0..4).map(|_| StoreKey::generate().unwrap()).collect();
+        for key in &keys {
+            assert!(store
+                .save(key, &sized(60_000, 50), SaveIf::Absent)
+                .await
+                .unwrap());
+        }
+        let store = store.with_max_sessions(2).with_max_memory(1);
+        assert!(store
+            .save(&keys[0], &sized(60_000, 50), SaveIf::Live)
+            .await
+            .unwrap());
+        assert!(store
+            .save(&keys[1], &sized(60_000, 10), SaveIf::Live)
+            .await
+            .unwrap());
+        assert!(store
+            .save(&keys[2], &sized(60_000, 51), SaveIf::Live)
+            .await
+            .is_err());
+        let newcomer = StoreKey::generate().unwrap();
+        assert!(store
+            .save(&newcomer, &record(60_000), SaveIf::Absent)
+            .await
+            .is_err());
+        assert_eq!(store.inner.sessions.load(Ordering::Relaxed), 4);
     }
 
     /// A new record saved over an expired one under the same key counts

@@ -167,22 +167,35 @@ impl Target {
             return Ok(vec![self.subscribe(channel, 0).await?]);
         };
         let mut conn = Conn::Cluster(client.get_async_connection().await?);
-        // With the first node's credentials, as the Cluster client uses
-        // them for every node.
+        // With the first node's credentials and TLS settings, as the
+        // Cluster client uses them for every node.
         let info = nodes[0].get_connection_info();
-        let mut subscriptions = Vec::new();
-        for master in conn.scan_nodes().await? {
+        let subscribing = conn.scan_nodes().await?.into_iter().filter_map(|master| {
             let ScanNode::Master { host, port } = master else {
-                continue;
+                return None;
             };
-            let addr = ConnectionAddr::Tcp(host, port);
-            let mut pubsub = Client::open(info.clone().set_addr(addr))?
-                .get_async_pubsub()
-                .await?;
-            pubsub.subscribe(channel).await?;
-            subscriptions.push(pubsub);
-        }
-        Ok(subscriptions)
+            let addr = match info.addr() {
+                ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: *insecure,
+                    tls_params: tls_params.clone(),
+                },
+                _ => ConnectionAddr::Tcp(host, port),
+            };
+            let client = Client::open(info.clone().set_addr(addr));
+            Some(async move {
+                let mut pubsub = client?.get_async_pubsub().await?;
+                pubsub.subscribe(channel).await?;
+                Ok::<_, RedisError>(pubsub)
+            })
+        });
+        // All at once: one slow master must not hold up the others'.
+        futures_util::future::try_join_all(subscribing).await
     }
 
     /// Subscribes to `channel` on a server that delivers what the store's
