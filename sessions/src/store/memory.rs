@@ -227,6 +227,15 @@ impl Shard {
         let slot = self.0.find_entry(table_hash(key), |e| e.is(key)).ok()?;
         Some(slot.remove().0)
     }
+
+    /// Gives back the slots of a table left mostly empty (after a flood
+    /// expired, or `clear`): a table never shrinks by itself, and its
+    /// slots are outside what `max_memory` counts.
+    fn shrink_if_sparse(&mut self) {
+        if self.0.capacity() > 4 * self.0.len() + 64 {
+            self.0.shrink_to_fit(|e| table_hash(&e.key()));
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -340,6 +349,7 @@ impl MemoryStore {
             for entry in shard.0.drain() {
                 self.inner.forget(&entry);
             }
+            shard.shrink_if_sparse();
         }
     }
 
@@ -446,6 +456,9 @@ impl Inner {
             }
             live
         });
+        if removed > 0 {
+            shard.shrink_if_sparse();
+        }
         removed
     }
 
@@ -803,6 +816,34 @@ mod tests {
             .await
             .is_err());
         assert_eq!(store.inner.sessions.load(Ordering::Relaxed), 4);
+    }
+
+    /// The tables give their slots back once a flood of sessions expired
+    /// and clean-up dropped them.
+    #[tokio::test]
+    async fn clean_up_shrinks_what_a_flood_left_empty() {
+        let store = MemoryStore::new();
+        let slots = |store: &MemoryStore| -> usize {
+            store
+                .inner
+                .shards
+                .iter()
+                .map(|s| lock(s).0.capacity())
+                .sum()
+        };
+        for _ in 0..20_000 {
+            let key = StoreKey::generate().unwrap();
+            assert!(store.save(&key, &record(1), SaveIf::Absent).await.unwrap());
+        }
+        let flooded = slots(&store);
+        assert!(flooded >= 20_000, "{flooded}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.clean_up().await.unwrap(), 20_000);
+        assert!(
+            slots(&store) < flooded / 10,
+            "{} of {flooded}",
+            slots(&store)
+        );
     }
 
     /// A new record saved over an expired one under the same key counts

@@ -757,19 +757,30 @@ async fn watch_expiry(
     prefix: Arc<str>,
     expired: tokio::sync::mpsc::Sender<StoreKey>,
 ) {
+    let mut warned = false;
     loop {
         let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe_expiries(&channel));
-        if let Ok(Ok(subscriptions)) = subscribed.await {
-            match pass_on_expiries(subscriptions, &prefix, &expired).await {
+        let why = match subscribed.await {
+            Ok(Ok(subscriptions)) => match pass_on_expiries(subscriptions, &prefix, &expired).await
+            {
                 Watch::Unwanted => return,
                 Watch::Due => continue,
-                Watch::Lost => {}
-            }
-        }
+                Watch::Lost => "lost their connection".to_owned(),
+            },
+            Ok(Err(error)) => format!("cannot subscribe ({error})"),
+            Err(_) => "timed out subscribing".to_owned(),
+        };
         if expired.is_closed() {
             return;
         }
-        tracing::debug!(%channel, "session expiry announcements: subscribing again");
+        // The first failure is worth an operator's eye (an ACL without the
+        // channel, a Cluster that lists no master); retries are not.
+        if warned {
+            tracing::debug!(%channel, "session expiry announcements {why}; subscribing again");
+        } else {
+            tracing::warn!(%channel, "session expiry announcements {why}; subscribing again");
+            warned = true;
+        }
         tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
