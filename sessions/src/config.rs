@@ -1072,41 +1072,29 @@ mod tests {
     }
 
     #[test]
-    fn max_sessions_is_a_positive_count() {
-        let load = |v: &str| {
-            Config::from_ini_str(
-                &format!("[/]\ntools.sessions.on = True\ntools.sessions.max_sessions = {v}\n"),
-                "m.conf",
-            )
-        };
-        assert_eq!(load("5000").unwrap().storage().max_sessions, Some(5000));
-        for bad in ["0", "-1", "'many'", "1.5"] {
-            let err = load(bad).unwrap_err();
-            assert!(
-                matches!(&err, Error::Key { key, .. } if key == "tools.sessions.max_sessions"),
-                "{bad}: {err}"
-            );
+    fn ram_bounds_are_positive_numbers() {
+        for name in ["max_sessions", "max_memory"] {
+            let load = |v: &str| {
+                Config::from_ini_str(
+                    &format!("[/]\ntools.sessions.on = True\ntools.sessions.{name} = {v}\n"),
+                    "m.conf",
+                )
+            };
+            let bound = |c: Config| match name {
+                "max_sessions" => c.storage().max_sessions,
+                _ => c.storage().max_memory,
+            };
+            assert_eq!(bound(load("5000").unwrap()), Some(5000), "{name}");
+            for bad in ["0", "-1", "'many'", "1.5"] {
+                let err = load(bad).unwrap_err();
+                let key = format!("tools.sessions.{name}");
+                assert!(
+                    matches!(&err, Error::Key { key: k, .. } if *k == key),
+                    "{name} = {bad}: {err}"
+                );
+            }
+            assert_eq!(bound(Config::default()), None, "{name}");
         }
-        assert_eq!(Config::default().storage().max_sessions, None);
-    }
-
-    #[test]
-    fn max_memory_is_a_positive_size() {
-        let load = |v: &str| {
-            Config::from_ini_str(
-                &format!("[/]\ntools.sessions.on = True\ntools.sessions.max_memory = {v}\n"),
-                "m.conf",
-            )
-        };
-        assert_eq!(load("5000").unwrap().storage().max_memory, Some(5000));
-        for bad in ["0", "-1", "'many'", "1.5"] {
-            let err = load(bad).unwrap_err();
-            assert!(
-                matches!(&err, Error::Key { key, .. } if key == "tools.sessions.max_memory"),
-                "{bad}: {err}"
-            );
-        }
-        assert_eq!(Config::default().storage().max_memory, None);
     }
 
     #[test]
