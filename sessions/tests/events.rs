@@ -38,25 +38,7 @@ async fn redis_tells_what_its_ttl_expired() {
         .query_async(&mut common::stores::redis_raw().await)
         .await
         .unwrap();
-    let (hook, rx) = recording(f.store.clone());
-    let mut c = config();
-    c.timeout = Duration::from_secs(1);
-    let layer = SessionLayer::new(f.store.clone())
-        .with_config(c)
-        .on_event(hook);
-    let addr = serve(app(layer)).await;
-    let mut idle = Client::new(addr);
-    idle.get("/count").await;
-    let key = key_of(&idle);
-    assert!(matches!(next(&rx), SessionEvent::Created { .. }));
-    assert_eq!(
-        next(&rx),
-        SessionEvent::Expired {
-            key,
-            user: None,
-            found_by: FoundBy::Ttl
-        }
-    );
+    idle_session_is_told_expired(&f, "/count", None, None, FoundBy::Ttl).await;
     f.clean().await;
 }
 
@@ -242,24 +224,38 @@ async fn expiry_is_told_by_loads_and_clean_up(f: &Fixture) {
     if matches!(f.kind, Kind::Redis | Kind::Memcached) {
         return;
     }
+    let every_second = Some(Duration::from_secs(1));
+    idle_session_is_told_expired(f, "/login", every_second, alice(), FoundBy::CleanUp).await;
+}
+
+/// A session made by `path` under a 1 s timeout (clean-up every
+/// `clean_freq`, if given) is told created, then expired, found `by`.
+async fn idle_session_is_told_expired(
+    f: &Fixture,
+    path: &str,
+    clean_freq: Option<Duration>,
+    user: Option<UserId>,
+    by: FoundBy,
+) {
     let (hook, rx) = recording(f.store.clone());
     let mut c = config();
     c.timeout = Duration::from_secs(1);
-    c.storage.clean_freq = Duration::from_secs(1);
+    if let Some(every) = clean_freq {
+        c.storage.clean_freq = every;
+    }
     let layer = SessionLayer::new(f.store.clone())
         .with_config(c)
         .on_event(hook);
-    let addr = serve(app(layer)).await;
-    let mut idle = Client::new(addr);
-    idle.get("/login").await;
+    let mut idle = Client::new(serve(app(layer)).await);
+    idle.get(path).await;
     let key = key_of(&idle);
     assert!(matches!(next(&rx), SessionEvent::Created { .. }));
     assert_eq!(
         next(&rx),
         SessionEvent::Expired {
             key,
-            user: alice(),
-            found_by: FoundBy::CleanUp
+            user,
+            found_by: by
         }
     );
 }

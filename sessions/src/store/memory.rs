@@ -137,6 +137,11 @@ impl Entry {
         StoreKey::from_raw(key)
     }
 
+    /// Its key's [`table_hash`], read in place (for rehashing).
+    fn table_hash(&self) -> u64 {
+        table_hash(&self.0[..KEY_LEN])
+    }
+
     fn is(&self, key: &StoreKey) -> bool {
         self.0[..KEY_LEN] == key.as_bytes()[..]
     }
@@ -188,11 +193,11 @@ impl Entry {
     }
 }
 
-/// The table's hash of a key: bytes the shard's choice does not use, as
-/// keys are uniformly random (SHA-256).
-fn table_hash(key: &StoreKey) -> u64 {
+/// The table's hash of a key's bytes: bytes the shard's choice does not
+/// use, as keys are uniformly random (SHA-256).
+fn table_hash(key: &[u8]) -> u64 {
     let mut b = [0; 8];
-    b.copy_from_slice(&key.as_bytes()[8..16]);
+    b.copy_from_slice(&key[8..16]);
     u64::from_le_bytes(b)
 }
 
@@ -202,18 +207,18 @@ struct Shard(HashTable<Entry>);
 
 impl Shard {
     fn get(&self, key: &StoreKey) -> Option<&Entry> {
-        self.0.find(table_hash(key), |e| e.is(key))
+        self.0.find(table_hash(key.as_bytes()), |e| e.is(key))
     }
 
     fn get_mut(&mut self, key: &StoreKey) -> Option<&mut Entry> {
-        self.0.find_mut(table_hash(key), |e| e.is(key))
+        self.0.find_mut(table_hash(key.as_bytes()), |e| e.is(key))
     }
 
     /// Stores `entry`, answering what it replaced.
     fn insert(&mut self, key: &StoreKey, entry: Entry) -> Option<Entry> {
         match self
             .0
-            .entry(table_hash(key), |e| e.is(key), |e| table_hash(&e.key()))
+            .entry(table_hash(key.as_bytes()), |e| e.is(key), Entry::table_hash)
         {
             Slot::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
             Slot::Vacant(slot) => {
@@ -224,7 +229,10 @@ impl Shard {
     }
 
     fn remove(&mut self, key: &StoreKey) -> Option<Entry> {
-        let slot = self.0.find_entry(table_hash(key), |e| e.is(key)).ok()?;
+        let slot = self
+            .0
+            .find_entry(table_hash(key.as_bytes()), |e| e.is(key))
+            .ok()?;
         Some(slot.remove().0)
     }
 
@@ -233,7 +241,7 @@ impl Shard {
     /// slots are outside what `max_memory` counts.
     fn shrink_if_sparse(&mut self) {
         if self.0.capacity() > 4 * self.0.len() + 64 {
-            self.0.shrink_to_fit(|e| table_hash(&e.key()));
+            self.0.shrink_to_fit(Entry::table_hash);
         }
     }
 }

@@ -730,16 +730,29 @@ async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) 
             Ok(Err(error)) => format!("cannot subscribe ({error})"),
             Err(_) => "timed out subscribing".to_owned(),
         };
-        if warned {
-            tracing::debug!(%channel, "session lock wake-ups {why}; waiters poll");
-        } else {
-            tracing::warn!(%channel, "session lock wake-ups {why}; waiters poll");
-            warned = true;
-        }
+        subscription_failed(
+            &mut warned,
+            &channel,
+            "session lock wake-ups",
+            &why,
+            "waiters poll",
+        );
         if waits.strong_count() == 0 {
             return;
         }
         tokio::time::sleep(LISTEN_RETRY).await;
+    }
+}
+
+/// Logs why a subscription failed, and what happens meanwhile: the first
+/// failure as a warning, worth an operator's eye (an ACL without the
+/// channel, a Cluster that lists no master), the retries after it at debug.
+fn subscription_failed(warned: &mut bool, channel: &str, what: &str, why: &str, meanwhile: &str) {
+    if *warned {
+        tracing::debug!(%channel, "{what} {why}; {meanwhile}");
+    } else {
+        tracing::warn!(%channel, "{what} {why}; {meanwhile}");
+        *warned = true;
     }
 }
 
@@ -773,14 +786,8 @@ async fn watch_expiry(
         if expired.is_closed() {
             return;
         }
-        // The first failure is worth an operator's eye (an ACL without the
-        // channel, a Cluster that lists no master); retries are not.
-        if warned {
-            tracing::debug!(%channel, "session expiry announcements {why}; subscribing again");
-        } else {
-            tracing::warn!(%channel, "session expiry announcements {why}; subscribing again");
-            warned = true;
-        }
+        let what = "session expiry announcements";
+        subscription_failed(&mut warned, &channel, what, &why, "subscribing again");
         tokio::time::sleep(LISTEN_RETRY).await;
     }
 }
