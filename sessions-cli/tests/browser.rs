@@ -33,15 +33,28 @@ impl Driver {
                 "chromium / chromium-driver are not installed (Debian's chromium and chromium-driver)",
             );
         }
-        let port = free_port();
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        wait_for_port(port, Duration::from_secs(20), "chromedriver");
-        Some(Driver { child, port })
+        // A free port can be taken by another test's server before
+        // chromedriver binds it; chromedriver then exits at once, and the
+        // port answers for the other server. So the port counts as
+        // chromedriver's only while chromedriver still runs after it
+        // answered, and another port is tried when it exited.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver");
+            wait_for_port(port, Duration::from_secs(20), "chromedriver");
+            std::thread::sleep(Duration::from_millis(200));
+            match child.try_wait() {
+                Ok(None) => return Some(Driver { child, port }),
+                Ok(Some(_)) => continue,
+                Err(e) => panic!("chromedriver: {e}"),
+            }
+        }
+        panic!("chromedriver exited at start five times (each port taken?)");
     }
 
     async fn browser(&self, profile: &Path) -> Client {
