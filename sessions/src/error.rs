@@ -53,6 +53,12 @@ pub enum Error {
     /// The handle was used after its request was answered.
     #[error("the session was used after its request ended")]
     Finished,
+    /// The handle was called while this request's
+    /// [`SessionData`](crate::SessionData) guard was alive. The call would
+    /// wait for the guard, which the caller itself holds: it fails at once
+    /// instead of hanging the request.
+    #[error("the session's data guard is still held: drop it before calling the handle again")]
+    DataHeld,
 }
 
 impl From<store::Error> for Error {
@@ -91,13 +97,18 @@ impl Error {
                 Failure::Internal
             }
             Error::Store(_) | Error::Random(_) => Failure::Unavailable,
-            Error::TooLarge { .. } | Error::Value { .. } | Error::Finished => Failure::Internal,
+            Error::TooLarge { .. } | Error::Value { .. } | Error::Finished | Error::DataHeld => {
+                Failure::Internal
+            }
         }
     }
 
     /// Whether this error was logged where it arose (see the module docs).
     fn logged_at_origin(&self) -> bool {
-        !matches!(self, Error::Value { .. } | Error::Finished)
+        !matches!(
+            self,
+            Error::Value { .. } | Error::Finished | Error::DataHeld
+        )
     }
 
     /// Logs the error with what an operator needs: the backend's error for

@@ -6,6 +6,7 @@
 //! state (`middleware/state.rs`) does, and the middleware's finishing step
 //! saves, deletes, releases and writes the cookie after the handler.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -41,6 +42,9 @@ struct Shared {
     config: Arc<SessionConfig>,
     original_id: Option<SessionId>,
     state: Mutex<RequestSession>,
+    /// A [`SessionData`] guard is alive: the state's mutex is held by the
+    /// handler itself, so a call that waits for it would wait forever.
+    data_held: AtomicBool,
 }
 
 impl std::fmt::Debug for Session {
@@ -57,6 +61,7 @@ impl Session {
             config: Arc::clone(&state.config),
             original_id,
             state: Mutex::new(state),
+            data_held: AtomicBool::new(false),
         }))
     }
 
@@ -79,9 +84,10 @@ impl Session {
     /// The loaded session, for reading and changing it without a `Result`
     /// per call: loads it first (taking its lock in `implicit` mode), then
     /// every method of [`SessionData`] works on what is in hand, with no
-    /// I/O. The guard holds the request's session state: drop it before
-    /// calling the async methods of this handle again in the same task
-    /// (they would wait for it).
+    /// I/O. The guard holds the request's session state: while it lives,
+    /// the async methods of this handle (and a second `data()`) fail at
+    /// once with [`Error::DataHeld`] instead of waiting for it; drop it
+    /// first.
     ///
     /// ```
     /// # async fn handler(session: sessions::Session) -> Result<String, sessions::Error> {
@@ -97,9 +103,11 @@ impl Session {
         state.load().await?;
         let session =
             MutexGuard::try_map(state, RequestSession::loaded).map_err(|_| Error::Finished)?;
+        self.0.data_held.store(true, Ordering::Release);
         Ok(SessionData {
             session,
             config: &self.0.config,
+            held: &self.0.data_held,
         })
     }
 
@@ -340,6 +348,12 @@ impl Session {
 
     /// The request's session state, refused once the request was answered.
     async fn state(&self) -> Result<MutexGuard<'_, RequestSession>, Error> {
+        // Waiting would be waiting for the caller itself. (Another task of
+        // the request that holds the guard is refused too: the guard is
+        // meant for short, synchronous use.)
+        if self.0.data_held.load(Ordering::Acquire) {
+            return Err(Error::DataHeld);
+        }
         let state = self.0.state.lock().await;
         state.check_open()?;
         Ok(state)
@@ -357,10 +371,18 @@ const MAX_OWN_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 3600);
 /// after the handler, as it does for the handle's methods.
 ///
 /// It holds the request's session state while it lives: the handle's
-/// async methods, in the same task, wait until it is dropped.
+/// async methods fail with [`Error::DataHeld`] until it is dropped.
 pub struct SessionData<'a> {
     session: MappedMutexGuard<'a, Loaded>,
     config: &'a SessionConfig,
+    /// Cleared on drop: the handle may be called again.
+    held: &'a AtomicBool,
+}
+
+impl Drop for SessionData<'_> {
+    fn drop(&mut self) {
+        self.held.store(false, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for SessionData<'_> {

@@ -193,6 +193,49 @@ async fn the_data_guard_works_on_what_is_in_hand() {
     assert_eq!(store.count().await.unwrap(), 1);
 }
 
+/// A handler that keeps the data guard and calls the handle again would
+/// wait for itself: the call fails at once (and the request answers 500),
+/// it never hangs until the client gives up. What the guard changed before
+/// is still saved.
+#[tokio::test]
+async fn a_call_while_the_data_guard_lives_fails_at_once() {
+    let store = MemoryStore::new();
+    let router = axum::Router::new()
+        .route(
+            "/",
+            get(|s: Session| async move {
+                let mut data = s.data().await?;
+                data.insert("n", 1)?;
+                let user = s.user().await;
+                let again = s.data().await.map(drop);
+                let line = format!("{user:?} {again:?}");
+                drop(data);
+                // Usable again once the guard is gone.
+                assert_eq!(s.get::<u64>("n").await?, Some(1));
+                Ok::<_, sessions::Error>(line)
+            }),
+        )
+        .route(
+            "/hold",
+            get(|s: Session| async move {
+                let _data = s.data().await?;
+                s.user().await?;
+                Ok::<_, sessions::Error>("unreachable")
+            }),
+        )
+        .layer(SessionLayer::new(store.clone()).with_config(config()));
+    let mut client = Client::new(serve(router).await);
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.get("/"))
+        .await
+        .expect("the handler hung on its own data guard");
+    assert_eq!(answer.body, "Err(DataHeld) Err(DataHeld)");
+    assert_eq!(store.count().await.unwrap(), 1);
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.get("/hold"))
+        .await
+        .expect("the handler hung on its own data guard");
+    assert_eq!(answer.status, 500);
+}
+
 #[tokio::test]
 async fn path_sections_switch_sessions_off_and_rename_the_cookie() {
     let config = sessions::Config::from_ini_str(

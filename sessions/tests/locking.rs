@@ -13,13 +13,14 @@ use common::app::{config, cookie, serve_app, start_session};
 use common::client::Client;
 use common::stores::Fixture;
 use common::watched::Watched;
-use sessions::store::{MemoryStore, SessionStore};
+use sessions::store::{MemoryStore, SessionAdmin, SessionStore};
 use sessions::{Locking, SessionConfig};
 
 stores!(
     save_never_resurrects_deleted_regenerated_or_expired,
     parallel_requests_during_regenerate_lose_nothing,
     release_lock_then_end_save_overwrites_nothing,
+    a_log_in_never_carries_a_deleted_session_on,
 );
 
 /// 5 clients × 30 requests on one session at once, under `locking`: the
@@ -203,6 +204,40 @@ async fn save_never_resurrects_deleted_regenerated_or_expired(f: &Fixture) {
         assert!(!f.holds(&id).await, "an expired session came back");
     };
     tokio::join!(deleted, regenerated, expired);
+}
+
+/// A log-in (regenerate) racing a delete of its session — an admin's
+/// `sessions delete`, a log-out everywhere — while the new id is not saved
+/// yet: the new id must not carry the deleted session on. The request
+/// answers, the client is told to drop its cookie, and the store holds
+/// nothing of it.
+async fn a_log_in_never_carries_a_deleted_session_on(f: &Fixture) {
+    let watched = Watched::new(f.store.clone());
+    let addr = serve_app(config(), watched.clone()).await;
+    let id = start_session(addr).await;
+    let slow = tokio::spawn({
+        let id = id.clone();
+        async move {
+            Client::new(addr)
+                .get_with("/slow-regen?ms=600", Some(&cookie(&id)))
+                .await
+        }
+    });
+    watched.wait_for("loaded", &id).await;
+    f.store.delete(&common::records::key_of(&id)).await.unwrap();
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.set_cookie
+            .as_deref()
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "the client keeps a cookie: {r:?}"
+    );
+    assert!(!f.holds(&id).await, "the deleted id came back");
+    // (memcached cannot count: the cookie above is its check.)
+    if let Ok(n) = f.store.count().await {
+        assert_eq!(n, 0, "the deleted session lives on under a new id");
+    }
 }
 
 /// Requests on the old id while another request regenerates it. "Lose no

@@ -27,7 +27,7 @@ sessions::store_conformance!(@tests async {
 };
     round_trip expiry refresh delete no_resurrection lock_exclusion
     lock_timeout combined_calls clean_up_keeps_held_locks no_lost_updates own_timeout
-    user_index user_index_expiry ending_a_users_sessions);
+    user_index user_index_expiry ending_a_users_sessions replacement);
 
 #[tokio::test]
 async fn listing_is_refused_plainly() {

@@ -417,14 +417,6 @@ impl RequestSession {
     /// session was deleted, regenerated or expired meanwhile) is logged and
     /// leaves no cookie.
     async fn save(&mut self) -> Result<(), Error> {
-        if !self.replaced_session_lives().await? {
-            // Its user's sessions were ended while this request regenerated
-            // it: the new id must not carry the session on.
-            tracing::warn!("session ended while the request regenerated it; not saved");
-            self.delete();
-            self.expire_cookie = true;
-            return Ok(());
-        }
         let Phase::Loaded(s) = &mut self.phase else {
             return Ok(());
         };
@@ -462,32 +454,67 @@ impl RequestSession {
             } else {
                 SaveIf::Absent
             };
-            let r = match guard {
-                Some(g) => {
+            // A regenerated session's first save takes the old record's
+            // place in one step: written only if that record still lives.
+            let replacing = s.replaces.filter(|_| !s.stored);
+            let r = match (replacing, guard) {
+                (Some(old), guard) => {
+                    // The lock held is the old id's (if any): it stays until
+                    // the request ends.
+                    debug_assert!(guard.is_none(), "a regenerated id is never locked");
+                    drop(guard);
+                    let old = old.store_key();
+                    let call = self.store.as_ref().replace(&old, &key, &record);
+                    timed("replace", &key, call).await
+                }
+                (None, Some(g)) => {
                     let call = self.store.as_ref().save_and_unlock(&key, &record, only, g);
                     timed("save_and_unlock", &key, call).await
                 }
-                None => timed("save", &key, self.store.as_ref().save(&key, &record, only)).await,
+                (None, None) => {
+                    timed("save", &key, self.store.as_ref().save(&key, &record, only)).await
+                }
             };
-            checked(&mut self.failed, r)?
+            let saved = checked(&mut self.failed, r)?;
+            if let Some(old) = replacing {
+                // Either way the old record is gone: nothing left to delete.
+                self.doomed
+                    .retain(|d| !(d.id == old && d.why == Doom::Replaced));
+                if !saved {
+                    // Deleted (or its user logged out everywhere, or
+                    // expired) while this request regenerated it: the new
+                    // id must not carry the session on.
+                    tracing::warn!(
+                        session = %old.short(),
+                        "session ended while the request regenerated it; not saved"
+                    );
+                    self.delete();
+                    self.expire_cookie = true;
+                    return Ok(());
+                }
+            }
+            saved
         } else {
             let r = timed("touch", &key, self.store.as_ref().touch(&key, expires)).await;
             drop(guard);
             checked(&mut self.failed, r)?
         };
-        if saved && !s.stored && s.replaces.is_none() {
-            measure::created();
-        }
-        if saved && !s.stored && self.events.on() {
-            let user = s.user.clone();
-            self.pending.push(match s.replaces.take() {
-                Some(from) => SessionEvent::Regenerated {
-                    from: from.store_key(),
-                    to: key,
-                    user,
-                },
-                None => SessionEvent::Created { key, user },
-            });
+        if saved && !s.stored {
+            let replaced = s.replaces.take();
+            if replaced.is_none() {
+                measure::created();
+            }
+            if self.events.on() {
+                let user = s.user.clone();
+                self.pending.push(match replaced {
+                    Some(from) => SessionEvent::Regenerated {
+                        from: from.store_key(),
+                        to: key,
+                        user,
+                    },
+                    None => SessionEvent::Created { key, user },
+                });
+            }
         }
         s.stored = saved;
         if saved {
@@ -545,24 +572,6 @@ impl RequestSession {
             self.pending.extend(deleted);
         }
         Ok(count)
-    }
-
-    /// For a session of a user that this request regenerated, whether the
-    /// old record is still there before the new one is written: ending a
-    /// user's sessions deletes the old id (the only one it can list), and
-    /// the new id must not then bring the session back. (A moment between
-    /// this check and the save remains.) True for every other session.
-    async fn replaced_session_lives(&mut self) -> Result<bool, Error> {
-        let old = match &self.phase {
-            Phase::Loaded(s) if !s.stored && s.user.is_some() => s.replaces,
-            _ => None,
-        };
-        let Some(old) = old else {
-            return Ok(true);
-        };
-        let key = old.store_key();
-        let r = timed("exists", &key, self.store.as_ref().exists(&key)).await;
-        checked(&mut self.failed, r)
     }
 
     /// Deletes the ids given up in this request.

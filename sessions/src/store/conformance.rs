@@ -312,6 +312,55 @@ pub async fn no_resurrection<S: SessionAdmin>(store: &S) {
     assert_eq!(store.load(&key).await.unwrap(), None);
 }
 
+/// A regenerated session takes its old record's place: written only while
+/// the old record lives, which goes with the write; once the old record is
+/// deleted or expired, nothing is written. The user index follows.
+pub async fn replacement<S: SessionAdmin>(store: &S) {
+    let user = someone();
+    let (old, new) = (key(), key());
+    assert!(store
+        .save(&old, &of(&user, r#"{"v":1}"#, 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    assert!(store
+        .replace(&old, &new, &of(&user, r#"{"v":2}"#, 60_000))
+        .await
+        .unwrap());
+    assert_eq!(store.load(&old).await.unwrap(), None);
+    assert_eq!(
+        store.load(&new).await.unwrap().unwrap().data,
+        br#"{"v":2}"#.to_vec()
+    );
+    assert_eq!(listed(store, &user).await, vec![new]);
+
+    // The old record was deleted meanwhile: the session ended, and its new
+    // id must not carry it on.
+    let (old, new) = (key(), key());
+    assert!(store
+        .save(&old, &record("{}", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
+    store.delete(&old).await.unwrap();
+    assert!(!store
+        .replace(&old, &new, &record("{}", 60_000))
+        .await
+        .unwrap());
+    assert_eq!(store.load(&new).await.unwrap(), None);
+
+    // Or it expired.
+    let (old, new) = (key(), key());
+    assert!(store
+        .save(&old, &record("{}", 300), SaveIf::Absent)
+        .await
+        .unwrap());
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(!store
+        .replace(&old, &new, &record("{}", 60_000))
+        .await
+        .unwrap());
+    assert_eq!(store.load(&new).await.unwrap(), None);
+}
+
 /// Two holders of one key never overlap; other keys are not blocked.
 pub async fn lock_exclusion<S: SessionAdmin>(store: &S) {
     let key = key();
@@ -518,7 +567,7 @@ macro_rules! store_conformance {
             round_trip expiry refresh delete no_resurrection lock_exclusion
             lock_timeout combined_calls clean_up_keeps_held_locks count_and_keys
             no_lost_updates own_timeout user_index user_index_expiry
-            ending_a_users_sessions);
+            ending_a_users_sessions replacement);
     };
     (@tests $make:expr; $($name:ident)*) => {
         mod conformance {

@@ -316,8 +316,57 @@ impl MemoryStore {
 
     /// [`SessionStore::save`], which has nothing to wait for.
     fn write(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        self.write_in(&mut self.shard(key), key, record, write)
+    }
+
+    /// [`SessionStore::replace`]: both shards are held across the check of
+    /// `old`, the write and the removal, so no delete of `old` can fall in
+    /// between. Two shards are always taken in index order (nothing else
+    /// holds two), so two replaces cannot deadlock.
+    fn replace_in_place(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        let (from, to) = (shard_of(old, SHARDS), shard_of(key, SHARDS));
+        let shards = &self.inner.shards;
+        let (mut from_shard, mut to_shard) = match from.cmp(&to) {
+            std::cmp::Ordering::Equal => (lock(&shards[from]), None),
+            std::cmp::Ordering::Less => {
+                let first = lock(&shards[from]);
+                (first, Some(lock(&shards[to])))
+            }
+            std::cmp::Ordering::Greater => {
+                let first = lock(&shards[to]);
+                (lock(&shards[from]), Some(first))
+            }
+        };
         let now = now_millis();
-        let mut shard = self.shard(key);
+        if from_shard.get(old).is_none_or(|e| e.expires() <= now) {
+            return Ok(false);
+        }
+        let written = match to_shard.as_mut() {
+            Some(shard) => self.write_in(shard, key, record, SaveIf::Absent)?,
+            None => self.write_in(&mut from_shard, key, record, SaveIf::Absent)?,
+        };
+        if written {
+            if let Some(gone) = from_shard.remove(old) {
+                self.inner.forget(&gone);
+            }
+        }
+        Ok(written)
+    }
+
+    /// A save into a shard the caller holds.
+    fn write_in(
+        &self,
+        shard: &mut Shard,
+        key: &StoreKey,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error> {
+        let now = now_millis();
         let live = shard.get(key).is_some_and(|e| e.expires() > now);
         if live != (write == SaveIf::Live) {
             return Ok(false);
@@ -333,7 +382,7 @@ impl MemoryStore {
         let (sessions, old_cost) = shard.get(key).map_or((1, 0), |e| (0, e.cost()));
         match new.cost().checked_sub(old_cost) {
             Some(0) if sessions == 0 => {}
-            Some(more) => self.claim(&mut shard, now, sessions, more)?,
+            Some(more) => self.claim(shard, now, sessions, more)?,
             None => {
                 let less = old_cost - new.cost();
                 self.inner.bytes.fetch_sub(less, Ordering::Relaxed);
@@ -545,6 +594,15 @@ impl SessionStore for MemoryStore {
         let saved = self.write(key, record, write);
         drop(guard);
         saved
+    }
+
+    async fn replace(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        self.replace_in_place(old, key, record)
     }
 
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {

@@ -220,6 +220,28 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// writing nothing, when it does not.
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error>;
 
+    /// Writes `record` under `key` in place of the live record under `old`:
+    /// a regenerated session's first save. Written only if `old`'s record
+    /// is still live and no live record has `key`, and `old`'s record is
+    /// removed with it; `false`, writing nothing, when `old` is gone (it
+    /// was deleted, its user logged out everywhere, or it expired while
+    /// the request ran), so a session ended meanwhile never lives on under
+    /// its new id.
+    ///
+    /// Stores that can check and write in one atomic step (a script, a
+    /// statement, one lock over both) override this. The default checks
+    /// first, then saves, then removes `old`: a delete of `old` that falls
+    /// between the check and the save is not seen, and the session lives
+    /// on under `key`.
+    async fn replace(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        replace_in_steps(self, old, key, record).await
+    }
+
     /// Moves the expiry of an existing, live record without rewriting its
     /// data. Returns `false` if there is no such record.
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error>;
@@ -297,6 +319,25 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// [`SessionStore::replace`] in three calls — check, save, delete — for a
+/// store that has no one step for it: a delete of `old` between the check
+/// and the save goes unseen.
+pub(crate) async fn replace_in_steps<S: SessionStore + ?Sized>(
+    store: &S,
+    old: &StoreKey,
+    key: &StoreKey,
+    record: &Record,
+) -> Result<bool, Error> {
+    if !store.exists(old).await? {
+        return Ok(false);
+    }
+    let saved = store.save(key, record, SaveIf::Absent).await?;
+    if saved {
+        store.delete(old).await?;
+    }
+    Ok(saved)
+}
+
 /// Operations over all sessions of a store: for clean-up and the admin
 /// commands, not for the request path.
 #[async_trait]
@@ -335,6 +376,14 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
         (**self).save(key, record, write).await
+    }
+    async fn replace(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        (**self).replace(old, key, record).await
     }
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         (**self).touch(key, expires).await

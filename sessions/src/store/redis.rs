@@ -41,7 +41,7 @@ use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 use tokio::task::AbortHandle;
 
-use self::conn::{Conn, Lua, ScanNode, Target, Wait};
+use self::conn::{Conn, Lua, ScanNode, Target, Topology, Wait};
 
 use super::{
     Entered, Error, Known, LocalGuard, LockGuard, LockWaits, OnExpired, Place, SaveIf,
@@ -207,6 +207,18 @@ if type(head) ~= 'string' then return '' end
 return head
 ";
 
+/// A regenerated session's first save: the new record is written only
+/// while the old one lives, and the old one goes with it. Answers the old
+/// record's header (its user, for the index), or nil when nothing was
+/// written.
+const REPLACE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local head = redis.call('GETRANGE', KEYS[1], 0, ARGV[3] - 1)
+if not redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return false end
+redis.call('DEL', KEYS[1])
+return head
+";
+
 /// The scripts, hashed once per store (clones share them).
 struct Scripts {
     load: Lua,
@@ -219,6 +231,7 @@ struct Scripts {
     index: Lua,
     touch: Lua,
     delete: Lua,
+    replace: Lua,
 }
 
 impl Scripts {
@@ -234,6 +247,7 @@ impl Scripts {
             index: Lua::new(INDEX.to_owned()),
             touch: Lua::new(TOUCH.to_owned()),
             delete: Lua::new(DELETE.to_owned()),
+            replace: Lua::new(REPLACE.to_owned()),
         }
     }
 }
@@ -512,6 +526,24 @@ impl RedisStore {
             Some(user) => self.index_entry(key, user, record.expires).await,
             None => Ok(()),
         }
+    }
+
+    /// Takes a removed record out of its user's index: `head` is the
+    /// record's header as the removing script answered it. The record went
+    /// first, so the index never lacks a live session.
+    async fn unindex(
+        &self,
+        key: &StoreKey,
+        head: &[u8],
+        context: &'static str,
+    ) -> Result<(), Error> {
+        if let Some(user) = Record::user_in_header(head) {
+            let mut conn = self.conn.clone();
+            let mut zrem = ::redis::cmd("ZREM");
+            zrem.arg(self.user_key(&user)).arg(&*key.as_hex());
+            let _: i64 = bounded(context, zrem.query_async(&mut conn)).await?;
+        }
+        Ok(())
     }
 
     /// Lists `key` under `user` until `expires` (and [`INDEX_SLACK`] more).
@@ -1287,14 +1319,49 @@ impl SessionStore for RedisStore {
                 head
             }
         };
-        // The record is gone; its entry in its user's index goes after it.
-        if let Some(user) = Record::user_in_header(&head) {
-            let mut conn = self.conn.clone();
-            let mut zrem = ::redis::cmd("ZREM");
-            zrem.arg(self.user_key(&user)).arg(&*key.as_hex());
-            let _: i64 = bounded(CONTEXT, zrem.query_async(&mut conn)).await?;
+        self.unindex(key, &head, CONTEXT).await
+    }
+
+    async fn replace(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        const CONTEXT: &str = "saving a session";
+        if self.target.topology() == Topology::Cluster {
+            // Every session has a Cluster slot of its own, and no script
+            // may touch two: checked, then saved (the window this leaves
+            // is said on `RedisStore`).
+            return super::replace_in_steps(self, old, key, record).await;
         }
-        Ok(())
+        self.check_size(record)?;
+        self.index(key, record).await?;
+        let mut call = self.scripts.replace.prepare_invoke();
+        call.key(self.data_key(old))
+            .key(self.data_key(key))
+            .arg(record.encode())
+            .arg(ttl_ms(record.expires))
+            .arg(Record::MAX_HEADER);
+        let head: Option<Vec<u8>> = match self.wait() {
+            None => {
+                let mut conn = self.conn.clone();
+                bounded(CONTEXT, call.invoke_async(&mut conn)).await?
+            }
+            Some(wait) => {
+                let mut conn = self.durable().await?;
+                let (head, acked): (Option<Vec<u8>>, u64) =
+                    bounded(CONTEXT, call.invoke_and_wait(&mut conn, wait)).await?;
+                if head.is_some() {
+                    self.check_replicated(acked)?;
+                }
+                head
+            }
+        };
+        match head {
+            Some(head) => self.unindex(old, &head, CONTEXT).await.map(|()| true),
+            None => Ok(false),
+        }
     }
 
     fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {

@@ -135,6 +135,16 @@ pub fn routes() -> Router {
             }),
         )
         .route(
+            // Logs in slowly: regenerates, then takes its time before the
+            // new id is saved.
+            "/slow-regen",
+            get(|s: Session, Query(p): Query<Params>| async move {
+                s.regenerate().await?;
+                tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
+                Ok::<_, sessions::Error>("logged in")
+            }),
+        )
+        .route(
             // Regenerates before anything loaded the session, then answers
             // the counter as it is.
             "/regen-first",

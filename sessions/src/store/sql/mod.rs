@@ -145,6 +145,10 @@ struct Statements {
     exists: String,
     insert: String,
     update: String,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    replace: String,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    delete_live: String,
     touch: String,
     delete: String,
     count: String,
@@ -174,6 +178,23 @@ impl Statements {
                 "UPDATE {t} SET data = {p}2, created_at = {p}3, expires_at = {p}4, \
                  timeout_ms = {p}6, user_id = {p}7 WHERE id = {p}1 AND expires_at > {p}5"
             ),
+            // A regenerated session takes its old row's place in one
+            // statement: the old row is deleted only while live, and the
+            // new one written only if that deleted it (parameters as for
+            // `insert`, then the old id). PostgreSQL only: SQLite has no
+            // DELETE inside WITH, and runs `delete_live` then `insert` in
+            // one transaction instead.
+            replace: format!(
+                "WITH gone AS (DELETE FROM {t} WHERE id = {p}8 AND expires_at > {p}5 RETURNING 1) \
+                 INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms, user_id) \
+                 SELECT {p}1, {p}2, {p}3, {p}4, {p}6, {p}7 WHERE EXISTS (SELECT 1 FROM gone) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET data = excluded.data, created_at = excluded.created_at, \
+                     expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms, \
+                     user_id = excluded.user_id \
+                 WHERE s.expires_at <= {p}5"
+            ),
+            delete_live: format!("DELETE FROM {t} WHERE id = {p}1 AND expires_at > {p}2"),
             touch: format!(
                 "UPDATE {t} SET expires_at = {p}2 WHERE id = {p}1 AND expires_at > {p}3"
             ),

@@ -783,6 +783,39 @@ impl SessionStore for PostgresStore {
         Ok(n == 1)
     }
 
+    async fn replace(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        check_size(record)?;
+        let inner = self.prepared().await?;
+        let (hex, old) = (key.as_hex(), old.as_hex());
+        let (hex, old): (&str, &str) = (&hex, &old);
+        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
+        let (now, timeout) = (to_sql_ms(now_millis()), timeout_column(record));
+        let user = user_column(record);
+        // One statement, so one step: see `replace` in `sql/mod.rs`.
+        let n = inner
+            .execute(
+                "postgres: save",
+                &inner.sql.table.replace,
+                &[
+                    (&hex, Type::TEXT),
+                    (&record.data, Type::BYTEA),
+                    (&created, Type::INT8),
+                    (&expires, Type::INT8),
+                    (&now, Type::INT8),
+                    (&timeout, Type::INT8),
+                    (&user, Type::TEXT),
+                    (&old, Type::TEXT),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         let inner = self.prepared().await?;
         let hex = key.as_hex();

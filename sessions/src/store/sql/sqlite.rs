@@ -561,6 +561,33 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn replace(
+        &self,
+        old: &StoreKey,
+        key: &StoreKey,
+        record: &Record,
+    ) -> Result<bool, Error> {
+        check_size(record)?;
+        self.prepared().await?;
+        let (old, key, record) = (*old, *key, record.clone());
+        // One transaction: the old row is deleted only while live, and the
+        // new one written only if that deleted it.
+        self.blocking("sqlite: save", move |inner, conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let gone = tx
+                .prepare_cached(&inner.sql.table.delete_live)?
+                .execute((&*old.as_hex(), to_sql_ms(now_millis())))?
+                == 1;
+            if !gone || !inner.save(&tx, &key, &record, SaveIf::Absent)? {
+                // Dropped uncommitted: nothing changed.
+                return Ok(false);
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error> {
         self.prepared().await?;
         let key = *key;
