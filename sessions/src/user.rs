@@ -225,14 +225,29 @@ pub(crate) async fn end_sessions_of(
     keep: &[StoreKey],
 ) -> Result<Vec<StoreKey>, Error> {
     let mut ended = Vec::new();
-    for (key, _) in store.sessions_of(user).await? {
-        if !keep.contains(&key) {
-            store.delete(&key).await?;
-            ended.push(key);
+    // A log-in racing this may have moved a session to a new id after the
+    // listing (its `replace` removed the old id this then deletes in
+    // vain): the new id shows in the next listing. A few rounds end every
+    // such session; a user who keeps logging in meanwhile is not chased
+    // forever.
+    for _ in 0..END_ROUNDS {
+        let mut more = false;
+        for (key, _) in store.sessions_of(user).await? {
+            if !keep.contains(&key) && !ended.contains(&key) {
+                store.delete(&key).await?;
+                ended.push(key);
+                more = true;
+            }
+        }
+        if !more {
+            break;
         }
     }
     Ok(ended)
 }
+
+/// How many listings [`end_sessions_of`] makes at most.
+const END_ROUNDS: usize = 3;
 
 #[cfg(test)]
 mod tests {
