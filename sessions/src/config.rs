@@ -211,6 +211,8 @@ pub struct SessionConfig {
     /// The store.
     pub storage: StorageConfig,
     /// `timeout`: idle time after which a session ends; every save slides it.
+    /// memcached keeps nothing past 2038-01-19: over 30 days, it must end
+    /// a year before that ([`store::open`](crate::store::open) checks).
     pub timeout: Duration,
     /// `absolute_timeout`: time since creation after which a session ends
     /// whatever its activity.
