@@ -184,7 +184,12 @@ async fn the_demo_in_a_real_browser() {
         let after = text(&c, "#session-id").await;
         assert_ne!(before, after);
         assert_eq!(after.len(), 40);
-        assert!(text(&c, ".flash").await.contains(&before));
+        let flash = text(&c, ".flash").await;
+        assert!(flash.contains("a new id"), "{flash}");
+        assert!(
+            !flash.contains(&before) && !flash.contains(&after),
+            "{flash}"
+        );
         assert!(
             text(&c, "#data").await.contains("teal"),
             "data lost at log in"

@@ -1,5 +1,6 @@
 //! `sessions serve` beyond CherryPy's scenarios: a config it cannot use
-//! fails with one clear line naming the file, line and key (or the store),
+//! (or with which no session would come back) fails with one clear line
+//! naming the file, line and key (or the store),
 //! and the file store as CherryPy lays it out on disk, also after a
 //! `kill -9` under write load.
 
@@ -54,6 +55,64 @@ async fn config_errors_name_file_line_and_key() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Settings with which no session would ever come back fail `serve` at
+/// start, naming the key: a cookie name that is not a token (a browser
+/// reads `a=b` as the cookie `a`), a domain with a port, and a `timeout`
+/// that memcached cannot keep (its expiry ends in 2038: a 19-year session
+/// would be answered as stored and dropped at once).
+#[tokio::test]
+async fn settings_that_keep_no_session_fail_at_start() {
+    let dir = TempDir::new("unkept");
+    for (body, says) in [
+        (
+            "tools.sessions.name = 'a=b'\n",
+            "bad.conf:3: tools.sessions.name: \"a=b\" is not a cookie name",
+        ),
+        (
+            "tools.sessions.domain = 'example.com:8080'\n",
+            "bad.conf:3: tools.sessions.domain: \"example.com:8080\" is not a cookie domain",
+        ),
+        (
+            "tools.sessions.storage_type = 'memcached'\n\
+             tools.sessions.servers = ['127.0.0.1:11211']\n\
+             tools.sessions.timeout = 10000000\n",
+            "cannot open the memcached store: invalid timeout: [/]: sessions of 6944 days",
+        ),
+    ] {
+        let config = dir.write(
+            "bad.conf",
+            &format!("[/]\ntools.sessions.on = True\n{body}"),
+        );
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sessions"))
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that starts would serve for ever: it gets ten seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{body}: served instead of failing");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{body}: {err}");
+        assert!(err.contains(says), "{body}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
 
 /// The data files in a file store's directory, by name.

@@ -2,7 +2,8 @@
 //! operator meets them: three browsers log in as one user, one logs the
 //! others out; `sessions list --user` and `sessions logout --user` see and
 //! end what the site wrote (a file store, shared by the server and the
-//! commands).
+//! commands); and what the demo keeps in a session: no id, and no value
+//! that breaks its page.
 
 mod server;
 
@@ -142,6 +143,75 @@ async fn a_user_logs_out_other_sessions_in_the_demo_and_the_cli() {
     assert!(bob.cookie.is_none(), "the cookie is dropped");
     let out = run(&["list", "--user", "bob", "--json", "--config", conf]);
     assert_eq!(text(&out.stdout), "");
+}
+
+/// Every file under `dir`, its path and its bytes, read behind the
+/// store's back.
+fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+/// What the demo stores opens no session: after a log-in, with its message
+/// for the next page still in the record, no file of the store (records,
+/// user index) holds the old id or the new one, in its name or its bytes.
+/// And a value the page cannot count (`visits = abc`, through the form)
+/// is replaced there, never a 500 on every later page.
+#[tokio::test]
+async fn the_demo_stores_no_id_and_shows_any_value() {
+    let dir = TempDir::new("demo");
+    let config = dir.write(
+        "site.conf",
+        &format!(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'file'\n\
+             tools.sessions.storage_path = '{}/sessions'\n",
+            dir.path().display()
+        ),
+    );
+    let server = Server::demo(&config);
+    let mut b = Browser::new(&server);
+    let id = |b: &Browser| {
+        b.cookie
+            .as_deref()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    b.page().await;
+    let old = id(&b);
+    assert_eq!(b.login("alice").await, 303);
+    let new = id(&b);
+    assert_ne!(old, new);
+    let files = files_under(&dir.path().join("sessions"));
+    let record = format!("session-{}", server::key_of(&new));
+    let (_, bytes) = files
+        .iter()
+        .find(|(path, _)| path.ends_with(&record))
+        .expect("the record");
+    assert!(String::from_utf8_lossy(bytes).contains("Logged in"));
+    for (path, bytes) in &files {
+        let text = String::from_utf8_lossy(bytes);
+        for id in [&old, &new] {
+            assert!(!path.contains(id.as_str()), "{path}");
+            assert!(!text.contains(id.as_str()), "{path} holds an id: {text}");
+        }
+    }
+    assert!(b.page().await.contains("a new id"));
+
+    let (status, _) = b.send("/set", Some("key=visits&value=abc")).await;
+    assert_eq!(status, 303);
+    assert!(b.page().await.contains("id=visits>1<"));
+    assert!(b.page().await.contains("id=visits>2<"));
 }
 
 #[tokio::test]

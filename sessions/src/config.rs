@@ -211,6 +211,8 @@ pub struct SessionConfig {
     /// The store.
     pub storage: StorageConfig,
     /// `timeout`: idle time after which a session ends; every save slides it.
+    /// memcached keeps nothing past 2038-01-19: over 30 days, it must end
+    /// a year before that ([`store::open`](crate::store::open) checks).
     pub timeout: Duration,
     /// `absolute_timeout`: time since creation after which a session ends
     /// whatever its activity.
@@ -219,7 +221,8 @@ pub struct SessionConfig {
     pub locking: Locking,
     /// `lock_timeout`: how long to wait for a lock before answering 503.
     pub lock_timeout: Duration,
-    /// `name`: the cookie name.
+    /// `name`: the cookie name, an RFC 6265 token (letters, digits and
+    /// ``!#$%&'*+-.^_`|~``).
     pub name: String,
     /// `cookie`: carry the id in a cookie (default true). False, with a
     /// `header`, serves API clients that keep no cookies.
@@ -228,11 +231,11 @@ pub struct SessionConfig {
     /// header: read from the request, written to the response when the
     /// session is saved, empty when it ends.
     pub header: Option<http::HeaderName>,
-    /// `path`: the cookie path.
+    /// `path`: the cookie path, starting with `/`.
     pub path: String,
     /// `path_header`: a request header to take the cookie path from.
     pub path_header: Option<http::HeaderName>,
-    /// `domain`: the cookie domain.
+    /// `domain`: the cookie domain, a host name.
     pub domain: Option<String>,
     /// `secure`: the cookie's `Secure` attribute.
     pub secure: bool,
@@ -276,12 +279,15 @@ impl Default for SessionConfig {
 impl SessionConfig {
     /// Checks what would otherwise leave every request without its session,
     /// silently: no way to carry the id (`cookie = False` without a
-    /// `header`), or a cookie the browser drops because its name's prefix
-    /// has rules the settings break — a `__Host-` cookie must be `secure`,
-    /// for `path = "/"` (no `path_header`) and without a `domain`; a
-    /// `__Secure-` cookie must be `secure`. Answers the first setting at
-    /// fault, and why. Config files are checked when they load, and
-    /// [`SessionLayer`](crate::SessionLayer) checks what it is given.
+    /// `header`); a cookie `name` that is not an RFC 6265 token (`a=b`, a
+    /// space, a separator), a `path` that does not start with `/` or a
+    /// `domain` that is not a host name; or a cookie the browser drops
+    /// because its name's prefix has rules the settings break — a
+    /// `__Host-` cookie must be `secure`, for `path = "/"` (no
+    /// `path_header`) and without a `domain`; a `__Secure-` cookie must be
+    /// `secure`. Answers the first setting at fault, and why. Config files
+    /// are checked when they load, and [`SessionLayer`](crate::SessionLayer)
+    /// checks what it is given.
     pub fn problem(&self) -> Option<(&'static str, String)> {
         if !self.cookie && self.header.is_none() {
             return Some((
@@ -297,6 +303,15 @@ impl SessionConfig {
         };
         if !self.cookie {
             return None;
+        }
+        if let Err(why) = cookie_name(&self.name) {
+            return Some(("name", why));
+        }
+        if let Err(why) = cookie_path(&self.path) {
+            return Some(("path", why));
+        }
+        if let Some(Err(why)) = self.domain.as_deref().map(cookie_domain) {
+            return Some(("domain", why));
         }
         let (host, secure) = (starts("__Host-"), starts("__Secure-"));
         let named = |rule: &str| format!("a cookie named {:?} {rule}", self.name);
@@ -759,7 +774,7 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
             }
         }
         "lock_timeout" => c.lock_timeout = Duration::from_secs_f64(number(v)?),
-        "name" => c.name = cookie_word(v, false)?,
+        "name" => c.name = cookie_word(v, cookie_name)?,
         "cookie" => c.cookie = boolean(v)?,
         "header" => {
             c.header = match v {
@@ -767,7 +782,7 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
                 _ => Some(id_header(&string(v)?)?),
             }
         }
-        "path" => c.path = cookie_word(v, true)?,
+        "path" => c.path = cookie_word(v, cookie_path)?,
         "path_header" => {
             c.path_header = match v {
                 Value::None => None,
@@ -780,7 +795,7 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
         "domain" => {
             c.domain = match v {
                 Value::None => None,
-                _ => Some(cookie_word(v, false)?),
+                _ => Some(cookie_word(v, cookie_domain)?),
             }
         }
         "secure" => c.secure = boolean(v)?,
@@ -881,21 +896,64 @@ fn id_header(name: &str) -> Result<http::HeaderName, String> {
     Ok(header)
 }
 
-/// A cookie name, path or domain. Checked here, once, so that writing the
-/// `Set-Cookie` header (`cookie.rs`) never has to fail.
-fn cookie_word(v: &Value, allow_slash: bool) -> Result<String, String> {
+/// A cookie name, path or domain, as a string that `rule` accepts: at the
+/// key's own line in a file. [`SessionConfig::problem`] applies the same
+/// rules to settings given in code, so that writing the `Set-Cookie`
+/// header (`cookie.rs`) never has to fail.
+fn cookie_word(v: &Value, rule: fn(&str) -> Result<(), String>) -> Result<String, String> {
     let s = string(v)?;
-    if s.is_empty() || !is_cookie_safe(&s) || (!allow_slash && s.contains('/')) {
-        return Err(format!("{s:?} cannot be used in a cookie"));
-    }
+    rule(&s)?;
     Ok(s)
 }
 
-/// Whether `s` may appear in a cookie attribute: visible ASCII only, no
-/// `;` or `,` (they would end the attribute or the header value).
-pub(crate) fn is_cookie_safe(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
+/// A cookie's name is an RFC 6265 token: letters, digits and
+/// ``!#$%&'*+-.^_`|~``. Browsers read `=` as the end of the name, `;` as
+/// the end of the cookie, and drop or mangle a cookie with a space, a
+/// quote or another separator in its name: no session would ever come
+/// back.
+fn cookie_name(name: &str) -> Result<(), String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!(
+            "{name:?} is not a cookie name: letters, digits and !#$%&'*+-.^_`|~ only"
+        ));
+    }
+    Ok(())
+}
+
+/// A cookie's path starts with `/` (browsers replace any other with the
+/// request's directory) and holds visible ASCII but `;` and `,`.
+fn cookie_path(path: &str) -> Result<(), String> {
+    if !is_cookie_path(path) {
+        return Err(format!(
+            "{path:?} is not a cookie path: it starts with / and holds visible ASCII but ; and ,"
+        ));
+    }
+    Ok(())
+}
+
+/// A cookie's domain is a host name: letters, digits, `-`, `_` and `.`
+/// (a leading dot is allowed, and ignored by browsers). A browser drops a
+/// cookie whose domain does not match the site, as one with a port, a
+/// path or a separator never does.
+fn cookie_domain(domain: &str) -> Result<(), String> {
+    let host = |b: u8| b.is_ascii_alphanumeric() || b"-_.".contains(&b);
+    if domain.trim_start_matches('.').is_empty() || !domain.bytes().all(host) {
+        return Err(format!(
+            "{domain:?} is not a cookie domain: a host name (letters, digits, -, _ and .)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `s` may be a cookie's `Path`: it starts with `/`, and holds
+/// visible ASCII only, no `;` or `,` (they would end the attribute or the
+/// header value). The middleware applies it to a path taken from a
+/// request header too.
+pub(crate) fn is_cookie_path(s: &str) -> bool {
+    s.starts_with('/')
+        && s.bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b';' && b != b',')
 }
 
 #[cfg(test)]
@@ -1069,6 +1127,99 @@ mod tests {
              tools.sessions.name = \"__Host-s\"\n"
         )
         .is_ok());
+    }
+
+    /// A cookie name is an RFC 6265 token, a path starts with `/`, a
+    /// domain is a host name, and the id header is a header name: anything
+    /// else fails to load, in either syntax, naming the key at its line
+    /// (a browser would split, drop or misfile the cookie and no session
+    /// would ever come back). Settings given in code are held to the same
+    /// rules.
+    #[test]
+    fn cookie_words_and_the_header_are_checked() {
+        let ini = |key: &str, value: &str| {
+            Config::from_ini_str(
+                &format!("[/]\ntools.sessions.on = True\ntools.sessions.{key} = {value:?}\n"),
+                "c.conf",
+            )
+        };
+        let toml = |key: &str, value: &str| {
+            Config::from_toml_str(
+                &format!("[\"/\"]\nsessions.on = true\nsessions.{key} = {value:?}\n"),
+                "c.toml",
+            )
+        };
+        let bad = [
+            ("name", "a=b"),
+            ("name", "session id"),
+            ("name", "a;b"),
+            ("name", "\"quoted\""),
+            ("name", "a/b"),
+            ("name", "a:b"),
+            ("name", "(s)"),
+            ("name", "sessión"),
+            ("name", ""),
+            ("path", "app"),
+            ("path", "/a b"),
+            ("path", "/a;b"),
+            ("path", "/a\tb"),
+            ("domain", "example.com:8080"),
+            ("domain", "a=b"),
+            ("domain", "example.com/x"),
+            ("domain", "."),
+            ("domain", ""),
+            ("header", "X=Y"),
+            ("header", "X Session"),
+            ("header", "X:Id"),
+            ("header", ""),
+        ];
+        for (key, value) in bad {
+            for (err, prefix) in [
+                (ini(key, value).unwrap_err(), "tools.sessions."),
+                (toml(key, value).unwrap_err(), "sessions."),
+            ] {
+                assert!(
+                    matches!(&err, Error::Key { line: 3, key: k, .. } if *k == format!("{prefix}{key}")),
+                    "{key} = {value:?}: {err}"
+                );
+            }
+        }
+        let good = [
+            ("name", "session_id"),
+            ("name", "s-1.x!#$%&'*+^`|~"),
+            ("path", "/app/x-1"),
+            ("domain", "example.com"),
+            ("domain", ".sub.example.com"),
+            ("header", "X-Session-Id"),
+        ];
+        for (key, value) in good {
+            assert!(ini(key, value).is_ok(), "{key} = {value:?}");
+            assert!(toml(key, value).is_ok(), "{key} = {value:?}");
+        }
+        let problem = |c: SessionConfig| c.problem().map(|(key, _)| key);
+        let code = SessionConfig::default;
+        assert_eq!(problem(code()), None);
+        assert_eq!(
+            problem(SessionConfig {
+                name: "a=b".into(),
+                ..code()
+            }),
+            Some("name")
+        );
+        assert_eq!(
+            problem(SessionConfig {
+                path: "app".into(),
+                ..code()
+            }),
+            Some("path")
+        );
+        assert_eq!(
+            problem(SessionConfig {
+                domain: Some("example.com;x".into()),
+                ..code()
+            }),
+            Some("domain")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 // The rule lives with the config checks that need it at load time; the
 // middleware applies it to a path taken from a request header.
-pub(crate) use crate::config::is_cookie_safe;
+pub(crate) use crate::config::is_cookie_path;
 use crate::config::{SameSite, SessionConfig};
 use crate::id::SessionId;
 
@@ -156,7 +156,8 @@ fn to_header(build: impl FnOnce(&mut String)) -> HeaderValue {
         s.clear();
         build(s);
         // Name, path and domain were checked for header-safe characters
-        // when the config was built (`config::cookie_word`); the id is hex.
+        // when the config was built (`SessionConfig::problem`, which config
+        // files and the layer apply); the id is hex.
         // Should that ever fail, send nothing rather than a broken header.
         HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
     })

@@ -93,9 +93,11 @@ impl Error {
     pub(crate) fn failure(&self) -> Failure {
         match self {
             Error::Store(store::Error::LockTimeout(_)) => Failure::Busy,
-            Error::Store(store::Error::Config { .. } | store::Error::Unsupported(_)) => {
-                Failure::Internal
-            }
+            Error::Store(
+                store::Error::Config { .. }
+                | store::Error::Unsupported(_)
+                | store::Error::ExpiresTooLate { .. },
+            ) => Failure::Internal,
             Error::Store(_) | Error::Random(_) => Failure::Unavailable,
             Error::TooLarge { .. } | Error::Value { .. } | Error::Finished | Error::DataHeld => {
                 Failure::Internal

@@ -2,7 +2,8 @@
 //! the restart test starts its own): the conformance suite but for what
 //! memcached cannot do (list its keys, which is said plainly), two stores
 //! excluding each other, nothing in memcached that opens a session, the
-//! 30-day rule, and a server killed and restarted under traffic.
+//! 30-day rule, the 2038 limit (refused, never lost), and a server killed
+//! and restarted under traffic.
 
 #![cfg(feature = "memcached")]
 
@@ -12,12 +13,12 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::client::free_port;
+use common::client::{free_port, Client};
 use common::records::{key, record};
 use common::stores::{memcached, memcached_keys, memcached_value};
 use common::temp::unique_prefix;
 use futures_util::StreamExt;
-use sessions::store::{Error, MemcachedStore, SaveIf, SessionAdmin, SessionStore};
+use sessions::store::{Error, MemcachedStore, OpenError, SaveIf, SessionAdmin, SessionStore};
 use sessions::Record;
 
 // Every check but `count_and_keys`: memcached cannot list its keys (see
@@ -105,6 +106,121 @@ async fn sessions_longer_than_thirty_days_are_kept() {
     assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.load(&key).await.unwrap(), Some(r));
+}
+
+/// memcached's last expiry: a Unix time is a signed 32-bit number there
+/// (2038-01-19 03:14:07 UTC, the store sending a second more than asked).
+const LAST: u64 = (i32::MAX as u64 - 1) * 1000;
+
+/// An expiry memcached cannot hold — a 400-day "remember me" saved from
+/// December 2036 on, which memcached would answer as stored and drop at
+/// once — is refused with an error saying so, by a save, a save under the
+/// lock and a refresh alike, and nothing is written; an expiry at the last
+/// second memcached can name is kept, its user index with it.
+#[tokio::test]
+async fn an_expiry_past_2038_is_refused_never_lost() {
+    let prefix = unique_prefix();
+    let Some(store) = memcached(&prefix).await else {
+        return;
+    };
+    let user: sessions::UserId = "alice".parse().unwrap();
+    let at = |expires| Record {
+        expires,
+        user: Some(user.clone()),
+        ..record("{}", 0)
+    };
+    let too_late = |r: Result<bool, Error>| {
+        assert!(
+            matches!(r, Err(Error::ExpiresTooLate { latest: LAST, .. })),
+            "{r:?}"
+        )
+    };
+    let key = key();
+    for expires in [LAST + 1, LAST + 400 * 86_400_000] {
+        too_late(store.save(&key, &at(expires), SaveIf::Absent).await);
+    }
+    let guard = store.lock(&key, Duration::from_secs(5)).await.unwrap();
+    too_late(
+        store
+            .save_and_unlock(&key, &at(LAST + 1), SaveIf::Absent, guard)
+            .await,
+    );
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    let kept: Vec<String> = memcached_keys(&prefix)
+        .await
+        .into_iter()
+        .filter(|k| !k.ends_with(":lock"))
+        .collect();
+    assert_eq!(kept, Vec::<String>::new(), "nothing written");
+
+    let r = at(LAST);
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+    too_late(store.touch(&key, LAST + 1).await);
+    assert_eq!(store.load(&key).await.unwrap(), Some(r));
+    let listed = store.sessions_of(&user).await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
+/// A `timeout` whose sessions memcached cannot keep: a config with one
+/// fails to open, naming the key (the one that decides when the other is
+/// shorter), before any request; given in code, where no config check
+/// sees it, every save answers 500 instead of a 200 whose session is gone
+/// by the next request. The default hour keeps its session across
+/// requests.
+#[tokio::test]
+async fn a_timeout_memcached_cannot_keep_is_refused() {
+    let Some(store) = memcached(&unique_prefix()).await else {
+        return;
+    };
+    let open = |lines: &str| {
+        let text = format!(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'memcached'\n\
+             tools.sessions.servers = ['{}']\n{lines}",
+            common::stores::memcached_addr()
+        );
+        async move {
+            let config = sessions::Config::from_ini_str(&text, "m.conf").unwrap();
+            sessions::store::open(&config).await.map(drop)
+        }
+    };
+    // 10,000,000 minutes: 19 years.
+    for (lines, key) in [
+        ("tools.sessions.timeout = 10000000\n", "timeout"),
+        (
+            "tools.sessions.timeout = 20000000\ntools.sessions.absolute_timeout = 10000000\n",
+            "absolute_timeout",
+        ),
+    ] {
+        let err = open(lines).await.unwrap_err();
+        assert!(
+            matches!(&err, OpenError::Store(Error::Config { setting, .. }) if *setting == key),
+            "{lines}: {err:?}"
+        );
+        let text = common::stores::chain(&err);
+        assert!(
+            text.contains("[/]") && text.contains("2038-01-19"),
+            "{text}"
+        );
+    }
+    for fine in [
+        "tools.sessions.timeout = 576000\n",
+        "tools.sessions.timeout = 10000000\ntools.sessions.absolute_timeout = 60\n",
+    ] {
+        let opened = open(fine).await;
+        assert!(opened.is_ok(), "{fine}: {opened:?}");
+    }
+
+    let mut config = common::app::config();
+    config.timeout = Duration::from_secs(600_000_000);
+    let mut c = Client::new(common::app::serve_app(config, store.clone()).await);
+    let r = c.get("/count").await;
+    assert_eq!(r.status, 500, "{r:?}");
+    let mut c = Client::new(common::app::serve_app(common::app::config(), store).await);
+    for n in 1..=3 {
+        let r = c.get("/count").await;
+        assert_eq!((r.status, r.body), (200, format!("false {n}")));
+    }
 }
 
 /// A memcached of this test's own.

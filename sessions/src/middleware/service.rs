@@ -55,7 +55,7 @@ where
             .as_ref()
             .and_then(|h| req.headers().get(h))
             .and_then(|v| v.to_str().ok())
-            .filter(|p| p.starts_with('/') && cookie::is_cookie_safe(p))
+            .filter(|p| cookie::is_cookie_path(p))
             .map(String::from);
         let early = config.locking == Locking::Early;
         let (client, malformed) = match client {

@@ -40,6 +40,15 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 const MIN_LEASE: Duration = Duration::from_secs(3);
 /// memcached reads an expiry above 30 days as a Unix time, not a span.
 const RELATIVE_LIMIT: u64 = 30 * 24 * 3600;
+/// The largest Unix time memcached takes as an expiry: it reads the number
+/// as a signed 32-bit one (2038-01-19 03:14:07 UTC). A larger one wraps:
+/// below zero memcached answers the write as stored and drops the item at
+/// once; from 2^32 on, it keeps the item for ever.
+const LAST_EXPTIME: u64 = i32::MAX as u64;
+/// How much of a configured lifetime must fit before memcached's last
+/// expiry when the store is opened: a server started today keeps saving
+/// its longest sessions for at least this long.
+const OPEN_MARGIN: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How often a save retries when its compare-and-swap meets another write.
 const CAS_TRIES: usize = 8;
 
@@ -56,6 +65,16 @@ const CAS_TRIES: usize = 8;
 /// opens a session. Every item expires by memcached's own expiry (spans
 /// over 30 days are sent as Unix times, as memcached wants them); clean-up
 /// has nothing to do.
+///
+/// memcached's Unix times end at 2038-01-19 03:14:07 UTC (a signed 32-bit
+/// number; a later one it takes, answers as stored and drops at once). A
+/// save, refresh or lock whose item would have to live past that instant,
+/// more than 30 days ahead, writes nothing and answers
+/// [`Error::ExpiresTooLate`] (a 500): a session this long cannot be kept,
+/// and must not look kept. [`open`](crate::store::open) refuses a
+/// `timeout` (or `absolute_timeout`) over 30 days that would reach it
+/// within a year. A user index entry, kept a little past its session for
+/// servers whose clocks disagree, is kept no later than that instant.
 ///
 /// With several servers, each session (its record and its lock together)
 /// and each user index lives on one of them, chosen by rendezvous hashing
@@ -218,14 +237,17 @@ impl MemcachedStore {
         self.inner.max_size.saturating_add(Record::MAX_HEADER)
     }
 
-    fn check_size(&self, record: &Record) -> Result<(), Error> {
+    /// Refuses, before anything is written, a record larger than the
+    /// store reads back, or one that expires later than memcached can keep
+    /// it.
+    fn check(&self, record: &Record) -> Result<(), Error> {
         if record.data.len() > self.inner.max_size {
             return Err(Error::TooLarge {
                 size: record.data.len(),
                 max: self.inner.max_size,
             });
         }
-        Ok(())
+        exptime(record.expires).map(drop)
     }
 
     /// The stored record and its CAS token; an unreadable item is logged
@@ -273,7 +295,7 @@ impl MemcachedStore {
     async fn write(&self, key: &StoreKey, record: &Record, only: SaveIf) -> Result<bool, Error> {
         const CONTEXT: &str = "saving a session";
         let (server, data_key) = (self.server(key), self.data_key(key));
-        let (bytes, exptime) = (record.encode(), exptime(record.expires));
+        let (bytes, exptime) = (record.encode(), exptime(record.expires)?);
         let fail = |e| Error::unavailable(CONTEXT, e);
         for _ in 0..CAS_TRIES {
             let Some((mode, cas)) = precondition(only, self.read(key).await?) else {
@@ -299,8 +321,13 @@ impl MemcachedStore {
         let Some(user) = &record.user else {
             return Ok(());
         };
-        // Kept a while past the session: servers' clocks may disagree.
-        let until = record.expires.saturating_add(INDEX_SLACK);
+        // Kept a while past the session: servers' clocks may disagree. But
+        // no later than memcached can keep it: the record's expiry was
+        // checked before (`exptime`), the slack may be lost at the limit.
+        let until = record
+            .expires
+            .saturating_add(INDEX_SLACK)
+            .min(latest_until(now_millis()));
         self.change_index(user, |entries| {
             match entries.iter_mut().find(|(k, _)| k == key) {
                 // Far enough already: most saves of a session write nothing.
@@ -342,7 +369,7 @@ impl MemcachedStore {
                     let mode = if cas.is_some() { Mode::Set } else { Mode::Add };
                     let value = format_index(&entries);
                     server
-                        .set(&user_key, &value, exptime(last), mode, cas)
+                        .set(&user_key, &value, exptime(last)?, mode, cas)
                         .await
                 }
             }
@@ -379,7 +406,7 @@ impl MemcachedStore {
     ) -> Result<Released, Error> {
         const CONTEXT: &str = "saving a session";
         let fail = |e| Error::unavailable(CONTEXT, e);
-        self.check_size(record)?;
+        self.check(record)?;
         self.index(key, record).await?;
         let (server, lock_key, data_key) =
             (self.server(key), self.lock_key(key), self.data_key(key));
@@ -410,7 +437,7 @@ impl MemcachedStore {
         let write = Op::Set {
             key: &data_key,
             value: &bytes,
-            exptime: exptime(record.expires),
+            exptime: exptime(record.expires)?,
             mode,
             cas,
         };
@@ -418,7 +445,7 @@ impl MemcachedStore {
             Some(until) => Op::Set {
                 key: &lock_key,
                 value: owner.as_bytes(),
-                exptime: exptime(until),
+                exptime: exptime(until)?,
                 mode: Mode::Set,
                 cas: Some(lock_cas),
             },
@@ -539,13 +566,70 @@ fn format_index(entries: &[(StoreKey, Millis)]) -> Vec<u8> {
 /// item may go up to a second before its span is over. A record's own
 /// `expires` still decides when it is dead; a lock held by a process that
 /// died frees up to a second later.
-fn exptime(until: Millis) -> u64 {
-    let secs = until.saturating_sub(now_millis()).div_ceil(1000) + 1;
-    if secs <= RELATIVE_LIMIT {
+///
+/// An item that would have to live past [`latest_until`] is refused: sent,
+/// memcached would drop it (or keep it for ever).
+fn exptime(until: Millis) -> Result<u64, Error> {
+    let now = now_millis();
+    let latest = latest_until(now);
+    if until > latest {
+        return Err(Error::ExpiresTooLate {
+            expires: until,
+            latest,
+        });
+    }
+    let secs = until.saturating_sub(now).div_ceil(1000) + 1;
+    Ok(if secs <= RELATIVE_LIMIT {
         secs
     } else {
         until.div_ceil(1000) + 1
+    })
+}
+
+/// The latest instant an item written at `now` can live until: 30 days
+/// ahead as a span, or memcached's last Unix time, whichever is later
+/// (spans still work after 2038; Unix times do not). `exptime` sends
+/// anything up to it as one or the other, each within its bound.
+fn latest_until(now: Millis) -> Millis {
+    let span = now.saturating_add((RELATIVE_LIMIT - 1) * 1000);
+    span.max((LAST_EXPTIME - 1) * 1000)
+}
+
+/// Whether a session that lives `lifetime` (the `timeout` of the config
+/// section `section`, or its `absolute_timeout` if shorter) can be kept by
+/// memcached for a while:
+/// up to 30 days always; longer, only if it ends a year
+/// ([`OPEN_MARGIN`]) before memcached's last Unix time, counted from now.
+/// Checked when a config's store is opened; saves are checked each time.
+pub(crate) fn check_lifetime(section: &str, lifetime: Duration) -> Result<(), LifetimeTooLong> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let now = now_millis();
+    let latest = latest_until(now);
+    let ends = now.saturating_add(ms(lifetime));
+    if ends <= now.saturating_add((RELATIVE_LIMIT - 1) * 1000)
+        || ends.saturating_add(ms(OPEN_MARGIN)) <= latest
+    {
+        return Ok(());
     }
+    Err(LifetimeTooLong {
+        section: section.to_owned(),
+        days: lifetime.as_secs() / 86_400,
+        max_days: latest.saturating_sub(now).saturating_sub(ms(OPEN_MARGIN)) / 86_400_000,
+    })
+}
+
+/// A configured lifetime memcached cannot keep (see [`check_lifetime`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "[{section}]: sessions of {days} days would outlive what memcached can keep: its expiry \
+     is a 32-bit Unix time, which ends on 2038-01-19 03:14:07 UTC, and a \
+     server started now must keep saving for a year; at most {max_days} days \
+     (or 30 days, which it always keeps)"
+)]
+pub(crate) struct LifetimeTooLong {
+    section: String,
+    days: u64,
+    max_days: u64,
 }
 
 /// Every try of a compare-and-swap met another write.
@@ -571,7 +655,7 @@ impl LeaseBackend for MemcachedStore {
         let take = Op::Set {
             key: &lock_key,
             value: owner.as_bytes(),
-            exptime: exptime(until),
+            exptime: exptime(until)?,
             mode: Mode::Add,
             cas: None,
         };
@@ -615,7 +699,7 @@ impl LeaseBackend for MemcachedStore {
             .set(
                 &self.lock_key(key),
                 owner.as_bytes(),
-                exptime(until),
+                exptime(until)?,
                 Mode::Set,
                 Some(cas),
             )
@@ -675,7 +759,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
-        self.check_size(record)?;
+        self.check(record)?;
         self.index(key, record).await?;
         self.write(key, record, write).await
     }
@@ -686,6 +770,8 @@ impl SessionStore for MemcachedStore {
         // compare-and-swap against the version read: a write that came in
         // between is read again, never overwritten with older data.
         let fail = |e| Error::unavailable(CONTEXT, e);
+        // Refused before the index or the record is written.
+        let exptime = exptime(expires)?;
         for _ in 0..CAS_TRIES {
             let Some((Some(record), cas)) = self.read(key).await? else {
                 return Ok(false);
@@ -700,7 +786,7 @@ impl SessionStore for MemcachedStore {
                 .set(
                     &self.data_key(key),
                     &record.encode(),
-                    exptime(expires),
+                    exptime,
                     Mode::Set,
                     Some(cas),
                 )
@@ -755,7 +841,7 @@ impl SessionStore for MemcachedStore {
         guard: LockGuard,
     ) -> Result<bool, Error> {
         // Refused before anything is written; the guard, dropped, releases.
-        self.check_size(record)?;
+        self.check(record)?;
         lease::save_and_unlock::<MemcachedStore, _>(
             guard,
             record,
@@ -801,11 +887,45 @@ mod tests {
     #[test]
     fn expiry_past_thirty_days_is_a_unix_time() {
         let now = now_millis();
+        let exptime = |until| exptime(until).unwrap();
         assert_eq!(exptime(now + 1), 2);
         assert!((90..=91).contains(&exptime(now + 90_000)));
         assert_eq!(exptime(now.saturating_sub(5_000)), 1);
         let far = now + 31 * 24 * 3_600_000;
         assert_eq!(exptime(far), far.div_ceil(1000) + 1);
+    }
+
+    /// memcached's last Unix time is sent as it is; a millisecond later is
+    /// refused, never sent (memcached would drop the item). Spans of 30
+    /// days stay spans, and so are never refused.
+    #[test]
+    fn expiry_ends_at_memcacheds_last_unix_time() {
+        let last = (LAST_EXPTIME - 1) * 1000;
+        assert_eq!(exptime(last).unwrap(), LAST_EXPTIME);
+        for too_late in [last + 1, last + 400 * 86_400_000, u64::MAX] {
+            let err = exptime(too_late).unwrap_err();
+            assert!(
+                matches!(err, Error::ExpiresTooLate { expires, latest } if expires == too_late && latest == last),
+                "{err:?}"
+            );
+        }
+        // After 2038, spans still work.
+        let later = last + 10 * 86_400_000;
+        assert_eq!(latest_until(later), later + (RELATIVE_LIMIT - 1) * 1000);
+    }
+
+    #[test]
+    fn a_lifetime_must_end_a_year_before_the_last_unix_time() {
+        let day = Duration::from_secs(86_400);
+        assert!(check_lifetime("/", day * 30).is_ok());
+        assert!(check_lifetime("/", day * 400).is_ok());
+        // 19 years (`timeout = 10000000` minutes).
+        let err = check_lifetime("/", Duration::from_secs(600_000_000)).unwrap_err();
+        assert!(err.to_string().contains("2038-01-19"), "{err}");
+        let left = (latest_until(now_millis()) - now_millis()) / 1000;
+        let max = Duration::from_secs(left) - OPEN_MARGIN - day;
+        assert!(check_lifetime("/", max).is_ok());
+        assert!(check_lifetime("/", max + day * 2).is_err());
     }
 
     #[test]

@@ -125,6 +125,19 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The session would expire later than the store can keep anything
+    /// (memcached: past 2038-01-19 03:14:07 UTC for a session of more than
+    /// 30 days, the last instant its protocol can name), so it was not
+    /// written: the store would have taken it and dropped it at once. What
+    /// the store held before is unchanged. Retrying cannot help; a shorter
+    /// timeout can.
+    #[error("session expiring at {expires} ms since the epoch outlives what this store keeps (until {latest} ms)")]
+    ExpiresTooLate {
+        /// When the session would expire.
+        expires: Millis,
+        /// The latest expiry the store could have taken.
+        latest: Millis,
+    },
     /// The store cannot do this by its design (memcached cannot list its
     /// keys; a store of another crate may keep no user index). Retrying
     /// cannot help.

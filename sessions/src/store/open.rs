@@ -117,6 +117,7 @@ pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
         }
         #[cfg(feature = "memcached")]
         StorageType::Memcached => {
+            memcached_lifetimes(config)?;
             let store = match &storage.url {
                 Some(url) if storage.servers.is_empty() => MemcachedStore::connect_url(url).await?,
                 _ => MemcachedStore::connect(&storage.servers).await?,
@@ -148,6 +149,22 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
     }
+}
+
+/// Refuses, before connecting, a section whose sessions would outlive what
+/// memcached can keep (its expiry ends in 2038): every save of them would
+/// fail. A session lives its `timeout`, or its `absolute_timeout` if that
+/// is shorter; the error names whichever decides.
+#[cfg(feature = "memcached")]
+fn memcached_lifetimes(config: &Config) -> Result<(), Error> {
+    for (path, section) in config.sections().filter(|(_, c)| c.on) {
+        let (key, lifetime) = match section.absolute_timeout {
+            Some(absolute) if absolute < section.timeout => ("absolute_timeout", absolute),
+            _ => ("timeout", section.timeout),
+        };
+        super::memcached::check_lifetime(path, lifetime).map_err(|e| Error::config(key, e))?;
+    }
+    Ok(())
 }
 
 /// The PostgreSQL store of `storage`, not yet connected.
