@@ -442,3 +442,27 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
     assert!(slowest < took / 4, "{slowest:?} of {took:?}");
     assert_eq!(names(dir.path()).len(), 2);
 }
+
+/// A waiter of another process that gave up or died leaves its claim on
+/// the lock's next turn (`session-<key>.turn`): clean-up removes it once it
+/// lapsed, and keeps a live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_up_removes_lapsed_turn_claims_only() {
+    let dir = TempDir::new("file-test");
+    let store = FileStore::open(dir.path()).unwrap();
+    let (lapsed, live) = (key(), key());
+    let turn = |k: &sessions::StoreKey| dir.path().join(format!("session-{}.turn", &*k.as_hex()));
+    for k in [&lapsed, &live] {
+        std::fs::write(turn(k), "a waiter's token").unwrap();
+    }
+    let old = std::time::SystemTime::now() - Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(turn(&lapsed))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(store.clean_up().await.unwrap(), 0);
+    assert!(!turn(&lapsed).exists(), "a lapsed claim stayed");
+    assert!(turn(&live).exists(), "a live claim was removed");
+}

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `session-<key>` | the record, in [`Record::encode`]'s checksummed format |
 //! | `session-<key>.lock` | the lock file; `flock`ed while the session is locked |
+//! | `session-<key>.turn` | another process's claim on the lock's next turn, while it waits (`file/turn.rs`) |
 //! | `.tmp-…` | a record being written; renamed over `session-<key>` when complete |
 //! | `users/<user>/<key>` | the user index: an empty file per session of a user (see below) |
 //!
@@ -42,6 +43,7 @@ use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, DecodeError, Millis, Record};
 use crate::user::UserId;
 
+mod turn;
 mod users;
 
 use self::users::UserIndex;
@@ -223,16 +225,33 @@ impl FileStore {
         } else {
             "locking a session"
         };
+        // Names this waiter's claim on the next turn (`file/turn.rs`).
+        let owner: Arc<str> = SessionId::generate()
+            .map_err(|e| Error::unavailable("drawing a lock owner token", e))?
+            .to_string()
+            .into();
         let mut opened = None;
         let key = *key;
         loop {
-            let inner = Arc::clone(&self.inner);
-            let attempt = blocking(context, move || match inner.try_flock(&key, opened)? {
-                Flock::Held(file) => {
-                    let record = if load { inner.load(&key)? } else { None };
-                    Ok(Ok((file, record)))
+            let (inner, mine) = (Arc::clone(&self.inner), Arc::clone(&owner));
+            let attempt = blocking(context, move || {
+                let turn = inner.turn_path(&key);
+                let flock = if turn::others(&turn, &mine)? {
+                    Flock::Busy(opened)
+                } else {
+                    inner.try_flock(&key, opened)?
+                };
+                match flock {
+                    Flock::Held(file) => {
+                        turn::end(&turn, &mine)?;
+                        let record = if load { inner.load(&key)? } else { None };
+                        Ok(Ok((file, record)))
+                    }
+                    Flock::Busy(file) => {
+                        turn::claim(&turn, &mine)?;
+                        Ok(Err(file))
+                    }
                 }
-                Flock::Busy(file) => Ok(Err(file)),
             })
             .await?;
             match attempt {
@@ -251,7 +270,14 @@ impl FileStore {
             // pool thread for as long as the other process keeps the lock;
             // nor does it notify: poll it, with the crate's backoff, which
             // stays short because session locks are held for a request.
-            waiter.pause().await?;
+            if let Err(timeout) = waiter.pause().await {
+                // Giving up: the claim on the next turn goes too, so that
+                // nobody waits for it to lapse (a waiter that is dropped
+                // instead leaves it to lapse, and to clean-up).
+                let path = self.inner.turn_path(&key);
+                let _ = blocking(context, move || turn::withdraw(&path, &owner)).await;
+                return Err(timeout);
+            }
         }
     }
 
@@ -601,6 +627,7 @@ impl Fingerprint {
 enum Name {
     Data(StoreKey),
     Lock(StoreKey),
+    Turn(StoreKey),
     Temp,
     /// `session-<id>` (or its `.lock`, when `lock`), as versions before
     /// store keys named them, and as CherryPy names them: never loaded.
@@ -613,6 +640,12 @@ enum Name {
 impl Name {
     fn of(name: &[u8]) -> Name {
         if let Some(rest) = name.strip_prefix(b"session-") {
+            if let Some(hex) = rest.strip_suffix(b".turn") {
+                return match StoreKey::from_bytes(hex) {
+                    Ok(key) => Name::Turn(key),
+                    Err(_) => Name::Other,
+                };
+            }
             let (hex, lock) = match rest.strip_suffix(b".lock") {
                 Some(hex) => (hex, true),
                 None => (rest, false),
@@ -671,6 +704,10 @@ impl Inner {
 
     fn lock_path(&self, key: &StoreKey) -> PathBuf {
         self.dir.join(format!("session-{}.lock", &*key.as_hex()))
+    }
+
+    fn turn_path(&self, key: &StoreKey) -> PathBuf {
+        self.dir.join(format!("session-{}.turn", &*key.as_hex()))
     }
 
     fn shard(&self, key: &StoreKey) -> MutexGuard<'_, ()> {
@@ -1098,6 +1135,15 @@ impl Inner {
                 Ok(false) => self.remove_orphan_lock(&key).map(|_| false),
                 Err(e) => Err(e),
             },
+            // A waiter that gave up or died leaves its claim behind.
+            Name::Turn(key) => {
+                let path = self.turn_path(&key);
+                match turn::lapsed(&path) {
+                    Ok(true) => fs::remove_file(&path).map(|()| false),
+                    Ok(false) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
             Name::Temp => clean_temp(entry).map(|_| false),
             Name::Earlier { lock } => self.clean_earlier(&entry.path(), lock, acc.now),
             Name::Other => Ok(false),

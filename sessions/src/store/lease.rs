@@ -12,6 +12,16 @@
 //! - **Take**: insert the lock row, or take over one whose lease ran out
 //!   (`lease_expires <= now`). A holder that vanished frees its lock one
 //!   lease later.
+//! - **Turns** (SQLite, memcached): a take that finds the lock held
+//!   claims the next turn — a row `<key>~turn` (an item `<key>:turn`) with
+//!   its owner token, lasting `wait::TURN` and renewed by each of its later
+//!   attempts — unless another waiter's claim is live (first come, first
+//!   served). A take succeeds only when no other owner's claim is live, and
+//!   ends its own. Without this, a release lets the releasing process's
+//!   next request take the lock again at once, while another process,
+//!   which only polls, finds it held at every attempt and starves.
+//!   PostgreSQL needs no turns: its `NOTIFY` wakes the other process's
+//!   waiter at the release, which then races on equal terms.
 //! - **Renew**: every third of the lease, while the guard lives.
 //! - **Release**: delete the row if it is still ours.
 //! - **Save and release**: in one atomic step, delete the row if it is
@@ -34,8 +44,14 @@ use tokio::task::AbortHandle;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::store::{
-    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionStore,
+    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionStore, TURN,
 };
+
+/// Until when a turn claimed at `now` lasts.
+#[cfg_attr(not(any(feature = "sqlite", feature = "memcached")), allow(dead_code))]
+pub(crate) fn turn_until(now: Millis) -> Millis {
+    now.saturating_add(TURN.as_millis() as u64)
+}
 
 /// What a take found.
 pub(crate) enum Taken {
@@ -59,7 +75,10 @@ pub(crate) enum Released {
 pub(crate) trait LeaseBackend: SessionStore + Clone {
     /// Inserts or takes over the lock row of `key` for `owner` until
     /// `until`, and with `load` reads the record after the take committed
-    /// (so that it sees what the previous holder saved).
+    /// (so that it sees what the previous holder saved). A backend that
+    /// keeps turns (see the module docs) claims the next one when the lock
+    /// is held, and takes a free lock only if no other owner's turn is
+    /// claimed.
     async fn take(
         &self,
         key: &StoreKey,

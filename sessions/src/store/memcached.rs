@@ -220,6 +220,11 @@ impl MemcachedStore {
         format!("{}{}:lock", self.inner.prefix, &*key.as_hex())
     }
 
+    /// The claim on a session's next lock turn (`lease.rs`: turns).
+    fn turn_key(&self, key: &StoreKey) -> String {
+        format!("{}{}:turn", self.inner.prefix, &*key.as_hex())
+    }
+
     fn user_key(&self, user: &UserId) -> String {
         format!("{}user:{}", self.inner.prefix, &*user.index_key())
     }
@@ -652,6 +657,15 @@ impl LeaseBackend for MemcachedStore {
     ) -> Result<Taken, Error> {
         let fail = |e| Error::unavailable("taking a session lock", e);
         let (lock_key, data_key) = (self.lock_key(key), self.data_key(key));
+        let turn_key = self.turn_key(key);
+        // Whose turn it is, read in the same round trip as the take
+        // (`lease.rs`: turns). memcached has no step that adds the lock
+        // only if the turn is free: a take that lands on another waiter's
+        // turn gives the lock straight back.
+        let turn = Op::Get {
+            key: &turn_key,
+            limit: 64,
+        };
         let take = Op::Set {
             key: &lock_key,
             value: owner.as_bytes(),
@@ -666,15 +680,46 @@ impl LeaseBackend for MemcachedStore {
             key: &data_key,
             limit: self.read_limit(),
         };
-        let ops: &[Op<'_>] = if load { &[take, read] } else { &[take] };
-        let mut answers = self.server(key).batch(ops).await.map_err(fail)?.into_iter();
+        let ops: &[Op<'_>] = if load {
+            &[turn, take, read]
+        } else {
+            &[turn, take]
+        };
+        let server = self.server(key);
+        let mut answers = server.batch(ops).await.map_err(fail)?.into_iter();
+        let turn = answers
+            .next()
+            .map(|a| a.item())
+            .transpose()
+            .map_err(fail)?
+            .flatten();
         let added = answers
             .next()
             .map(|a| a.outcome())
             .transpose()
             .map_err(fail)?;
-        if added != Some(Outcome::Done) {
+        let others_turn = turn.as_ref().is_some_and(|t| t.value != owner.as_bytes());
+        if added == Some(Outcome::Done) && others_turn {
+            self.release(key, owner).await?;
+        }
+        if added != Some(Outcome::Done) || others_turn {
+            if !others_turn {
+                // Ours comes next: claimed, or renewed.
+                let (mode, cas) = match &turn {
+                    Some(t) => (Mode::Set, Some(t.cas)),
+                    None => (Mode::Add, None),
+                };
+                let until = exptime(lease::turn_until(now_millis()))?;
+                server
+                    .set(&turn_key, owner.as_bytes(), until, mode, cas)
+                    .await
+                    .map_err(fail)?;
+            }
             return Ok(Taken::Busy);
+        }
+        if let Some(t) = turn {
+            // Our turn came: it ends with the take.
+            server.delete(&turn_key, Some(t.cas)).await.map_err(fail)?;
         }
         let Some(read) = answers.next() else {
             return Ok(Taken::Ours(None));

@@ -72,6 +72,13 @@ pub use open::{migrate, open, OpenError};
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(
+    all(feature = "file", unix),
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "memcached"
+))]
+pub(crate) use wait::TURN;
+#[cfg(any(
     feature = "redis",
     feature = "postgres",
     feature = "sqlite",

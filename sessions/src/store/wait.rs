@@ -30,6 +30,20 @@ use crate::record::Record;
 
 const SHARDS: usize = 32;
 
+/// How long a waiter's claim on the next turn of a session's lock lasts
+/// unless renewed, on the stores whose waiters poll (SQLite, memcached,
+/// files): a waiter that finds the lock held claims the next turn, and
+/// no other process takes the lock while that claim lives, so the process
+/// that releases cannot take it straight back and starve the others. Far
+/// above the longest pause between a waiter's attempts (the backoff's
+/// 75 ms), so a waiter that keeps asking keeps its turn, and short enough
+/// that one that gave up holds nobody up for long.
+#[cfg_attr(
+    not(any(all(feature = "file", unix), feature = "sqlite", feature = "memcached")),
+    allow(dead_code)
+)]
+pub(crate) const TURN: Duration = Duration::from_secs(1);
+
 /// What a finishing request leaves for the next one of this process: the
 /// store's backend lock, still held, and what it knows of the record.
 pub(crate) type Handover = Box<dyn Any + Send>;

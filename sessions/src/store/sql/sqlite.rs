@@ -307,19 +307,34 @@ impl LeaseBackend for SqliteStore {
         self.prepared().await?;
         let (key, owner) = (*key, owner.to_owned());
         self.blocking("sqlite: lock", move |inner, conn| {
-            let taken = conn.prepare_cached(&inner.sql.acquire)?.execute((
-                &*key.as_hex(),
+            let (hex, now) = (key.as_hex(), now_millis());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken = tx.prepare_cached(&inner.sql.acquire)?.execute((
+                &*hex,
                 &owner,
                 to_sql_ms(until),
-                to_sql_ms(now_millis()),
+                to_sql_ms(now),
             ))? == 1;
-            Ok(match (taken, load) {
-                (false, _) => Taken::Busy,
-                (true, false) => Taken::Ours(None),
-                // SQLite writes one transaction at a time: the previous
-                // holder's save committed before this take could.
-                (true, true) => Taken::Ours(inner.load(conn, &key)?),
-            })
+            if !taken {
+                // Held (or another waiter's turn): ours comes next, unless
+                // another waiter claimed it first.
+                let until = to_sql_ms(lease::turn_until(now));
+                tx.prepare_cached(&inner.sql.claim_turn)?.execute((
+                    &*hex,
+                    &owner,
+                    until,
+                    to_sql_ms(now),
+                ))?;
+                tx.commit()?;
+                return Ok(Taken::Busy);
+            }
+            tx.prepare_cached(&inner.sql.end_turn)?
+                .execute((&*hex, &owner))?;
+            // SQLite writes one transaction at a time: the previous
+            // holder's save committed before this take could.
+            let record = if load { inner.load(&tx, &key)? } else { None };
+            tx.commit()?;
+            Ok(Taken::Ours(record))
         })
         .await
     }
@@ -798,12 +813,18 @@ const MIGRATIONS: Migrations = Migrations {
 const TABLE_RULE: &str = "a letter or '_' then letters, digits or '_', \
      at most 56 characters, not starting with 'sqlite_'";
 
+/// What a lock row's id ends in when it is a claim on the next turn rather
+/// than a lock (a key is hex digits only, so the two never meet).
+const TURN_SUFFIX: &str = "~turn";
+
 /// The statements, with the table name filled in once.
 struct Sql {
     table: Statements,
     clean: String,
     clean_leases: String,
     acquire: String,
+    claim_turn: String,
+    end_turn: String,
     renew: String,
     release: String,
 }
@@ -822,13 +843,28 @@ impl Sql {
                 "DELETE FROM {l} WHERE rowid IN (\
                    SELECT rowid FROM {l} WHERE lease_expires <= ?1 LIMIT ?2)"
             ),
-            // Taken when free, or when its holder's lease ran out.
+            // Taken when free, or when its holder's lease ran out, unless
+            // another waiter's turn is claimed (`lease.rs`: turns). A
+            // turn's row is the key's with TURN_SUFFIX, in the same table,
+            // so clean-up drops the lapsed ones with the lapsed leases.
             acquire: format!(
-                "INSERT INTO {l} (id, owner, lease_expires) VALUES (?1, ?2, ?3) \
+                "INSERT INTO {l} (id, owner, lease_expires) \
+                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (\
+                   SELECT 1 FROM {l} WHERE id = ?1 || '{TURN_SUFFIX}' \
+                   AND owner <> ?2 AND lease_expires > ?4) \
                  ON CONFLICT (id) DO UPDATE \
                  SET owner = excluded.owner, lease_expires = excluded.lease_expires \
                  WHERE {l}.lease_expires <= ?4"
             ),
+            // The next turn, claimed if nobody else's claim is live, and
+            // renewed by its owner.
+            claim_turn: format!(
+                "INSERT INTO {l} (id, owner, lease_expires) VALUES (?1 || '{TURN_SUFFIX}', ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE \
+                 SET owner = excluded.owner, lease_expires = excluded.lease_expires \
+                 WHERE {l}.owner = excluded.owner OR {l}.lease_expires <= ?4"
+            ),
+            end_turn: format!("DELETE FROM {l} WHERE id = ?1 || '{TURN_SUFFIX}' AND owner = ?2"),
             renew: format!("UPDATE {l} SET lease_expires = ?3 WHERE id = ?1 AND owner = ?2"),
             release: format!("DELETE FROM {l} WHERE id = ?1 AND owner = ?2"),
         }
