@@ -1,6 +1,7 @@
 //! CherryPy's `test_session.py` scenarios, against the real `sessions`
 //! binary serving the conformance app over a real socket (SPEC §6), once
-//! per store. The shared stores also run two instances on one store.
+//! per store (PostgreSQL also through PgBouncer). The shared stores also
+//! run two instances on one store.
 
 mod server;
 
@@ -169,6 +170,19 @@ fn postgres() -> Option<String> {
     ))
 }
 
+/// The same server through PgBouncer in transaction mode (`.ci/run`
+/// starts it on 6432), with the defaults a user who points `storage_url` at
+/// a bouncer keeps: no `postgres_prepared`, no `postgres_listen_url`.
+fn postgres_pgbouncer() -> Option<String> {
+    reachable("127.0.0.1:6432", "pgbouncer")?;
+    Some(format!(
+        "tools.sessions.storage_type = 'postgres'\n\
+         tools.sessions.storage_url = 'postgres://postgres@127.0.0.1:6432/test'\n\
+         tools.sessions.table = '{}'",
+        unique_table()
+    ))
+}
+
 fn memcached() -> Option<String> {
     reachable("127.0.0.1:11211", "memcached")?;
     Some(format!(
@@ -203,6 +217,11 @@ mod file {
 mod postgres {
     scenarios!(scenarios, crate::postgres());
     shared!(shared, crate::postgres());
+}
+
+mod postgres_pgbouncer {
+    scenarios!(scenarios, crate::postgres_pgbouncer());
+    shared!(shared, crate::postgres_pgbouncer());
 }
 
 mod sqlite {

@@ -140,10 +140,12 @@ pub struct StorageConfig {
     pub table: String,
     /// `auto_migrate`: create or upgrade the SQL table on start (default true).
     pub auto_migrate: bool,
-    /// `postgres_prepared`: prepare and cache PostgreSQL statements per
-    /// connection (default true); false behind PgBouncer in transaction mode
-    /// before 1.21 (or with its `max_prepared_statements = 0`).
-    pub postgres_prepared: bool,
+    /// `postgres_prepared`: whether PostgreSQL statements are prepared and
+    /// cached per connection. `None` (the default, or `'auto'`): prepared
+    /// when the server was reached at the address the store dials, unnamed
+    /// through a pooler such as PgBouncer; `Some(true)` always prepared,
+    /// `Some(false)` never (`PostgresStore::with_prepared_statements`).
+    pub postgres_prepared: Option<bool>,
     /// `postgres_listen_url`: where PostgreSQL's `LISTEN` connection for lock
     /// wake-ups goes, when `storage_url` goes through PgBouncer (default: the
     /// `storage_url`).
@@ -193,7 +195,7 @@ impl Default for StorageConfig {
             redis_wait_replicas: 0,
             table: "sessions".into(),
             auto_migrate: true,
-            postgres_prepared: true,
+            postgres_prepared: None,
             postgres_listen_url: None,
             clean_freq: minutes(5.0),
         }
@@ -746,7 +748,13 @@ fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
         }
         "table" => c.storage.table = string(v)?,
         "auto_migrate" => c.storage.auto_migrate = boolean(v)?,
-        "postgres_prepared" => c.storage.postgres_prepared = boolean(v)?,
+        "postgres_prepared" => {
+            c.storage.postgres_prepared = match v {
+                Value::Bool(on) => Some(*on),
+                Value::Str(s) if s == "auto" => None,
+                _ => return Err(format!("expected True, False or 'auto', got {v}")),
+            }
+        }
         "postgres_listen_url" => c.storage.postgres_listen_url = Some(string(v)?),
         "clean_freq" => c.storage.clean_freq = duration_minutes(v)?,
         "timeout" => {
@@ -1309,6 +1317,33 @@ mod tests {
             let err = Config::from_ini_str(&text, "b.conf").unwrap_err();
             assert!(
                 matches!(&err, Error::Key { line: 2, key, .. } if key == "tools.sessions.redis_wait_replicas"),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn postgres_prepared_is_auto_unless_set() {
+        let default = Config::from_ini_str("[/]\ntools.sessions.on = True\n", "d").unwrap();
+        assert_eq!(default.storage().postgres_prepared, None);
+        for (value, expected) in [
+            ("True", Some(true)),
+            ("False", Some(false)),
+            ("'auto'", None),
+        ] {
+            let text = format!("[/]\ntools.sessions.postgres_prepared = {value}\n");
+            let c = Config::from_ini_str(&text, "p.conf").unwrap();
+            assert_eq!(c.storage().postgres_prepared, expected, "{value}");
+        }
+        let toml =
+            Config::from_toml_str("[\"/\"]\nsessions.postgres_prepared = \"auto\"\n", "p.toml")
+                .unwrap();
+        assert_eq!(toml.storage().postgres_prepared, None);
+        for bad in ["'yes'", "1"] {
+            let text = format!("[/]\ntools.sessions.postgres_prepared = {bad}\n");
+            let err = Config::from_ini_str(&text, "b.conf").unwrap_err();
+            assert!(
+                matches!(&err, Error::Key { line: 2, key, .. } if key == "tools.sessions.postgres_prepared"),
                 "{bad}: {err:?}"
             );
         }

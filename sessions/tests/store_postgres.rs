@@ -32,6 +32,25 @@ async fn store_on(table: &str) -> PostgresStore {
     store
 }
 
+/// With the defaults, a store that reaches the server itself prepares its
+/// statements: the server answers from the address and port it dials.
+/// (Through a bouncer it does not: `postgres_pgbouncer.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_are_prepared_on_a_direct_connection() {
+    let Some(admin) = postgres_admin().await else {
+        return;
+    };
+    let table = unique_table();
+    let store = store_on(&table).await;
+    assert!(store.load(&key()).await.unwrap().is_none());
+    let shown = format!("{store:?}");
+    drop_table(&admin, &table).await;
+    assert!(
+        shown.contains("prepared: None") && shown.contains("named: true"),
+        "{shown}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_wait_leaves_no_lock_behind() {
     let Some(admin) = postgres_admin().await else {

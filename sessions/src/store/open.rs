@@ -170,10 +170,13 @@ fn memcached_lifetimes(config: &Config) -> Result<(), Error> {
 /// The PostgreSQL store of `storage`, not yet connected.
 #[cfg(feature = "postgres")]
 fn postgres(storage: &StorageConfig, auto_migrate: bool) -> Result<PostgresStore, OpenError> {
-    let store = PostgresStore::new(url(storage)?)?
+    let mut store = PostgresStore::new(url(storage)?)?
         .with_table(&storage.table)?
-        .with_auto_migrate(auto_migrate)
-        .with_prepared_statements(storage.postgres_prepared);
+        .with_auto_migrate(auto_migrate);
+    // Unset is the store's own default: prepared until a pooler loses one.
+    if let Some(on) = storage.postgres_prepared {
+        store = store.with_prepared_statements(on);
+    }
     match &storage.postgres_listen_url {
         Some(listen) => Ok(store.with_listen_url(listen)?),
         None => Ok(store),

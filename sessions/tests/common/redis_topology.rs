@@ -257,23 +257,32 @@ fn common_args(port: u16, dir: &Path) -> Vec<String> {
     .to_vec()
 }
 
-/// One Redis server of the tests' own that keeps every acknowledged write
-/// through a crash: append-only file, fsynced on every write, so a SIGKILL
-/// and a restart lose nothing it answered.
+/// One Redis server of the tests' own.
 pub struct Standalone {
     pub node: Node,
     base: Base,
 }
 
 impl Standalone {
+    /// A server that keeps every acknowledged write through a crash:
+    /// append-only file, fsynced on every write, so a SIGKILL and a restart
+    /// lose nothing it answered.
     pub fn start() -> Result<Standalone, String> {
+        Self::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    /// A server with `args` (`--name value` pairs) on top of the defaults:
+    /// empty, and holding only what its test puts in it, for a test whose
+    /// outcome depends on the whole keyspace (when Redis finds a key
+    /// expired, say) rather than on its own keys.
+    pub fn start_with(args: &[&str]) -> Result<Standalone, String> {
         let base = Base::new("redis")?;
         let port = free_port(false);
         let dir = base.node_dir(port)?;
-        let mut args = common_args(port, &dir);
+        let mut all = common_args(port, &dir);
         // Later arguments override the defaults of `common_args`.
-        args.extend(["--appendonly", "yes", "--appendfsync", "always"].map(str::to_owned));
-        let mut node = Node::new(port, args, &base);
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut node = Node::new(port, all, &base);
         node.spawn()?;
         Ok(Standalone { node, base })
     }

@@ -45,6 +45,9 @@ use crate::store::{
 };
 use crate::task::AbortOnDrop;
 use crate::user::UserId;
+use naming::Naming;
+
+mod naming;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 16;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,11 +101,19 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 ///   connection per store (opened on the first such wait, reconnecting by
 ///   itself) turns into a wake-up of this process's waiter. A missed
 ///   notification costs at most a backoff step.
-/// - **PgBouncer.** Every statement is sent unnamed with its parameter
-///   types (no server-side prepared statement outlives it) and every
-///   multi-statement step is one transaction, so the store works through
-///   PgBouncer in `pool_mode = transaction`. `LISTEN` needs a session of
-///   its own, which transaction pooling cannot give: behind PgBouncer point
+/// - **PgBouncer.** Every step is one statement, so the store works
+///   through PgBouncer in `pool_mode = transaction`. Statements are
+///   prepared once per connection and their plans cached when the server
+///   says it was reached at the address and port the store dials; through
+///   a pooler (which the server sees at an address of its own) they are
+///   sent unnamed with their parameter types, as a bouncer before 1.21,
+///   or with `max_prepared_statements = 0`, may run the next transaction
+///   on a server connection that lacks the statement — or has another of
+///   its name. A prepared statement lost all the same turns preparing off
+///   for good and is sent again unnamed: it had not run.
+///   [`with_prepared_statements`](PostgresStore::with_prepared_statements)
+///   decides it either way. `LISTEN` needs a session of its own, which
+///   transaction pooling cannot give: behind PgBouncer point
 ///   [`with_listen_url`](PostgresStore::with_listen_url) at the server
 ///   itself, or waiters of different processes poll on the backoff.
 /// - **Saves** carry their precondition in SQL: a new session is inserted or
@@ -131,14 +142,17 @@ struct Options {
     max_connections: usize,
     timeout: Duration,
     lease: Duration,
-    /// Whether statements are prepared and cached per connection.
-    prepared: bool,
+    /// Whether statements are prepared and cached per connection: always,
+    /// never, or (`None`) as `naming.rs` finds out.
+    prepared: Option<bool>,
 }
 
 struct Inner {
     opts: Options,
     pool: Pool,
     sql: Sql,
+    /// Whether statements are sent prepared or unnamed (`naming.rs`).
+    naming: Naming,
     /// This process's lock waits; the listener wakes them.
     waits: Arc<LockWaits>,
     /// The `LISTEN` task, started at the first wait for a lock another
@@ -158,6 +172,8 @@ impl fmt::Debug for PostgresStore {
             .field("timeout", &o.timeout)
             .field("auto_migrate", &o.auto_migrate)
             .field("lease", &o.lease)
+            .field("prepared", &o.prepared)
+            .field("named", &self.inner.naming.named())
             .finish_non_exhaustive()
     }
 }
@@ -194,7 +210,7 @@ impl PostgresStore {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeout: DEFAULT_TIMEOUT,
             lease: DEFAULT_LEASE,
-            prepared: true,
+            prepared: None,
         }))
     }
 
@@ -238,14 +254,27 @@ impl PostgresStore {
         self.reconfigure(|o| o.lease = lease.max(MIN_LEASE))
     }
 
-    /// Whether statements are prepared once per connection and their plans
-    /// cached (default true). Turn it off behind PgBouncer in transaction
-    /// mode before version 1.21, or with its `max_prepared_statements = 0`:
-    /// such a bouncer cannot keep a prepared statement from one transaction
-    /// to the next, and every statement is then sent unnamed with its
-    /// parameter types (parsed and planned each time).
+    /// Decides whether statements are prepared once per connection and
+    /// their plans cached (`true`), or sent unnamed with their parameter
+    /// types, parsed and planned each time (`false`).
+    ///
+    /// Unset (the default), they are prepared if the server says it was
+    /// reached at the address and port the store dials, and unnamed
+    /// otherwise: through a pooler, which reaches it at an address of its
+    /// own — and also through a published container port or a Kubernetes
+    /// service, where `true` gets them prepared again. A pooler in
+    /// transaction mode before PgBouncer 1.21, or with its
+    /// `max_prepared_statements = 0`, cannot keep a prepared statement from
+    /// one transaction to the next, and its server connections may hold
+    /// statements of the same name (`s0`, `s1`, … in every process) from
+    /// other processes, which would run in place of ours. Should a prepared statement be lost all the same, the store
+    /// sends statements unnamed from then on (logged once), the lost one
+    /// again first.
+    ///
+    /// Set `true`, they stay prepared whatever the server answers: an error
+    /// fails the operation and closes its connection.
     pub fn with_prepared_statements(self, on: bool) -> Self {
-        self.reconfigure(|o| o.prepared = on)
+        self.reconfigure(|o| o.prepared = Some(on))
     }
 
     /// Opens the `LISTEN` connection, which wakes waiters when another
@@ -313,11 +342,13 @@ impl PostgresStore {
             // runtime is set just above.
             .expect("pool with a runtime");
         let sql = Sql::new(&opts.table);
+        let naming = Naming::new(opts.prepared);
         PostgresStore {
             inner: Arc::new(Inner {
                 opts,
                 pool,
                 sql,
+                naming,
                 waits: LockWaits::new(),
                 listener: OnceLock::new(),
                 migrated: OnceCell::new(),
@@ -615,10 +646,8 @@ impl Inner {
         bounded(context, self.opts.timeout, fut).await
     }
 
-    /// Runs one statement on a pooled connection: sent unnamed with its
-    /// parameter types, so that nothing of it stays on the server
-    /// connection (PgBouncer in transaction mode may give the next
-    /// statement another one), in one round trip.
+    /// Runs one statement on a pooled connection (`naming.rs`: prepared or
+    /// unnamed) and returns its rows.
     async fn query(
         &self,
         context: &'static str,
@@ -637,45 +666,6 @@ impl Inner {
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<u64, Error> {
         Ok(self.run(context, sql, params).await?.1)
-    }
-
-    /// Runs one statement on a pooled connection, in one round trip: its
-    /// rows, and how many rows it changed. Prepared once per connection
-    /// and cached (the default), or, with prepared statements off, sent
-    /// unnamed with its parameter types so that nothing of it stays on the
-    /// server connection — PgBouncer in transaction mode before 1.21 may
-    /// give the next statement another one.
-    async fn run(
-        &self,
-        context: &'static str,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<(Vec<Row>, u64), Error> {
-        let conn = self.conn().await?;
-        let out = self
-            .timed(context, async {
-                let client = conn.client();
-                let stream = if self.opts.prepared {
-                    let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-                    let statement = client.prepare_typed_cached(sql, &types).await?;
-                    client
-                        .query_raw(&statement, params.iter().map(|(v, _)| *v))
-                        .await?
-                } else {
-                    client
-                        .query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))
-                        .await?
-                };
-                futures_util::pin_mut!(stream);
-                let mut rows = Vec::new();
-                while let Some(row) = stream.next().await.transpose()? {
-                    rows.push(row);
-                }
-                Ok((rows, stream.rows_affected().unwrap_or(0)))
-            })
-            .await?;
-        conn.release();
-        Ok(out)
     }
 
     /// The record in a row, or `None` (logged) if the row is damaged or has
