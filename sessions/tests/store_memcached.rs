@@ -2,7 +2,8 @@
 //! the restart test starts its own): the conformance suite but for what
 //! memcached cannot do (list its keys, which is said plainly), two stores
 //! excluding each other, nothing in memcached that opens a session, the
-//! 30-day rule, and a server killed and restarted under traffic.
+//! 30-day rule and the 2038 limit, and a server killed and restarted under
+//! traffic.
 
 #![cfg(feature = "memcached")]
 
@@ -105,6 +106,25 @@ async fn sessions_longer_than_thirty_days_are_kept() {
     assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(store.load(&key).await.unwrap(), Some(r));
+}
+
+/// A session that lives past 2038-01-19 (a `timeout` of years), the last
+/// Unix time memcached keeps an item until, is kept until then — before,
+/// memcached took the later time for a negative one and stored the item
+/// already expired, answering that it was stored. Its refresh too.
+#[tokio::test]
+async fn sessions_past_2038_are_kept() {
+    let Some(store) = memcached(&unique_prefix()).await else {
+        return;
+    };
+    let key = key();
+    let r = record("{}", 20 * 365 * 24 * 3_600_000);
+    assert!(store.save(&key, &r, SaveIf::Absent).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap(), Some(r.clone()));
+    let later = r.expires + 60_000;
+    assert!(store.touch(&key, later).await.unwrap());
+    let expires = store.load(&key).await.unwrap().map(|r| r.expires);
+    assert_eq!(expires, Some(later));
 }
 
 /// A memcached of this test's own.

@@ -40,6 +40,10 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 const MIN_LEASE: Duration = Duration::from_secs(3);
 /// memcached reads an expiry above 30 days as a Unix time, not a span.
 const RELATIVE_LIMIT: u64 = 30 * 24 * 3600;
+/// The latest Unix time memcached keeps an item until (2038-01-19): it
+/// reads the expiry as a signed 32-bit number, and an item given a later
+/// one is stored already expired, with an answer that says it was stored.
+const LATEST_EXPTIME: u64 = i32::MAX as u64;
 /// How often a save retries when its compare-and-swap meets another write.
 const CAS_TRIES: usize = 8;
 
@@ -54,8 +58,9 @@ const CAS_TRIES: usize = 8;
 /// session of the user). `<key>` is the session's [`StoreKey`], `<user>` the
 /// user id's [`index_key`](crate::UserId::index_key): nothing in memcached
 /// opens a session. Every item expires by memcached's own expiry (spans
-/// over 30 days are sent as Unix times, as memcached wants them); clean-up
-/// has nothing to do.
+/// over 30 days are sent as Unix times, as memcached wants them, and none
+/// later than 2038-01-19, the last one memcached keeps: a session with a
+/// `timeout` reaching past it ends then); clean-up has nothing to do.
 ///
 /// With several servers, each session (its record and its lock together)
 /// and each user index lives on one of them, chosen by rendezvous hashing
@@ -534,17 +539,18 @@ fn format_index(entries: &[(StoreKey, Millis)]) -> Vec<u8> {
 }
 
 /// memcached's expiry for an item that should live until `until`: a span
-/// in whole seconds, or past 30 days the Unix time itself. One second
-/// more than the span: memcached's clock ticks in whole seconds, so an
-/// item may go up to a second before its span is over. A record's own
-/// `expires` still decides when it is dead; a lock held by a process that
-/// died frees up to a second later.
+/// in whole seconds, or past 30 days the Unix time itself, at most
+/// [`LATEST_EXPTIME`] (a session set to live longer, by a `timeout` of
+/// years, ends then). One second more than the span: memcached's clock
+/// ticks in whole seconds, so an item may go up to a second before its
+/// span is over. A record's own `expires` still decides when it is dead; a
+/// lock held by a process that died frees up to a second later.
 fn exptime(until: Millis) -> u64 {
     let secs = until.saturating_sub(now_millis()).div_ceil(1000) + 1;
     if secs <= RELATIVE_LIMIT {
         secs
     } else {
-        until.div_ceil(1000) + 1
+        (until.div_ceil(1000) + 1).min(LATEST_EXPTIME)
     }
 }
 
@@ -806,6 +812,9 @@ mod tests {
         assert_eq!(exptime(now.saturating_sub(5_000)), 1);
         let far = now + 31 * 24 * 3_600_000;
         assert_eq!(exptime(far), far.div_ceil(1000) + 1);
+        // Past what memcached keeps, the latest it keeps.
+        assert_eq!(exptime(4_000_000_000_000), LATEST_EXPTIME);
+        assert_eq!(exptime(u64::MAX), LATEST_EXPTIME);
     }
 
     #[test]
