@@ -64,14 +64,15 @@ proptest! {
 // Records
 // ---------------------------------------------------------------------------
 
+/// A record as saves write it: times up to `Record::MAX_TIME`.
 fn record() -> impl Strategy<Value = Record> {
     (
         prop::collection::vec(any::<u8>(), 0..600),
-        any::<u64>(),
-        any::<u64>(),
+        0..=Record::MAX_TIME,
+        0..=Record::MAX_TIME,
         // Every format: version 1 (neither), 2 (a timeout; 0 means none,
         // so a timeout is at least 1) and 3 (a user).
-        prop::option::of(1..=u64::MAX),
+        prop::option::of(1..=Record::MAX_TIME),
         prop::option::of("[^\\p{Cc}]{1,64}"),
     )
         .prop_map(|(data, created, expires, timeout, user)| Record {
@@ -129,6 +130,23 @@ proptest! {
         }
     }
 
+    /// A time past `Record::MAX_TIME` (written by something else, with a
+    /// right checksum) is refused, never read.
+    #[test]
+    fn a_time_out_of_range_is_refused(r in record(), field in 0..3usize, ms in Record::MAX_TIME + 1..=u64::MAX) {
+        let mut r = r;
+        match field {
+            0 => r.created = ms,
+            1 => r.expires = ms,
+            _ => r.timeout = Some(ms),
+        }
+        let refused = matches!(
+            Record::decode(&r.encode(), r.data.len()),
+            Err(DecodeError::OutOfRange { ms: got, .. }) if got == ms
+        );
+        prop_assert!(refused);
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), max in 0usize..300) {
         if let Ok(r) = Record::decode(&bytes, max) {
@@ -174,7 +192,7 @@ proptest! {
     #[test]
     fn stored_data_loads_or_is_missing(data in session_data(), frame in any::<bool>(), max in 0usize..400) {
         let bytes = if frame {
-            Record { data, created: 1, expires: u64::MAX, timeout: None, user: None }.encode()
+            Record { data, created: 1, expires: Record::MAX_TIME, timeout: None, user: None }.encode()
         } else {
             data
         };
