@@ -12,7 +12,7 @@ mod checks;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use sessions::{Config, DecodeError, Record, SessionId};
+use sessions::{now_millis, Config, DecodeError, Record, SessionId};
 
 /// A valid id's text.
 fn hex_id() -> impl Strategy<Value = String> {
@@ -197,6 +197,41 @@ proptest! {
             data
         };
         checks::check_record(max, &bytes);
+    }
+}
+
+/// A time of any range, mostly near the edges: the past, now, the next
+/// centuries, the last instant there is and past it.
+fn any_time() -> impl Strategy<Value = u64> {
+    let now = now_millis();
+    prop_oneof![
+        0..now,
+        now + 120_000..now + 400 * 86_400_000,
+        now..=Record::MAX_TIME,
+        Record::MAX_TIME - 1_000..=Record::MAX_TIME + 1_000,
+        Record::MAX_TIME..=u64::MAX,
+        Just(u64::MAX),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any record a store can give back, its times in range or not, goes
+    /// through the request path (stored as it is, in RAM): a 200 and a
+    /// cookie, never a panic; out of range it is a missing session.
+    #[test]
+    fn stored_records_of_any_time_answer(
+        mode in any::<u8>(),
+        data in session_data(),
+        created in any_time(),
+        expires in any_time(),
+        timeout in prop::option::of(prop_oneof![1..=Record::MAX_TIME, any_time()]),
+        user in prop::option::of("[a-z]{1,8}"),
+    ) {
+        let user = user.map(|u| u.parse().unwrap());
+        let record = Record { data, created, expires, timeout: timeout.filter(|&t| t > 0), user };
+        checks::check_stored(checks::Use::from_byte(mode), &record);
     }
 }
 
@@ -436,6 +471,11 @@ fn replay(target: &str, data: &[u8]) {
                 checks::check_record(max, &data[2..]);
             }
         }
+        "record_request" => {
+            if let Some((&mode, record)) = data.split_first() {
+                checks::check_stored_record(mode, record);
+            }
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -446,6 +486,7 @@ const TARGETS: &[&str] = &[
     "config_ini",
     "config_toml",
     "record_decode",
+    "record_request",
 ];
 
 /// The inputs that crashed a fuzz target once, kept under
