@@ -190,3 +190,82 @@ async fn memcached_says_what_it_cannot_list() {
     assert!(deleted.status.success(), "{}", stderr(&deleted));
     assert_eq!(c.get("/testStr").await.body, "1", "a fresh session");
 }
+
+/// Records no save writes, with times past the year 9999 (as if written
+/// into the store by hand), are damaged: `show` says there is no live
+/// session and why, `list` and `list --user` leave them out and go on —
+/// where each used to panic formatting such a date.
+#[tokio::test]
+async fn show_and_list_survive_times_out_of_range() {
+    use sessions::store::SaveIf;
+    use sessions::{now_millis, Record, SessionId, UserId};
+
+    let dir = TempDir::new("admin-range");
+    let config = dir.write(
+        "site.conf",
+        &format!(
+            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'sqlite'\n\
+             tools.sessions.storage_path = '{}'\n",
+            dir.path().join("s.db").display()
+        ),
+    );
+    let conf = config.to_str().unwrap();
+    let store = sessions::store::open(&sessions::Config::load(&config).unwrap())
+        .await
+        .unwrap();
+    let now = now_millis();
+    // 10000-01-01T00:00:00Z: one millisecond past the latest there is.
+    let year_10000 = 253_402_300_800_000;
+    let sound = Record {
+        data: br#"{"n":1}"#.to_vec(),
+        created: now,
+        expires: now + 3_600_000,
+        timeout: None,
+        user: Some(UserId::new("alice").unwrap()),
+    };
+    let damaged = [
+        Record {
+            expires: year_10000,
+            ..sound.clone()
+        },
+        Record {
+            created: year_10000,
+            ..sound.clone()
+        },
+    ];
+    let id = || SessionId::generate().unwrap().to_string();
+    let good = id();
+    let bad: Vec<String> = damaged.iter().map(|_| id()).collect();
+    for (id, record) in std::iter::once((&good, &sound)).chain(bad.iter().zip(&damaged)) {
+        let key = key_of(id).parse().unwrap();
+        assert!(store.save(&key, record, SaveIf::Absent).await.unwrap());
+    }
+    drop(store);
+
+    for args in [
+        &["list", "--config", conf][..],
+        &["list", "--config", conf, "--json"],
+        &["list", "--config", conf, "--user", "alice"],
+    ] {
+        let out = sessions(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains(&key_of(&good)[..8]), "{args:?}: {text}");
+        for id in &bad {
+            assert!(!text.contains(&key_of(id)[..8]), "{args:?}: {text}");
+        }
+    }
+    let shown = sessions(&["show", &good, "--config", conf]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    for id in &bad {
+        let out = sessions(&["show", id, "--config", conf]);
+        let err = stderr(&out);
+        assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+        assert!(err.contains("no live session"), "{err}");
+        assert!(
+            err.contains("out of range"),
+            "the reason is not logged: {err}"
+        );
+    }
+}

@@ -7,7 +7,7 @@
 //! that they are cookie-safe; the config knows nothing of this module.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
@@ -16,6 +16,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 pub(crate) use crate::config::is_cookie_path;
 use crate::config::{SameSite, SessionConfig};
 use crate::id::SessionId;
+use crate::record::{millis, now_millis, Millis, Record};
 
 /// What the client sent under the session cookie's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +84,8 @@ pub(crate) fn set_cookie(
         s.push('=');
         s.push_str(&id.as_hex());
         if config.persistent {
-            let secs = (max_age.as_millis() + 500) / 1000;
-            let expires = SystemTime::now() + Duration::from_secs(secs as u64);
+            let secs = millis(max_age).saturating_add(500) / 1000;
+            let expires = now_millis().saturating_add(secs.saturating_mul(1000));
             s.push_str("; Expires=");
             http_date(expires, s);
             let _ = write!(s, "; Max-Age={secs}");
@@ -93,21 +94,23 @@ pub(crate) fn set_cookie(
     })
 }
 
-/// Appends `at` as an HTTP date (`Tue, 01 Dec 2026 20:00:00 GMT`). The
+/// Appends `at` as an HTTP date (`Tue, 01 Dec 2026 20:00:00 GMT`); a
+/// time past the last one an HTTP date can name (`httpdate` panics on the
+/// year 10000) is that last one, [`Record::MAX_TIME`]. The expiry never
+/// goes past it, but the rounding of `Max-Age` can, by under a second. The
 /// text of the last second asked for is kept per thread: a busy server
 /// formats each second's dates once, as hyper does its `Date` header.
-fn http_date(at: SystemTime, out: &mut String) {
+fn http_date(at: Millis, out: &mut String) {
     use std::cell::RefCell;
     thread_local! {
         static LAST: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = at.min(Record::MAX_TIME) / 1000;
     LAST.with_borrow_mut(|(second, text)| {
         if *second != secs || text.is_empty() {
             text.clear();
-            let _ = write!(text, "{}", httpdate::HttpDate::from(at));
+            let date = httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(secs));
+            let _ = write!(text, "{date}");
             *second = secs;
         }
         out.push_str(text);
@@ -172,16 +175,34 @@ mod tests {
     /// The kept text is the second's, whichever second comes next.
     #[test]
     fn dates_are_formatted_once_per_second_and_right() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_619_200);
-        for at in [
-            t,
-            t + Duration::from_millis(999),
-            t + Duration::from_secs(1),
-            t,
-        ] {
+        let t = 1_764_619_200_000;
+        for at in [t, t + 999, t + 1_000, t] {
             let mut out = String::from("x=");
             http_date(at, &mut out);
-            assert_eq!(out, format!("x={}", httpdate::fmt_http_date(at)));
+            let date = httpdate::fmt_http_date(crate::record::system_time(at));
+            assert_eq!(out, format!("x={date}"));
+        }
+    }
+
+    /// A date past the year 9999 is the last second of it, never a panic;
+    /// `Max-Age` stays what was asked.
+    #[test]
+    fn dates_past_the_year_9999_are_its_last_second() {
+        for at in [Record::MAX_TIME, Record::MAX_TIME + 1, u64::MAX] {
+            let mut out = String::new();
+            http_date(at, &mut out);
+            assert_eq!(out, "Fri, 31 Dec 9999 23:59:59 GMT");
+        }
+        let id: SessionId = ID.parse().unwrap();
+        for max_age in [Duration::MAX, Duration::from_millis(Record::MAX_TIME)] {
+            let v = set_cookie(&SessionConfig::default(), "/", &id, max_age);
+            let v = v.to_str().unwrap();
+            assert!(
+                v.contains("; Expires=Fri, 31 Dec 9999 23:59:59 GMT; "),
+                "{v}"
+            );
+            let secs = millis(max_age).saturating_add(500) / 1000;
+            assert!(v.contains(&format!("; Max-Age={secs}; ")), "{v}");
         }
     }
 

@@ -2,7 +2,7 @@
 //! instants, and the framed, checksummed byte form for stores that keep
 //! opaque blobs (files, Redis).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::user::{InvalidUser, UserId, MAX_USER_LEN};
 
@@ -16,12 +16,21 @@ pub type Millis = u64;
 pub fn now_millis() -> Millis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+        .map_or(0, millis)
 }
 
-/// An instant in [`Millis`] as a `SystemTime`.
+/// A span in [`Millis`], one too long for them as `Millis::MAX` rather
+/// than cut to its low 64 bits (what `as u64` does, which turns some spans
+/// set in code, like `Duration::from_secs(1 << 62)`, into short ones).
+pub(crate) fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// An instant in [`Millis`] as a `SystemTime`; one past
+/// [`Record::MAX_TIME`] is taken as that, which every platform's
+/// `SystemTime` holds (adding a larger span can overflow it, and panic).
 pub(crate) fn system_time(ms: Millis) -> SystemTime {
-    UNIX_EPOCH + std::time::Duration::from_millis(ms)
+    UNIX_EPOCH + Duration::from_millis(ms.min(Record::MAX_TIME))
 }
 
 /// One stored session.
@@ -89,6 +98,15 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
+    /// A time past [`Record::MAX_TIME`]: no save writes one, so the record
+    /// was damaged or written by something else.
+    #[error("record {field} out of range: {ms} ms is past the year 9999")]
+    OutOfRange {
+        /// Which time: `created`, `expires` or `timeout`.
+        field: &'static str,
+        /// Its value.
+        ms: Millis,
+    },
 }
 
 const MAGIC: &[u8; 4] = b"RSS\x01";
@@ -111,6 +129,30 @@ impl Record {
     /// The most bytes [`encode`](Self::encode) puts before the data, for
     /// stores that bound what they read to the largest record they keep.
     pub const MAX_HEADER: usize = HEADER_MAX;
+
+    /// The latest instant a record holds, and its longest timeout:
+    /// 9999-12-31 23:59:59.999 UTC, the last second an HTTP date (the
+    /// cookie's `Expires`) can name. A session's expiry is never set past
+    /// it, however long its timeouts; a record holding a later time is
+    /// damaged ([`DecodeError::OutOfRange`]) and is treated as missing.
+    pub const MAX_TIME: Millis = 253_402_300_799_999;
+
+    /// Checks that the record's times are within
+    /// [`MAX_TIME`](Self::MAX_TIME), as every save writes them. Called by
+    /// [`decode`](Self::decode), by the SQL stores on each row, and by the
+    /// middleware on every record a store loads (a store that keeps
+    /// records as it was given them, like the RAM store, decodes nothing).
+    pub(crate) fn check_times(&self) -> Result<(), DecodeError> {
+        let times = [
+            ("created", self.created),
+            ("expires", self.expires),
+            ("timeout", self.timeout.unwrap_or(0)),
+        ];
+        match times.into_iter().find(|&(_, ms)| ms > Self::MAX_TIME) {
+            Some((field, ms)) => Err(DecodeError::OutOfRange { field, ms }),
+            None => Ok(()),
+        }
+    }
 
     /// The user a framed record names, read from its first bytes alone
     /// (at least the header; the data may be cut off): for stores that
@@ -227,13 +269,15 @@ impl Record {
             3 => Some(UserId::from_bytes(&bytes[HEADER_V3..header]).map_err(DecodeError::User)?),
             _ => None,
         };
-        Ok(Record {
+        let record = Record {
             data: data.to_vec(),
             created: u64_at(5),
             expires: u64_at(13),
             timeout: (version >= 2).then(|| u64_at(HEADER_V1)).filter(|&t| t > 0),
             user,
-        })
+        };
+        record.check_times()?;
+        Ok(record)
     }
 }
 
@@ -371,6 +415,69 @@ mod tests {
                 assert!(Record::decode(&b, 1024).is_err(), "byte {i} bit {bit}");
             }
         }
+    }
+
+    /// A well-formed record whose times no save writes (its own timeout of
+    /// 9,500 years, written by hand into a store) is refused as damaged,
+    /// so that it never reaches the cookie's date; the latest time there
+    /// is still reads.
+    #[test]
+    fn times_past_the_year_9999_are_refused() {
+        let years_9500: Millis = 9_500 * 365 * 24 * 3_600_000;
+        let past = Record::MAX_TIME + 1;
+        for (field, ms, record) in [
+            (
+                "timeout",
+                years_9500,
+                Record {
+                    timeout: Some(years_9500),
+                    ..sample()
+                },
+            ),
+            (
+                "created",
+                past,
+                Record {
+                    created: past,
+                    ..sample()
+                },
+            ),
+            (
+                "expires",
+                u64::MAX,
+                Record {
+                    expires: u64::MAX,
+                    ..sample()
+                },
+            ),
+        ] {
+            assert_eq!(
+                Record::decode(&record.encode(), 1024),
+                Err(DecodeError::OutOfRange { field, ms }),
+                "{field}"
+            );
+        }
+        let latest = Record {
+            created: Record::MAX_TIME,
+            expires: Record::MAX_TIME,
+            timeout: Some(Record::MAX_TIME),
+            ..sample()
+        };
+        assert_eq!(Record::decode(&latest.encode(), 1024), Ok(latest));
+    }
+
+    /// The conversions saturate instead of wrapping or panicking.
+    #[test]
+    fn conversions_are_total() {
+        assert_eq!(millis(Duration::MAX), Millis::MAX);
+        // `as u64` would keep the low bits: 2^62 s is 2^62 * 1000 ms.
+        assert_eq!(millis(Duration::from_secs(1 << 62)), Millis::MAX);
+        assert_eq!(millis(Duration::from_millis(1_234)), 1_234);
+        assert_eq!(system_time(u64::MAX), system_time(Record::MAX_TIME));
+        assert_eq!(
+            httpdate::fmt_http_date(system_time(u64::MAX)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
     }
 
     #[test]

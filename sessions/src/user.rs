@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::id::{HexKey, StoreKey};
-use crate::record::{system_time, Record};
+use crate::record::{millis, system_time, Record};
 use crate::store::{Error, SessionStore};
 
 /// The longest user id, in bytes.
@@ -170,9 +170,7 @@ impl UserSession {
     /// The listing entry of `record`, stored under `key`; `timeout` is the
     /// configured idle timeout, for a session without its own.
     pub fn new(key: StoreKey, record: &Record, timeout: Duration) -> Self {
-        let idle = record
-            .timeout
-            .unwrap_or_else(|| u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let idle = record.timeout.unwrap_or_else(|| millis(timeout));
         let last_used = record.expires.saturating_sub(idle).max(record.created);
         UserSession {
             key,

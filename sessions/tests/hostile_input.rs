@@ -15,14 +15,15 @@ use common::client::Client;
 use common::stores::Fixture;
 use common::temp::TempDir;
 use common::watched::Watched;
-use sessions::store::MemoryStore;
-use sessions::{SessionConfig, SessionId};
+use sessions::store::{MemoryStore, SaveIf};
+use sessions::{now_millis, Millis, Record, SessionConfig, SessionId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 stores!(
     hostile_ids_and_cookies_get_a_fresh_session,
     raw_control_bytes_never_reach_a_store,
     cookie_injection_is_never_echoed,
+    records_out_of_range_get_a_fresh_session,
 );
 
 /// Sends raw bytes as one HTTP/1.1 exchange and returns the status and the
@@ -348,6 +349,71 @@ async fn cookie_injection_is_never_echoed(f: &Fixture) {
         expected.path = path.into();
         checked_cookie(&sc, &expected);
     }
+}
+
+/// Records no save writes — a time past the year 9999, well formed and
+/// checksummed, as if written into the store by hand — are damaged: the
+/// request gets a fresh session, a 200 and its cookie, and the store's
+/// warning says why. (A timeout of 9,500 years used to be saved, and the
+/// cookie's `Expires` past the year 9999 then panicked: the connection
+/// closed with no answer.)
+async fn records_out_of_range_get_a_fresh_session(f: &Fixture) {
+    let config = config();
+    let addr = serve_app(config.clone(), f.store.clone()).await;
+    let now = now_millis();
+    // 10000-01-01T00:00:00Z, one millisecond past the latest there is.
+    let year_10000: Millis = 253_402_300_800_000;
+    let years_9500: Millis = 9_500 * 365 * 24 * 3_600_000;
+    let sound = Record {
+        data: br#"{"n":41}"#.to_vec(),
+        created: now,
+        expires: now + 3_600_000,
+        timeout: None,
+        user: None,
+    };
+    for (field, record) in [
+        (
+            "timeout",
+            Record {
+                timeout: Some(years_9500),
+                ..sound.clone()
+            },
+        ),
+        (
+            "created",
+            Record {
+                created: year_10000,
+                ..sound.clone()
+            },
+        ),
+        (
+            "expires",
+            Record {
+                expires: year_10000,
+                ..sound.clone()
+            },
+        ),
+    ] {
+        let id = SessionId::generate().unwrap().to_string();
+        let key = common::records::key_of(&id);
+        assert!(f.store.save(&key, &record, SaveIf::Absent).await.unwrap());
+        let sent = cookie(&id);
+        let (status, cookies, body) =
+            raw_request(addr, &raw_get("/count", &[sent.as_bytes()])).await;
+        assert_eq!((status, body.as_str()), (200, "true 1"), "{field}");
+        assert_eq!(cookies.len(), 1, "{field}: {cookies:?}");
+        assert_ne!(checked_cookie(&cookies[0], &config), id, "{field}");
+        assert!(!f.holds(&id).await, "{field}: still a live session");
+        let (short, why) = (
+            key.short().to_string(),
+            format!("record {field} out of range"),
+        );
+        let log = common::logs::text();
+        let warned = log.lines().any(|l| l.contains(&short) && l.contains(&why));
+        assert!(warned, "{field}: no warning for {short}");
+    }
+    // The server still serves.
+    start_session(addr).await;
 }
 
 #[tokio::test]

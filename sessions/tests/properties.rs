@@ -12,7 +12,7 @@ mod checks;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use sessions::{Config, DecodeError, Record, SessionId};
+use sessions::{now_millis, Config, DecodeError, Record, SessionId};
 
 /// A valid id's text.
 fn hex_id() -> impl Strategy<Value = String> {
@@ -64,14 +64,15 @@ proptest! {
 // Records
 // ---------------------------------------------------------------------------
 
+/// A record as saves write it: times up to `Record::MAX_TIME`.
 fn record() -> impl Strategy<Value = Record> {
     (
         prop::collection::vec(any::<u8>(), 0..600),
-        any::<u64>(),
-        any::<u64>(),
+        0..=Record::MAX_TIME,
+        0..=Record::MAX_TIME,
         // Every format: version 1 (neither), 2 (a timeout; 0 means none,
         // so a timeout is at least 1) and 3 (a user).
-        prop::option::of(1..=u64::MAX),
+        prop::option::of(1..=Record::MAX_TIME),
         prop::option::of("[^\\p{Cc}]{1,64}"),
     )
         .prop_map(|(data, created, expires, timeout, user)| Record {
@@ -129,6 +130,23 @@ proptest! {
         }
     }
 
+    /// A time past `Record::MAX_TIME` (written by something else, with a
+    /// right checksum) is refused, never read.
+    #[test]
+    fn a_time_out_of_range_is_refused(r in record(), field in 0..3usize, ms in Record::MAX_TIME + 1..=u64::MAX) {
+        let mut r = r;
+        match field {
+            0 => r.created = ms,
+            1 => r.expires = ms,
+            _ => r.timeout = Some(ms),
+        }
+        let refused = matches!(
+            Record::decode(&r.encode(), r.data.len()),
+            Err(DecodeError::OutOfRange { ms: got, .. }) if got == ms
+        );
+        prop_assert!(refused);
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200), max in 0usize..300) {
         if let Ok(r) = Record::decode(&bytes, max) {
@@ -174,11 +192,46 @@ proptest! {
     #[test]
     fn stored_data_loads_or_is_missing(data in session_data(), frame in any::<bool>(), max in 0usize..400) {
         let bytes = if frame {
-            Record { data, created: 1, expires: u64::MAX, timeout: None, user: None }.encode()
+            Record { data, created: 1, expires: Record::MAX_TIME, timeout: None, user: None }.encode()
         } else {
             data
         };
         checks::check_record(max, &bytes);
+    }
+}
+
+/// A time of any range, mostly near the edges: the past, now, the next
+/// centuries, the last instant there is and past it.
+fn any_time() -> impl Strategy<Value = u64> {
+    let now = now_millis();
+    prop_oneof![
+        0..now,
+        now + 120_000..now + 400 * 86_400_000,
+        now..=Record::MAX_TIME,
+        Record::MAX_TIME - 1_000..=Record::MAX_TIME + 1_000,
+        Record::MAX_TIME..=u64::MAX,
+        Just(u64::MAX),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Any record a store can give back, its times in range or not, goes
+    /// through the request path (stored as it is, in RAM): a 200 and a
+    /// cookie, never a panic; out of range it is a missing session.
+    #[test]
+    fn stored_records_of_any_time_answer(
+        mode in any::<u8>(),
+        data in session_data(),
+        created in any_time(),
+        expires in any_time(),
+        timeout in prop::option::of(prop_oneof![1..=Record::MAX_TIME, any_time()]),
+        user in prop::option::of("[a-z]{1,8}"),
+    ) {
+        let user = user.map(|u| u.parse().unwrap());
+        let record = Record { data, created, expires, timeout: timeout.filter(|&t| t > 0), user };
+        checks::check_stored(checks::Use::from_byte(mode), &record);
     }
 }
 
@@ -418,6 +471,11 @@ fn replay(target: &str, data: &[u8]) {
                 checks::check_record(max, &data[2..]);
             }
         }
+        "record_request" => {
+            if let Some((&mode, record)) = data.split_first() {
+                checks::check_stored_record(mode, record);
+            }
+        }
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -428,6 +486,7 @@ const TARGETS: &[&str] = &[
     "config_ini",
     "config_toml",
     "record_decode",
+    "record_request",
 ];
 
 /// The inputs that crashed a fuzz target once, kept under

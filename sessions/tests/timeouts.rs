@@ -17,6 +17,7 @@ stores!(
     forged_far_future_expiry_is_ignored,
     absolute_timeout_ends_a_busy_session,
     replay_after_logout_idle_or_absolute_timeout_opens_nothing,
+    endless_timeouts_set_in_code_last_until_the_year_9999,
 );
 
 /// A client that forges a far-future `Expires`/`Max-Age` on the cookie it
@@ -41,6 +42,36 @@ async fn forged_far_future_expiry_is_ignored(f: &Fixture) {
     assert_eq!(r.body, "true 1", "the forged expiry kept a session alive");
     assert_ne!(r.cookie_value().unwrap(), live);
     assert!(!f.holds(&live).await);
+}
+
+/// Timeouts set in code past any clock (the config's fields are public):
+/// `timeout` and `lock_timeout` of `Duration::MAX`. The session lasts
+/// until the latest time there is — the cookie says the last second of the
+/// year 9999 — and the next request, which waits for its lock, finds it.
+/// Each used to panic: the cookie's date, the lock's deadline.
+async fn endless_timeouts_set_in_code_last_until_the_year_9999(f: &Fixture) {
+    let mut config = config();
+    config.timeout = Duration::MAX;
+    config.lock_timeout = Duration::MAX;
+    let addr = serve_app(config, f.store.clone()).await;
+    let client = Client::new(addr);
+    let r = client.get_with("/count", None).await;
+    if matches!(f.kind, common::stores::Kind::Memcached) {
+        // memcached keeps nothing past 2038-01-19: such a session is
+        // refused (500), never accepted and then lost.
+        assert_eq!(r.status, 500, "{r:?}");
+        return;
+    }
+    assert_eq!((r.status, r.body.as_str()), (200, "false 1"));
+    let attrs = r.cookie_attrs();
+    assert_eq!(
+        attrs["expires"], "Fri, 31 Dec 9999 23:59:59 GMT",
+        "{attrs:?}"
+    );
+    let live = r.cookie_value().unwrap();
+    let r = client.get_with("/count", Some(&cookie(&live))).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "false 2"));
+    assert!(f.holds(&live).await);
 }
 
 /// A session used every 200 ms — so the idle timeout never bites — ends at

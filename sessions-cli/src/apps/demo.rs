@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::Form;
 use axum::http::StatusCode;
@@ -13,6 +12,8 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
 use sessions::{Session, SessionConfig};
+
+use crate::cmd::{when, when_at};
 
 /// A message for the next page view, kept in the session itself.
 const FLASH: &str = "_demo.flash";
@@ -102,9 +103,9 @@ async fn account(session: &Session, user: &sessions::UserId) -> Result<String> {
             "<tr><td><code>{key}</code>{this}</td><td>{created}</td><td>{used}</td><td>{expires}</td></tr>",
             key = s.key.short(),
             this = if s.key == this { " (this one)" } else { "" },
-            created = httpdate::fmt_http_date(s.created),
-            used = httpdate::fmt_http_date(s.last_used),
-            expires = httpdate::fmt_http_date(s.expires),
+            created = when_at(s.created),
+            used = when_at(s.last_used),
+            expires = when_at(s.expires),
         );
     }
     Ok(format!(
@@ -235,10 +236,6 @@ fn cookie_summary(c: &SessionConfig) -> String {
         let _ = write!(s, "; SameSite={same:?}");
     }
     s
-}
-
-fn when(ms: sessions::Millis) -> String {
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 fn escape(s: &str) -> String {

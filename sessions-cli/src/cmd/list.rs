@@ -3,14 +3,12 @@
 
 use std::io::Write;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde_json::json;
 use sessions::UserId;
 
-use super::{when, StoreArgs};
+use super::{millis_at as ms, when, StoreArgs};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -120,10 +118,6 @@ async fn list_user(args: &Args, user: &str) -> anyhow::Result<()> {
             s.key.to_string()
         } else {
             s.key.short().to_string()
-        };
-        let ms = |t: SystemTime| {
-            t.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
         };
         if args.json {
             let line = json!({

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use sessions::store::SessionAdmin;
-use sessions::{Config, SessionId, StoreKey};
+use sessions::{Config, Millis, Record, SessionId, StoreKey};
 
 pub(crate) mod clean;
 pub(crate) mod delete;
@@ -73,7 +73,27 @@ fn parse_session(text: &str) -> anyhow::Result<StoreKey> {
     })
 }
 
-/// An instant as an HTTP date, the form the cookie uses too.
-pub(crate) fn when(ms: sessions::Millis) -> String {
+/// An instant as an HTTP date, the form the cookie uses too. One past the
+/// last an HTTP date can name (`httpdate` panics on the year 10000), which
+/// only a damaged record holds, is shown as its number, so that one such
+/// record never stops a listing.
+pub(crate) fn when(ms: Millis) -> String {
+    if ms > Record::MAX_TIME {
+        return format!("{ms} ms (out of range)");
+    }
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// [`when`] for a `SystemTime`.
+pub(crate) fn when_at(t: SystemTime) -> String {
+    when(millis_at(t))
+}
+
+/// A `SystemTime` in milliseconds since the epoch: 0 for one before it,
+/// `Millis::MAX` for one too late for `Millis` (shown as out of range),
+/// never cut to the low 64 bits.
+pub(crate) fn millis_at(t: SystemTime) -> Millis {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| {
+        Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+    })
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Failure};
 use crate::events::{Events, FoundBy, SessionEvent};
 use crate::id::{SessionId, StoreKey};
 use crate::measure;
-use crate::record::{now_millis, Millis, Record};
+use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{self, LockGuard, SaveIf, SessionStore};
 use crate::user::{self, UserId, UserSession};
 
@@ -265,11 +265,19 @@ impl RequestSession {
         })
     }
 
-    /// Checks a loaded record: the absolute timeout, and that the data is a
-    /// JSON object. A record failing either is treated as missing.
+    /// Checks a loaded record: its times are in range, the absolute
+    /// timeout, and that the data is a JSON object. A record failing any is
+    /// treated as missing.
     fn accept(&self, id: &SessionId, r: &Record, now: Millis) -> Option<Data> {
+        // Stores that decode records checked this already; the RAM store,
+        // a store of the app's own and Redis (whose TTL can replace the
+        // expiry) did not.
+        if let Err(e) = r.check_times() {
+            tracing::warn!(session = %id.short(), error = %e, "damaged session treated as missing");
+            return None;
+        }
         if let Some(limit) = self.config.absolute_timeout {
-            if r.created.saturating_add(limit.as_millis() as u64) <= now {
+            if r.created.saturating_add(millis(limit)) <= now {
                 tracing::debug!(session = %id.short(), "absolute timeout reached");
                 return None;
             }
@@ -444,9 +452,7 @@ impl RequestSession {
                 data,
                 created: s.created,
                 expires,
-                timeout: s
-                    .timeout
-                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                timeout: s.timeout.map(millis),
                 user: s.user.clone(),
             };
             let only = if s.stored {
@@ -617,13 +623,17 @@ impl RequestSession {
 }
 
 /// When `session` expires if saved at `now`: its idle timeout from now
-/// (its own, or the config's), or the absolute timeout if that comes first.
+/// (its own, or the config's), or the absolute timeout if that comes first;
+/// never past [`Record::MAX_TIME`], which a timeout set in code (the
+/// config's fields are public) could otherwise reach, and the cookie's date
+/// could not say.
 fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {
-    let idle = now.saturating_add(session.timeout(config).as_millis() as u64);
-    match config.absolute_timeout {
-        Some(limit) => idle.min(session.created.saturating_add(limit.as_millis() as u64)),
+    let idle = now.saturating_add(millis(session.timeout(config)));
+    let expires = match config.absolute_timeout {
+        Some(limit) => idle.min(session.created.saturating_add(millis(limit))),
         None => idle,
-    }
+    };
+    expires.min(Record::MAX_TIME)
 }
 
 /// Runs one store call in a `session.store` span (`op`, the session's short

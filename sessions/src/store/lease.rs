@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use tokio::task::AbortHandle;
 
 use crate::id::{SessionId, StoreKey};
-use crate::record::{now_millis, Millis, Record};
+use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{
     Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionStore, TURN,
 };
@@ -147,7 +147,7 @@ pub(crate) async fn acquire<B: LeaseBackend>(
         .map(|t| t.to_string())
         .map_err(|e| Error::unavailable("drawing a lock owner token", e))?;
     loop {
-        let until = now_millis().saturating_add(length.as_millis() as u64);
+        let until = now_millis().saturating_add(millis(length));
         match take_to_completion(backend, key, &owner, until, load).await? {
             Taken::Ours(record) => {
                 let lease = Lease::start(backend.clone(), *key, owner, length, waiter.granted());
@@ -291,7 +291,7 @@ impl<B: LeaseBackend> Lease<B> {
         if self.place.hand_over_next() {
             // One round trip for the next request too: the lease stays,
             // and so does what was just written.
-            let until = now_millis().saturating_add(self.length.as_millis() as u64);
+            let until = now_millis().saturating_add(millis(self.length));
             let outcome = self
                 .backend
                 .save_and_keep(&self.key, &self.owner, record, only, until)
@@ -374,7 +374,7 @@ impl<B: LeaseBackend> Drop for Lease<B> {
 async fn renew<B: LeaseBackend>(backend: B, key: StoreKey, owner: String, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        let until = now_millis().saturating_add(lease.as_millis() as u64);
+        let until = now_millis().saturating_add(millis(lease));
         match backend.renew(&key, &owner, until).await {
             Ok(true) => {}
             Ok(false) => {

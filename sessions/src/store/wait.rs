@@ -301,9 +301,7 @@ impl LockWaits {
         // A store that never hands over finds nothing to take.
         match self.enter_or_take::<()>(key, wait).await? {
             Entered::Front(waiter) => Ok(waiter),
-            Entered::HandedOver(local, _) => {
-                Ok(self.waiter(key, local, Instant::now() + wait, wait))
-            }
+            Entered::HandedOver(local, _) => Ok(self.waiter(key, local, deadline(wait), wait)),
         }
     }
 
@@ -320,7 +318,7 @@ impl LockWaits {
         key: &StoreKey,
         wait: Duration,
     ) -> Result<Entered<T>, Error> {
-        let deadline = Instant::now() + wait;
+        let deadline = deadline(wait);
         let (local, handed) = self.queue(key, wait).await?;
         if let Some(value) = handed {
             // Anything but this store's own hand-over is dropped, which
@@ -555,6 +553,14 @@ impl Drop for Waiter {
     }
 }
 
+/// The instant `wait` from now. A wait longer than the clock can add (a
+/// `lock_timeout` of `Duration::MAX`, set in code) would panic; past 30
+/// years, as for tokio's own timers, every wait is the same.
+fn deadline(wait: Duration) -> Instant {
+    const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    Instant::now() + wait.min(FOREVER)
+}
+
 /// The one backoff between lock attempts: short at first, so that a
 /// hand-over between processes is quick, doubling to a cap, with jitter so
 /// that waiters of several processes do not move in step. Where the
@@ -623,6 +629,21 @@ mod tests {
         }
         assert!(counter.load(std::sync::atomic::Ordering::SeqCst) >= 40);
         assert_eq!(locks.len(), 0);
+    }
+
+    /// A wait too long for the clock (a `lock_timeout` set in code) is
+    /// a long wait, not a panic.
+    #[tokio::test]
+    async fn an_endless_wait_is_a_wait() {
+        let waits = LockWaits::new();
+        let key = StoreKey::generate().unwrap();
+        let waiter = waits.enter(&key, Duration::MAX).await.unwrap();
+        assert!(matches!(
+            waiter.timed_out(),
+            Error::LockTimeout(Duration::MAX)
+        ));
+        drop(waiter);
+        assert!(waits.is_idle());
     }
 
     #[tokio::test]

@@ -69,6 +69,24 @@ pub fn request(
     live_data: &[u8],
     created: u64,
 ) -> Option<Answer> {
+    let record = Record {
+        data: live_data.to_vec(),
+        created,
+        expires: now_millis() + 3_600_000,
+        timeout: None,
+        user: None,
+    };
+    request_with(config, cookie, use_, &record)
+}
+
+/// [`request`] over a RAM store that holds `record` under [`LIVE`], as it
+/// is: the RAM store keeps what it is given, checks nothing.
+pub fn request_with(
+    config: Config,
+    cookie: Option<&[u8]>,
+    use_: Use,
+    record: &Record,
+) -> Option<Answer> {
     let mut req = Request::new(());
     *req.uri_mut() = "/".parse().unwrap();
     if let Some(c) = cookie {
@@ -79,18 +97,11 @@ pub fn request(
     let live: SessionId = LIVE.parse().unwrap();
     with_runtime(|rt| {
         rt.block_on(async move {
-            let now = now_millis();
-            let record = Record {
-                data: live_data.to_vec(),
-                created,
-                expires: now + 3_600_000,
-                timeout: None,
-                user: None,
-            };
-            assert!(store
-                .save(&live.store_key(), &record, SaveIf::Absent)
+            // An expired record is saved too, and then not found.
+            store
+                .save(&live.store_key(), record, SaveIf::Absent)
                 .await
-                .unwrap());
+                .expect("the RAM store saves any record");
             let layer = SessionLayer::new(store).with_file_config(config);
             let service = layer.layer(tower::service_fn(move |req: Request<()>| async move {
                 let Some(session) = req.extensions().get::<Session>().cloned() else {
@@ -325,6 +336,78 @@ pub fn check_record(max: usize, bytes: &[u8]) {
             "unreadable data was not treated as missing"
         ),
     }
+}
+
+/// The stored-record property, for any times, timeout, user and data: a
+/// record (the bytes if they decode, else a record made of them, below)
+/// stored as it is goes through the request path — never a panic or a
+/// 5xx. It loads as itself if it decodes (its times are in range), is not
+/// expired and its data is a JSON object, and as a missing session
+/// otherwise; the cookie's `Max-Age` is within the timeout the session got.
+///
+/// Bytes that are not a framed record (the fuzzer rarely finds a checksum)
+/// are read as `created`, `expires` and `timeout` (8 bytes each,
+/// little-endian; a timeout of 0 is none), a user's length (1 byte, 0:
+/// none) and the user, then the data; that record is framed and decoded
+/// as a store would.
+pub fn check_stored_record(mode: u8, bytes: &[u8]) {
+    let record = match Record::decode(bytes, usize::MAX) {
+        Ok(record) => record,
+        Err(_) => match record_of_fields(bytes) {
+            Some(record) => record,
+            None => return,
+        },
+    };
+    check_stored(Use::from_byte(mode), &record);
+}
+
+/// [`check_stored_record`] for one record.
+pub fn check_stored(use_: Use, record: &Record) {
+    // Over `max_size`, a write is refused with a 500 by design.
+    if record.data.len() > 4096 {
+        return;
+    }
+    let decodes = Record::decode(&record.encode(), usize::MAX).is_ok();
+    let now = now_millis();
+    if record.expires.abs_diff(now) < 60_000 {
+        // Whether it is live depends on when the request runs.
+        return;
+    }
+    let object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&record.data);
+    let live = decodes && record.expires > now && object.is_ok();
+    let cookie = format!("session_id={LIVE}");
+    let answer = request_with(default_config(), Some(cookie.as_bytes()), use_, record)
+        .expect("a valid header");
+    assert_eq!(answer.status, 200, "{record:?}: {answer:?}");
+    if use_ == Use::Nothing {
+        assert!(answer.set_cookies.is_empty(), "{answer:?}");
+        return;
+    }
+    let expected = if live { "false " } else { "true " };
+    assert!(answer.body.starts_with(expected), "{record:?}: {answer:?}");
+    assert_eq!(answer.set_cookies.len(), 1, "{record:?}: {answer:?}");
+    let mut config = SessionConfig::default();
+    if let (true, Some(own)) = (live, record.timeout) {
+        config.timeout = Duration::from_millis(own);
+    }
+    let id = check_set_cookie(&answer.set_cookies[0], &config);
+    assert_eq!(id.to_string() == LIVE, live, "{record:?}: {answer:?}");
+}
+
+/// The record [`check_stored_record`] reads from bytes that are not a
+/// framed one; `None` if they are too short.
+fn record_of_fields(bytes: &[u8]) -> Option<Record> {
+    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let (created, expires, timeout) = (u64_at(0)?, u64_at(8)?, u64_at(16)?);
+    let user_len = usize::from(*bytes.get(24)?);
+    let user = bytes.get(25..25 + user_len)?;
+    Some(Record {
+        data: bytes[25 + user_len..].to_vec(),
+        created,
+        expires,
+        timeout: (timeout > 0).then_some(timeout),
+        user: sessions::UserId::from_bytes(user).ok(),
+    })
 }
 
 /// The id property: exactly 40 lowercase hex characters are an id and print

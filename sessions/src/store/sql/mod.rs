@@ -298,8 +298,8 @@ impl Migrations {
 }
 
 /// The [`RECORD_COLUMNS`] of a row as a record, or why they are not one:
-/// data larger than any save writes, an instant before the epoch, a user
-/// that is not a valid user id.
+/// data larger than any save writes, an instant before the epoch or past
+/// [`Record::MAX_TIME`], a user that is not a valid user id.
 fn decode(
     data: &[u8],
     created: i64,
@@ -310,13 +310,15 @@ fn decode(
     if data.len() > MAX_DATA {
         return Err(format!("data of {} bytes", data.len()).into());
     }
-    Ok(Record {
+    let record = Record {
         data: data.to_vec(),
         created: Millis::try_from(created)?,
         expires: Millis::try_from(expires)?,
         timeout: timeout.map(Millis::try_from).transpose()?,
         user: user.map(UserId::new).transpose()?,
-    })
+    };
+    record.check_times()?;
+    Ok(record)
 }
 
 /// A record's own timeout as the `timeout_ms` column holds it.

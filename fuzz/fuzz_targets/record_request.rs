@@ -1,0 +1,16 @@
+//! Stored records through the request path: any times, timeout, user and
+//! data a store can give back, decoded as a store would and loaded whole
+//! by the middleware (byte 0 picks what the handler does).
+
+#![no_main]
+
+#[path = "../../sessions/tests/checks/mod.rs"]
+mod checks;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some((&mode, record)) = data.split_first() {
+        checks::check_stored_record(mode, record);
+    }
+});
