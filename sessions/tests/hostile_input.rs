@@ -396,7 +396,13 @@ async fn records_out_of_range_get_a_fresh_session(f: &Fixture) {
     ] {
         let id = SessionId::generate().unwrap().to_string();
         let key = common::records::key_of(&id);
-        assert!(f.store.save(&key, &record, SaveIf::Absent).await.unwrap());
+        let saved = f.store.save(&key, &record, SaveIf::Absent).await;
+        if matches!(f.kind, common::stores::Kind::Memcached) && field == "expires" {
+            // memcached cannot be given such an expiry at all: refused.
+            assert!(saved.is_err(), "{saved:?}");
+            continue;
+        }
+        assert!(saved.unwrap());
         let sent = cookie(&id);
         let (status, cookies, body) =
             raw_request(addr, &raw_get("/count", &[sent.as_bytes()])).await;
