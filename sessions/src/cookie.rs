@@ -17,17 +17,7 @@ pub(crate) use crate::config::is_cookie_path;
 use crate::config::{SameSite, SessionConfig};
 use crate::id::SessionId;
 use crate::record::{millis, now_millis, Millis, Record};
-
-/// What the client sent under the session cookie's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ClientId {
-    /// No cookie of that name.
-    NotSent,
-    /// A cookie of that name, but not a well-formed id.
-    Malformed,
-    /// A well-formed id.
-    Valid(SessionId),
-}
+use crate::request::ClientId;
 
 /// Finds the session id among all `Cookie` headers.
 ///

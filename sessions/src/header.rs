@@ -5,8 +5,8 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::cookie::ClientId;
 use crate::id::SessionId;
+use crate::request::ClientId;
 
 /// What the client sent in the header `name`: one well-formed id, or not.
 /// Two values are malformed (neither is trusted); an empty one, the echo of

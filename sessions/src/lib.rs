@@ -79,6 +79,7 @@ mod measure;
 pub mod middleware;
 mod record;
 mod redact;
+mod request;
 mod session;
 pub mod store;
 mod task;

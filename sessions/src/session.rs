@@ -2,9 +2,8 @@
 //!
 //! The handle only records what the handler asks for — reads, writes,
 //! delete, regenerate, expire, explicit locks — on the request's session
-//! state, which loads lazily. It never touches a store: the middleware's
-//! state (`middleware/state.rs`) does, and the middleware's finishing step
-//! saves, deletes, releases and writes the cookie after the handler.
+//! state, which loads lazily. It never touches a store: the request core
+//! (`request/`) does, and saves, deletes and releases after the handler.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,8 +17,8 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use crate::config::SessionConfig;
 use crate::error::Error;
 use crate::id::SessionId;
-use crate::middleware::{Loaded, RequestSession};
 use crate::record::{system_time, Millis};
+use crate::request::{Loaded, RequestSession};
 use crate::user::{UserId, UserSession};
 
 /// A visitor's session, as seen by a handler.
@@ -58,11 +57,19 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(state: RequestSession, original_id: Option<SessionId>) -> Self {
         Session(Arc::new(Shared {
-            config: Arc::clone(&state.config),
+            config: Arc::clone(state.config()),
             original_id,
             state: Mutex::new(state),
             data_held: AtomicBool::new(false),
         }))
+    }
+
+    /// A guard that ends the request's hold on the session when dropped,
+    /// for an adapter to keep across the handler: whatever ends the
+    /// request — the response, an error, a panic in the handler, the
+    /// client going away — then releases its lock.
+    pub(crate) fn end_on_drop(&self) -> EndOnDrop {
+        EndOnDrop(self.clone())
     }
 
     /// The request's session state, for the middleware.
@@ -125,14 +132,12 @@ impl Session {
     /// Whether the client sent an id (well-formed or not) that is not a live
     /// session, so this request started a fresh one.
     pub async fn missing(&self) -> Result<bool, Error> {
-        let mut state = self.state().await?;
-        state.load().await?;
-        Ok(state.missing)
+        self.state().await?.missing().await
     }
 
     /// When the session was created, in milliseconds since the epoch.
     pub async fn created(&self) -> Result<Millis, Error> {
-        Ok(self.data().await?.session.created)
+        Ok(self.data().await?.session.created())
     }
 
     /// When the session will expire if nothing uses it after this request:
@@ -257,7 +262,7 @@ impl Session {
     /// now. Pair it with [`delete`](Self::delete) to log out, or call
     /// [`logout`](Self::logout), which does both.
     pub async fn expire(&self) -> Result<(), Error> {
-        self.state().await?.expire_cookie = true;
+        self.state().await?.expire();
         Ok(())
     }
 
@@ -265,11 +270,7 @@ impl Session {
     /// told to drop its cookie (or id header), as [`delete`](Self::delete)
     /// and [`expire`](Self::expire) together (tower-sessions' `flush`).
     pub async fn logout(&self) -> Result<(), Error> {
-        let mut state = self.state().await?;
-        state.load_for_event().await?;
-        state.delete();
-        state.expire_cookie = true;
-        Ok(())
+        self.state().await?.logout().await
     }
 
     /// Ties the session to `user` (your id for the visitor who logged in),
@@ -320,11 +321,7 @@ impl Session {
     /// Ends every session of this session's user, this one too (which is
     /// [`logout`](Self::logout)), and returns how many ended.
     pub async fn logout_everywhere(&self) -> Result<u64, Error> {
-        let mut state = self.state().await?;
-        let ended = state.end_user_sessions(true).await?;
-        state.delete();
-        state.expire_cookie = true;
-        Ok(ended)
+        self.state().await?.logout_everywhere().await
     }
 
     /// Takes the session's lock (in `explicit` mode; in the other modes the
@@ -360,6 +357,30 @@ impl Session {
     }
 }
 
+/// Ends the request's hold on its session when dropped, saving nothing:
+/// what a response, a panic and a dropped future have in common.
+pub(crate) struct EndOnDrop(Session);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let state = self.0.request_state();
+        if let Ok(mut state) = state.try_lock() {
+            state.end();
+            return;
+        }
+        // Only a task the handler spawned with a clone of the session can
+        // hold the state now; end it as soon as that task lets go. Without
+        // a runtime (it is shutting down) the lease or connection close
+        // frees the lock, and the last clone's drop releases it anyway.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let session = self.0.clone();
+            runtime.spawn(async move {
+                session.request_state().lock().await.end();
+            });
+        }
+    }
+}
+
 /// The bounds of [`Session::set_timeout`].
 const MIN_OWN_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_OWN_TIMEOUT: Duration = Duration::from_secs(400 * 24 * 3600);
@@ -388,8 +409,8 @@ impl Drop for SessionData<'_> {
 impl std::fmt::Debug for SessionData<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionData")
-            .field("id", &self.session.id.short())
-            .field("keys", &self.session.data.len())
+            .field("id", &self.session.id().short())
+            .field("keys", &self.session.data().len())
             .finish_non_exhaustive()
     }
 }
@@ -397,12 +418,12 @@ impl std::fmt::Debug for SessionData<'_> {
 impl SessionData<'_> {
     /// The session's id (a fresh one if the client's was unknown).
     pub fn id(&self) -> SessionId {
-        self.session.id
+        self.session.id()
     }
 
     /// When the session was created.
     pub fn created(&self) -> SystemTime {
-        system_time(self.session.created)
+        system_time(self.session.created())
     }
 
     /// When the session will expire if nothing uses it after this request:
@@ -432,10 +453,7 @@ impl SessionData<'_> {
     }
 
     fn own_timeout(&mut self, timeout: Option<Duration>) {
-        if self.session.timeout != timeout {
-            self.session.timeout = timeout;
-            self.session.changed = true;
-        }
+        self.session.set_own_timeout(timeout);
     }
 
     /// The idle timeout this session has: its own or the configured one.
@@ -451,7 +469,7 @@ impl SessionData<'_> {
 
     /// The value under `key` as it is stored, raw JSON.
     pub fn get_value(&self, key: &str) -> Option<&Value> {
-        self.session.data.get(key)
+        self.session.data().get(key)
     }
 
     /// Stores `value` under `key`; the old value is replaced. Fails only if
@@ -468,15 +486,7 @@ impl SessionData<'_> {
 
     /// Stores raw JSON under `key`; the old value is replaced.
     pub fn insert_value(&mut self, key: &str, value: Value) {
-        // In place when the key is there: no new `String` for it.
-        match self.session.data.get_mut(key) {
-            Some(old) if *old == value => return,
-            Some(old) => *old = value,
-            None => {
-                self.session.data.insert(key.into(), value);
-            }
-        }
-        self.session.changed = true;
+        self.session.insert_value(key, value);
     }
 
     /// Removes `key`, returning its value, converted to `T`, if it was
@@ -488,60 +498,52 @@ impl SessionData<'_> {
 
     /// Removes `key`, returning its raw JSON value if it was there.
     pub fn remove_value(&mut self, key: &str) -> Option<Value> {
-        let old = self.session.data.remove(key);
-        self.session.changed |= old.is_some();
-        old
+        self.session.remove_value(key)
     }
 
     /// Whether `key` is set.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.session.data.contains_key(key)
+        self.session.data().contains_key(key)
     }
 
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.session.data.keys().map(String::as_str)
+        self.session.data().keys().map(String::as_str)
     }
 
     /// The number of keys.
     pub fn len(&self) -> usize {
-        self.session.data.len()
+        self.session.data().len()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.session.data.is_empty()
+        self.session.data().is_empty()
     }
 
     /// Removes every key (the session itself stays).
     pub fn clear(&mut self) {
-        self.session.changed |= !self.session.data.is_empty();
-        self.session.data.clear();
+        self.session.clear();
     }
 
     /// All data as a JSON object.
     pub fn to_json(&self) -> Value {
-        Value::Object(self.session.data.clone())
+        Value::Object(self.session.data().clone())
     }
 
     /// Ties the session to `user`: see [`Session::set_user`].
     pub fn set_user(&mut self, user: UserId) {
-        if self.session.user.as_ref() != Some(&user) {
-            self.session.user = Some(user);
-            self.session.changed = true;
-        }
+        self.session.set_user(Some(user));
     }
 
     /// Unties the session from its user, keeping the session and its data.
     pub fn clear_user(&mut self) {
-        if self.session.user.take().is_some() {
-            self.session.changed = true;
-        }
+        self.session.set_user(None);
     }
 
     /// The user the session is tied to, if any.
     pub fn user(&self) -> Option<&UserId> {
-        self.session.user.as_ref()
+        self.session.user()
     }
 }
 

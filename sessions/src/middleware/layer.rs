@@ -2,10 +2,10 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::shared::Shared;
 use super::SessionService;
 use crate::config::{Config, SessionConfig};
 use crate::events::{Hook, SessionEvent};
+use crate::request::Shared;
 use crate::store::SessionStore;
 
 /// Adds sessions to a service. See the [module docs](crate::middleware).

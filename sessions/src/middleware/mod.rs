@@ -17,14 +17,11 @@
 //!     .layer(SessionLayer::new(MemoryStore::new()));
 //! ```
 
-mod finish;
 mod future;
 mod layer;
+mod respond;
 mod service;
-mod shared;
-mod state;
 
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
 pub use service::SessionService;
-pub(crate) use state::{Loaded, RequestSession};

@@ -4,12 +4,12 @@ use std::task::{Context, Poll};
 use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
-use super::shared::Shared;
-use super::state::RequestSession;
+use super::respond::respond;
 use super::ResponseFuture;
 use crate::config::{Locking, SessionConfig};
-use crate::cookie::{self, ClientId};
+use crate::cookie;
 use crate::header;
+use crate::request::{ClientId, Shared};
 use crate::session::Session;
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around yours.
@@ -48,7 +48,6 @@ where
         if !config.on {
             return ResponseFuture::passthrough(inner.call(req));
         }
-        self.shared.start_background();
         let client = client_id(req.headers(), config);
         let cookie_path = config
             .path_header
@@ -58,26 +57,14 @@ where
             .filter(|p| cookie::is_cookie_path(p))
             .map(String::from);
         let early = config.locking == Locking::Early;
-        let (client, malformed) = match client {
-            ClientId::Valid(id) => (Some(id), false),
-            ClientId::Malformed => (None, true),
-            ClientId::NotSent => (None, false),
-        };
-        let state = RequestSession::new(
-            self.shared.store.clone(),
-            config.clone(),
-            self.shared.events.clone(),
-            client,
-            malformed,
-            cookie_path,
-        );
-        let session = Session::new(state, client);
+        let state = self.shared.request(config, client);
+        let session = Session::new(state, client.id());
         req.extensions_mut().insert(session.clone());
         ResponseFuture::session(async move {
             // Whatever ends this future — the response, an error, a panic
             // in the handler, the client going away — ends the request's
             // hold on the session, releasing its lock.
-            let _end = EndOnDrop(session.clone());
+            let _end = session.end_on_drop();
             if early {
                 let mut state = session.request_state().lock().await;
                 if let Err(e) = state.acquire_lock().await {
@@ -85,8 +72,13 @@ where
                 }
             }
             let mut response = inner.call(req).await?;
-            let mut state = session.request_state().lock().await;
-            state.finish(&mut response).await;
+            let outcome = session.request_state().lock().await.finish().await;
+            respond(
+                outcome,
+                session.config(),
+                cookie_path.as_deref(),
+                &mut response,
+            );
             Ok(response)
         })
     }
@@ -105,29 +97,5 @@ fn client_id(headers: &HeaderMap, config: &SessionConfig) -> ClientId {
         cookie::client_id(headers, &config.name)
     } else {
         ClientId::NotSent
-    }
-}
-
-/// Ends the request's hold on its session when dropped, saving nothing:
-/// what a response, a panic and a dropped future have in common.
-struct EndOnDrop(Session);
-
-impl Drop for EndOnDrop {
-    fn drop(&mut self) {
-        let state = self.0.request_state();
-        if let Ok(mut state) = state.try_lock() {
-            state.end();
-            return;
-        }
-        // Only a task the handler spawned with a clone of the session can
-        // hold the state now; end it as soon as that task lets go. Without
-        // a runtime (it is shutting down) the lease or connection close
-        // frees the lock, and the last clone's drop releases it anyway.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let session = self.0.clone();
-            runtime.spawn(async move {
-                session.request_state().lock().await.end();
-            });
-        }
     }
 }

@@ -1,13 +1,21 @@
-//! The request's session state: what this request knows of its session,
-//! which lock it holds, and the store calls that move it from phase to
-//! phase. The [`Session`](crate::Session) handle asks; this module talks to
-//! the store.
+//! The request core: one request's session — what it knows of its
+//! session, which lock it holds, every store call of the request path, and
+//! every operation the [`Session`](crate::Session) handle asks for (load,
+//! regenerate, delete, expire, log out, a user's sessions, explicit locks).
+//! It knows no framework: an adapter (the tower layer in `middleware/`)
+//! hands it the id the client sent ([`ClientId`]) and, once the handler
+//! returned, asks it to [`finish`](RequestSession::finish) and writes the
+//! [`Outcome`] into its response — cookie, id header or failure.
 //!
 //! The state is split in two on purpose. [`Phase`] is the session as this
 //! request sees it — not read yet, loaded, or finished — and is replaced
 //! whole by `delete`, so a new field never needs a decision there. The
 //! rest belongs to the request and outlives a delete: the lock, the ids
-//! to delete, the cookie to send, the failure to report.
+//! to delete, the id to carry or to drop, the failure to report.
+
+mod loaded;
+mod save;
+mod shared;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +25,47 @@ use tracing::Instrument;
 
 use crate::config::{Locking, SessionConfig};
 use crate::error::{Error, Failure};
-use crate::events::{Events, FoundBy, SessionEvent};
+use crate::events::{Events, SessionEvent};
 use crate::id::{SessionId, StoreKey};
 use crate::measure;
 use crate::record::{millis, now_millis, Millis, Record};
-use crate::store::{self, LockGuard, SaveIf, SessionStore};
+use crate::store::{self, LockGuard, SessionStore};
 use crate::user::{self, UserId, UserSession};
 
 /// The session's data as loaded: a JSON object.
 pub(crate) type Data = Map<String, Value>;
+
+pub(crate) use loaded::Loaded;
+pub(crate) use shared::Shared;
+
+/// What the client sent as its session id, in the cookie or the id header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientId {
+    /// Nothing.
+    NotSent,
+    /// Something, but not a well-formed id.
+    Malformed,
+    /// A well-formed id.
+    Valid(SessionId),
+}
+
+impl ClientId {
+    /// The well-formed id, if that is what was sent.
+    pub(crate) fn id(self) -> Option<SessionId> {
+        match self {
+            ClientId::Valid(id) => Some(id),
+            _ => None,
+        }
+    }
+}
 
 /// One request's view of its session.
 pub(crate) struct RequestSession {
     /// Called as `store.as_ref()`: through the `Arc`'s own impl of the
     /// trait every call would box its future twice.
     store: Arc<dyn SessionStore>,
-    pub(crate) config: Arc<SessionConfig>,
-    pub(crate) phase: Phase,
+    config: Arc<SessionConfig>,
+    phase: Phase,
     /// The one store lock this request holds, and the id it is for. After
     /// `regenerate` or `delete` it is the old id's, kept until the old
     /// record is gone, so that a request waiting on it never finds it alive.
@@ -42,18 +74,16 @@ pub(crate) struct RequestSession {
     /// before the lock is released.
     doomed: Vec<Doomed>,
     /// The client sent an id that is not (or no longer) a live session.
-    pub(crate) missing: bool,
-    /// The client's cookie was there but not a well-formed id.
+    missing: bool,
+    /// The client's id was there but not a well-formed one.
     client_malformed: bool,
     /// What this request saved last, for the cookie.
-    pub(crate) saved: Option<Saved>,
-    /// The response must make the client drop its cookie.
-    pub(crate) expire_cookie: bool,
+    saved: Option<Saved>,
+    /// The client must drop its id.
+    drop_id: bool,
     /// An operation failed: the response must say so, and nothing more may
     /// be written (the session's state is unknown).
-    pub(crate) failed: Option<Failure>,
-    /// The cookie path for this request (`path`, or `path_header`'s value).
-    pub(crate) cookie_path: Option<String>,
+    failed: Option<Failure>,
     /// Where this request's session events go, and those not sent yet:
     /// they are sent when the request ends, after its lock is released.
     events: Events,
@@ -78,7 +108,7 @@ enum Doom {
 }
 
 /// The session as this request sees it.
-pub(crate) enum Phase {
+enum Phase {
     /// The store was not read yet, or was released by `release_lock` and
     /// must be read again. `id` is what to load: the client's id, the
     /// session's own after `release_lock`, none after `delete` or when the
@@ -90,78 +120,61 @@ pub(crate) enum Phase {
     Finished,
 }
 
-/// A loaded (or newly created) session.
-pub(crate) struct Loaded {
-    pub(crate) id: SessionId,
-    /// `id`'s store key, hashed once per request.
-    key: StoreKey,
-    pub(crate) data: Data,
-    pub(crate) created: Millis,
-    /// The session's own idle timeout, if it set one; kept in its record.
-    pub(crate) timeout: Option<Duration>,
-    /// The user the session is tied to, kept in its record.
-    pub(crate) user: Option<UserId>,
-    /// The stored session this one was regenerated from, until the new
-    /// one is saved (for its event).
-    replaces: Option<SessionId>,
-    /// A live record under `id` is in the store. False for a new or
-    /// regenerated session, whose id nobody else can know yet: it needs no
-    /// store lock.
-    stored: bool,
-    /// The handler used the session: save it, or refresh its expiry.
-    used: bool,
-    /// The data differs from what is stored.
-    pub(crate) changed: bool,
-}
-
-impl Loaded {
-    /// The expiry the session gets if it is saved now.
-    pub(crate) fn expires_now(&self, config: &SessionConfig) -> Millis {
-        expiry(config, self, now_millis())
-    }
-
-    /// The idle timeout that applies: the session's own, or the config's.
-    pub(crate) fn timeout(&self, config: &SessionConfig) -> Duration {
-        self.timeout.unwrap_or(config.timeout)
-    }
-}
-
 struct HeldLock {
     id: SessionId,
     guard: LockGuard,
 }
 
-/// A save this request made: the cookie carries `id` until `expires`.
-#[derive(Clone, Copy)]
+/// A save this request made: the client carries `id` until `expires`.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Saved {
     pub(crate) id: SessionId,
     pub(crate) expires: Millis,
 }
 
+/// What the response must say once the request's session is finished, for
+/// the framework's adapter to write: the id the client carries from now on
+/// (cookie, id header), that it must drop its id, or that the request
+/// failed.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The id to carry, and until when; `None` when nothing was saved.
+    pub(crate) carry: Option<Saved>,
+    /// The client must drop its id (the session was logged out or ended).
+    pub(crate) drop_id: bool,
+    /// A store call failed (or a lock wait timed out), whether or not the
+    /// handler saw it: the response is replaced by this failure's.
+    pub(crate) failure: Option<Failure>,
+}
+
 impl RequestSession {
+    /// The request's session, not read yet: `client` is what the client
+    /// sent as its id.
     pub(crate) fn new(
         store: Arc<dyn SessionStore>,
         config: Arc<SessionConfig>,
         events: Events,
-        client: Option<SessionId>,
-        client_malformed: bool,
-        cookie_path: Option<String>,
+        client: ClientId,
     ) -> Self {
         RequestSession {
             store,
             config,
-            phase: Phase::Unloaded { id: client },
+            phase: Phase::Unloaded { id: client.id() },
             lock: None,
             doomed: Vec::new(),
             missing: false,
-            client_malformed,
+            client_malformed: client == ClientId::Malformed,
             saved: None,
-            expire_cookie: false,
+            drop_id: false,
             failed: None,
-            cookie_path,
             events,
             pending: Vec::new(),
         }
+    }
+
+    /// The settings this request's session runs under.
+    pub(crate) fn config(&self) -> &Arc<SessionConfig> {
+        &self.config
     }
 
     /// Refuses every operation once the request was answered.
@@ -251,18 +264,7 @@ impl RequestSession {
         }
         let id = self.new_id()?;
         self.debug("created", &id);
-        Ok(Loaded {
-            id,
-            key: id.store_key(),
-            data: Data::new(),
-            created: now,
-            timeout: None,
-            user: None,
-            replaces: None,
-            stored: false,
-            used: false,
-            changed: true,
-        })
+        Ok(Loaded::fresh(id, now))
     }
 
     /// Checks a loaded record: its times are in range, the absolute
@@ -420,123 +422,6 @@ impl RequestSession {
         Ok(())
     }
 
-    /// Writes the loaded session now: a full save if the data changed or it
-    /// is new, otherwise an expiry refresh. A save the store refuses (the
-    /// session was deleted, regenerated or expired meanwhile) is logged and
-    /// leaves no cookie.
-    async fn save(&mut self) -> Result<(), Error> {
-        let Phase::Loaded(s) = &mut self.phase else {
-            return Ok(());
-        };
-        let (id, key) = (s.id, s.key);
-        let now = now_millis();
-        let expires = expiry(&self.config, s, now);
-        // The lock goes with the save only if it is this id's lock (after
-        // `regenerate` it is the old id's, released once that is deleted).
-        let guard = self.lock.take_if(|l| l.id == id).map(|l| l.guard);
-        let saved = if s.changed || !s.stored {
-            // A map of JSON values always encodes.
-            let data = serde_json::to_vec(&s.data).unwrap_or_default();
-            if data.len() > self.config.max_size {
-                // Refuse before writing: the stored session stays as it was.
-                if let Some(guard) = guard {
-                    self.lock = Some(HeldLock { id, guard });
-                }
-                let e = Error::TooLarge {
-                    size: data.len(),
-                    max: self.config.max_size,
-                };
-                return Err(failed(&mut self.failed, e));
-            }
-            let record = Record {
-                data,
-                created: s.created,
-                expires,
-                timeout: s.timeout.map(millis),
-                user: s.user.clone(),
-            };
-            let only = if s.stored {
-                SaveIf::Live
-            } else {
-                SaveIf::Absent
-            };
-            // A regenerated session's first save takes the old record's
-            // place in one step: written only if that record still lives.
-            let replacing = s.replaces.filter(|_| !s.stored);
-            let r = match (replacing, guard) {
-                (Some(old), guard) => {
-                    // The lock held is the old id's (if any): it stays until
-                    // the request ends.
-                    debug_assert!(guard.is_none(), "a regenerated id is never locked");
-                    drop(guard);
-                    let old = old.store_key();
-                    let call = self.store.as_ref().replace(&old, &key, &record);
-                    timed("replace", &key, call).await
-                }
-                (None, Some(g)) => {
-                    let call = self.store.as_ref().save_and_unlock(&key, &record, only, g);
-                    timed("save_and_unlock", &key, call).await
-                }
-                (None, None) => {
-                    timed("save", &key, self.store.as_ref().save(&key, &record, only)).await
-                }
-            };
-            let saved = checked(&mut self.failed, r)?;
-            if let Some(old) = replacing {
-                // Either way the old record is gone: nothing left to delete.
-                self.doomed
-                    .retain(|d| !(d.id == old && d.why == Doom::Replaced));
-                if !saved {
-                    // Deleted (or its user logged out everywhere, or
-                    // expired) while this request regenerated it: the new
-                    // id must not carry the session on.
-                    tracing::warn!(
-                        session = %old.short(),
-                        "session ended while the request regenerated it; not saved"
-                    );
-                    self.delete();
-                    self.expire_cookie = true;
-                    return Ok(());
-                }
-            }
-            saved
-        } else {
-            let r = timed("touch", &key, self.store.as_ref().touch(&key, expires)).await;
-            drop(guard);
-            checked(&mut self.failed, r)?
-        };
-        if saved && !s.stored {
-            let replaced = s.replaces.take();
-            if replaced.is_none() {
-                measure::created();
-            }
-            if self.events.on() {
-                let user = s.user.clone();
-                self.pending.push(match replaced {
-                    Some(from) => SessionEvent::Regenerated {
-                        from: from.store_key(),
-                        to: key,
-                        user,
-                    },
-                    None => SessionEvent::Created { key, user },
-                });
-            }
-        }
-        s.stored = saved;
-        if saved {
-            s.changed = false;
-            self.saved = Some(Saved { id, expires });
-        } else {
-            tracing::warn!(
-                session = %id.short(),
-                "session was deleted, regenerated or expired while the request ran; not saved"
-            );
-            self.saved = None;
-        }
-        self.debug(if saved { "saved" } else { "save refused" }, &id);
-        Ok(())
-    }
-
     /// The live sessions of this session's user.
     pub(crate) async fn user_sessions(&mut self) -> Result<Vec<UserSession>, Error> {
         let timeout = self.config.timeout;
@@ -580,28 +465,58 @@ impl RequestSession {
         Ok(count)
     }
 
-    /// Deletes the ids given up in this request.
-    pub(crate) async fn delete_doomed(&mut self) -> Result<(), Error> {
-        for doomed in std::mem::take(&mut self.doomed) {
-            let key = doomed.id.store_key();
-            let r = timed("delete", &key, self.store.as_ref().delete(&key)).await;
-            checked(&mut self.failed, r)?;
-            let user = doomed.user;
-            if doomed.why == Doom::Dead {
-                measure::expired(FoundBy::Load, 1);
-            }
-            match doomed.why {
-                _ if !self.events.on() => {}
-                Doom::Replaced => {}
-                Doom::Deleted => self.pending.push(SessionEvent::Deleted { key, user }),
-                Doom::Dead => self.pending.push(SessionEvent::Expired {
-                    key,
-                    user,
-                    found_by: FoundBy::Load,
-                }),
+    /// Whether the client sent an id that is not (or no longer) a live
+    /// session, so that this request started a fresh one. Loads the
+    /// session.
+    pub(crate) async fn missing(&mut self) -> Result<bool, Error> {
+        self.load().await?;
+        Ok(self.missing)
+    }
+
+    /// Makes the client drop its id when the request ends.
+    pub(crate) fn expire(&mut self) {
+        self.drop_id = true;
+    }
+
+    /// Deletes the stored session and makes the client drop its id.
+    pub(crate) async fn logout(&mut self) -> Result<(), Error> {
+        self.load_for_event().await?;
+        self.delete();
+        self.drop_id = true;
+        Ok(())
+    }
+
+    /// Ends every session of this session's user, this one too, and says
+    /// how many ended.
+    pub(crate) async fn logout_everywhere(&mut self) -> Result<u64, Error> {
+        let ended = self.end_user_sessions(true).await?;
+        self.delete();
+        self.drop_id = true;
+        Ok(ended)
+    }
+
+    /// The finishing step, once the handler returned: saves what it used,
+    /// deletes what it gave up, releases the lock — in that order — and
+    /// says what the response must carry. A failure on the way, or one the
+    /// handler saw and swallowed, is in the outcome; after a failure
+    /// nothing more is written (the session's state is unknown).
+    pub(crate) async fn finish(&mut self) -> Outcome {
+        if matches!(self.phase, Phase::Finished) {
+            return Outcome::default();
+        }
+        if self.failed.is_none() {
+            // Save before deleting, so that a regenerated session whose
+            // new record cannot be written keeps its old one.
+            if self.save_if_used().await.is_ok() {
+                let _ = self.delete_doomed().await;
             }
         }
-        Ok(())
+        self.end();
+        Outcome {
+            carry: self.saved,
+            drop_id: self.drop_id,
+            failure: self.failed,
+        }
     }
 
     /// Ends the request's hold on the session: releases the lock (for a
@@ -620,20 +535,6 @@ impl RequestSession {
             tracing::info!(session = %id.short(), "session {what}");
         }
     }
-}
-
-/// When `session` expires if saved at `now`: its idle timeout from now
-/// (its own, or the config's), or the absolute timeout if that comes first;
-/// never past [`Record::MAX_TIME`], which a timeout set in code (the
-/// config's fields are public) could otherwise reach, and the cookie's date
-/// could not say.
-fn expiry(config: &SessionConfig, session: &Loaded, now: Millis) -> Millis {
-    let idle = now.saturating_add(millis(session.timeout(config)));
-    let expires = match config.absolute_timeout {
-        Some(limit) => idle.min(session.created.saturating_add(millis(limit))),
-        None => idle,
-    };
-    expires.min(Record::MAX_TIME)
 }
 
 /// Runs one store call in a `session.store` span (`op`, the session's short

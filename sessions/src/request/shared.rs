@@ -1,6 +1,6 @@
-//! What every request of one layer shares: the store, the per-path
-//! config, and the background clean-up task. Its own module so that the
-//! layer and the service both use it without importing each other.
+//! What every request of one layer (of any framework's adapter) shares:
+//! the store, the per-path config, the event hooks and the background
+//! tasks (clean-up, the watch on what the store expires by itself).
 
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -12,18 +12,18 @@ use crate::measure;
 use crate::store::SessionStore;
 use crate::task::AbortOnDrop;
 
-pub(super) struct Shared {
-    pub(super) store: Arc<dyn SessionStore>,
-    pub(super) config: Config,
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) config: Config,
     /// The hooks registered with `on_event`, and where their events go.
-    pub(super) hooks: Vec<Hook>,
-    pub(super) events: Events,
+    pub(crate) hooks: Vec<Hook>,
+    pub(crate) events: Events,
     cleanup: OnceLock<Option<AbortOnDrop>>,
     watch_expiry: OnceLock<Option<AbortOnDrop>>,
 }
 
 impl Shared {
-    pub(super) fn new(store: Arc<dyn SessionStore>, config: Config, hooks: Vec<Hook>) -> Self {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, config: Config, hooks: Vec<Hook>) -> Self {
         Shared {
             store,
             config,
@@ -34,10 +34,27 @@ impl Shared {
         }
     }
 
+    /// The session of a request on `config` (the section of its path,
+    /// [`Config::resolve`]) whose client sent `client`; starts the
+    /// background tasks on the first one.
+    pub(crate) fn request(
+        self: &Arc<Self>,
+        config: &Arc<crate::config::SessionConfig>,
+        client: super::ClientId,
+    ) -> super::RequestSession {
+        self.start_background();
+        super::RequestSession::new(
+            Arc::clone(&self.store),
+            Arc::clone(config),
+            self.events.clone(),
+            client,
+        )
+    }
+
     /// Starts the background tasks once, from inside the runtime (the
     /// layer may be built before there is one): clean-up, and with event
     /// hooks the watch on what the store expires by itself.
-    pub(super) fn start_background(self: &Arc<Self>) {
+    pub(crate) fn start_background(self: &Arc<Self>) {
         self.start_cleanup();
         self.watch_expiry.get_or_init(|| {
             if !self.events.on() {
