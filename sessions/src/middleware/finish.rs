@@ -1,6 +1,6 @@
 //! The finishing step, run once after the handler returned: save what it
 //! used, delete what it gave up, release the lock, write the cookie (or
-//! the id header) — in that order (SPEC §4, §9).
+//! the id header) — in that order (docs/spec.md §4.3, §9).
 
 use std::time::Duration;
 
