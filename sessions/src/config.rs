@@ -115,7 +115,9 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// `storage_url`: `redis://…` (one node), several `redis://…`
     /// comma-separated or `redis+cluster://…` (Redis Cluster),
-    /// `redis+sentinel://…/MASTER` (Sentinel), or `postgres://…`.
+    /// `redis+sentinel://…/MASTER` (Sentinel), `postgres://…`, or
+    /// `memcache://host:port[,host:port…]` (memcached, instead of
+    /// `servers`).
     pub url: Option<String>,
     /// `file_fsync`: fsync file-store writes (default false).
     pub file_fsync: bool,
