@@ -3,9 +3,9 @@
 # load generator that is not ours: bare axum, sessions and tower-sessions,
 # each served by `sessions-bench __serve` in a process of its own, 2,000
 # sessions (cookies fetched first, then sent in turn over 32 connections,
-# as the issue that asked for this measured; bare axum is sent cookies of
-# the same shape), systems alternated round by round. Prints each round and
-# the medians with their ratios.
+# the setting of the first wrk measurement, kept so that runs compare; bare
+# axum is sent cookies of the same shape), systems alternated round by
+# round. Prints each round and the medians with their ratios.
 #
 #   ROUNDS=3 SECONDS_PER_ROUND=8 benches/wrk.sh
 set -euo pipefail

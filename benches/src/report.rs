@@ -1,5 +1,6 @@
 //! The results: a table on stdout, a JSON list, an SVG bar chart, and the
-//! targets of the benchmark's issue checked against them.
+//! benchmark's targets (listed in benches/README.md, "Reading the
+//! table") checked against them.
 
 use std::fmt::Write as _;
 
@@ -171,8 +172,8 @@ pub(crate) fn table(rows: &[Row]) -> String {
     out
 }
 
-/// The targets of the benchmark's issue, each met, missed, or not measured
-/// in this run.
+/// The benchmark's targets (benches/README.md, "Reading the table"), each
+/// met, missed, or not measured in this run.
 pub(crate) fn targets(rows: &[Row]) -> String {
     let mut out = String::new();
     let mut line = |what: String, value: Option<String>, ok: Option<bool>| {

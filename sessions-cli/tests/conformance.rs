@@ -1,7 +1,7 @@
 //! CherryPy's `test_session.py` scenarios, against the real `sessions`
-//! binary serving the conformance app over a real socket (SPEC §6), once
-//! per store (PostgreSQL also through PgBouncer). The shared stores also
-//! run two instances on one store.
+//! binary serving the conformance app over a real socket (docs/spec.md
+//! §6), once per store (PostgreSQL also through PgBouncer). The shared
+//! stores also run two instances on one store.
 
 mod server;
 

@@ -14,8 +14,10 @@ use server::{cherrypy_config, conformance_app, Server, FILE_STORE};
 
 #[tokio::test]
 async fn the_seed_config_is_understood() {
-    // The seed document's example, verbatim. Its directory does not exist
-    // here, so serving must fail with one clear line naming the store.
+    // The example of CherryPy's session documentation (docs/spec.md
+    // §2.2), indented as there, with its storage_path where no directory
+    // can be made, so serving must fail with one clear line naming the
+    // store.
     let dir = TempDir::new("seed");
     let config = dir.write(
         "seed.conf",

@@ -30,7 +30,7 @@ use std::time::Duration;
 mod ini;
 mod toml;
 
-/// How a request's session is locked (SPEC §4.2).
+/// How a request's session is locked (docs/spec.md §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locking {
     /// The lock is taken just before the data is first loaded and held until
@@ -115,7 +115,9 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// `storage_url`: `redis://…` (one node), several `redis://…`
     /// comma-separated or `redis+cluster://…` (Redis Cluster),
-    /// `redis+sentinel://…/MASTER` (Sentinel), or `postgres://…`.
+    /// `redis+sentinel://…/MASTER` (Sentinel), `postgres://…`, or
+    /// `memcache://host:port[,host:port…]` (memcached, instead of
+    /// `servers`).
     pub url: Option<String>,
     /// `file_fsync`: fsync file-store writes (default false).
     pub file_fsync: bool,
@@ -202,9 +204,10 @@ impl Default for StorageConfig {
     }
 }
 
-/// The settings of one path (SPEC §2). `Default` gives the documented
-/// defaults with sessions **on**, which is what a program that installs the
-/// layer wants; a config file starts from `on = false`, as in CherryPy.
+/// The settings of one path (docs/spec.md §2). `Default` gives the
+/// documented defaults with sessions **on**, which is what a program that
+/// installs the layer wants; a config file starts from `on = false`, as in
+/// CherryPy.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct SessionConfig {
@@ -968,7 +971,8 @@ pub(crate) fn is_cookie_path(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// The seed document's example, verbatim (tabs included).
+    /// The example of CherryPy's session documentation (docs/spec.md
+    /// §2.2), verbatim, indented with tabs as it is there.
     const SEED: &str = "\t[/]\n\ttools.sessions.on = True\n\ttools.sessions.storage_type = \"file\"\n\ttools.sessions.storage_path = \"/home/site/sessions\"\n\ttools.sessions.timeout = 60\n";
 
     #[test]
@@ -985,6 +989,7 @@ mod tests {
         assert_eq!(c.storage().kind, StorageType::File);
     }
 
+    /// The defaults of docs/spec.md §2.1 (and the README's table).
     #[test]
     fn defaults_match_the_spec() {
         let c = Config::from_ini_str("[/]\ntools.sessions.on = True\n", "x").unwrap();

@@ -1,7 +1,7 @@
 //! The session cookie: reading it from `Cookie` headers, writing
 //! `Set-Cookie`. Hand-written because the hot path needs one value out of
 //! the header without building a jar, and the writer needs exactly the
-//! attributes of SPEC §4.6 in a fixed order.
+//! attributes of docs/spec.md §4.6 in a fixed order.
 //!
 //! It reads the settings from [`SessionConfig`], which has already checked
 //! that they are cookie-safe; the config knows nothing of this module.

@@ -1,6 +1,7 @@
-//! The request life cycle of SPEC §4, end to end over real sockets, with
-//! the RAM store: what a session costs when untouched, its cookie, logging
-//! in (regenerate) and out, per-path settings and the clean-up timer.
+//! The request life cycle of docs/spec.md §4, end to end over real
+//! sockets, with the RAM store: what a session costs when untouched, its
+//! cookie, logging in (regenerate) and out, per-path settings and the
+//! clean-up timer.
 //! Locking, timeouts, hostile input and failures have files of their own.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Property tests over the public API (issue 8): session ids, stored
+//! Property tests over the public API: session ids, stored
 //! records, config files and the Cookie header, each with arbitrary and
 //! with structured input. The checks are those of the fuzz targets
 //! (`checks/mod.rs` is shared with `fuzz/`), and every input the fuzzers

@@ -1,6 +1,6 @@
 //! CherryPy's session test app (`cherrypy/test/test_session.py`): the same
 //! routes and bodies, so its scenarios run against this crate unchanged
-//! (SPEC §6).
+//! (docs/spec.md §6).
 
 use std::sync::Arc;
 use std::time::Duration;

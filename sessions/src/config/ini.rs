@@ -4,8 +4,9 @@ use super::{fraction, Entry, Error, RawSection, Value};
 
 /// Splits `text` into sections of `key = value` entries.
 ///
-/// Leading white space is not significant (the seed document's example is
-/// indented), blank lines and lines starting with `#` or `;` are skipped.
+/// Leading white space is not significant (the example of CherryPy's
+/// session documentation, docs/spec.md §2.2, is indented), blank lines and
+/// lines starting with `#` or `;` are skipped.
 pub(super) fn parse(text: &str, file: &str) -> Result<Vec<RawSection>, Error> {
     let mut sections: Vec<RawSection> = Vec::new();
     for (n, raw) in text.lines().enumerate() {

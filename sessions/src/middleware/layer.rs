@@ -46,10 +46,12 @@ impl SessionLayer {
     /// # Panics
     ///
     /// If the settings cannot keep a session ([`SessionConfig::problem`]):
-    /// no cookie and no header to carry the id, or a `__Host-` or
-    /// `__Secure-` cookie whose rules they break (a browser would drop every
-    /// such cookie). The app is refused at start rather than silently left
-    /// without sessions.
+    /// no cookie and no header to carry the id; a cookie name, path or
+    /// domain a browser would not send back (a name that is not an RFC 6265
+    /// token, a path that does not start with `/`, a domain that is not a
+    /// host name); or a `__Host-` or `__Secure-` cookie whose rules they
+    /// break (a browser would drop every such cookie). The app is refused at
+    /// start rather than silently left without sessions.
     pub fn with_config(self, config: SessionConfig) -> Self {
         self.with_file_config(Config::single(config))
     }

@@ -59,7 +59,8 @@ const CAS_TRIES: usize = 8;
 ///
 /// `<prefix><key>` holds the session's record (the framed, checksummed
 /// format of [`Record::encode`]), `<prefix><key>:lock` its lock,
-/// `<prefix>user:<user>` the user index (one line `<key> <expires ms>` per
+/// `<prefix><key>:turn` another process's claim on the lock's next turn
+/// while it waits, `<prefix>user:<user>` the user index (one line `<key> <expires ms>` per
 /// session of the user). `<key>` is the session's [`StoreKey`], `<user>` the
 /// user id's [`index_key`](crate::UserId::index_key): nothing in memcached
 /// opens a session. Every item expires by memcached's own expiry (spans
@@ -91,7 +92,10 @@ const CAS_TRIES: usize = 8;
 /// checks that the lease is still this holder's and writes nothing
 /// otherwise; the record is written with compare-and-swap against the
 /// version it checked, so a session deleted, regenerated or expired
-/// meanwhile is never brought back.
+/// meanwhile is never brought back. Waiters in other processes poll; one
+/// that finds the lock held claims the next turn (the `:turn` item, a
+/// second unless renewed), and no other process takes the lock while
+/// that claim lives (`lease.rs`, "Turns").
 ///
 /// # What memcached loses
 ///

@@ -173,7 +173,8 @@ fn postgres(storage: &StorageConfig, auto_migrate: bool) -> Result<PostgresStore
     let mut store = PostgresStore::new(url(storage)?)?
         .with_table(&storage.table)?
         .with_auto_migrate(auto_migrate);
-    // Unset is the store's own default: prepared until a pooler loses one.
+    // Unset is the store's own default, auto: prepared only when the
+    // server was reached at the address dialed (`postgres/naming.rs`).
     if let Some(on) = storage.postgres_prepared {
         store = store.with_prepared_statements(on);
     }

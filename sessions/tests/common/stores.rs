@@ -23,8 +23,8 @@ use super::ci::skip;
 use super::temp::{unique_prefix, unique_table, TempDir};
 
 /// One `#[tokio::test]` per scenario and store: `stores!(a, b)` makes
-/// `ram::a`, `redis::a`, `postgres::a`, `sqlite::a`, `file::a` and the same
-/// for `b`, each calling `a(&Fixture)` of the invoking module on a fresh
+/// `ram::a`, `redis::a`, `postgres::a`, `sqlite::a`, `file::a`,
+/// `memcached::a` and the same for `b`, each calling `a(&Fixture)` of the invoking module on a fresh
 /// store of that kind, then checking that nothing logged so far carries a
 /// full session id (the library must never log one, whatever it is doing).
 /// Run one store's scenarios with `cargo test -p sessions --test NAME redis::`.

@@ -74,9 +74,10 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// # Design
 ///
 /// - **Tables.** `<table> (id text PRIMARY KEY, data bytea, created_at
-///   bigint, expires_at bigint, timeout_ms bigint)` (milliseconds since the
-///   epoch, UTC; `timeout_ms` a session's own idle timeout, or null) with an
-///   index on `expires_at`, and `<table>_locks (id, owner, lease_expires,
+///   bigint, expires_at bigint, timeout_ms bigint, user_id text)`
+///   (milliseconds since the epoch, UTC; `timeout_ms` a session's own idle
+///   timeout, or null; `user_id` its user, the user index) with indexes on
+///   `expires_at` and `user_id`, and `<table>_locks (id, owner, lease_expires,
 ///   waiters)` for the locks. Both keep CherryPy's column name `id`, but it
 ///   holds the session's [`StoreKey`] (64 hex characters), never the id
 ///   itself. [`PostgresStore::migrate`] creates or upgrades them in

@@ -59,10 +59,11 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// # Design
 ///
 /// - **Table.** `id TEXT PRIMARY KEY, data BLOB, created_at INTEGER,
-///   expires_at INTEGER, timeout_ms INTEGER` (milliseconds since the epoch,
-///   UTC; `timeout_ms` a session's own idle timeout, or null), a `STRICT`
-///   table with an index on `expires_at`, and a `<table>_locks` table for
-///   the session locks. Both keep CherryPy's column name `id`, but it holds
+///   expires_at INTEGER, timeout_ms INTEGER, user_id TEXT` (milliseconds
+///   since the epoch, UTC; `timeout_ms` a session's own idle timeout, or
+///   null; `user_id` its user, indexed: the user index), a `STRICT` table
+///   with an index on `expires_at`, and a `<table>_locks` table for the
+///   session locks. Both keep CherryPy's column name `id`, but it holds
 ///   the session's [`StoreKey`] (64 hex characters), never the id itself.
 ///   [`SqliteStore::migrate`] creates or upgrades them in numbered steps
 ///   recorded in `<table>_schema`, inside an `IMMEDIATE` transaction, so
@@ -83,7 +84,11 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 ///   the same transaction (a lost lease writes nothing: [`Error::Unavailable`]).
 ///   A process that dies stops renewing, and its leases run out. Other
 ///   processes poll for a taken lease on the crate's backoff until the wait
-///   ends ([`Error::LockTimeout`]).
+///   ends ([`Error::LockTimeout`]); a poller that finds the lock held
+///   claims the next turn (a `<key>~turn` row in `<table>_locks`, lasting
+///   a second unless its next attempt renews it), and no other process
+///   takes the lock while that claim lives, so the releasing process
+///   cannot keep taking it back (`lease.rs`, "Turns").
 /// - **Saves** carry their precondition in SQL, as in the PostgreSQL store:
 ///   a new session may only replace an expired row, an existing one is only
 ///   updated while live.
