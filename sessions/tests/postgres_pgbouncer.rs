@@ -90,13 +90,13 @@ async fn requests(store: Arc<dyn SessionAdmin>) -> Result<(), store::Error> {
         let key = key();
         let (guard, found) = store.lock_and_load(&key, Duration::from_secs(5)).await?;
         assert!(found.is_none());
-        store
-            .save_and_unlock(&key, &record("1", 60_000), SaveIf::Absent, guard)
+        guard
+            .save_and_release(&record("1", 60_000), SaveIf::Absent)
             .await?;
         let (guard, found) = store.lock_and_load(&key, Duration::from_secs(5)).await?;
         assert_eq!(found.map(|r| r.data), Some(b"1".to_vec()));
-        store
-            .save_and_unlock(&key, &record("2", 60_000), SaveIf::Live, guard)
+        guard
+            .save_and_release(&record("2", 60_000), SaveIf::Live)
             .await?;
         assert!(store.exists(&key).await?);
         store.delete(&key).await?;

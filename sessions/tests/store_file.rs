@@ -304,8 +304,8 @@ async fn files_are_private() {
 
     let key = key();
     let g = store.lock(&key, Duration::from_secs(1)).await.unwrap();
-    assert!(store
-        .save_and_unlock(&key, &record("{}", 60_000), SaveIf::Absent, g)
+    assert!(g
+        .save_and_release(&record("{}", 60_000), SaveIf::Absent)
         .await
         .unwrap());
     assert_eq!(mode(&data_path(&dir, &key)), 0o600);
@@ -428,10 +428,7 @@ async fn clean_up_of_many_files_does_not_stall_requests() {
             .lock_and_load(&live, Duration::from_secs(5))
             .await
             .unwrap();
-        assert!(store
-            .save_and_unlock(&live, &r.unwrap(), SaveIf::Live, g)
-            .await
-            .unwrap());
+        assert!(g.save_and_release(&r.unwrap(), SaveIf::Live).await.unwrap());
         slowest = slowest.max(t.elapsed());
     }
     assert_eq!(cleaning.await.unwrap(), N as u64);

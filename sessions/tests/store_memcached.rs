@@ -140,11 +140,7 @@ async fn an_expiry_past_2038_is_refused_never_lost() {
         too_late(store.save(&key, &at(expires), SaveIf::Absent).await);
     }
     let guard = store.lock(&key, Duration::from_secs(5)).await.unwrap();
-    too_late(
-        store
-            .save_and_unlock(&key, &at(LAST + 1), SaveIf::Absent, guard)
-            .await,
-    );
+    too_late(guard.save_and_release(&at(LAST + 1), SaveIf::Absent).await);
     assert_eq!(store.load(&key).await.unwrap(), None);
     let kept: Vec<String> = memcached_keys(&prefix)
         .await

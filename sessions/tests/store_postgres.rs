@@ -125,10 +125,7 @@ async fn clean_up_of_a_large_backlog_runs_in_batches_under_load() {
                 let mut r = r.expect("live session");
                 let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
                 r.data = (n + 1).to_string().into_bytes();
-                assert!(store
-                    .save_and_unlock(key, &r, SaveIf::Live, guard)
-                    .await
-                    .unwrap());
+                assert!(guard.save_and_release(&r, SaveIf::Live).await.unwrap());
                 slowest = slowest.max(started.elapsed());
                 ops += 1;
             }
@@ -407,13 +404,13 @@ async fn a_lost_lease_refuses_the_save() {
         .await
         .unwrap();
     let (taken, _) = b.lock_and_load(&key, Duration::from_secs(5)).await.unwrap();
-    let err = a
-        .save_and_unlock(&key, &record("a", 60_000), SaveIf::Live, held)
+    let err = held
+        .save_and_release(&record("a", 60_000), SaveIf::Live)
         .await
         .expect_err("a lost lease must refuse the save");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert!(b
-        .save_and_unlock(&key, &record("b", 60_000), SaveIf::Live, taken)
+    assert!(taken
+        .save_and_release(&record("b", 60_000), SaveIf::Live)
         .await
         .unwrap());
     assert_eq!(a.load(&key).await.unwrap().unwrap().data, b"b".to_vec());

@@ -288,10 +288,7 @@ async fn renewal_keeps_a_lock_past_its_lease() {
         "lock lost while held"
     );
     r.data = br#"{"n":2}"#.to_vec();
-    assert!(store
-        .save_and_unlock(&key, &r, SaveIf::Live, guard)
-        .await
-        .unwrap());
+    assert!(guard.save_and_release(&r, SaveIf::Live).await.unwrap());
     let (g, loaded) = other
         .lock_and_load(&key, Duration::from_secs(1))
         .await
@@ -319,8 +316,8 @@ async fn a_lost_lease_refuses_the_save() {
         .set(redis_lock_key(&prefix, &key), "someone else")
         .await
         .unwrap();
-    let err = store
-        .save_and_unlock(&key, &record(r#"{"v":2}"#, 60_000), SaveIf::Live, guard)
+    let err = guard
+        .save_and_release(&record(r#"{"v":2}"#, 60_000), SaveIf::Live)
         .await
         .expect_err("save without the lock");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");

@@ -66,7 +66,7 @@ impl RequestSession {
                     timed("replace", &key, call).await
                 }
                 (None, Some(g)) => {
-                    let call = self.store.as_ref().save_and_unlock(&key, &record, only, g);
+                    let call = g.save_and_release(&record, only);
                     timed("save_and_unlock", &key, call).await
                 }
                 (None, None) => {

@@ -104,10 +104,7 @@ pub async fn user_index<S: SessionAdmin>(store: &S) {
     let mut r = loaded.unwrap();
     assert_eq!(r.user.as_ref(), Some(&alice));
     r.data = br#"{"n":3}"#.to_vec();
-    assert!(store
-        .save_and_unlock(&a1, &r, SaveIf::Live, guard)
-        .await
-        .unwrap());
+    assert!(guard.save_and_release(&r, SaveIf::Live).await.unwrap());
     assert!(store.touch(&a1, now_millis() + 120_000).await.unwrap());
     assert_eq!(listed(store, &alice).await, sorted([a1, a2]));
 
@@ -169,8 +166,8 @@ pub async fn ending_a_users_sessions<S: SessionAdmin>(store: &S) {
     assert_eq!(listed(store, &user).await, [current]);
     let mut in_flight = loaded.unwrap();
     in_flight.data = br#"{"n":1}"#.to_vec();
-    assert!(!store
-        .save_and_unlock(&locked, &in_flight, SaveIf::Live, guard)
+    assert!(!guard
+        .save_and_release(&in_flight, SaveIf::Live)
         .await
         .unwrap());
     assert_eq!(store.load(&locked).await.unwrap(), None);
@@ -213,8 +210,8 @@ pub async fn own_timeout<S: SessionAdmin>(store: &S) {
         timeout: Some(3_600_000),
         ..r.clone()
     };
-    assert!(store
-        .save_and_unlock(&key, &shorter, SaveIf::Live, guard)
+    assert!(guard
+        .save_and_release(&shorter, SaveIf::Live)
         .await
         .unwrap());
     assert_eq!(store.load(&key).await.unwrap(), Some(shorter));
@@ -305,8 +302,8 @@ pub async fn no_resurrection<S: SessionAdmin>(store: &S) {
         .unwrap());
     assert_eq!(store.load(&key).await.unwrap(), None);
     let guard = store.lock(&key, LONG).await.unwrap();
-    assert!(!store
-        .save_and_unlock(&key, &record("{}", 60_000), SaveIf::Live, guard)
+    assert!(!guard
+        .save_and_release(&record("{}", 60_000), SaveIf::Live)
         .await
         .unwrap());
     assert_eq!(store.load(&key).await.unwrap(), None);
@@ -405,16 +402,13 @@ pub async fn lock_timeout<S: SessionAdmin>(store: &S) {
     drop(store.lock(&key, Duration::from_secs(2)).await.unwrap());
 }
 
-/// `lock_and_load` and `save_and_unlock` behave as their parts.
+/// `lock_and_load` and a guard's `save_and_release` behave as their parts.
 pub async fn combined_calls<S: SessionAdmin>(store: &S) {
     let key = key();
     let (g, r) = store.lock_and_load(&key, LONG).await.unwrap();
     assert_eq!(r, None);
     let rec = record(r#"{"c":1}"#, 60_000);
-    assert!(store
-        .save_and_unlock(&key, &rec, SaveIf::Absent, g)
-        .await
-        .unwrap());
+    assert!(g.save_and_release(&rec, SaveIf::Absent).await.unwrap());
     let (g, r) = store
         .lock_and_load(&key, Duration::from_secs(2))
         .await
@@ -513,7 +507,7 @@ pub async fn no_lost_updates_between<S: SessionAdmin + Clone>(a: &S, b: &S) {
 
 /// A store that reads back at most `max` bytes of data refuses a larger
 /// save with [`Error::TooLarge`], writing nothing, and releases the lock of
-/// a refused `save_and_unlock`; a record of exactly `max` bytes is written
+/// a refused `save_and_release`; a record of exactly `max` bytes is written
 /// and read back. Not part of the macro's suite: not every store has a
 /// limit, and each has its own.
 pub async fn refuses_saves_over<S: SessionAdmin>(store: &S, max: usize) {
@@ -530,7 +524,7 @@ pub async fn refuses_saves_over<S: SessionAdmin>(store: &S, max: usize) {
     too_large(store.save(&absent, &big, SaveIf::Absent).await);
     let (guard, loaded) = store.lock_and_load(&key, LONG).await.unwrap();
     assert_eq!(loaded.as_ref(), Some(&old));
-    too_large(store.save_and_unlock(&key, &big, SaveIf::Live, guard).await);
+    too_large(guard.save_and_release(&big, SaveIf::Live).await);
     // The refused saves released the lock and changed nothing.
     drop(store.lock(&key, LONG).await.unwrap());
     assert_eq!(store.load(&key).await.unwrap(), Some(old));
@@ -550,10 +544,7 @@ async fn increment<S: SessionAdmin>(store: &S, key: &StoreKey, times: usize) {
         let n: u64 = std::str::from_utf8(&r.data).unwrap().parse().unwrap();
         tokio::task::yield_now().await;
         r.data = (n + 1).to_string().into_bytes();
-        assert!(store
-            .save_and_unlock(key, &r, SaveIf::Live, g)
-            .await
-            .unwrap());
+        assert!(g.save_and_release(&r, SaveIf::Live).await.unwrap());
     }
 }
 

@@ -36,7 +36,8 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::{
-    Error, LocalGuard, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
+    Error, LocalGuard, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionLock,
+    SessionStore,
 };
 use crate::id::{shard_of, KeyMap};
 use crate::id::{SessionId, StoreKey};
@@ -97,7 +98,7 @@ const WARNED_MAX: usize = 4096;
 /// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 /// let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 /// assert_eq!(loaded, None);
-/// store.save_and_unlock(&key, &record, SaveIf::Absent, guard).await?;
+/// guard.save_and_release(&record, SaveIf::Absent).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -210,7 +211,7 @@ impl FileStore {
 
     /// Takes the session's lock, loading the record in the same trip to the
     /// blocking pool when `load` is set.
-    async fn acquire(
+    async fn take_lock(
         &self,
         key: &StoreKey,
         wait: Duration,
@@ -314,14 +315,7 @@ impl FileStore {
     }
 
     fn encode(&self, record: &Record) -> Result<Vec<u8>, Error> {
-        // A record this store could not read back would be a silent loss.
-        if record.data.len() > self.inner.max_size {
-            return Err(Error::TooLarge {
-                size: record.data.len(),
-                max: self.inner.max_size,
-            });
-        }
-        Ok(record.encode())
+        self.inner.encode(record)
     }
 }
 
@@ -355,17 +349,13 @@ impl SessionStore for FileStore {
         blocking("deleting a session", move || inner.delete(&key)).await
     }
 
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        let (lock, _) = self.acquire(key, wait, false).await?;
-        Ok(LockGuard::new(lock))
-    }
-
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lock, record) = self.acquire(key, wait, true).await?;
+        let (lock, record) = self.take_lock(key, wait, load).await?;
         Ok((LockGuard::new(lock), record))
     }
 
@@ -373,41 +363,6 @@ impl SessionStore for FileStore {
         let (inner, user) = (Arc::clone(&self.inner), user.clone());
         blocking("listing a user's sessions", move || {
             inner.sessions_of(&user)
-        })
-        .await
-    }
-
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        let held = match guard.downcast::<FileLock>() {
-            Ok(mut lock) => lock.0.take(),
-            Err(guard) => {
-                let saved = self.save(key, record, write).await;
-                drop(guard);
-                return saved;
-            }
-        };
-        let bytes = match self.encode(record) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                drop(FileLock(held));
-                return Err(e);
-            }
-        };
-        let (inner, key, user) = (Arc::clone(&self.inner), *key, record.user.clone());
-        // One trip to the pool for both; the release happens even when
-        // the save fails.
-        blocking("saving a session", move || {
-            let saved = inner.save(&key, &bytes, user, write);
-            if let Some(held) = held {
-                held.release();
-            }
-            saved
         })
         .await
     }
@@ -516,6 +471,35 @@ impl SessionAdmin for FileStore {
 
 /// A held session lock: the flocked lock file and the in-process lock.
 struct FileLock(Option<Held>);
+
+#[async_trait]
+impl SessionLock for FileLock {
+    async fn save_and_release(
+        mut self: Box<Self>,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error> {
+        let Some(held) = self.0.take() else {
+            return Ok(false);
+        };
+        let bytes = match held.inner.encode(record) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                drop(FileLock(Some(held)));
+                return Err(e);
+            }
+        };
+        let user = record.user.clone();
+        // One trip to the pool for both; the release happens even when the
+        // save fails.
+        blocking("saving a session", move || {
+            let saved = held.inner.save(&held.key, &bytes, user, write);
+            held.release();
+            saved
+        })
+        .await
+    }
+}
 
 struct Held {
     file: File,
@@ -704,6 +688,18 @@ impl Inner {
 
     fn lock_path(&self, key: &StoreKey) -> PathBuf {
         self.dir.join(format!("session-{}.lock", &*key.as_hex()))
+    }
+
+    /// The record's bytes, or the refusal of one this store could not read
+    /// back (which would be a silent loss).
+    fn encode(&self, record: &Record) -> Result<Vec<u8>, Error> {
+        if record.data.len() > self.max_size {
+            return Err(Error::TooLarge {
+                size: record.data.len(),
+                max: self.max_size,
+            });
+        }
+        Ok(record.encode())
     }
 
     fn turn_path(&self, key: &StoreKey) -> PathBuf {

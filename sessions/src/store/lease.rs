@@ -44,7 +44,7 @@ use tokio::task::AbortHandle;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{
-    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionStore, TURN,
+    Entered, Error, Known, LocalGuard, LockWaits, Place, SaveIf, SessionLock, SessionStore, TURN,
 };
 
 /// Until when a turn claimed at `now` lasts.
@@ -86,6 +86,10 @@ pub(crate) trait LeaseBackend: SessionStore + Clone {
         until: Millis,
         load: bool,
     ) -> Result<Taken, Error>;
+
+    /// Refuses a record this store would not write or read back (its size),
+    /// before anything is written.
+    fn check(&self, record: &Record) -> Result<(), Error>;
 
     /// Moves the lease's end to `until` if it is still ours.
     async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error>;
@@ -283,11 +287,7 @@ impl<B: LeaseBackend> Lease<B> {
     /// Saves `record` and releases the lease in one step; `Ok(false)` when
     /// the precondition failed, [`Error::Unavailable`] when the lease was
     /// lost before the save (nothing written).
-    pub(crate) async fn save_and_release(
-        mut self,
-        record: &Record,
-        only: SaveIf,
-    ) -> Result<bool, Error> {
+    async fn save_releasing(mut self, record: &Record, only: SaveIf) -> Result<bool, Error> {
         if self.place.hand_over_next() {
             // One round trip for the next request too: the lease stays,
             // and so does what was just written.
@@ -369,6 +369,19 @@ impl<B: LeaseBackend> Drop for Lease<B> {
     }
 }
 
+#[async_trait]
+impl<B: LeaseBackend> SessionLock for Lease<B> {
+    async fn save_and_release(
+        self: Box<Self>,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error> {
+        // Refused before anything is written; the lease, dropped, releases.
+        self.backend.check(record)?;
+        self.save_releasing(record, write).await
+    }
+}
+
 /// Extends the lease every third of it until aborted; stops when the lease
 /// turns out to be someone else's.
 async fn renew<B: LeaseBackend>(backend: B, key: StoreKey, owner: String, lease: Duration) {
@@ -396,24 +409,3 @@ async fn renew<B: LeaseBackend>(backend: B, key: StoreKey, owner: String, lease:
 #[derive(Debug, thiserror::Error)]
 #[error("the session lock's lease was lost before the save")]
 pub(crate) struct LeaseLost;
-
-/// `save_and_unlock` for a lease store: through the lease when the guard is
-/// one of ours, as a plain save otherwise.
-pub(crate) async fn save_and_unlock<B: LeaseBackend, F>(
-    guard: LockGuard,
-    record: &Record,
-    only: SaveIf,
-    plain_save: F,
-) -> Result<bool, Error>
-where
-    F: std::future::Future<Output = Result<bool, Error>>,
-{
-    match guard.downcast::<Lease<B>>() {
-        Ok(lease) => lease.save_and_release(record, only).await,
-        Err(guard) => {
-            let saved = plain_save.await;
-            drop(guard);
-            saved
-        }
-    }
-}

@@ -249,7 +249,7 @@ impl MemcachedStore {
     /// Refuses, before anything is written, a record larger than the
     /// store reads back, or one that expires later than memcached can keep
     /// it.
-    fn check(&self, record: &Record) -> Result<(), Error> {
+    fn check_record(&self, record: &Record) -> Result<(), Error> {
         if record.data.len() > self.inner.max_size {
             return Err(Error::TooLarge {
                 size: record.data.len(),
@@ -415,7 +415,7 @@ impl MemcachedStore {
     ) -> Result<Released, Error> {
         const CONTEXT: &str = "saving a session";
         let fail = |e| Error::unavailable(CONTEXT, e);
-        self.check(record)?;
+        self.check_record(record)?;
         self.index(key, record).await?;
         let (server, lock_key, data_key) =
             (self.server(key), self.lock_key(key), self.data_key(key));
@@ -503,7 +503,7 @@ impl MemcachedStore {
         }
     }
 
-    async fn acquire(
+    async fn take_lease(
         &self,
         key: &StoreKey,
         wait: Duration,
@@ -652,6 +652,10 @@ const CANNOT_LIST: &str = "list its sessions (memcached cannot list its keys; \
 
 #[async_trait]
 impl LeaseBackend for MemcachedStore {
+    fn check(&self, record: &Record) -> Result<(), Error> {
+        self.check_record(record)
+    }
+
     async fn take(
         &self,
         key: &StoreKey,
@@ -808,7 +812,7 @@ impl SessionStore for MemcachedStore {
     }
 
     async fn save(&self, key: &StoreKey, record: &Record, write: SaveIf) -> Result<bool, Error> {
-        self.check(record)?;
+        self.check_record(record)?;
         self.index(key, record).await?;
         self.write(key, record, write).await
     }
@@ -868,36 +872,14 @@ impl SessionStore for MemcachedStore {
         Ok(())
     }
 
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        let (lock, _) = self.acquire(key, wait, false).await?;
-        Ok(LockGuard::new(lock))
-    }
-
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lock, record) = self.acquire(key, wait, true).await?;
-        Ok((LockGuard::new(lock), record))
-    }
-
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        // Refused before anything is written; the guard, dropped, releases.
-        self.check(record)?;
-        lease::save_and_unlock::<MemcachedStore, _>(
-            guard,
-            record,
-            write,
-            self.save(key, record, write),
-        )
-        .await
+        let (lease, record) = self.take_lease(key, wait, load).await?;
+        Ok((LockGuard::new(lease), record))
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 
-use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
+use super::{
+    Error, LocalGuard, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionLock,
+    SessionStore,
+};
 use crate::id::{shard_of, KeyMap, StoreKey, KEY_LEN};
 use crate::record::{now_millis, Millis, Record};
 use crate::user::{checked_entries, UserId};
@@ -559,6 +562,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A held lock of the RAM store: this process's place at the front of the
+/// session's queue, which is all the lock there is.
+struct MemoryLock {
+    store: MemoryStore,
+    key: StoreKey,
+    _local: LocalGuard,
+}
+
+#[async_trait]
+impl SessionLock for MemoryLock {
+    async fn save_and_release(
+        self: Box<Self>,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error> {
+        // Written while the place is held; released when `self` drops.
+        self.store.write(&self.key, record, write)
+    }
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
@@ -573,27 +596,19 @@ impl SessionStore for MemoryStore {
         self.write(key, record, write)
     }
 
-    // The two calls of a locked request, each one future rather than the
-    // defaults' three (nothing here waits but the lock).
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
         let local = self.inner.locks.local(key, wait).await?;
-        Ok((LockGuard::new(local), self.read(key)))
-    }
-
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        let saved = self.write(key, record, write);
-        drop(guard);
-        saved
+        let lock = MemoryLock {
+            store: self.clone(),
+            key: *key,
+            _local: local,
+        };
+        Ok((LockGuard::new(lock), load.then(|| self.read(key)).flatten()))
     }
 
     async fn replace(
@@ -626,11 +641,6 @@ impl SessionStore for MemoryStore {
     async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         let now = now_millis();
         Ok(self.shard(key).get(key).is_some_and(|e| e.expires() > now))
-    }
-
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        let local = self.inner.locks.local(key, wait).await?;
-        Ok(LockGuard::new(local))
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

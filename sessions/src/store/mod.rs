@@ -28,7 +28,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::any::Any;
 use std::fmt;
 use std::time::Duration;
 
@@ -62,13 +61,6 @@ pub mod conformance;
 
 pub use memory::{default_max_memory, MemoryStore, ENTRY_OVERHEAD};
 pub use open::{migrate, open, OpenError};
-#[cfg(any(
-    all(feature = "file", unix),
-    feature = "redis",
-    feature = "postgres",
-    feature = "sqlite",
-    feature = "memcached"
-))]
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(
@@ -190,29 +182,41 @@ pub enum SaveIf {
     Live,
 }
 
-/// A held session lock. Dropping it releases the lock.
-///
-/// Each store puts its own lock value inside (an async mutex guard, an
-/// open file with an advisory lock, a lease token). Because releasing is
-/// dropping, a handler that returns early, panics, or whose future is
-/// dropped when the client goes away releases the lock the same way. Stores
+/// A held session lock, as a store hands it out in a [`LockGuard`]: it
+/// knows its session and its store, releases itself when dropped (stores
 /// whose release needs I/O spawn it from `Drop`; their lease or connection
-/// close is the backstop.
-pub struct LockGuard(Box<dyn Any + Send>);
+/// close is the backstop), and ends with a save in one step where the
+/// store can.
+#[async_trait]
+pub trait SessionLock: Send + 'static {
+    /// Writes `record` if the precondition `write` holds, then releases
+    /// the lock — in one round trip where the store can. `Ok(false)`,
+    /// writing nothing, when the precondition does not hold.
+    async fn save_and_release(
+        self: Box<Self>,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error>;
+}
+
+/// A held session lock. Dropping it releases the lock; so does
+/// [`save_and_release`](Self::save_and_release), after its save.
+///
+/// Because releasing is dropping, a handler that returns early, panics, or
+/// whose future is dropped when the client goes away releases the lock the
+/// same way.
+pub struct LockGuard(Box<dyn SessionLock>);
 
 impl LockGuard {
     /// Wraps a store's lock value.
-    pub fn new<T: Send + 'static>(lock: T) -> Self {
+    pub fn new(lock: impl SessionLock) -> Self {
         LockGuard(Box::new(lock))
     }
 
-    /// Takes the store's lock value back out, for stores that release and
-    /// write in one round trip.
-    pub fn downcast<T: Send + 'static>(self) -> Result<T, Self> {
-        match self.0.downcast::<T>() {
-            Ok(b) => Ok(*b),
-            Err(b) => Err(LockGuard(b)),
-        }
+    /// Saves `record` under its precondition and releases the lock: see
+    /// [`SessionLock::save_and_release`].
+    pub async fn save_and_release(self, record: &Record, write: SaveIf) -> Result<bool, Error> {
+        self.0.save_and_release(record, write).await
     }
 }
 
@@ -275,35 +279,36 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     }
 
     /// Takes the session's lock, waiting at most `wait`
-    /// ([`Error::LockTimeout`] after that). The lock excludes every other
-    /// holder of the same key that uses this store's backend — in other
-    /// tasks, and for shared stores in other processes.
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error>;
+    /// ([`Error::LockTimeout`] after that), and with `load` reads the
+    /// record under it, in the same round trip where the store can. The
+    /// lock excludes every other holder of the same key that uses this
+    /// store's backend — in other tasks, and for shared stores in other
+    /// processes. The one lock operation a store implements; [`lock`] and
+    /// [`lock_and_load`] call it.
+    ///
+    /// [`lock`]: Self::lock
+    /// [`lock_and_load`]: Self::lock_and_load
+    async fn acquire(
+        &self,
+        key: &StoreKey,
+        wait: Duration,
+        load: bool,
+    ) -> Result<(LockGuard, Option<Record>), Error>;
 
-    /// Takes the lock, then loads. Stores that can do both in one round trip
-    /// override this.
+    /// Takes the session's lock: [`acquire`](Self::acquire) without the
+    /// read.
+    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
+        Ok(self.acquire(key, wait, false).await?.0)
+    }
+
+    /// Takes the session's lock and reads its live record:
+    /// [`acquire`](Self::acquire) with the read.
     async fn lock_and_load(
         &self,
         key: &StoreKey,
         wait: Duration,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let guard = self.lock(key, wait).await?;
-        let record = self.load(key).await?;
-        Ok((guard, record))
-    }
-
-    /// Saves, then releases the lock. Stores that can do both in one round
-    /// trip override this.
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        let saved = self.save(key, record, write).await;
-        drop(guard);
-        saved
+        self.acquire(key, wait, true).await
     }
 
     /// The live sessions tied to `user` ([`Record::user`]), with their
@@ -414,24 +419,13 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         (**self).exists(key).await
     }
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        (**self).lock(key, wait).await
-    }
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        (**self).lock_and_load(key, wait).await
-    }
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        (**self).save_and_unlock(key, record, write, guard).await
+        (**self).acquire(key, wait, load).await
     }
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
         (**self).sessions_of(user).await

@@ -21,7 +21,7 @@
 //! let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 //! let mut record = loaded.expect("just saved");
 //! record.data = br#"{"cart":[42]}"#.to_vec();
-//! assert!(store.save_and_unlock(&key, &record, SaveIf::Live, guard).await?);
+//! assert!(guard.save_and_release(&record, SaveIf::Live).await?);
 //! # Ok(()) }
 //! ```
 //!
@@ -45,7 +45,7 @@ use self::conn::{Conn, Lua, ScanNode, Target, Topology, Wait};
 
 use super::{
     Entered, Error, Known, LocalGuard, LockGuard, LockWaits, OnExpired, Place, SaveIf,
-    SessionAdmin, SessionStore,
+    SessionAdmin, SessionLock, SessionStore,
 };
 use crate::id::{SessionId, ShortId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
@@ -309,9 +309,9 @@ impl Scripts {
 /// slow request keeps its lock, while a crashed process's lock frees itself
 /// one lease later. Dropping the guard stops the renewal and spawns a
 /// compare-and-delete. [`lock_and_load`](SessionStore::lock_and_load) and
-/// [`save_and_unlock`](SessionStore::save_and_unlock) are single scripts,
+/// [`save_and_release`](crate::store::LockGuard::save_and_release) are single scripts,
 /// so a locked request costs two round trips, as an unlocked one does.
-/// A `save_and_unlock` whose lease was lost meanwhile (Redis unreachable
+/// A `save_and_release` whose lease was lost meanwhile (Redis unreachable
 /// for most of a lease, or the process stalled) writes nothing and answers
 /// [`Error::Unavailable`]: another holder may have the session by then.
 /// A guard that is leaked rather than dropped keeps its renewal running
@@ -403,6 +403,84 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
+    /// Saves `record` under `lease` and releases it, or keeps it for a
+    /// hand-over, in one script.
+    async fn save_under_lease(
+        &self,
+        mut lease: Lease,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error> {
+        let key = &lease.key.clone();
+        // On refusal the lease is dropped, which releases the lock.
+        self.check_size(record)?;
+        self.index(key, record).await?;
+        if self.wait().is_none() && lease.hand_over_next() {
+            // One round trip for the next request of this process too: the
+            // lock stays, and so does what was just written.
+            let mut call = self.scripts.save_and_keep.prepare_invoke();
+            call.key(self.data_key(key))
+                .key(&lease.keys.lock)
+                .arg(&lease.token)
+                .arg(record.encode())
+                .arg(ttl_ms(record.expires))
+                .arg(mode(write))
+                .arg(self.lease_ms());
+            let mut conn = self.conn.clone();
+            // On an error the guard's drop hands over or releases.
+            let outcome: i64 = bounded("saving a session", call.invoke_async(&mut conn)).await?;
+            if outcome == -1 {
+                lease.renewal.abort();
+                lease.released = true;
+                return Err(Error::unavailable("saving a session", LeaseLost));
+            }
+            let saved = outcome == 1;
+            lease.hand_over(Known::Record(saved.then(|| record.clone())));
+            return Ok(saved);
+        }
+        // Stop renewing first, so that a renewal racing the release below
+        // cannot mistake it for a lost lease; and from here an error or a
+        // dropped future releases the lease (compare-and-delete, harmless if
+        // the script did), never hands a lease without renewal over.
+        lease.renewal.abort();
+        lease.place.release_only();
+        let mut call = self.scripts.save_and_unlock.prepare_invoke();
+        call.key(self.data_key(key))
+            .key(&lease.keys.lock)
+            .key(&lease.keys.waiting)
+            .arg(&lease.token)
+            .arg(record.encode())
+            .arg(ttl_ms(record.expires))
+            .arg(mode(write))
+            .arg(&*lease.store.channel)
+            .arg(&lease.keys.tag);
+        // On an error the guard's drop still tries to release the lock.
+        let (outcome, acked): (i64, Option<u64>) = match self.wait() {
+            None => {
+                let mut conn = self.conn.clone();
+                let outcome = bounded("saving a session", call.invoke_async(&mut conn)).await?;
+                (outcome, None)
+            }
+            Some(wait) => {
+                let mut conn = self.durable().await?;
+                let (outcome, acked) =
+                    bounded("saving a session", call.invoke_and_wait(&mut conn, wait)).await?;
+                (outcome, Some(acked))
+            }
+        };
+        lease.released = true;
+        match outcome {
+            -1 => Err(Error::unavailable("saving a session", LeaseLost)),
+            1 => {
+                if let Some(acked) = acked {
+                    self.check_replicated(acked)?;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Connects to the Redis that `url` names:
     ///
     /// - `redis://[user:password@]host[:port][/db]`: one node;
@@ -1011,18 +1089,30 @@ struct LeaseLost;
 
 /// What a [`RedisStore`] puts in a [`LockGuard`].
 struct Lease {
-    conn: Conn,
-    scripts: Arc<Scripts>,
-    channel: Arc<str>,
+    /// The store it was taken from, which the save at the end goes through.
+    store: RedisStore,
+    key: StoreKey,
     keys: LockKeys,
     token: String,
     renewal: AbortHandle,
-    /// Set once the lock was released by `save_and_unlock`.
+    /// Set once the lock was released by its save.
     released: bool,
     /// This process's place at the front of the session's queue, let go only
     /// after Redis has the lock back, so the next local waiter's first
     /// attempt succeeds.
     place: Place,
+}
+
+#[async_trait]
+impl SessionLock for Lease {
+    async fn save_and_release(
+        self: Box<Self>,
+        record: &Record,
+        write: SaveIf,
+    ) -> Result<bool, Error> {
+        let store = self.store.clone();
+        store.save_under_lease(*self, record, write).await
+    }
 }
 
 /// A lease handed from a finishing request to the next of this process.
@@ -1050,9 +1140,8 @@ impl Lease {
         ))
         .abort_handle();
         Lease {
-            conn: store.conn.clone(),
-            scripts: store.scripts.clone(),
-            channel: Arc::clone(&store.channel),
+            store: store.clone(),
+            key: *key,
             keys,
             token,
             renewal,
@@ -1074,8 +1163,7 @@ impl Lease {
             return;
         }
         self.released = true;
-        let (conn, scripts) = (self.conn.clone(), Arc::clone(&self.scripts));
-        let channel = Arc::clone(&self.channel);
+        let (store, key) = (self.store.clone(), self.key);
         let (keys, token) = (
             std::mem::take(&mut self.keys),
             std::mem::take(&mut self.token),
@@ -1083,9 +1171,8 @@ impl Lease {
         let renewal = self.renewal.clone();
         self.place.hand_over(|place| Handover {
             lease: Lease {
-                conn,
-                scripts,
-                channel,
+                store,
+                key,
                 keys,
                 token,
                 renewal,
@@ -1123,15 +1210,15 @@ impl Drop for Lease {
         // Without a runtime (the process is shutting down) the lease is
         // the backstop: the lock frees itself when it runs out.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (conn, scripts) = (self.conn.clone(), self.scripts.clone());
-            let channel = Arc::clone(&self.channel);
+            let store = self.store.clone();
             let (keys, token) = (
                 std::mem::take(&mut self.keys),
                 std::mem::take(&mut self.token),
             );
             let local = self.place.let_go();
             rt.spawn(async move {
-                if let Err(e) = release(conn, &scripts, &channel, &keys, &token).await {
+                let (conn, scripts) = (store.conn.clone(), &store.scripts);
+                if let Err(e) = release(conn, scripts, &store.channel, &keys, &token).await {
                     tracing::debug!(error = %e, "lock release failed; its lease will free it");
                 }
                 // Only now may the next request of this process try.
@@ -1407,37 +1494,11 @@ impl SessionStore for RedisStore {
     // `exists` keeps the default (a load): a value that does not decode is
     // no live session, which `EXISTS` cannot tell.
 
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        let mut waiter = match self.locks.enter_or_take::<Handover>(key, wait).await? {
-            Entered::HandedOver(local, handover) => {
-                return Ok(LockGuard::new(Lease::taken(*handover, local).0));
-            }
-            Entered::Front(waiter) => waiter,
-        };
-        let (keys, token) = (self.lock_keys(key), new_token()?);
-        let mut conn = self.conn.clone();
-        loop {
-            let mut call = self.scripts.lock.prepare_invoke();
-            call.key(&keys.lock)
-                .key(&keys.waiting)
-                .arg(&token)
-                .arg(self.lease_ms());
-            let attempt = Attempt::new(self, &keys, &token);
-            let taken: i64 = bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
-            attempt.answered();
-            if taken == 1 {
-                let local = waiter.granted();
-                return Ok(LockGuard::new(Lease::start(self, key, keys, token, local)));
-            }
-            self.listen();
-            waiter.pause().await?;
-        }
-    }
-
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
         let mut waiter = match self.locks.enter_or_take::<Handover>(key, wait).await? {
             // The request before in this process left the lock, still held,
@@ -1446,6 +1507,7 @@ impl SessionStore for RedisStore {
                 let (lease, known) = Lease::taken(*handover, local);
                 let guard = LockGuard::new(lease);
                 let record = match known {
+                    _ if !load => None,
                     Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
                     Known::Unknown => self.load(key).await?,
                 };
@@ -1456,112 +1518,40 @@ impl SessionStore for RedisStore {
         let (data_key, keys, token) = (self.data_key(key), self.lock_keys(key), new_token()?);
         let mut conn = self.conn.clone();
         loop {
-            let mut call = self.scripts.lock_and_load.prepare_invoke();
-            call.key(&data_key)
-                .key(&keys.lock)
-                .key(&keys.waiting)
-                .arg(&token)
-                .arg(self.lease_ms())
-                .arg(self.read_limit());
             let attempt = Attempt::new(self, &keys, &token);
-            let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
-                "locking and loading a session",
-                call.invoke_async(&mut conn),
-            )
-            .await?;
+            // `Some(record)` once the lock is ours.
+            let taken = if load {
+                let mut call = self.scripts.lock_and_load.prepare_invoke();
+                call.key(&data_key)
+                    .key(&keys.lock)
+                    .key(&keys.waiting)
+                    .arg(&token)
+                    .arg(self.lease_ms())
+                    .arg(self.read_limit());
+                let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
+                    "locking and loading a session",
+                    call.invoke_async(&mut conn),
+                )
+                .await?;
+                (status != -1).then(|| self.finish_read(key, status, value, n))
+            } else {
+                let mut call = self.scripts.lock.prepare_invoke();
+                call.key(&keys.lock)
+                    .key(&keys.waiting)
+                    .arg(&token)
+                    .arg(self.lease_ms());
+                let taken: i64 =
+                    bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
+                (taken == 1).then_some(None)
+            };
             attempt.answered();
-            if status != -1 {
+            if let Some(record) = taken {
                 let local = waiter.granted();
                 let guard = LockGuard::new(Lease::start(self, key, keys, token, local));
-                return Ok((guard, self.finish_read(key, status, value, n)));
+                return Ok((guard, record));
             }
             self.listen();
             waiter.pause().await?;
-        }
-    }
-
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        // On refusal the guard is dropped, which releases the lock.
-        self.check_size(record)?;
-        self.index(key, record).await?;
-        let mut lease = match guard.downcast::<Lease>() {
-            Ok(lease) => lease,
-            // Not one of ours: save, then let the guard release itself.
-            Err(guard) => {
-                let saved = self.save(key, record, write).await;
-                drop(guard);
-                return saved;
-            }
-        };
-        if self.wait().is_none() && lease.hand_over_next() {
-            // One round trip for the next request of this process too: the
-            // lock stays, and so does what was just written.
-            let mut call = self.scripts.save_and_keep.prepare_invoke();
-            call.key(self.data_key(key))
-                .key(&lease.keys.lock)
-                .arg(&lease.token)
-                .arg(record.encode())
-                .arg(ttl_ms(record.expires))
-                .arg(mode(write))
-                .arg(self.lease_ms());
-            let mut conn = self.conn.clone();
-            // On an error the guard's drop hands over or releases.
-            let outcome: i64 = bounded("saving a session", call.invoke_async(&mut conn)).await?;
-            if outcome == -1 {
-                lease.renewal.abort();
-                lease.released = true;
-                return Err(Error::unavailable("saving a session", LeaseLost));
-            }
-            let saved = outcome == 1;
-            lease.hand_over(Known::Record(saved.then(|| record.clone())));
-            return Ok(saved);
-        }
-        // Stop renewing first, so that a renewal racing the release below
-        // cannot mistake it for a lost lease; and from here an error or a
-        // dropped future releases the lease (compare-and-delete, harmless if
-        // the script did), never hands a lease without renewal over.
-        lease.renewal.abort();
-        lease.place.release_only();
-        let mut call = self.scripts.save_and_unlock.prepare_invoke();
-        call.key(self.data_key(key))
-            .key(&lease.keys.lock)
-            .key(&lease.keys.waiting)
-            .arg(&lease.token)
-            .arg(record.encode())
-            .arg(ttl_ms(record.expires))
-            .arg(mode(write))
-            .arg(&*lease.channel)
-            .arg(&lease.keys.tag);
-        // On an error the guard's drop still tries to release the lock.
-        let (outcome, acked): (i64, Option<u64>) = match self.wait() {
-            None => {
-                let mut conn = self.conn.clone();
-                let outcome = bounded("saving a session", call.invoke_async(&mut conn)).await?;
-                (outcome, None)
-            }
-            Some(wait) => {
-                let mut conn = self.durable().await?;
-                let (outcome, acked) =
-                    bounded("saving a session", call.invoke_and_wait(&mut conn, wait)).await?;
-                (outcome, Some(acked))
-            }
-        };
-        lease.released = true;
-        match outcome {
-            -1 => Err(Error::unavailable("saving a session", LeaseLost)),
-            1 => {
-                if let Some(acked) = acked {
-                    self.check_replicated(acked)?;
-                }
-                Ok(true)
-            }
-            _ => Ok(false),
         }
     }
 }

@@ -45,10 +45,7 @@ pub async fn wait_replicas_met_and_not_met(url: &str) {
     let (guard, loaded) = one.lock_and_load(&a, Duration::from_secs(5)).await.unwrap();
     let mut r = loaded.unwrap();
     r.data = b"2".to_vec();
-    assert!(one
-        .save_and_unlock(&a, &r, SaveIf::Live, guard)
-        .await
-        .unwrap());
+    assert!(guard.save_and_release(&r, SaveIf::Live).await.unwrap());
     // A refused precondition is an answer, not a replication failure.
     assert!(!one.save(&b, &record("x"), SaveIf::Live).await.unwrap());
 
@@ -65,8 +62,8 @@ pub async fn wait_replicas_met_and_not_met(url: &str) {
     // The master took the write; only its survival is in doubt.
     assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"1");
     let (guard, _) = two.lock_and_load(&b, Duration::from_secs(5)).await.unwrap();
-    let err = two
-        .save_and_unlock(&b, &record("2"), SaveIf::Live, guard)
+    let err = guard
+        .save_and_release(&record("2"), SaveIf::Live)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -100,8 +97,8 @@ pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str)
 
     let (quiet, contended) = (key(), key());
     let (guard, _) = a.lock_and_load(&quiet, wait).await.unwrap();
-    assert!(a
-        .save_and_unlock(&quiet, &record("1"), SaveIf::Absent, guard)
+    assert!(guard
+        .save_and_release(&record("1"), SaveIf::Absent)
         .await
         .unwrap());
 
@@ -131,8 +128,8 @@ pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(a
-        .save_and_unlock(&contended, &record("2"), SaveIf::Absent, held)
+    assert!(held
+        .save_and_release(&record("2"), SaveIf::Absent)
         .await
         .unwrap());
     let message = tokio::time::timeout(wait, messages.next())

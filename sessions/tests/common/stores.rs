@@ -202,24 +202,13 @@ impl SessionStore for Fixture {
     async fn exists(&self, key: &StoreKey) -> Result<bool, store::Error> {
         self.store.exists(key).await
     }
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, store::Error> {
-        self.store.lock(key, wait).await
-    }
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), store::Error> {
-        self.store.lock_and_load(key, wait).await
-    }
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        r: &Record,
-        w: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, store::Error> {
-        self.store.save_and_unlock(key, r, w, guard).await
+        self.store.acquire(key, wait, load).await
     }
     async fn sessions_of(
         &self,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use sessions::store::{self, LockGuard, SaveIf, SessionAdmin, SessionStore};
+use sessions::store::{self, LockGuard, SaveIf, SessionAdmin, SessionLock, SessionStore};
 use sessions::{Millis, Record, StoreKey};
 
 /// Wraps a store; clones share the records and the switch.
@@ -130,30 +130,26 @@ impl SessionStore for Watched {
         self.note("load", key)?;
         self.inner.exists(key).await
     }
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, store::Error> {
-        self.note("lock", key)?;
-        self.inner.lock(key, wait).await
-    }
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), store::Error> {
         self.note("lock", key)?;
-        self.note("load", key)?;
-        let r = self.inner.lock_and_load(key, wait).await;
-        self.answered(key);
-        r
-    }
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        r: &Record,
-        w: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, store::Error> {
-        self.note(new_or_save(w), key)?;
-        self.inner.save_and_unlock(key, r, w, guard).await
+        if load {
+            self.note("load", key)?;
+        }
+        let (guard, record) = self.inner.acquire(key, wait, load).await?;
+        if load {
+            self.answered(key);
+        }
+        let lock = WatchedLock {
+            watched: self.clone(),
+            key: *key,
+            guard,
+        };
+        Ok((LockGuard::new(lock), record))
     }
     async fn sessions_of(
         &self,
@@ -163,6 +159,25 @@ impl SessionStore for Watched {
     }
     fn expirations(&self) -> Option<BoxStream<'static, StoreKey>> {
         self.inner.expirations()
+    }
+}
+
+/// A lock of the watched store: its save is watched too.
+struct WatchedLock {
+    watched: Watched,
+    key: StoreKey,
+    guard: LockGuard,
+}
+
+#[async_trait]
+impl SessionLock for WatchedLock {
+    async fn save_and_release(
+        self: Box<Self>,
+        r: &Record,
+        w: SaveIf,
+    ) -> Result<bool, store::Error> {
+        self.watched.note(new_or_save(w), &self.key)?;
+        self.guard.save_and_release(r, w).await
     }
 }
 

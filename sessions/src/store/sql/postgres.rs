@@ -92,7 +92,7 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 ///   one transaction. While held, the lease is renewed every third of its
 ///   length ([`with_lease`](PostgresStore::with_lease), default 10 s);
 ///   a holder that vanished frees its lock one lease later.
-///   [`save_and_unlock`](SessionStore::save_and_unlock) deletes the row and
+///   [`save_and_release`](crate::store::LockGuard::save_and_release) deletes the row and
 ///   writes the session in one statement, and writes nothing if the row was
 ///   no longer ours (the lease ran out and was taken): that save fails with
 ///   [`Error::Unavailable`] instead of overwriting another holder's work.
@@ -377,6 +377,10 @@ impl PostgresStore {
 /// The lease statements, for the rules in `sql/lease.rs`.
 #[async_trait]
 impl LeaseBackend for PostgresStore {
+    fn check(&self, record: &Record) -> Result<(), Error> {
+        check_size(record)
+    }
+
     async fn take(
         &self,
         key: &StoreKey,
@@ -542,7 +546,7 @@ impl PostgresStore {
 
 impl PostgresStore {
     /// Takes the session's lease, reading the record with it if `load`.
-    async fn acquire(
+    async fn take_lease(
         &self,
         key: &StoreKey,
         wait: Duration,
@@ -855,9 +859,14 @@ impl SessionStore for PostgresStore {
         Ok(!rows.is_empty())
     }
 
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        let (lease, _) = self.acquire(key, wait, false).await?;
-        Ok(LockGuard::new(lease))
+    async fn acquire(
+        &self,
+        key: &StoreKey,
+        wait: Duration,
+        load: bool,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        let (lease, record) = self.take_lease(key, wait, load).await?;
+        Ok((LockGuard::new(lease), record))
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
@@ -877,33 +886,6 @@ impl SessionStore for PostgresStore {
                 Some((key, inner.record(&key, row)?))
             })
             .collect())
-    }
-
-    async fn lock_and_load(
-        &self,
-        key: &StoreKey,
-        wait: Duration,
-    ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lease, record) = self.acquire(key, wait, true).await?;
-        Ok((LockGuard::new(lease), record))
-    }
-
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        // Refused before anything is sent; the guard, dropped, unlocks.
-        check_size(record)?;
-        lease::save_and_unlock::<PostgresStore, _>(
-            guard,
-            record,
-            write,
-            self.save(key, record, write),
-        )
-        .await
     }
 }
 

@@ -302,6 +302,10 @@ impl SqliteStore {
 /// notify another process, so its waiters poll on the backoff.
 #[async_trait]
 impl LeaseBackend for SqliteStore {
+    fn check(&self, record: &Record) -> Result<(), Error> {
+        check_size(record)
+    }
+
     async fn take(
         &self,
         key: &StoreKey,
@@ -418,7 +422,7 @@ impl LeaseBackend for SqliteStore {
 
 impl SqliteStore {
     /// Takes the session's lease, reading the record with it if `load`.
-    async fn acquire(
+    async fn take_lease(
         &self,
         key: &StoreKey,
         wait: Duration,
@@ -642,18 +646,14 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn lock(&self, key: &StoreKey, wait: Duration) -> Result<LockGuard, Error> {
-        let (lock, _) = self.acquire(key, wait, false).await?;
-        Ok(LockGuard::new(lock))
-    }
-
-    async fn lock_and_load(
+    async fn acquire(
         &self,
         key: &StoreKey,
         wait: Duration,
+        load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lock, record) = self.acquire(key, wait, true).await?;
-        Ok((LockGuard::new(lock), record))
+        let (lease, record) = self.take_lease(key, wait, load).await?;
+        Ok((LockGuard::new(lease), record))
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
@@ -676,24 +676,6 @@ impl SessionStore for SqliteStore {
             }
             Ok(found)
         })
-        .await
-    }
-
-    async fn save_and_unlock(
-        &self,
-        key: &StoreKey,
-        record: &Record,
-        write: SaveIf,
-        guard: LockGuard,
-    ) -> Result<bool, Error> {
-        // Refused before anything is written; the guard, dropped, releases.
-        check_size(record)?;
-        lease::save_and_unlock::<SqliteStore, _>(
-            guard,
-            record,
-            write,
-            self.save(key, record, write),
-        )
         .await
     }
 }
