@@ -1,13 +1,16 @@
-//! Lease locks for the SQL stores and memcached: a row in `<table>_locks`
-//! (an item `<key>:lock` in memcached) per held lock, taken when free or
-//! when its holder's lease ran out, renewed while held, released by its
-//! owner, and checked by the save that releases it.
+//! Lease locks, the one lock machinery of every remote store (Redis, the
+//! SQL stores, memcached): a row in `<table>_locks` (a key `<key>:lock` in
+//! Redis and memcached) per held lock, taken when free or when its
+//! holder's lease ran out, renewed while held, released by its owner, and
+//! checked by the save that releases it.
 //!
-//! A lease holds no connection: the handler runs while the lock is a row,
-//! not a session on the server, so a process serves as many requests at
-//! once as it likes with a small pool, and the store works behind
-//! PgBouncer in transaction pooling mode. The rules are the same for
-//! PostgreSQL and SQLite; each supplies the statements ([`LeaseBackend`]).
+//! A lease holds no connection: the handler runs while the lock is a row
+//! or a key, not a session on the server, so a process serves as many
+//! requests at once as it likes with a small pool, and the SQL stores work
+//! behind PgBouncer in transaction pooling mode. The rules are the same
+//! for every store; each supplies its steps ([`LeaseBackend`]: statements,
+//! scripts, meta commands) and what is its own (Redis publishes a release
+//! to another process's waiter and may wait for replicas).
 //!
 //! - **Take**: insert the lock row, or take over one whose lease ran out
 //!   (`lease_expires <= now`). A holder that vanished frees its lock one

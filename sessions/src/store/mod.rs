@@ -46,7 +46,12 @@ mod wait;
 
 #[cfg(all(feature = "file", unix))]
 mod file;
-#[cfg(any(feature = "postgres", feature = "sqlite", feature = "memcached"))]
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "memcached"
+))]
 mod lease;
 #[cfg(feature = "memcached")]
 mod memcached;
@@ -65,6 +70,7 @@ pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(
     all(feature = "file", unix),
+    feature = "redis",
     feature = "postgres",
     feature = "sqlite",
     feature = "memcached"

@@ -39,20 +39,17 @@ use ::redis::RedisResult;
 use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
-use tokio::task::AbortHandle;
 
 use self::conn::{Conn, Lua, ScanNode, Target, Topology, Wait};
 
-use super::{
-    Entered, Error, Known, LocalGuard, LockGuard, LockWaits, OnExpired, Place, SaveIf,
-    SessionAdmin, SessionLock, SessionStore,
-};
-use crate::id::{SessionId, ShortId, StoreKey};
+use super::{lease, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
+use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::task::AbortOnDrop;
 use crate::user::{checked_entries, UserId, INDEX_SLACK};
 
 mod conn;
+mod locks;
 
 /// The bound on any single store call, reconnection included: a Redis that
 /// is down or hung answers `Unavailable` after this at the latest.
@@ -403,84 +400,6 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Saves `record` under `lease` and releases it, or keeps it for a
-    /// hand-over, in one script.
-    async fn save_under_lease(
-        &self,
-        mut lease: Lease,
-        record: &Record,
-        write: SaveIf,
-    ) -> Result<bool, Error> {
-        let key = &lease.key.clone();
-        // On refusal the lease is dropped, which releases the lock.
-        self.check_size(record)?;
-        self.index(key, record).await?;
-        if self.wait().is_none() && lease.hand_over_next() {
-            // One round trip for the next request of this process too: the
-            // lock stays, and so does what was just written.
-            let mut call = self.scripts.save_and_keep.prepare_invoke();
-            call.key(self.data_key(key))
-                .key(&lease.keys.lock)
-                .arg(&lease.token)
-                .arg(record.encode())
-                .arg(ttl_ms(record.expires))
-                .arg(mode(write))
-                .arg(self.lease_ms());
-            let mut conn = self.conn.clone();
-            // On an error the guard's drop hands over or releases.
-            let outcome: i64 = bounded("saving a session", call.invoke_async(&mut conn)).await?;
-            if outcome == -1 {
-                lease.renewal.abort();
-                lease.released = true;
-                return Err(Error::unavailable("saving a session", LeaseLost));
-            }
-            let saved = outcome == 1;
-            lease.hand_over(Known::Record(saved.then(|| record.clone())));
-            return Ok(saved);
-        }
-        // Stop renewing first, so that a renewal racing the release below
-        // cannot mistake it for a lost lease; and from here an error or a
-        // dropped future releases the lease (compare-and-delete, harmless if
-        // the script did), never hands a lease without renewal over.
-        lease.renewal.abort();
-        lease.place.release_only();
-        let mut call = self.scripts.save_and_unlock.prepare_invoke();
-        call.key(self.data_key(key))
-            .key(&lease.keys.lock)
-            .key(&lease.keys.waiting)
-            .arg(&lease.token)
-            .arg(record.encode())
-            .arg(ttl_ms(record.expires))
-            .arg(mode(write))
-            .arg(&*lease.store.channel)
-            .arg(&lease.keys.tag);
-        // On an error the guard's drop still tries to release the lock.
-        let (outcome, acked): (i64, Option<u64>) = match self.wait() {
-            None => {
-                let mut conn = self.conn.clone();
-                let outcome = bounded("saving a session", call.invoke_async(&mut conn)).await?;
-                (outcome, None)
-            }
-            Some(wait) => {
-                let mut conn = self.durable().await?;
-                let (outcome, acked) =
-                    bounded("saving a session", call.invoke_and_wait(&mut conn, wait)).await?;
-                (outcome, Some(acked))
-            }
-        };
-        lease.released = true;
-        match outcome {
-            -1 => Err(Error::unavailable("saving a session", LeaseLost)),
-            1 => {
-                if let Some(acked) = acked {
-                    self.check_replicated(acked)?;
-                }
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
     /// Connects to the Redis that `url` names:
     ///
     /// - `redis://[user:password@]host[:port][/db]`: one node;
@@ -689,10 +608,6 @@ impl RedisStore {
 
     fn read_limit(&self) -> usize {
         self.max_size.saturating_add(HEADER_ROOM)
-    }
-
-    fn lease_ms(&self) -> u64 {
-        self.lease.as_millis().try_into().unwrap_or(u64::MAX)
     }
 
     /// Turns what a read script answered into a record, or `None` for
@@ -1080,242 +995,6 @@ fn mode(write: SaveIf) -> &'static str {
     }
 }
 
-/// The lock was lost before the save: its lease ran out (Redis was
-/// unreachable for most of a lease, or the process stalled) and the write
-/// was refused so as not to overwrite another holder's update.
-#[derive(Debug, thiserror::Error)]
-#[error("the session lock's lease ran out before the save")]
-struct LeaseLost;
-
-/// What a [`RedisStore`] puts in a [`LockGuard`].
-struct Lease {
-    /// The store it was taken from, which the save at the end goes through.
-    store: RedisStore,
-    key: StoreKey,
-    keys: LockKeys,
-    token: String,
-    renewal: AbortHandle,
-    /// Set once the lock was released by its save.
-    released: bool,
-    /// This process's place at the front of the session's queue, let go only
-    /// after Redis has the lock back, so the next local waiter's first
-    /// attempt succeeds.
-    place: Place,
-}
-
-#[async_trait]
-impl SessionLock for Lease {
-    async fn save_and_release(
-        self: Box<Self>,
-        record: &Record,
-        write: SaveIf,
-    ) -> Result<bool, Error> {
-        let store = self.store.clone();
-        store.save_under_lease(*self, record, write).await
-    }
-}
-
-/// A lease handed from a finishing request to the next of this process.
-struct Handover {
-    lease: Lease,
-    record: Known,
-}
-
-impl Lease {
-    /// Starts renewing a lock just taken.
-    fn start(
-        store: &RedisStore,
-        key: &StoreKey,
-        keys: LockKeys,
-        token: String,
-        local: LocalGuard,
-    ) -> Self {
-        let renewal = tokio::spawn(renew(
-            key.short(),
-            store.conn.clone(),
-            store.scripts.clone(),
-            keys.lock.clone(),
-            token.clone(),
-            store.lease,
-        ))
-        .abort_handle();
-        Lease {
-            store: store.clone(),
-            key: *key,
-            keys,
-            token,
-            renewal,
-            released: false,
-            place: Place::new(local),
-        }
-    }
-
-    /// Whether to hand this lease to the next request of this process
-    /// instead of releasing it.
-    fn hand_over_next(&self) -> bool {
-        !self.released && self.place.hand_over_next()
-    }
-
-    /// Moves the lease, still held and renewed, into a hand-over for the
-    /// next request; this guard then releases nothing.
-    fn hand_over(&mut self, record: Known) {
-        if self.place.is_handed_over() {
-            return;
-        }
-        self.released = true;
-        let (store, key) = (self.store.clone(), self.key);
-        let (keys, token) = (
-            std::mem::take(&mut self.keys),
-            std::mem::take(&mut self.token),
-        );
-        let renewal = self.renewal.clone();
-        self.place.hand_over(|place| Handover {
-            lease: Lease {
-                store,
-                key,
-                keys,
-                token,
-                renewal,
-                released: false,
-                place,
-            },
-            record,
-        });
-    }
-
-    /// Takes a handed-over lease into this request's guard.
-    fn taken(handover: Handover, local: LocalGuard) -> (Lease, Known) {
-        let Handover { mut lease, record } = handover;
-        lease.place.take(local);
-        (lease, record)
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.hand_over_next() {
-            // Nothing was saved (an unchanged session, an error, a release
-            // without a save): the next request reads the record.
-            self.hand_over(Known::Unknown);
-            return;
-        }
-        if self.released && self.place.is_handed_over() {
-            // Handed over: the renewal now belongs to the next holder.
-            return;
-        }
-        self.renewal.abort();
-        if self.released {
-            return;
-        }
-        // Without a runtime (the process is shutting down) the lease is
-        // the backstop: the lock frees itself when it runs out.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let store = self.store.clone();
-            let (keys, token) = (
-                std::mem::take(&mut self.keys),
-                std::mem::take(&mut self.token),
-            );
-            let local = self.place.let_go();
-            rt.spawn(async move {
-                let (conn, scripts) = (store.conn.clone(), &store.scripts);
-                if let Err(e) = release(conn, scripts, &store.channel, &keys, &token).await {
-                    tracing::debug!(error = %e, "lock release failed; its lease will free it");
-                }
-                // Only now may the next request of this process try.
-                drop(local);
-            });
-        }
-    }
-}
-
-/// A lock attempt in flight. Should it end without an answer — the request
-/// was dropped, or the call failed or timed out — Redis may have taken the
-/// lock for its token all the same; dropped unanswered, it releases that
-/// token (compare-and-delete: nothing happens to someone else's lock).
-struct Attempt<'a> {
-    store: &'a RedisStore,
-    keys: &'a LockKeys,
-    token: &'a str,
-    answered: bool,
-}
-
-impl<'a> Attempt<'a> {
-    fn new(store: &'a RedisStore, keys: &'a LockKeys, token: &'a str) -> Self {
-        Attempt {
-            store,
-            keys,
-            token,
-            answered: false,
-        }
-    }
-
-    /// Redis answered: the caller knows whether the lock is its own.
-    fn answered(mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (conn, scripts) = (self.store.conn.clone(), Arc::clone(&self.store.scripts));
-        let channel = Arc::clone(&self.store.channel);
-        let keys = self.keys.clone();
-        let token = self.token.to_owned();
-        runtime.spawn(async move {
-            let _ = release(conn, &scripts, &channel, &keys, &token).await;
-        });
-    }
-}
-
-/// Extends the lease every third of it while the guard lives (the guard
-/// aborts this task). Stops when the lock turns out to be someone else's.
-async fn renew(
-    session: ShortId,
-    mut conn: Conn,
-    scripts: Arc<Scripts>,
-    key: String,
-    token: String,
-    lease: Duration,
-) {
-    let lease_ms: u64 = lease.as_millis().try_into().unwrap_or(u64::MAX);
-    loop {
-        tokio::time::sleep(lease / 3).await;
-        let mut call = scripts.renew.prepare_invoke();
-        call.key(&key).arg(&token).arg(lease_ms);
-        match bounded(
-            "renewing a session lock",
-            call.invoke_async::<i64>(&mut conn),
-        )
-        .await
-        {
-            Ok(1) => {}
-            Ok(_) => {
-                tracing::warn!(
-                    session = %session,
-                    "a session lock's lease ran out while held; its save will be refused"
-                );
-                return;
-            }
-            // Try again at the next tick: two of them fit in a lease.
-            Err(e) => {
-                tracing::warn!(session = %session, error = %e, "could not renew a session lock")
-            }
-        }
-    }
-}
-
-fn new_token() -> Result<String, Error> {
-    SessionId::generate()
-        .map(|t| t.to_string())
-        .map_err(|e| Error::unavailable("drawing a lock token", e))
-}
-
 #[async_trait]
 impl SessionStore for RedisStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
@@ -1500,59 +1179,11 @@ impl SessionStore for RedisStore {
         wait: Duration,
         load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let mut waiter = match self.locks.enter_or_take::<Handover>(key, wait).await? {
-            // The request before in this process left the lock, still held,
-            // and (if it saved) the record: no round trip for this one.
-            Entered::HandedOver(local, handover) => {
-                let (lease, known) = Lease::taken(*handover, local);
-                let guard = LockGuard::new(lease);
-                let record = match known {
-                    _ if !load => None,
-                    Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
-                    Known::Unknown => self.load(key).await?,
-                };
-                return Ok((guard, record));
-            }
-            Entered::Front(waiter) => waiter,
-        };
-        let (data_key, keys, token) = (self.data_key(key), self.lock_keys(key), new_token()?);
-        let mut conn = self.conn.clone();
-        loop {
-            let attempt = Attempt::new(self, &keys, &token);
-            // `Some(record)` once the lock is ours.
-            let taken = if load {
-                let mut call = self.scripts.lock_and_load.prepare_invoke();
-                call.key(&data_key)
-                    .key(&keys.lock)
-                    .key(&keys.waiting)
-                    .arg(&token)
-                    .arg(self.lease_ms())
-                    .arg(self.read_limit());
-                let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
-                    "locking and loading a session",
-                    call.invoke_async(&mut conn),
-                )
-                .await?;
-                (status != -1).then(|| self.finish_read(key, status, value, n))
-            } else {
-                let mut call = self.scripts.lock.prepare_invoke();
-                call.key(&keys.lock)
-                    .key(&keys.waiting)
-                    .arg(&token)
-                    .arg(self.lease_ms());
-                let taken: i64 =
-                    bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
-                (taken == 1).then_some(None)
-            };
-            attempt.answered();
-            if let Some(record) = taken {
-                let local = waiter.granted();
-                let guard = LockGuard::new(Lease::start(self, key, keys, token, local));
-                return Ok((guard, record));
-            }
-            self.listen();
-            waiter.pause().await?;
-        }
+        // A waiter that finds the lock held listens for its release.
+        let on_busy = || self.listen();
+        let (lease, record) =
+            lease::acquire(self, &self.locks, self.lease, key, wait, load, on_busy).await?;
+        Ok((LockGuard::new(lease), record))
     }
 }
 
