@@ -8,8 +8,10 @@
 
 use async_trait::async_trait;
 
+use super::conn::Conn;
 use super::conn::LuaCall;
-use super::{bounded, mode, release, ttl_ms, RedisStore};
+use super::scripts::Scripts;
+use super::{bounded, mode, ttl_ms, RedisStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{LeaseBackend, Released, Taken};
@@ -165,4 +167,39 @@ impl RedisStore {
             _ => Ok(Released::Saved(false)),
         }
     }
+}
+
+/// The keys of one session's lock, which share the data key's hash tag
+/// (one Cluster slot, so every script may touch them all), and the tag
+/// that a release publishes.
+#[derive(Clone, Default)]
+pub(super) struct LockKeys {
+    pub(super) lock: String,
+    /// Set while another process waits for the lock.
+    pub(super) waiting: String,
+    pub(super) tag: String,
+}
+
+impl LockKeys {
+    pub(super) fn tagged(prefix: &str, key: &StoreKey, suffix: &str) -> String {
+        format!("{prefix}{{{}}}{suffix}", &*key.as_hex())
+    }
+}
+
+/// Releases `token`'s lock (compare-and-delete: nothing happens to someone
+/// else's lock), waking another process's waiter if one is marked.
+pub(super) async fn release(
+    mut conn: Conn,
+    scripts: &Scripts,
+    channel: &str,
+    keys: &LockKeys,
+    token: &str,
+) -> Result<i64, Error> {
+    let mut call = scripts.release.prepare_invoke();
+    call.key(&keys.lock)
+        .key(&keys.waiting)
+        .arg(token)
+        .arg(channel)
+        .arg(&keys.tag);
+    bounded("releasing a session lock", call.invoke_async(&mut conn)).await
 }
