@@ -95,6 +95,7 @@ pub use id::{HexId, HexKey, InvalidId, InvalidKey, RandomError, SessionId, Short
 pub use middleware::SessionLayer;
 pub use record::{now_millis, DecodeError, Millis, Record};
 pub use session::{Session, SessionData};
+pub use store::UserSession;
 pub use user::{InvalidUser, UserId};
 
 /// The README's example compiles (it is run as a doctest, `no_run`).

@@ -19,7 +19,8 @@ use crate::error::Error;
 use crate::id::SessionId;
 use crate::record::{system_time, Millis};
 use crate::request::{Loaded, RequestSession};
-use crate::user::{UserId, UserSession};
+use crate::store::UserSession;
+use crate::user::UserId;
 
 /// A visitor's session, as seen by a handler.
 ///

@@ -19,8 +19,9 @@ use common::client::{serve, Client, Reply};
 use common::files::data_path;
 use common::records::{key, key_of, record};
 use common::stores::{memcached_set, memcached_value, redis_data_key, redis_raw, Fixture, Kind};
+use sessions::store::end_user_sessions;
 use sessions::store::{SaveIf, SessionAdmin, SessionStore};
-use sessions::user::{end_user_sessions, MAX_USER_LEN};
+use sessions::user::MAX_USER_LEN;
 use sessions::{
     InvalidUser, Record, Session, SessionConfig, SessionId, SessionLayer, StoreKey, UserId,
 };

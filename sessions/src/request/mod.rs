@@ -30,7 +30,8 @@ use crate::id::{SessionId, StoreKey};
 use crate::measure;
 use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{self, LockGuard, SessionStore};
-use crate::user::{self, UserId, UserSession};
+use crate::store::{end_sessions_of, user_sessions, UserSession};
+use crate::user::UserId;
 
 /// The session's data as loaded: a JSON object.
 pub(crate) type Data = Map<String, Value>;
@@ -433,7 +434,7 @@ impl RequestSession {
         let r = timed(
             "sessions_of",
             &key,
-            user::user_sessions(&*self.store, &user, timeout),
+            user_sessions(&*self.store, &user, timeout),
         )
         .await;
         checked(&mut self.failed, r)
@@ -451,7 +452,7 @@ impl RequestSession {
         // `regenerate`), which it deletes itself.
         let mut ours: Vec<StoreKey> = self.doomed.iter().map(|d| d.id.store_key()).collect();
         ours.push(key);
-        let call = user::end_sessions_of(&*self.store, &user, &ours);
+        let call = end_sessions_of(&*self.store, &user, &ours);
         let r = timed("end_sessions_of", &key, call).await;
         let ended = checked(&mut self.failed, r)?;
         let count = ended.len() as u64 + u64::from(this_too && stored);

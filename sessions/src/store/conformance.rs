@@ -159,7 +159,7 @@ pub async fn ending_a_users_sessions<S: SessionAdmin>(store: &S) {
             .unwrap());
     }
     let (guard, loaded) = store.lock_and_load(&locked, LONG).await.unwrap();
-    let ended = crate::user::end_user_sessions(store, &user, Some(&current))
+    let ended = crate::store::end_user_sessions(store, &user, Some(&current))
         .await
         .unwrap();
     assert_eq!(ended, 2);
@@ -172,7 +172,7 @@ pub async fn ending_a_users_sessions<S: SessionAdmin>(store: &S) {
         .unwrap());
     assert_eq!(store.load(&locked).await.unwrap(), None);
     assert_eq!(listed(store, &user).await, [current]);
-    let ended = crate::user::end_user_sessions(store, &user, None)
+    let ended = crate::store::end_user_sessions(store, &user, None)
         .await
         .unwrap();
     assert_eq!((ended, listed(store, &user).await), (1, vec![]));

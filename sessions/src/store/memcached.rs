@@ -26,7 +26,8 @@ use super::lease::{self, LeaseBackend, Released, Taken};
 use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::user::{checked_entries, UserId, INDEX_SLACK};
+use crate::store::{checked_entries, INDEX_SLACK};
+use crate::user::UserId;
 
 mod proto;
 

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::id::{shard_of, KeyMap, StoreKey, KEY_LEN};
 use crate::record::{now_millis, Millis, Record};
-use crate::user::{checked_entries, UserId};
+use crate::store::checked_entries;
+use crate::user::UserId;
 
 const SHARDS: usize = 64;
 

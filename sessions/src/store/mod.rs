@@ -42,6 +42,7 @@ use crate::user::UserId;
 
 mod memory;
 mod open;
+mod users;
 mod wait;
 
 #[cfg(all(feature = "file", unix))]
@@ -66,6 +67,10 @@ pub mod conformance;
 
 pub use memory::{default_max_memory, MemoryStore, ENTRY_OVERHEAD};
 pub use open::{migrate, open, OpenError};
+#[cfg(any(feature = "redis", feature = "memcached"))]
+pub(crate) use users::INDEX_SLACK;
+pub(crate) use users::{checked_entries, end_sessions_of};
+pub use users::{end_user_sessions, user_sessions, UserSession};
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(

@@ -48,8 +48,9 @@ use self::watch::{listen, watch_expiry, EXPIRED_QUEUE};
 use super::{lease, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
+use crate::store::{checked_entries, INDEX_SLACK};
 use crate::task::AbortOnDrop;
-use crate::user::{checked_entries, UserId, INDEX_SLACK};
+use crate::user::UserId;
 
 mod conn;
 mod locks;

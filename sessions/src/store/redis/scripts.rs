@@ -4,7 +4,7 @@
 
 use super::conn::Lua;
 #[cfg(doc)]
-use crate::user::INDEX_SLACK;
+use crate::store::INDEX_SLACK;
 
 /// Reads one data key for the load scripts, refusing in Redis what would
 /// be refused here anyway, so a huge or foreign value never crosses the
