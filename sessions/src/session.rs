@@ -136,24 +136,14 @@ impl Session {
         self.state().await?.missing().await
     }
 
-    /// When the session was created, in milliseconds since the epoch.
-    pub async fn created(&self) -> Result<Millis, Error> {
-        Ok(self.data().await?.session.created())
+    /// When the session was created.
+    pub async fn created(&self) -> Result<SystemTime, Error> {
+        Ok(self.data().await?.created())
     }
 
     /// When the session will expire if nothing uses it after this request:
     /// now + its idle timeout, or the absolute timeout if that comes first.
-    pub async fn expires(&self) -> Result<Millis, Error> {
-        Ok(self.data().await?.expires_millis())
-    }
-
-    /// [`created`](Self::created) as a [`SystemTime`].
-    pub async fn created_at(&self) -> Result<SystemTime, Error> {
-        Ok(self.data().await?.created())
-    }
-
-    /// [`expires`](Self::expires) as a [`SystemTime`].
-    pub async fn expires_at(&self) -> Result<SystemTime, Error> {
+    pub async fn expires(&self) -> Result<SystemTime, Error> {
         Ok(self.data().await?.expires())
     }
 

@@ -128,11 +128,10 @@ async fn values_typed_and_raw() {
                 let gone = s.get_value("n").await?;
                 let wrong = s.remove::<u32>("raw").await.is_err();
                 let kept = s.contains_key("raw").await?;
-                // The instants as `SystemTime`, the same as the milliseconds.
-                let created = s.created_at().await?.duration_since(std::time::UNIX_EPOCH);
-                assert_eq!(created.unwrap().as_millis() as u64, s.created().await?);
+                // The instants, as the data guard tells them.
+                assert_eq!(s.created().await?, s.data().await?.created());
                 let ahead = s
-                    .expires_at()
+                    .expires()
                     .await?
                     .duration_since(std::time::SystemTime::now());
                 assert!(ahead.unwrap() > std::time::Duration::from_secs(3_000));

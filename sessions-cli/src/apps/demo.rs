@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sessions::{Session, SessionConfig};
 
-use crate::cmd::{when, when_at};
+use crate::cmd::when_at;
 
 /// A message for the next page view, kept in the session itself.
 const FLASH: &str = "_demo.flash";
@@ -84,8 +84,8 @@ async fn page(session: Session) -> Result<Html<String>> {
         flash = flash,
         visits = visits,
         id = id,
-        created = when(created),
-        expires = when(expires),
+        created = when_at(created),
+        expires = when_at(expires),
         cookie = escape(&cookie_summary(session.config())),
         rows = rows,
         account = account,
