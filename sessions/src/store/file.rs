@@ -319,6 +319,20 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// The file store a config describes: [`open`](Self::open) in its
+    /// `storage_path`, with its `file_fsync`, holding sessions up to the
+    /// largest `max_size` of any section (what
+    /// [`store::open`](crate::store::open) builds for `storage_type =
+    /// "file"`).
+    pub fn from_config(config: &crate::Config) -> Result<FileStore, super::OpenError> {
+        let storage = config.storage();
+        Ok(Self::open(super::open::path(storage)?)?
+            .with_fsync(storage.file_fsync)
+            .with_max_size(config.largest_max_size()))
+    }
+}
+
 #[async_trait]
 impl SessionStore for FileStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {

@@ -796,6 +796,37 @@ impl LeaseBackend for MemcachedStore {
     }
 }
 
+impl MemcachedStore {
+    /// The memcached store a config describes: [`connect`](Self::connect)
+    /// to its `servers` (or [`connect_url`](Self::connect_url) to a
+    /// `memcache://` `storage_url` when there are none), with its
+    /// `memcached_prefix`, holding sessions up to the largest `max_size` of
+    /// any section (what [`store::open`](crate::store::open) builds for
+    /// `storage_type = "memcached"`).
+    ///
+    /// Refuses, before connecting, a section whose sessions would outlive
+    /// what memcached can keep (its expiry ends in 2038): every save of
+    /// them would fail. A session lives its `timeout`, or its
+    /// `absolute_timeout` if that is shorter; the error names whichever
+    /// decides.
+    pub async fn from_config(config: &crate::Config) -> Result<Self, super::OpenError> {
+        for (path, section) in config.sections().filter(|(_, c)| c.on) {
+            let (key, lifetime) = match section.absolute_timeout {
+                Some(absolute) if absolute < section.timeout => ("absolute_timeout", absolute),
+                _ => ("timeout", section.timeout),
+            };
+            check_lifetime(path, lifetime).map_err(|e| Error::config(key, e))?;
+        }
+        let storage = config.storage();
+        let store = match &storage.url {
+            Some(url) if storage.servers.is_empty() => Self::connect_url(url.expose()).await?,
+            _ => Self::connect(&storage.servers).await?,
+        };
+        let store = store.with_prefix(storage.memcached_prefix.clone())?;
+        Ok(store.with_max_size(config.largest_max_size()))
+    }
+}
+
 #[async_trait]
 impl SessionStore for MemcachedStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {

@@ -582,6 +582,24 @@ impl SessionLock for MemoryLock {
     }
 }
 
+impl MemoryStore {
+    /// The RAM store a config describes: [`new`](Self::new), bounded by
+    /// its `max_sessions` and `max_memory` where they are set (what
+    /// [`store::open`](crate::store::open) builds for `storage_type =
+    /// "ram"`).
+    pub fn from_config(config: &crate::Config) -> Self {
+        let storage = config.storage();
+        let mut store = Self::new();
+        if let Some(max) = storage.max_sessions {
+            store = store.with_max_sessions(max);
+        }
+        if let Some(max) = storage.max_memory {
+            store = store.with_max_memory(max);
+        }
+        store
+    }
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {

@@ -587,6 +587,22 @@ fn mode(write: SaveIf) -> &'static str {
     }
 }
 
+impl RedisStore {
+    /// The Redis store a config describes: [`connect`](Self::connect) to
+    /// its `storage_url`, with its `redis_prefix` and
+    /// `redis_wait_replicas`, holding sessions up to the largest
+    /// `max_size` of any section (what [`store::open`](crate::store::open)
+    /// builds for `storage_type = "redis"`).
+    pub async fn from_config(config: &crate::Config) -> Result<RedisStore, super::OpenError> {
+        let storage = config.storage();
+        Ok(Self::connect(super::open::url(storage)?)
+            .await?
+            .with_prefix(storage.redis_prefix.clone())
+            .with_max_size(config.largest_max_size())
+            .with_wait_replicas(storage.redis_wait_replicas))
+    }
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {

@@ -732,6 +732,29 @@ impl Inner {
     }
 }
 
+impl PostgresStore {
+    /// The PostgreSQL store a config describes, not yet connected (as
+    /// [`new`](Self::new)): its `storage_url`, `table`, `auto_migrate`,
+    /// `postgres_prepared` and `postgres_listen_url`.
+    /// [`store::open`](crate::store::open) builds it so for `storage_type =
+    /// "postgres"` and then calls [`ready`](Self::ready).
+    pub fn from_config(config: &crate::Config) -> Result<Self, crate::store::OpenError> {
+        let storage = config.storage();
+        let mut store = Self::new(crate::store::open::url(storage)?)?
+            .with_table(&storage.table)?
+            .with_auto_migrate(storage.auto_migrate);
+        // Unset is the store's own default, auto: prepared only when the
+        // server was reached at the address dialed (`postgres/naming.rs`).
+        if let Some(on) = storage.postgres_prepared {
+            store = store.with_prepared_statements(on);
+        }
+        match &storage.postgres_listen_url {
+            Some(listen) => Ok(store.with_listen_url(listen.expose())?),
+            None => Ok(store),
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for PostgresStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {

@@ -562,6 +562,19 @@ struct OpenError {
     source: rusqlite::Error,
 }
 
+impl SqliteStore {
+    /// The SQLite store a config describes, not yet opened (as
+    /// [`new`](Self::new)): its `storage_path`, `table` and
+    /// `auto_migrate`. [`store::open`](crate::store::open) builds it so for
+    /// `storage_type = "sqlite"` and then calls [`ready`](Self::ready).
+    pub fn from_config(config: &crate::Config) -> Result<Self, crate::store::OpenError> {
+        let storage = config.storage();
+        Ok(Self::new(crate::store::open::path(storage)?)
+            .with_table(&storage.table)?
+            .with_auto_migrate(storage.auto_migrate))
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteStore {
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
