@@ -2,6 +2,24 @@
 //! processes with advisory locks on a lock file per session (CherryPy's
 //! `FileSession`, with its races closed).
 //!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::FileStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
 //! Layout of the directory (mode 0700, every file 0600), where `<key>` is
 //! the session's [`StoreKey`] (64 hex characters, never the id):
 //!

@@ -2,6 +2,26 @@
 //! processes.
 //!
 //! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::MemcachedStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = MemcachedStore::connect(&["10.0.0.1:11211", "10.0.0.2:11211"]).await?;
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! The store on its own, through its trait:
+//!
+//! ```no_run
 //! use sessions::store::{MemcachedStore, SessionStore, SaveIf};
 //! use sessions::{now_millis, Record, SessionId};
 //!

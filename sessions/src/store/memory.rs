@@ -1,4 +1,22 @@
 //! The RAM store: sessions in this process's memory.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use sessions::{store::MemoryStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = MemoryStore::new().with_max_sessions(100_000);
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;

@@ -2,6 +2,26 @@
 //! server instances, locked with lease rows that hold no connection.
 //!
 //! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::PostgresStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! With the defaults, or configured first:
+//!
+//! ```no_run
 //! use std::time::Duration;
 //! use sessions::store::PostgresStore;
 //!
