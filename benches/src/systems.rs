@@ -515,12 +515,12 @@ fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
         Store::Ram => storage.kind = StorageType::Ram,
         Store::Redis | Store::RedisCluster => {
             storage.kind = StorageType::Redis;
-            storage.url = Some(env.redis_url_of(store));
+            storage.url = Some(env.redis_url_of(store).into());
             storage.redis_prefix = env.redis_prefix();
         }
         Store::Postgres => {
             storage.kind = StorageType::Postgres;
-            storage.url = Some(env.postgres_url_for(System::Ours, instance));
+            storage.url = Some(env.postgres_url_for(System::Ours, instance).into());
             storage.table = env.table(System::Ours);
         }
         Store::File => {

@@ -1,6 +1,7 @@
 //! A CherryPy config file, served as it is: its `tools.sessions.*` keys
 //! pick the store and set the timeouts, the locking and the cookie, per
-//! path, as CherryPy would read them.
+//! path, as CherryPy would read them. An app of its own needs the crate's
+//! `config-file` feature for this (`features = ["config-file"]`).
 //!
 //! ```text
 //! cargo run --example cherrypy_config                  # sessions/examples/site.conf

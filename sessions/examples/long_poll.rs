@@ -3,6 +3,8 @@
 //! until it answers, so a 30-second poll would make every other request of
 //! the visitor wait. Per-path settings give the poll explicit locking: it
 //! reads without the lock, and the rest of the site keeps the default.
+//! They are read from INI text here, which needs the crate's `config-file`
+//! feature.
 //!
 //! ```text
 //! cargo run --example long_poll

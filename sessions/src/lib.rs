@@ -17,7 +17,7 @@
 //!   and `SameSite=Lax`; a save never brings back a session that was
 //!   deleted meanwhile.
 //! - **Configured like CherryPy.** [`Config`] reads CherryPy's INI files as
-//!   they are, or TOML, with per-path sections.
+//!   they are, or TOML, with per-path sections (feature `config-file`).
 //!
 //! # Quick start
 //!
@@ -40,18 +40,21 @@
 //! ```
 //!
 //! Settings come from [`SessionConfig`] (one for every path) or a
-//! [`Config`] file (per path), given to the layer with
-//! [`SessionLayer::with_config`] or [`SessionLayer::with_file_config`].
+//! [`Config`] file (per path, feature `config-file`), given to the layer
+//! with [`SessionLayer::with_config`] or [`SessionLayer::with_file_config`].
 //!
 //! # Features
 //!
 //! The defaults are what most apps need: the RAM store (always built) and
 //! `axum`. Each other store is opt-in, so that an app compiles only the
-//! backend it uses (`cargo add sessions --features redis`):
+//! backend it uses (`cargo add sessions --features redis`), and so are the
+//! config-file parsers, which an app that builds its [`SessionConfig`] in
+//! code does not need:
 //!
 //! | feature | what it adds |
 //! |---|---|
 //! | `axum` (default) | the [`Session`] extractor for axum handlers |
+//! | `config-file` | `Config::load`, `Config::from_ini_str` and `Config::from_toml_str`: CherryPy's INI files and TOML (the `sessions` binary has it) |
 //! | `file` | `store::FileStore`, files with `flock` (Unix) |
 //! | `redis` | `store::RedisStore` |
 //! | `postgres` | `store::PostgresStore` |
@@ -85,7 +88,9 @@ pub mod store;
 mod task;
 pub mod user;
 
-pub use config::{Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType};
+pub use config::{
+    Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType, StorageUrl,
+};
 pub use error::Error;
 pub use events::{FoundBy, SessionEvent};
 #[cfg(feature = "axum")]

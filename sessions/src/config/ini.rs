@@ -1,6 +1,8 @@
 //! CherryPy's config syntax: INI sections whose values are Python literals.
 
-use super::{fraction, Entry, Error, RawSection, Value};
+use super::keys::{fraction, Entry, Value};
+use super::path::RawSection;
+use super::Error;
 
 /// Splits `text` into sections of `key = value` entries.
 ///

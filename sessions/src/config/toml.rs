@@ -3,7 +3,9 @@
 
 use toml_edit::{Document, Item, Table, Value as TomlValue};
 
-use super::{Entry, Error, RawSection, Value};
+use super::keys::{Entry, Value};
+use super::path::RawSection;
+use super::Error;
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Vec<RawSection>, Error> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;

@@ -2,6 +2,24 @@
 //! processes with advisory locks on a lock file per session (CherryPy's
 //! `FileSession`, with its races closed).
 //!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::FileStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
 //! Layout of the directory (mode 0700, every file 0600), where `<key>` is
 //! the session's [`StoreKey`] (64 hex characters, never the id):
 //!
@@ -316,6 +334,20 @@ impl FileStore {
 
     fn encode(&self, record: &Record) -> Result<Vec<u8>, Error> {
         self.inner.encode(record)
+    }
+}
+
+impl FileStore {
+    /// The file store a config describes: [`open`](Self::open) in its
+    /// `storage_path`, with its `file_fsync`, holding sessions up to the
+    /// largest `max_size` of any section (what
+    /// [`store::open`](crate::store::open) builds for `storage_type =
+    /// "file"`).
+    pub fn from_config(config: &crate::Config) -> Result<FileStore, super::OpenError> {
+        let storage = config.storage();
+        Ok(Self::open(super::open::path(storage)?)?
+            .with_fsync(storage.file_fsync)
+            .with_max_size(config.largest_max_size()))
     }
 }
 

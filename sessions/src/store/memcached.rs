@@ -2,6 +2,26 @@
 //! processes.
 //!
 //! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::MemcachedStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = MemcachedStore::connect(&["10.0.0.1:11211", "10.0.0.2:11211"]).await?;
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! The store on its own, through its trait:
+//!
+//! ```no_run
 //! use sessions::store::{MemcachedStore, SessionStore, SaveIf};
 //! use sessions::{now_millis, Record, SessionId};
 //!
@@ -794,6 +814,37 @@ impl LeaseBackend for MemcachedStore {
         only: SaveIf,
     ) -> Result<Released, Error> {
         self.save_under_lease(key, owner, record, only, None).await
+    }
+}
+
+impl MemcachedStore {
+    /// The memcached store a config describes: [`connect`](Self::connect)
+    /// to its `servers` (or [`connect_url`](Self::connect_url) to a
+    /// `memcache://` `storage_url` when there are none), with its
+    /// `memcached_prefix`, holding sessions up to the largest `max_size` of
+    /// any section (what [`store::open`](crate::store::open) builds for
+    /// `storage_type = "memcached"`).
+    ///
+    /// Refuses, before connecting, a section whose sessions would outlive
+    /// what memcached can keep (its expiry ends in 2038): every save of
+    /// them would fail. A session lives its `timeout`, or its
+    /// `absolute_timeout` if that is shorter; the error names whichever
+    /// decides.
+    pub async fn from_config(config: &crate::Config) -> Result<Self, super::OpenError> {
+        for (path, section) in config.sections().filter(|(_, c)| c.on) {
+            let (key, lifetime) = match section.absolute_timeout {
+                Some(absolute) if absolute < section.timeout => ("absolute_timeout", absolute),
+                _ => ("timeout", section.timeout),
+            };
+            check_lifetime(path, lifetime).map_err(|e| Error::config(key, e))?;
+        }
+        let storage = config.storage();
+        let store = match &storage.url {
+            Some(url) if storage.servers.is_empty() => Self::connect_url(url.expose()).await?,
+            _ => Self::connect(&storage.servers).await?,
+        };
+        let store = store.with_prefix(storage.memcached_prefix.clone())?;
+        Ok(store.with_max_size(config.largest_max_size()))
     }
 }
 

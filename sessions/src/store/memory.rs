@@ -1,4 +1,22 @@
 //! The RAM store: sessions in this process's memory.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use sessions::{store::MemoryStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let store = MemoryStore::new().with_max_sessions(100_000);
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -580,6 +598,24 @@ impl SessionLock for MemoryLock {
     ) -> Result<bool, Error> {
         // Written while the place is held; released when `self` drops.
         self.store.write(&self.key, record, write)
+    }
+}
+
+impl MemoryStore {
+    /// The RAM store a config describes: [`new`](Self::new), bounded by
+    /// its `max_sessions` and `max_memory` where they are set (what
+    /// [`store::open`](crate::store::open) builds for `storage_type =
+    /// "ram"`).
+    pub fn from_config(config: &crate::Config) -> Self {
+        let storage = config.storage();
+        let mut store = Self::new();
+        if let Some(max) = storage.max_sessions {
+            store = store.with_max_sessions(max);
+        }
+        if let Some(max) = storage.max_memory {
+            store = store.with_max_memory(max);
+        }
+        store
     }
 }
 

@@ -1,7 +1,10 @@
 //! Opening the store a configuration names: the one place that turns
-//! `storage_type` and its settings into a store, for an app, `sessions
-//! serve`, the admin commands and `sessions migrate` alike. It knows the
-//! stores' constructors and the config's keys, and nothing of HTTP.
+//! `storage_type` into a store, for an app, `sessions serve`, the admin
+//! commands and `sessions migrate` alike. Each store reads its own
+//! settings from the config (its `from_config`); this picks the store, and
+//! knows nothing of HTTP.
+//!
+//! With the `config-file` feature, from a file:
 //!
 //! ```no_run
 //! use sessions::Config;
@@ -17,7 +20,7 @@
 use std::sync::Arc;
 
 use super::{Error, MemoryStore, SessionAdmin};
-use crate::config::{Config, StorageConfig, StorageType};
+use crate::config::{Config, StorageConfig, StorageType, StorageUrl};
 
 #[cfg(all(feature = "file", unix))]
 use super::FileStore;
@@ -66,65 +69,30 @@ pub enum OpenError {
 /// settings), checking now that it answers; the SQL stores also create or
 /// upgrade their table unless `auto_migrate` is off. Reads are bounded by
 /// the largest `max_size` of any section.
+///
+/// Each store reads its own settings (its `from_config`, e.g.
+/// [`MemoryStore::from_config`]); this only picks the store.
 pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
-    let storage = config.storage();
-    // Only the file, Redis and memcached stores bound their reads by it.
-    #[cfg_attr(
-        not(any(feature = "file", feature = "redis", feature = "memcached")),
-        allow(unused_variables)
-    )]
-    let max_size = config
-        .sections()
-        .map(|(_, c)| c.max_size)
-        .max()
-        .unwrap_or(64 * 1024);
-    match storage.kind {
-        StorageType::Ram => {
-            let mut store = MemoryStore::new();
-            if let Some(max) = storage.max_sessions {
-                store = store.with_max_sessions(max);
-            }
-            if let Some(max) = storage.max_memory {
-                store = store.with_max_memory(max);
-            }
-            Ok(Arc::new(store))
-        }
+    match config.storage().kind {
+        StorageType::Ram => Ok(Arc::new(MemoryStore::from_config(config))),
         #[cfg(all(feature = "file", unix))]
-        StorageType::File => Ok(Arc::new(
-            FileStore::open(path(storage)?)?
-                .with_fsync(storage.file_fsync)
-                .with_max_size(max_size),
-        )),
+        StorageType::File => Ok(Arc::new(FileStore::from_config(config)?)),
         #[cfg(feature = "redis")]
-        StorageType::Redis => Ok(Arc::new(
-            RedisStore::connect(url(storage)?)
-                .await?
-                .with_prefix(storage.redis_prefix.clone())
-                .with_max_size(max_size)
-                .with_wait_replicas(storage.redis_wait_replicas),
-        )),
+        StorageType::Redis => Ok(Arc::new(RedisStore::from_config(config).await?)),
         #[cfg(feature = "postgres")]
         StorageType::Postgres => {
-            let store = postgres(storage, storage.auto_migrate)?;
+            let store = PostgresStore::from_config(config)?;
             store.ready().await?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "sqlite")]
         StorageType::Sqlite => {
-            let store = sqlite(storage, storage.auto_migrate)?;
+            let store = SqliteStore::from_config(config)?;
             store.ready().await?;
             Ok(Arc::new(store))
         }
         #[cfg(feature = "memcached")]
-        StorageType::Memcached => {
-            memcached_lifetimes(config)?;
-            let store = match &storage.url {
-                Some(url) if storage.servers.is_empty() => MemcachedStore::connect_url(url).await?,
-                _ => MemcachedStore::connect(&storage.servers).await?,
-            };
-            let store = store.with_prefix(storage.memcached_prefix.clone())?;
-            Ok(Arc::new(store.with_max_size(max_size)))
-        }
+        StorageType::Memcached => Ok(Arc::new(MemcachedStore::from_config(config).await?)),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
     }
@@ -140,9 +108,15 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
         // Off, so that building the store does not migrate before we do:
         // `migrate` then reports the steps it applied itself.
         #[cfg(feature = "postgres")]
-        StorageType::Postgres => Ok(postgres(storage, false)?.migrate().await?),
+        StorageType::Postgres => Ok(PostgresStore::from_config(config)?
+            .with_auto_migrate(false)
+            .migrate()
+            .await?),
         #[cfg(feature = "sqlite")]
-        StorageType::Sqlite => Ok(sqlite(storage, false)?.migrate().await?),
+        StorageType::Sqlite => Ok(SqliteStore::from_config(config)?
+            .with_auto_migrate(false)
+            .migrate()
+            .await?),
         StorageType::Ram | StorageType::File | StorageType::Redis | StorageType::Memcached => {
             Err(OpenError::NoSchema(storage.kind.as_str()))
         }
@@ -151,60 +125,27 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
     }
 }
 
-/// Refuses, before connecting, a section whose sessions would outlive what
-/// memcached can keep (its expiry ends in 2038): every save of them would
-/// fail. A session lives its `timeout`, or its `absolute_timeout` if that
-/// is shorter; the error names whichever decides.
-#[cfg(feature = "memcached")]
-fn memcached_lifetimes(config: &Config) -> Result<(), Error> {
-    for (path, section) in config.sections().filter(|(_, c)| c.on) {
-        let (key, lifetime) = match section.absolute_timeout {
-            Some(absolute) if absolute < section.timeout => ("absolute_timeout", absolute),
-            _ => ("timeout", section.timeout),
-        };
-        super::memcached::check_lifetime(path, lifetime).map_err(|e| Error::config(key, e))?;
-    }
-    Ok(())
-}
-
-/// The PostgreSQL store of `storage`, not yet connected.
-#[cfg(feature = "postgres")]
-fn postgres(storage: &StorageConfig, auto_migrate: bool) -> Result<PostgresStore, OpenError> {
-    let mut store = PostgresStore::new(url(storage)?)?
-        .with_table(&storage.table)?
-        .with_auto_migrate(auto_migrate);
-    // Unset is the store's own default, auto: prepared only when the
-    // server was reached at the address dialed (`postgres/naming.rs`).
-    if let Some(on) = storage.postgres_prepared {
-        store = store.with_prepared_statements(on);
-    }
-    match &storage.postgres_listen_url {
-        Some(listen) => Ok(store.with_listen_url(listen)?),
-        None => Ok(store),
-    }
-}
-
-/// The SQLite store of `storage`, not yet opened.
-#[cfg(feature = "sqlite")]
-fn sqlite(storage: &StorageConfig, auto_migrate: bool) -> Result<SqliteStore, OpenError> {
-    Ok(SqliteStore::new(path(storage)?)
-        .with_table(&storage.table)?
-        .with_auto_migrate(auto_migrate))
-}
-
+/// `storage_url`, which the store of `storage` cannot do without (for the
+/// stores' `from_config`).
 #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-fn url(storage: &StorageConfig) -> Result<&str, OpenError> {
-    storage.url.as_deref().ok_or(OpenError::Missing {
-        kind: storage.kind.as_str(),
-        key: "storage_url",
-    })
+pub(super) fn url(storage: &StorageConfig) -> Result<&str, OpenError> {
+    storage
+        .url
+        .as_ref()
+        .map(StorageUrl::expose)
+        .ok_or(OpenError::Missing {
+            kind: storage.kind.as_str(),
+            key: "storage_url",
+        })
 }
 
+/// `storage_path`, which the store of `storage` cannot do without (for the
+/// stores' `from_config`).
 #[cfg_attr(
     not(any(all(feature = "file", unix), feature = "sqlite")),
     allow(dead_code)
 )]
-fn path(storage: &StorageConfig) -> Result<&std::path::Path, OpenError> {
+pub(super) fn path(storage: &StorageConfig) -> Result<&std::path::Path, OpenError> {
     storage.path.as_deref().ok_or(OpenError::Missing {
         kind: storage.kind.as_str(),
         key: "storage_path",

@@ -1,6 +1,28 @@
 //! The Redis store: sessions shared by any number of server instances.
 //!
 //! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::RedisStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = RedisStore::connect("redis://127.0.0.1:6379/")
+//!     .await?
+//!     .with_prefix("shop:session:");
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! The store on its own, through its trait:
+//!
+//! ```no_run
 //! use std::time::Duration;
 //! use sessions::store::{RedisStore, SessionStore, SaveIf};
 //! use sessions::{now_millis, Record, SessionId};
@@ -585,6 +607,22 @@ fn mode(write: SaveIf) -> &'static str {
     match write {
         SaveIf::Absent => "NX",
         SaveIf::Live => "XX",
+    }
+}
+
+impl RedisStore {
+    /// The Redis store a config describes: [`connect`](Self::connect) to
+    /// its `storage_url`, with its `redis_prefix` and
+    /// `redis_wait_replicas`, holding sessions up to the largest
+    /// `max_size` of any section (what [`store::open`](crate::store::open)
+    /// builds for `storage_type = "redis"`).
+    pub async fn from_config(config: &crate::Config) -> Result<RedisStore, super::OpenError> {
+        let storage = config.storage();
+        Ok(Self::connect(super::open::url(storage)?)
+            .await?
+            .with_prefix(storage.redis_prefix.clone())
+            .with_max_size(config.largest_max_size())
+            .with_wait_replicas(storage.redis_wait_replicas))
     }
 }
 

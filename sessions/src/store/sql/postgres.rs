@@ -2,6 +2,26 @@
 //! server instances, locked with lease rows that hold no connection.
 //!
 //! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::PostgresStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! With the defaults, or configured first:
+//!
+//! ```no_run
 //! use std::time::Duration;
 //! use sessions::store::PostgresStore;
 //!
@@ -729,6 +749,29 @@ impl Inner {
         conn.release();
         MIGRATIONS.applied(table, applied);
         Ok(applied)
+    }
+}
+
+impl PostgresStore {
+    /// The PostgreSQL store a config describes, not yet connected (as
+    /// [`new`](Self::new)): its `storage_url`, `table`, `auto_migrate`,
+    /// `postgres_prepared` and `postgres_listen_url`.
+    /// [`store::open`](crate::store::open) builds it so for `storage_type =
+    /// "postgres"` and then calls [`ready`](Self::ready).
+    pub fn from_config(config: &crate::Config) -> Result<Self, crate::store::OpenError> {
+        let storage = config.storage();
+        let mut store = Self::new(crate::store::open::url(storage)?)?
+            .with_table(&storage.table)?
+            .with_auto_migrate(storage.auto_migrate);
+        // Unset is the store's own default, auto: prepared only when the
+        // server was reached at the address dialed (`postgres/naming.rs`).
+        if let Some(on) = storage.postgres_prepared {
+            store = store.with_prepared_statements(on);
+        }
+        match &storage.postgres_listen_url {
+            Some(listen) => Ok(store.with_listen_url(listen.expose())?),
+            None => Ok(store),
+        }
     }
 }
 

@@ -2,6 +2,26 @@
 //! shared by the processes of one host that open the same file.
 //!
 //! ```no_run
+//! use axum::{routing::get, Router};
+//! use sessions::{store::SqliteStore, Session, SessionLayer};
+//!
+//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
+//!     Ok(format!("{} items", items.len()))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! let store = SqliteStore::open("/var/lib/site/sessions.db").await?;
+//! let app: Router = Router::new()
+//!     .route("/cart", get(cart))
+//!     .layer(SessionLayer::new(store));
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+//!
+//! With the defaults, or configured first:
+//!
+//! ```no_run
 //! use std::time::Duration;
 //! use sessions::store::SqliteStore;
 //!
@@ -560,6 +580,19 @@ struct OpenError {
     path: PathBuf,
     #[source]
     source: rusqlite::Error,
+}
+
+impl SqliteStore {
+    /// The SQLite store a config describes, not yet opened (as
+    /// [`new`](Self::new)): its `storage_path`, `table` and
+    /// `auto_migrate`. [`store::open`](crate::store::open) builds it so for
+    /// `storage_type = "sqlite"` and then calls [`ready`](Self::ready).
+    pub fn from_config(config: &crate::Config) -> Result<Self, crate::store::OpenError> {
+        let storage = config.storage();
+        Ok(Self::new(crate::store::open::path(storage)?)
+            .with_table(&storage.table)?
+            .with_auto_migrate(storage.auto_migrate))
+    }
 }
 
 #[async_trait]
