@@ -62,9 +62,10 @@ use async_trait::async_trait;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
-use self::conn::{Conn, ScanNode, Target, Topology, Wait};
+use self::conn::{Conn, ScanNode, Wait};
 use self::locks::LockKeys;
 use self::scripts::Scripts;
+use self::target::{Target, Topology};
 use self::watch::{listen, watch_expiry, EXPIRED_QUEUE};
 
 use super::{lease, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
@@ -77,6 +78,7 @@ use crate::user::UserId;
 mod conn;
 mod locks;
 mod scripts;
+mod target;
 mod watch;
 
 /// The bound on any single store call, reconnection included: a Redis that
