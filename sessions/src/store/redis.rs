@@ -59,24 +59,29 @@ use std::time::Duration;
 
 use ::redis::RedisResult;
 use async_trait::async_trait;
-use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use tokio::sync::OnceCell;
 
-use self::conn::{Conn, ScanNode, Target, Topology, Wait};
+use self::conn::{Conn, Wait};
 use self::locks::LockKeys;
 use self::scripts::Scripts;
+use self::target::{Target, Topology};
 use self::watch::{listen, watch_expiry, EXPIRED_QUEUE};
 
-use super::{lease, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
+use super::{lease, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{checked_entries, INDEX_SLACK};
+use crate::store::checked_entries;
 use crate::task::AbortOnDrop;
 use crate::user::UserId;
 
+mod admin;
 mod conn;
 mod locks;
+mod open;
 mod scripts;
+mod target;
+mod users;
 mod watch;
 
 /// The bound on any single store call, reconnection included: a Redis that
@@ -90,16 +95,9 @@ const WAIT_TIMEOUT: Duration = Duration::from_millis(conn::RESPONSE_TIMEOUT.as_m
 /// and still be reported as it is (see the module docs).
 pub(crate) const EXPIRY_SLACK: Millis = 1_000;
 
-const DEFAULT_PREFIX: &str = "session:";
-const DEFAULT_MAX_SIZE: usize = 64 * 1024;
-const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-/// Shorter leases would be renewed more often than a round trip takes.
-const MIN_LEASE: Duration = Duration::from_millis(30);
 /// The largest stored value the read scripts hand back: the record limit
 /// plus room for its header. `Record::decode` does the exact check.
 const HEADER_ROOM: usize = Record::MAX_HEADER;
-/// Keys asked for per `SCAN` step.
-const SCAN_COUNT: usize = 1_000;
 
 /// Sessions in Redis, shared by every instance that points at the same
 /// server (or Cluster, or Sentinel-watched master) and prefix.
@@ -252,79 +250,6 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the Redis that `url` names:
-    ///
-    /// - `redis://[user:password@]host[:port][/db]`: one node;
-    /// - `redis://host:7000,redis://host:7001,…` (several node URLs,
-    ///   comma-separated) or `redis+cluster://[user:password@]host:port[,host:port…]`:
-    ///   a Redis Cluster, discovered from whichever listed node answers;
-    /// - `redis+sentinel://[user:password@]host:port[,host:port…]/MASTER[/db]`:
-    ///   the master that the Sentinels at those addresses (port 26379 if
-    ///   left out) monitor as `MASTER`. The credentials and database are
-    ///   the master's; the Sentinels are asked without a password.
-    ///
-    /// Fails with [`Error::Config`] (`storage_url`) if the URL does not
-    /// parse, and with [`Error::Unavailable`] if Redis (for Sentinel: a
-    /// master) cannot be reached within a few seconds. Once connected, the
-    /// store reconnects by itself whenever a connection drops.
-    pub async fn connect(url: &str) -> Result<RedisStore, Error> {
-        let target = Target::parse(url)?;
-        let conn = bounded("connecting to redis", target.connect()).await?;
-        Ok(RedisStore {
-            conn,
-            target: Arc::new(target),
-            durable: Arc::new(OnceCell::new()),
-            wait_replicas: 0,
-            scripts: Arc::new(Scripts::new()),
-            locks: LockWaits::new(),
-            listener: Arc::default(),
-            prefix: DEFAULT_PREFIX.into(),
-            channel: release_channel(DEFAULT_PREFIX),
-            max_size: DEFAULT_MAX_SIZE,
-            lease: DEFAULT_LEASE,
-        })
-    }
-
-    /// Sets the prefix of every key (default `"session:"`), so that several
-    /// applications can share one Redis. Keep braces out of it: they would
-    /// make a cluster put every session on one slot.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into().into();
-        self.channel = release_channel(&self.prefix);
-        // Other keys: this store queues its requests and subscribes on its
-        // own, and never takes a lock handed over under the old prefix.
-        self.locks = LockWaits::new();
-        self.listener = Arc::default();
-        self
-    }
-
-    /// Sets the largest encoded session a load accepts (default 64 KiB).
-    /// Larger values are logged and treated as missing, and a save of a
-    /// larger session is refused with [`Error::TooLarge`] (a 500 through
-    /// the layer, the stored session unchanged). Keep it at least the
-    /// layer's `max_size`; [`store::open`](crate::store::open) does.
-    pub fn with_max_size(mut self, max_size: usize) -> Self {
-        self.max_size = max_size;
-        self
-    }
-
-    /// Sets the lock lease (default 10 s, at least 30 ms): how long a lock
-    /// outlives a holder that vanished without releasing it. A live holder
-    /// renews it every third of the lease, however long it holds the lock.
-    pub fn with_lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(MIN_LEASE);
-        self
-    }
-
-    /// After every save and delete, waits (at most a second) until
-    /// `replicas` replicas have it, and answers [`Error::Unavailable`] if
-    /// fewer did (default 0: no waiting). See "Failover" above for what
-    /// this does and does not promise.
-    pub fn with_wait_replicas(mut self, replicas: u32) -> Self {
-        self.wait_replicas = replicas;
-        self
-    }
-
     /// The `WAIT` to follow writes with, if any.
     fn wait(&self) -> Option<Wait> {
         (self.wait_replicas > 0).then_some(Wait {
@@ -359,68 +284,6 @@ impl RedisStore {
 
     fn data_key(&self, key: &StoreKey) -> String {
         LockKeys::tagged(&self.prefix, key, "")
-    }
-
-    /// `{prefix}user:{<user's index key>}`: the user's own slot.
-    fn user_key(&self, user: &UserId) -> String {
-        format!("{}user:{{{}}}", self.prefix, &*user.index_key())
-    }
-
-    /// Lists the session under its record's user, before the record is
-    /// written: a save that fails after this leaves an entry too many
-    /// (which expires with the session), never one too few. Waited for
-    /// like the save, with `redis_wait_replicas`.
-    async fn index(&self, key: &StoreKey, record: &Record) -> Result<(), Error> {
-        match &record.user {
-            Some(user) => self.index_entry(key, user, record.expires).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Takes a removed record out of its user's index: `head` is the
-    /// record's header as the removing script answered it. The record went
-    /// first, so the index never lacks a live session.
-    async fn unindex(
-        &self,
-        key: &StoreKey,
-        head: &[u8],
-        context: &'static str,
-    ) -> Result<(), Error> {
-        if let Some(user) = Record::user_in_header(head) {
-            let mut conn = self.conn.clone();
-            let mut zrem = ::redis::cmd("ZREM");
-            zrem.arg(self.user_key(&user)).arg(&*key.as_hex());
-            let _: i64 = bounded(context, zrem.query_async(&mut conn)).await?;
-        }
-        Ok(())
-    }
-
-    /// Lists `key` under `user` until `expires` (and [`INDEX_SLACK`] more).
-    async fn index_entry(
-        &self,
-        key: &StoreKey,
-        user: &UserId,
-        expires: Millis,
-    ) -> Result<(), Error> {
-        const CONTEXT: &str = "indexing a user's session";
-        let mut call = self.scripts.index.prepare_invoke();
-        call.key(self.user_key(user))
-            .arg(&*key.as_hex())
-            .arg(expires.saturating_add(INDEX_SLACK))
-            .arg(now_millis());
-        match self.wait() {
-            None => {
-                let mut conn = self.conn.clone();
-                let _: i64 = bounded(CONTEXT, call.invoke_async(&mut conn)).await?;
-            }
-            Some(wait) => {
-                let mut conn = self.durable().await?;
-                let (_, acked): (i64, u64) =
-                    bounded(CONTEXT, call.invoke_and_wait(&mut conn, wait)).await?;
-                self.check_replicated(acked)?;
-            }
-        }
-        Ok(())
     }
 
     fn lock_keys(&self, key: &StoreKey) -> LockKeys {
@@ -512,47 +375,6 @@ impl RedisStore {
             _ => None,
         }
     }
-
-    /// One `SCAN` step on `node`: the next cursor and the sessions' keys on
-    /// this page.
-    async fn scan_page(&self, node: &ScanNode, cursor: u64) -> Result<(u64, Vec<StoreKey>), Error> {
-        let mut conn = self.conn.clone();
-        let mut scan = ::redis::cmd("SCAN");
-        scan.arg(cursor)
-            .arg("MATCH")
-            .arg(scan_pattern(&self.prefix))
-            .arg("COUNT")
-            .arg(SCAN_COUNT);
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            bounded("listing sessions", conn.run_on(node, scan)).await?;
-        let prefix = self.prefix.as_bytes();
-        let keys = keys
-            .iter()
-            .filter_map(|key| {
-                let tagged = key.strip_prefix(prefix)?;
-                let hex = tagged.strip_prefix(b"{")?.strip_suffix(b"}")?;
-                StoreKey::from_bytes(hex).ok()
-            })
-            .collect();
-        Ok((next, keys))
-    }
-
-    /// The keys of the sessions stored on one node, a page at a time.
-    fn node_keys(&self, node: ScanNode) -> BoxStream<'_, Result<StoreKey, Error>> {
-        stream::unfold(Some(0u64), move |cursor| {
-            let node = node.clone();
-            async move {
-                let page = match self.scan_page(&node, cursor?).await {
-                    Ok((0, keys)) => (keys.into_iter().map(Ok).collect::<Vec<_>>(), None),
-                    Ok((next, keys)) => (keys.into_iter().map(Ok).collect(), Some(next)),
-                    Err(e) => (vec![Err(e)], None),
-                };
-                Some(page)
-            }
-        })
-        .flat_map(stream::iter)
-        .boxed()
-    }
 }
 
 /// Fewer replicas than `redis_wait_replicas` acknowledged a write in time.
@@ -576,27 +398,6 @@ async fn bounded<T>(
     }
 }
 
-fn release_channel(prefix: &str) -> Arc<str> {
-    format!("{prefix}released").into()
-}
-
-/// The `SCAN MATCH` pattern of data keys: the prefix with glob characters
-/// escaped, then a 64-character hash tag. Lock keys end in `:lock` or
-/// `:waiting` and do not match.
-fn scan_pattern(prefix: &str) -> String {
-    let mut p = String::with_capacity(prefix.len() + 48);
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('{');
-    p.extend(std::iter::repeat_n('?', 64));
-    p.push('}');
-    p
-}
-
 /// Milliseconds from now until `expires`, at least 1 (Redis refuses a
 /// zero TTL; a record already past its expiry lives one millisecond).
 fn ttl_ms(expires: Millis) -> u64 {
@@ -607,22 +408,6 @@ fn mode(write: SaveIf) -> &'static str {
     match write {
         SaveIf::Absent => "NX",
         SaveIf::Live => "XX",
-    }
-}
-
-impl RedisStore {
-    /// The Redis store a config describes: [`connect`](Self::connect) to
-    /// its `storage_url`, with its `redis_prefix` and
-    /// `redis_wait_replicas`, holding sessions up to the largest
-    /// `max_size` of any section (what [`store::open`](crate::store::open)
-    /// builds for `storage_type = "redis"`).
-    pub async fn from_config(config: &crate::Config) -> Result<RedisStore, super::OpenError> {
-        let storage = config.storage();
-        Ok(Self::connect(super::open::url(storage)?)
-            .await?
-            .with_prefix(storage.redis_prefix.clone())
-            .with_max_size(config.largest_max_size())
-            .with_wait_replicas(storage.redis_wait_replicas))
     }
 }
 
@@ -818,48 +603,9 @@ impl SessionStore for RedisStore {
     }
 }
 
-#[async_trait]
-impl SessionAdmin for RedisStore {
-    async fn count(&self) -> Result<u64, Error> {
-        self.keys()
-            .try_fold(0, |n, _| async move { Ok(n + 1) })
-            .await
-    }
-
-    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
-        // SCAN, never KEYS: one page at a time, without blocking a server;
-        // a cursor belongs to one server, so a Cluster is scanned master
-        // by master.
-        stream::once(async move {
-            let mut conn = self.conn.clone();
-            bounded("listing sessions", conn.scan_nodes()).await
-        })
-        .flat_map(move |nodes| match nodes {
-            Ok(nodes) => stream::iter(nodes)
-                .flat_map(move |node| self.node_keys(node))
-                .boxed(),
-            Err(e) => stream::iter([Err(e)]).boxed(),
-        })
-        .boxed()
-    }
-
-    async fn clean_up_and_report(&self, _: OnExpired<'_>) -> Result<u64, Error> {
-        // Redis expires keys by itself.
-        Ok(0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scan_pattern_escapes_globs() {
-        let p = scan_pattern("a*b?[c]\\:");
-        assert!(p.starts_with(r"a\*b\?\[c\]\\:{"), "{p}");
-        assert!(p.ends_with("?}"));
-        assert_eq!(p.matches('?').count(), 65);
-    }
 
     #[test]
     fn ttl_is_never_zero() {

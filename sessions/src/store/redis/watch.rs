@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::conn::{self, Target};
+use super::conn;
+use super::target::Target;
 use crate::id::StoreKey;
 use crate::store::LockWaits;
 

@@ -45,23 +45,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::stream::BoxStream;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use super::{
-    check_size, decode, expired_row, in_batches, live_or_missing, timeout_column, to_sql_ms,
-    user_column, Migrations, Page, Statements, Table, CLEAN_BATCH, KEYS_PAGE,
-};
+use super::{check_size, decode, live_or_missing, timeout_column, to_sql_ms, user_column, Table};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::lease::{self, LeaseBackend, Released, Taken};
-use crate::store::{
-    BoxError, Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore,
-};
+use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::user::UserId;
+
+mod admin;
+mod locks;
+mod migrate;
+mod statements;
+
+use self::migrate::{migrate, MIGRATIONS};
+use self::statements::Sql;
 
 const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
@@ -318,150 +319,6 @@ impl SqliteStore {
     }
 }
 
-/// The lease statements, for the rules in `sql/lease.rs`. SQLite cannot
-/// notify another process, so its waiters poll on the backoff.
-#[async_trait]
-impl LeaseBackend for SqliteStore {
-    fn check(&self, record: &Record) -> Result<(), Error> {
-        check_size(record)
-    }
-
-    async fn take(
-        &self,
-        key: &StoreKey,
-        owner: &str,
-        until: Millis,
-        load: bool,
-    ) -> Result<Taken, Error> {
-        self.prepared().await?;
-        let (key, owner) = (*key, owner.to_owned());
-        self.blocking("sqlite: lock", move |inner, conn| {
-            let (hex, now) = (key.as_hex(), now_millis());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let taken = tx.prepare_cached(&inner.sql.acquire)?.execute((
-                &*hex,
-                &owner,
-                to_sql_ms(until),
-                to_sql_ms(now),
-            ))? == 1;
-            if !taken {
-                // Held (or another waiter's turn): ours comes next, unless
-                // another waiter claimed it first.
-                let until = to_sql_ms(lease::turn_until(now));
-                tx.prepare_cached(&inner.sql.claim_turn)?.execute((
-                    &*hex,
-                    &owner,
-                    until,
-                    to_sql_ms(now),
-                ))?;
-                tx.commit()?;
-                return Ok(Taken::Busy);
-            }
-            tx.prepare_cached(&inner.sql.end_turn)?
-                .execute((&*hex, &owner))?;
-            // SQLite writes one transaction at a time: the previous
-            // holder's save committed before this take could.
-            let record = if load { inner.load(&tx, &key)? } else { None };
-            tx.commit()?;
-            Ok(Taken::Ours(record))
-        })
-        .await
-    }
-
-    async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
-        let (key, owner) = (*key, owner.to_owned());
-        self.blocking("sqlite: renew lock", move |inner, conn| {
-            Ok(conn.prepare_cached(&inner.sql.renew)?.execute((
-                &*key.as_hex(),
-                &owner,
-                to_sql_ms(until),
-            ))? == 1)
-        })
-        .await
-    }
-
-    async fn release(&self, key: &StoreKey, owner: &str) -> Result<(), Error> {
-        let (key, owner) = (*key, owner.to_owned());
-        self.blocking("sqlite: unlock", move |inner, conn| {
-            inner.release(conn, &key, &owner).map(drop)
-        })
-        .await
-    }
-
-    async fn save_and_keep(
-        &self,
-        key: &StoreKey,
-        owner: &str,
-        record: &Record,
-        only: SaveIf,
-        until: Millis,
-    ) -> Result<Released, Error> {
-        let (key, owner, record) = (*key, owner.to_owned(), record.clone());
-        // One transaction: the session is written only if our lock row is
-        // still there, and the row's lease is moved on with it.
-        self.blocking("sqlite: save", move |inner, conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let renewed = tx.prepare_cached(&inner.sql.renew)?.execute((
-                &*key.as_hex(),
-                &owner,
-                to_sql_ms(until),
-            ))? == 1;
-            if !renewed {
-                return Ok(Released::Lost);
-            }
-            let saved = inner.save(&tx, &key, &record, only)?;
-            tx.commit()?;
-            Ok(Released::Saved(saved))
-        })
-        .await
-    }
-
-    async fn save_and_release(
-        &self,
-        key: &StoreKey,
-        owner: &str,
-        record: &Record,
-        only: SaveIf,
-    ) -> Result<Released, Error> {
-        let (key, owner, record) = (*key, owner.to_owned(), record.clone());
-        // One transaction: the session is written only if this deleted our
-        // lock row. Once spawned it runs to the end even if the caller is
-        // dropped, so the lease is released.
-        self.blocking("sqlite: save", move |inner, conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if !inner.release(&tx, &key, &owner)? {
-                return Ok(Released::Lost);
-            }
-            let saved = inner.save(&tx, &key, &record, only)?;
-            tx.commit()?;
-            Ok(Released::Saved(saved))
-        })
-        .await
-    }
-}
-
-impl SqliteStore {
-    /// Takes the session's lease, reading the record with it if `load`.
-    async fn take_lease(
-        &self,
-        key: &StoreKey,
-        wait: Duration,
-        load: bool,
-    ) -> Result<(lease::Lease<SqliteStore>, Option<Record>), Error> {
-        self.prepared().await?;
-        lease::acquire(
-            self,
-            &self.inner.waits,
-            self.inner.opts.lease,
-            key,
-            wait,
-            load,
-            || {},
-        )
-        .await
-    }
-}
-
 impl Inner {
     /// The live record, reading on the given connection.
     fn load(&self, conn: &Connection, key: &StoreKey) -> rusqlite::Result<Option<Record>> {
@@ -489,14 +346,6 @@ impl Inner {
             user_column(record),
         ))?;
         Ok(n == 1)
-    }
-
-    /// Deletes the lock row if it is still `owner`'s; whether it was.
-    fn release(&self, conn: &Connection, key: &StoreKey, owner: &str) -> rusqlite::Result<bool> {
-        Ok(conn
-            .prepare_cached(&self.sql.release)?
-            .execute((&*key.as_hex(), owner))?
-            == 1)
     }
 }
 
@@ -540,20 +389,6 @@ fn open_once(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
     // last few saves, which for sessions is an acceptable trade for speed.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
-}
-
-fn migrate(conn: &mut Connection, table: &Table) -> rusqlite::Result<u32> {
-    // IMMEDIATE takes the write lock first: migrations of several processes
-    // run one after the other, each seeing the versions the others recorded.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(&MIGRATIONS.create_bookkeeping(table))?;
-    let current: Option<i64> = tx.query_row(&MIGRATIONS.read_version(table), [], |r| r.get(0))?;
-    let plan = MIGRATIONS.plan(table, current);
-    for statement in &plan.statements {
-        tx.execute_batch(statement)?;
-    }
-    tx.commit()?;
-    Ok(plan.applied)
 }
 
 fn lock_conn(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -713,180 +548,6 @@ impl SessionStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl SessionAdmin for SqliteStore {
-    async fn count(&self) -> Result<u64, Error> {
-        self.prepared().await?;
-        let n: i64 = self
-            .blocking("sqlite: count", |inner, conn| {
-                conn.prepare_cached(&inner.sql.table.count)?
-                    .query_row([to_sql_ms(now_millis())], |r| r.get(0))
-            })
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    fn keys(&self) -> BoxStream<'_, Result<StoreKey, Error>> {
-        super::keys(move |after| self.keys_page(after))
-    }
-
-    async fn clean_up_and_report(&self, expired: OnExpired<'_>) -> Result<u64, Error> {
-        self.prepared().await?;
-        let now = to_sql_ms(now_millis());
-        // One short transaction per batch, releasing the connection between
-        // them, so requests go on while a large backlog is removed.
-        let batch = |statement: fn(&Sql) -> &str| {
-            self.blocking("sqlite: clean-up", move |inner, conn| {
-                let mut st = conn.prepare_cached(statement(&inner.sql))?;
-                st.execute((now, CLEAN_BATCH)).map(|n| n as u64)
-            })
-        };
-        let removed = in_batches(|| async {
-            let gone = self
-                .blocking("sqlite: clean-up", move |inner, conn| {
-                    let mut st = conn.prepare_cached(&inner.sql.clean)?;
-                    let mut rows = st.query((now, CLEAN_BATCH))?;
-                    let mut gone = Vec::new();
-                    while let Some(row) = rows.next()? {
-                        let id: Option<String> = row.get(0).ok();
-                        let user: Option<String> = row.get(1).ok().flatten();
-                        gone.push((id, user));
-                    }
-                    Ok(gone)
-                })
-                .await?;
-            for (id, user) in &gone {
-                if let Some((key, user)) = expired_row(id.as_deref(), user.as_deref()) {
-                    expired(key, user);
-                }
-            }
-            Ok(gone.len() as u64)
-        })
-        .await?;
-        // Leases that ran out belong to nobody: their holder died or gave up.
-        in_batches(|| batch(|sql| &sql.clean_leases)).await?;
-        Ok(removed)
-    }
-}
-
-impl SqliteStore {
-    /// One page of live keys after `after`.
-    async fn keys_page(&self, after: String) -> Result<Page, Error> {
-        self.prepared().await?;
-        self.blocking("sqlite: list", move |inner, conn| {
-            let mut st = conn.prepare_cached(&inner.sql.table.keys)?;
-            let mut rows = st.query((&after, to_sql_ms(now_millis()), KEYS_PAGE))?;
-            let mut column = Vec::new();
-            while let Some(row) = rows.next()? {
-                column.push(match row.get_ref(0)? {
-                    ValueRef::Text(text) => Some(text.to_vec()),
-                    _ => None,
-                });
-            }
-            Ok(Page::from_column(
-                &inner.opts.table,
-                column.iter().map(Option::as_deref),
-            ))
-        })
-        .await
-    }
-}
-
-/// The tables' schema history. Append only: a released step is never
-/// edited.
-const MIGRATIONS: Migrations = Migrations {
-    bookkeeping: "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
-    steps: &[
-        |t| {
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} (\
-               id TEXT PRIMARY KEY NOT NULL, \
-               data BLOB NOT NULL, \
-               created_at INTEGER NOT NULL, \
-               expires_at INTEGER NOT NULL) STRICT; \
-             CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at); \
-             CREATE TABLE IF NOT EXISTS {locks} (\
-               id TEXT PRIMARY KEY NOT NULL, \
-               owner TEXT NOT NULL, \
-               lease_expires INTEGER NOT NULL) STRICT;",
-                table = t.sql(""),
-                index = t.index("_expires"),
-                locks = t.sql("_locks"),
-            )
-        },
-        // Version 2: a session's own idle timeout (`Session::set_timeout`).
-        |t| format!("ALTER TABLE {} ADD COLUMN timeout_ms INTEGER", t.sql("")),
-        // Version 3: the user a session belongs to, indexed: the user index.
-        |t| {
-            format!(
-                "ALTER TABLE {table} ADD COLUMN user_id TEXT; \
-                 CREATE INDEX IF NOT EXISTS {index} ON {table} (user_id) \
-                 WHERE user_id IS NOT NULL;",
-                table = t.sql(""),
-                index = t.index("_user"),
-            )
-        },
-    ],
-};
-
 /// What [`SqliteStore::with_table`] accepts, for its error.
 const TABLE_RULE: &str = "a letter or '_' then letters, digits or '_', \
      at most 56 characters, not starting with 'sqlite_'";
-
-/// What a lock row's id ends in when it is a claim on the next turn rather
-/// than a lock (a key is hex digits only, so the two never meet).
-const TURN_SUFFIX: &str = "~turn";
-
-/// The statements, with the table name filled in once.
-struct Sql {
-    table: Statements,
-    clean: String,
-    clean_leases: String,
-    acquire: String,
-    claim_turn: String,
-    end_turn: String,
-    renew: String,
-    release: String,
-}
-
-impl Sql {
-    fn new(table: &Table) -> Self {
-        let t = table.sql("");
-        let l = table.sql("_locks");
-        Sql {
-            table: Statements::new(table, '?'),
-            clean: format!(
-                "DELETE FROM {t} WHERE rowid IN (\
-                   SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2) RETURNING id, user_id"
-            ),
-            clean_leases: format!(
-                "DELETE FROM {l} WHERE rowid IN (\
-                   SELECT rowid FROM {l} WHERE lease_expires <= ?1 LIMIT ?2)"
-            ),
-            // Taken when free, or when its holder's lease ran out, unless
-            // another waiter's turn is claimed (`lease.rs`: turns). A
-            // turn's row is the key's with TURN_SUFFIX, in the same table,
-            // so clean-up drops the lapsed ones with the lapsed leases.
-            acquire: format!(
-                "INSERT INTO {l} (id, owner, lease_expires) \
-                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (\
-                   SELECT 1 FROM {l} WHERE id = ?1 || '{TURN_SUFFIX}' \
-                   AND owner <> ?2 AND lease_expires > ?4) \
-                 ON CONFLICT (id) DO UPDATE \
-                 SET owner = excluded.owner, lease_expires = excluded.lease_expires \
-                 WHERE {l}.lease_expires <= ?4"
-            ),
-            // The next turn, claimed if nobody else's claim is live, and
-            // renewed by its owner.
-            claim_turn: format!(
-                "INSERT INTO {l} (id, owner, lease_expires) VALUES (?1 || '{TURN_SUFFIX}', ?2, ?3) \
-                 ON CONFLICT (id) DO UPDATE \
-                 SET owner = excluded.owner, lease_expires = excluded.lease_expires \
-                 WHERE {l}.owner = excluded.owner OR {l}.lease_expires <= ?4"
-            ),
-            end_turn: format!("DELETE FROM {l} WHERE id = ?1 || '{TURN_SUFFIX}' AND owner = ?2"),
-            renew: format!("UPDATE {l} SET lease_expires = ?3 WHERE id = ?1 AND owner = ?2"),
-            release: format!("DELETE FROM {l} WHERE id = ?1 AND owner = ?2"),
-        }
-    }
-}

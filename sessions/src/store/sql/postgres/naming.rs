@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use deadpool_postgres::Object;
 use futures_util::stream::StreamExt;
 use tokio::sync::OnceCell;
 use tokio_postgres::config::Host;
@@ -26,7 +27,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, RowStream};
 
-use super::{Inner, Object};
+use super::Inner;
 use crate::store::Error;
 
 /// Where the server says this connection reached it: its own address

@@ -1,0 +1,206 @@
+//! The PostgreSQL store's steps of the shared lease rules (`store/lease.rs`):
+//! one statement each, the save and the lease step in the same statement.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::PostgresStore;
+use crate::id::StoreKey;
+use crate::record::{now_millis, Millis, Record};
+use crate::store::lease::{self, LeaseBackend, Released, Taken};
+use crate::store::sql::{check_size, timeout_column, to_sql_ms, user_column};
+use crate::store::{Error, SaveIf};
+
+/// The lease statements, for the rules in `sql/lease.rs`.
+#[async_trait]
+impl LeaseBackend for PostgresStore {
+    fn check(&self, record: &Record) -> Result<(), Error> {
+        check_size(record)
+    }
+
+    async fn take(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        until: Millis,
+        load: bool,
+    ) -> Result<Taken, Error> {
+        let inner = self.prepared().await?;
+        let hex = key.as_hex();
+        let hex: &str = &hex;
+        let (until, now) = (to_sql_ms(until), to_sql_ms(now_millis()));
+        let params: [(&(dyn ToSql + Sync), Type); 4] = [
+            (&hex, Type::TEXT),
+            (&owner, Type::TEXT),
+            (&until, Type::INT8),
+            (&now, Type::INT8),
+        ];
+        let sql = match load {
+            true => &inner.sql.take_and_load,
+            false => &inner.sql.take,
+        };
+        let rows = inner.query("postgres: lock", sql, &params).await?;
+        let row = rows.first();
+        let ours = row
+            .map(|row| row.try_get::<_, bool>(0))
+            .transpose()
+            .map_err(|e| Error::unavailable("postgres: lock", e))?
+            .unwrap_or(false);
+        if !ours {
+            return Ok(Taken::Busy);
+        }
+        // Without a session row the read's columns are NULL.
+        let record = match (load, row) {
+            (true, Some(row)) if row.try_get::<_, Option<&[u8]>>(2).ok().flatten().is_some() => {
+                inner.record_at(key, row, 2)
+            }
+            _ => None,
+        };
+        Ok(Taken::Ours(record))
+    }
+
+    async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
+        let hex = key.as_hex();
+        let hex: &str = &hex;
+        let until = to_sql_ms(until);
+        let rows = self
+            .inner
+            .query(
+                "postgres: renew lock",
+                &self.inner.sql.renew,
+                &[
+                    (&hex, Type::TEXT),
+                    (&owner, Type::TEXT),
+                    (&until, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn release(&self, key: &StoreKey, owner: &str) -> Result<(), Error> {
+        let hex = key.as_hex();
+        let hex: &str = &hex;
+        let channel: &str = &self.inner.sql.channel;
+        self.inner
+            .query(
+                "postgres: unlock",
+                &self.inner.sql.release,
+                &[
+                    (&hex, Type::TEXT),
+                    (&owner, Type::TEXT),
+                    (&channel, Type::TEXT),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn save_and_keep(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+        until: Millis,
+    ) -> Result<Released, Error> {
+        let sql = match only {
+            SaveIf::Absent => &self.inner.sql.insert_and_keep,
+            SaveIf::Live => &self.inner.sql.update_and_keep,
+        };
+        let until = to_sql_ms(until);
+        self.save_under_lease(sql, key, owner, record, (&until, Type::INT8))
+            .await
+    }
+
+    async fn save_and_release(
+        &self,
+        key: &StoreKey,
+        owner: &str,
+        record: &Record,
+        only: SaveIf,
+    ) -> Result<Released, Error> {
+        let sql = match only {
+            SaveIf::Absent => &self.inner.sql.insert_and_release,
+            SaveIf::Live => &self.inner.sql.update_and_release,
+        };
+        let channel: &str = &self.inner.sql.channel;
+        self.save_under_lease(sql, key, owner, record, (&channel, Type::TEXT))
+            .await
+    }
+}
+
+impl PostgresStore {
+    /// Runs one of the statements that save under the lease, whose `$7` is
+    /// `last` (the channel, or the lease's new end).
+    async fn save_under_lease(
+        &self,
+        sql: &str,
+        key: &StoreKey,
+        owner: &str,
+        record: &Record,
+        last: (&(dyn ToSql + Sync), Type),
+    ) -> Result<Released, Error> {
+        let hex = key.as_hex();
+        let hex: &str = &hex;
+        let (created, expires) = (to_sql_ms(record.created), to_sql_ms(record.expires));
+        let (now, timeout) = (to_sql_ms(now_millis()), timeout_column(record));
+        let user = user_column(record);
+        let rows = self
+            .inner
+            .query(
+                "postgres: save",
+                sql,
+                &[
+                    (&hex, Type::TEXT),
+                    (&record.data, Type::BYTEA),
+                    (&created, Type::INT8),
+                    (&expires, Type::INT8),
+                    (&now, Type::INT8),
+                    (&owner, Type::TEXT),
+                    last,
+                    (&timeout, Type::INT8),
+                    (&user, Type::TEXT),
+                ],
+            )
+            .await?;
+        let counts = rows
+            .first()
+            .map(|row| {
+                Ok::<_, tokio_postgres::Error>((
+                    row.try_get::<_, i64>(0)?,
+                    row.try_get::<_, i64>(1)?,
+                ))
+            })
+            .transpose()
+            .map_err(|e| Error::unavailable("postgres: save", e))?;
+        Ok(match counts {
+            Some((1, written)) => Released::Saved(written == 1),
+            _ => Released::Lost,
+        })
+    }
+}
+
+impl PostgresStore {
+    /// Takes the session's lease, reading the record with it if `load`.
+    pub(super) async fn take_lease(
+        &self,
+        key: &StoreKey,
+        wait: Duration,
+        load: bool,
+    ) -> Result<(lease::Lease<PostgresStore>, Option<Record>), Error> {
+        let inner = self.prepared().await?;
+        lease::acquire(
+            self,
+            &inner.waits,
+            inner.opts.lease,
+            key,
+            wait,
+            load,
+            || self.listen(),
+        )
+        .await
+    }
+}
