@@ -80,14 +80,14 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
 }
 
 async fn ours(n: u64) -> anyhow::Result<Measured> {
-    use sessions::store::{MemoryStore, SaveIf, SessionStore};
+    use server_sessions::store::{MemoryStore, SaveIf, SessionStore};
     // Bounded above the count measured: the default bound (a quarter of
     // memory for 64 KiB sessions) is far below a million small ones.
     let store = MemoryStore::new().with_max_sessions(usize::try_from(n)?);
-    let now = sessions::now_millis();
+    let now = server_sessions::now_millis();
     // One record, saved under each id: the store keeps its own copy, so
     // what remains on the heap is the store's alone.
-    let record = sessions::Record {
+    let record = server_sessions::Record {
         data: DATA.to_vec(),
         created: now,
         expires: now + 3_600_000,
@@ -96,7 +96,7 @@ async fn ours(n: u64) -> anyhow::Result<Measured> {
     };
     let before_kib = rss_kib()?;
     for _ in 0..n {
-        let key = sessions::SessionId::generate()?.store_key();
+        let key = server_sessions::SessionId::generate()?.store_key();
         if !store.save(&key, &record, SaveIf::Absent).await? {
             bail!("a new id was refused");
         }

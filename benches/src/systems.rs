@@ -19,8 +19,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use futures_util::{StreamExt, TryStreamExt};
-use sessions::store::SessionAdmin;
-use sessions::{Config, SessionConfig, SessionLayer, StorageConfig, StorageType};
+use server_sessions::store::SessionAdmin;
+use server_sessions::{Config, SessionConfig, SessionLayer, StorageConfig, StorageType};
 use tower_sessions::{Expiry, SessionManagerLayer};
 use tower_sessions_redis_store::fred;
 use tower_sessions_redis_store::fred::interfaces::{ClientLike, KeysInterface};
@@ -108,14 +108,14 @@ impl System {
 #[derive(Debug)]
 pub(crate) struct StoreRow {
     pub(crate) store: Store,
-    /// Our store, opened through `sessions::store::open` from a config.
+    /// Our store, opened through `server_sessions::store::open` from a config.
     pub(crate) ours: bool,
     /// The tower-sessions store for it.
     pub(crate) tower_sessions: bool,
 }
 
 /// The stores, one line each. When one of our stores lands (and
-/// `sessions::store::open` knows it), turning on its `ours` flag is all the
+/// `server_sessions::store::open` knows it), turning on its `ours` flag is all the
 /// benchmark needs: the config for it (URL, directory, table) is already
 /// made by [`our_config`], and its cargo feature is on in Cargo.toml.
 #[rustfmt::skip]
@@ -281,9 +281,9 @@ impl Env {
                 continue;
             };
             let redis = async {
-                let store = sessions::store::RedisStore::connect(&url).await?;
-                let id = sessions::SessionId::generate()?;
-                sessions::store::SessionStore::exists(&store, &id.store_key()).await?;
+                let store = server_sessions::store::RedisStore::connect(&url).await?;
+                let id = server_sessions::SessionId::generate()?;
+                server_sessions::store::SessionStore::exists(&store, &id.store_key()).await?;
                 anyhow::Ok(())
             };
             if let Err(e) = within(redis).await {
@@ -301,7 +301,7 @@ impl Env {
                 .insert(Store::Postgres, format!("{}: {e:#}", self.postgres_url));
         }
         let servers = [self.memcached.as_str()];
-        let memcached = sessions::store::MemcachedStore::connect(&servers);
+        let memcached = server_sessions::store::MemcachedStore::connect(&servers);
         if let Err(e) = within(async { Ok(memcached.await?) }).await {
             self.unreachable
                 .insert(Store::Memcached, format!("{}: {e:#}", self.memcached));
@@ -370,10 +370,10 @@ impl Cleanup {
                 // memcached cannot list its keys: the sessions handed out
                 // are deleted by their ids (the rest expire by themselves).
                 Cleanup::Ours(store, Store::Memcached) => {
-                    let keys: Vec<sessions::StoreKey> = cookies
+                    let keys: Vec<server_sessions::StoreKey> = cookies
                         .iter()
                         .filter_map(|c| {
-                            let id: sessions::SessionId = c.split_once('=')?.1.parse().ok()?;
+                            let id: server_sessions::SessionId = c.split_once('=')?.1.parse().ok()?;
                             Some(id.store_key())
                         })
                         .collect();
@@ -489,20 +489,20 @@ fn bare() -> Router {
 // --- ours -----------------------------------------------------------------------
 
 /// Read `counter`, add one, write it back.
-async fn ours_count(session: sessions::Session) -> Result<String, sessions::Error> {
+async fn ours_count(session: server_sessions::Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
     session.insert("counter", n).await?;
     Ok(n.to_string())
 }
 
-async fn ours_slow(session: sessions::Session) -> Result<String, sessions::Error> {
+async fn ours_slow(session: server_sessions::Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
     tokio::time::sleep(SLOW_HANDLER).await;
     session.insert("counter", n).await?;
     Ok(n.to_string())
 }
 
-async fn ours_read(session: sessions::Session) -> Result<String, sessions::Error> {
+async fn ours_read(session: server_sessions::Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("counter").await?.unwrap_or(0);
     Ok(n.to_string())
 }
@@ -551,7 +551,7 @@ async fn ours(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
         _ => {}
     }
     let config = Config::single(our_config(store, env, instance));
-    let opened = sessions::store::open(&config)
+    let opened = server_sessions::store::open(&config)
         .await
         .with_context(|| format!("opening our {} store", store.name()))?;
     let router = Router::new()

@@ -11,6 +11,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     // Config::load reads files as UTF-8, so only UTF-8 ever reaches the parser.
     if let Ok(text) = std::str::from_utf8(data) {
-        checks::check_config(text, sessions::Config::from_toml_str);
+        checks::check_config(text, server_sessions::Config::from_toml_str);
     }
 });

@@ -197,8 +197,8 @@ async fn memcached_says_what_it_cannot_list() {
 /// where each used to panic formatting such a date.
 #[tokio::test]
 async fn show_and_list_survive_times_out_of_range() {
-    use sessions::store::SaveIf;
-    use sessions::{now_millis, Record, SessionId, UserId};
+    use server_sessions::store::SaveIf;
+    use server_sessions::{now_millis, Record, SessionId, UserId};
 
     let dir = TempDir::new("admin-range");
     let config = dir.write(
@@ -210,7 +210,7 @@ async fn show_and_list_survive_times_out_of_range() {
         ),
     );
     let conf = config.to_str().unwrap();
-    let store = sessions::store::open(&sessions::Config::load(&config).unwrap())
+    let store = server_sessions::store::open(&server_sessions::Config::load(&config).unwrap())
         .await
         .unwrap();
     let now = now_millis();

@@ -22,7 +22,7 @@ async fn list_and_stats_cover_every_master() {
     let dir = TempDir::new("admin-cluster");
     let prefix = format!(
         "test-admin-{}:",
-        &sessions::SessionId::generate().unwrap().to_string()[..12]
+        &server_sessions::SessionId::generate().unwrap().to_string()[..12]
     );
     let config = dir.write(
         "site.conf",

@@ -1,7 +1,7 @@
 //! The demo site in a real browser: headless Chromium driven through
 //! WebDriver (chromedriver), against the real `sessions` binary.
 //!
-//! `UPDATE_SCREENSHOT=1 cargo test -p sessions-cli --test browser` also
+//! `UPDATE_SCREENSHOT=1 cargo test -p server-sessions-cli --test browser` also
 //! writes the README's picture, `docs/demo.png`.
 
 mod server;

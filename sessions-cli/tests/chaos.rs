@@ -13,7 +13,7 @@
 //!
 //! `.ci/run` runs the short form (`SESSIONS_CHAOS_SECONDS`, default 12 s
 //! per store); run it by hand for longer:
-//! `SESSIONS_CHAOS_SECONDS=600 cargo test -p sessions-cli --test chaos -- --nocapture`.
+//! `SESSIONS_CHAOS_SECONDS=600 cargo test -p server-sessions-cli --test chaos -- --nocapture`.
 //! Each store's tally is printed (the figures in SECURITY.md).
 //!
 //! The Redis and PostgreSQL servers are the test's own (a Redis with an
@@ -203,8 +203,8 @@ async fn soak(name: &str, dir: &TempDir, store: &str, backend: Option<Backend>) 
     let (kills, restarts, backend) = chaos.await.unwrap();
 
     // The store as a fresh process sees it.
-    let loaded = sessions::Config::load(&config).unwrap();
-    let store = sessions::store::open(&loaded).await.unwrap();
+    let loaded = server_sessions::Config::load(&config).unwrap();
+    let store = server_sessions::store::open(&loaded).await.unwrap();
     let report = tally.check(&*store).await;
     eprintln!(
         "chaos on {name} for {:?}: {} server kills, {restarts} store restarts; {report}",
@@ -389,7 +389,7 @@ impl Tally {
 
     /// Checks every session the client knows against the store, and that
     /// everything the store lists loads.
-    async fn check(&self, store: &dyn sessions::store::SessionAdmin) -> Report {
+    async fn check(&self, store: &dyn server_sessions::store::SessionAdmin) -> Report {
         use futures_util::StreamExt;
         let sessions = self.sessions.lock().unwrap().clone();
         let mut violations = self.violations.lock().unwrap().clone();
@@ -399,7 +399,7 @@ impl Tally {
                 continue;
             }
             checked += 1;
-            let key = id.parse::<sessions::SessionId>().unwrap().store_key();
+            let key = id.parse::<server_sessions::SessionId>().unwrap().store_key();
             let record = store.load(&key).await.unwrap();
             let count = record.as_ref().map(|r| {
                 let data: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
@@ -470,7 +470,7 @@ impl std::fmt::Display for Report {
 }
 
 fn short(id: &str) -> String {
-    id.parse::<sessions::SessionId>()
+    id.parse::<server_sessions::SessionId>()
         .unwrap()
         .short()
         .to_string()

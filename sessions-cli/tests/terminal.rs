@@ -18,8 +18,8 @@ fn expired_store(dir: &TempDir) -> std::path::PathBuf {
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&store)
         .unwrap();
-    let now = sessions::now_millis();
-    let dead = sessions::Record {
+    let now = server_sessions::now_millis();
+    let dead = server_sessions::Record {
         data: b"{}".to_vec(),
         created: now - 10_000,
         expires: now - 1,
@@ -28,7 +28,7 @@ fn expired_store(dir: &TempDir) -> std::path::PathBuf {
     }
     .encode();
     for _ in 0..EXPIRED {
-        let key = sessions::SessionId::generate().unwrap().store_key();
+        let key = server_sessions::SessionId::generate().unwrap().store_key();
         std::fs::write(store.join(format!("session-{key}")), &dead).unwrap();
     }
     dir.write(
@@ -116,9 +116,9 @@ fn list_and_stats_on_a_terminal_line_up() {
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&store)
         .unwrap();
-    let now = sessions::now_millis();
+    let now = server_sessions::now_millis();
     for (i, ttl) in [60_000u64, 3_600_000, 7_200_000].iter().enumerate() {
-        let live = sessions::Record {
+        let live = server_sessions::Record {
             data: "x".repeat(10 * (i + 1)).into_bytes(),
             created: now,
             expires: now + ttl,
@@ -126,7 +126,7 @@ fn list_and_stats_on_a_terminal_line_up() {
             user: None,
         }
         .encode();
-        let key = sessions::SessionId::generate().unwrap().store_key();
+        let key = server_sessions::SessionId::generate().unwrap().store_key();
         std::fs::write(store.join(format!("session-{key}")), live).unwrap();
     }
     let config = dir.write(

@@ -10,11 +10,11 @@
 
 use axum::routing::get;
 use axum::Router;
-use sessions::{store, Config, Session, SessionLayer};
+use server_sessions::{store, Config, Session, SessionLayer};
 
 const DEFAULT_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/site.conf");
 
-async fn count(session: Session) -> Result<String, sessions::Error> {
+async fn count(session: Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
     session.insert("n", n).await?;
     Ok(format!("visit {n}"))

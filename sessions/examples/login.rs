@@ -17,8 +17,8 @@ use axum::extract::Form;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use sessions::store::MemoryStore;
-use sessions::{Session, SessionConfig, SessionLayer};
+use server_sessions::store::MemoryStore;
+use server_sessions::{Session, SessionConfig, SessionLayer};
 
 #[derive(Deserialize)]
 struct Login {
@@ -30,12 +30,12 @@ struct Login {
 /// How long a remembered session lives without a visit.
 const REMEMBERED: Duration = Duration::from_secs(30 * 24 * 3600);
 
-async fn home(session: Session) -> Result<String, sessions::Error> {
+async fn home(session: Session) -> Result<String, server_sessions::Error> {
     let user: Option<String> = session.get("user").await?;
     Ok(format!("hello, {}", user.as_deref().unwrap_or("guest")))
 }
 
-async fn login(session: Session, Form(form): Form<Login>) -> Result<String, sessions::Error> {
+async fn login(session: Session, Form(form): Form<Login>) -> Result<String, server_sessions::Error> {
     // Check the password here. Then: a new id for the logged-in session,
     // so that an id planted before the log-in opens nothing.
     session.regenerate().await?;
@@ -48,7 +48,7 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<String, sess
     Ok(format!("logged in as {}", form.user))
 }
 
-async fn logout(session: Session) -> Result<&'static str, sessions::Error> {
+async fn logout(session: Session) -> Result<&'static str, server_sessions::Error> {
     // Deleted in the store, and the cookie told to go.
     session.logout().await?;
     Ok("logged out")

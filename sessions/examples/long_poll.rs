@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use sessions::store::MemoryStore;
-use sessions::{Config, Session, SessionLayer};
+use server_sessions::store::MemoryStore;
+use server_sessions::{Config, Session, SessionLayer};
 
 /// The site's settings: the default everywhere, explicit locking under
 /// `/poll` (the same file a CherryPy site would use).
@@ -30,7 +30,7 @@ tools.sessions.on = True
 tools.sessions.locking = 'explicit'
 ";
 
-async fn count(session: Session) -> Result<String, sessions::Error> {
+async fn count(session: Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
     session.insert("n", n).await?;
     Ok(n.to_string())
@@ -38,7 +38,7 @@ async fn count(session: Session) -> Result<String, sessions::Error> {
 
 /// Reads the session without taking its lock, then waits for news (here:
 /// a fixed pause) while other requests of the visitor go on.
-async fn poll(session: Session) -> Result<String, sessions::Error> {
+async fn poll(session: Session) -> Result<String, server_sessions::Error> {
     let seen: u64 = session.get("n").await?.unwrap_or(0);
     tokio::time::sleep(POLL).await;
     Ok(format!("nothing new since {seen}"))

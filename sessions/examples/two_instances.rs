@@ -9,10 +9,10 @@
 
 use axum::routing::get;
 use axum::Router;
-use sessions::store::RedisStore;
-use sessions::{Session, SessionLayer};
+use server_sessions::store::RedisStore;
+use server_sessions::{Session, SessionLayer};
 
-async fn count(session: Session) -> Result<String, sessions::Error> {
+async fn count(session: Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
     // Some work between the read and the write, where an unlocked session
     // would lose an update to the other instance.
@@ -22,7 +22,7 @@ async fn count(session: Session) -> Result<String, sessions::Error> {
 }
 
 /// One instance: its own connection to Redis, the same keys as the other.
-async fn instance(redis_url: &str, prefix: &str) -> Result<Router, sessions::store::Error> {
+async fn instance(redis_url: &str, prefix: &str) -> Result<Router, server_sessions::store::Error> {
     let store = RedisStore::connect(redis_url).await?.with_prefix(prefix);
     Ok(Router::new()
         .route("/", get(count))

@@ -30,8 +30,8 @@ const QUEUE: usize = 4_096;
 /// runtime (`tokio::runtime::Handle::spawn`).
 ///
 /// ```
-/// use sessions::{SessionEvent, SessionLayer};
-/// use sessions::store::MemoryStore;
+/// use server_sessions::{SessionEvent, SessionLayer};
+/// use server_sessions::store::MemoryStore;
 ///
 /// let layer = SessionLayer::new(MemoryStore::new()).on_event(|event: &SessionEvent| {
 ///     // Log, count, audit: this runs on the events thread.

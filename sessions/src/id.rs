@@ -19,7 +19,7 @@ const LEN: usize = 20;
 /// and can be used in a file name, a key or a query as it is.
 ///
 /// ```
-/// use sessions::SessionId;
+/// use server_sessions::SessionId;
 ///
 /// let id = SessionId::generate().unwrap();
 /// let text = id.to_string();
@@ -91,7 +91,7 @@ pub(crate) const KEY_LEN: usize = 32;
 /// crate can find a session from its id:
 ///
 /// ```
-/// use sessions::{SessionId, StoreKey};
+/// use server_sessions::{SessionId, StoreKey};
 ///
 /// let id: SessionId = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
 /// // printf %s 0123456789abcdef0123456789abcdef01234567 | sha256sum

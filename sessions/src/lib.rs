@@ -23,9 +23,9 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use sessions::{store::MemoryStore, Session, SessionLayer};
+//! use server_sessions::{store::MemoryStore, Session, SessionLayer};
 //!
-//! async fn counter(session: Session) -> Result<String, sessions::Error> {
+//! async fn counter(session: Session) -> Result<String, server_sessions::Error> {
 //!     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
 //!     session.insert("counter", n).await?;
 //!     Ok(n.to_string())

@@ -29,7 +29,7 @@ use crate::user::UserId;
 /// `implicit` locking mode); the middleware saves it after the handler.
 ///
 /// ```
-/// # async fn handler(session: sessions::Session) -> Result<String, sessions::Error> {
+/// # async fn handler(session: server_sessions::Session) -> Result<String, server_sessions::Error> {
 /// let visits: u64 = session.get("visits").await?.unwrap_or(0) + 1;
 /// session.insert("visits", visits).await?;
 /// Ok(format!("visit number {visits}"))
@@ -98,7 +98,7 @@ impl Session {
     /// first.
     ///
     /// ```
-    /// # async fn handler(session: sessions::Session) -> Result<String, sessions::Error> {
+    /// # async fn handler(session: server_sessions::Session) -> Result<String, server_sessions::Error> {
     /// let mut data = session.data().await?;
     /// let visits: u64 = data.get("visits")?.unwrap_or(0) + 1;
     /// data.insert("visits", visits)?;
@@ -272,8 +272,8 @@ impl Session {
     /// the data). [`logout`](Self::logout) ends the tie with the session.
     ///
     /// ```
-    /// # async fn login(session: sessions::Session, name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    /// let user: sessions::UserId = name.parse()?; // 1..=256 bytes, no control characters
+    /// # async fn login(session: server_sessions::Session, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let user: server_sessions::UserId = name.parse()?; // 1..=256 bytes, no control characters
     /// session.regenerate().await?;
     /// session.set_user(user).await?;
     /// # Ok(()) }

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use common::app::{config, serve_app};
 use common::stores::Fixture;
 use http::HeaderName;
-use sessions::SessionConfig;
+use server_sessions::SessionConfig;
 
 stores!(the_id_travels_in_a_header, header_and_cookie_together);
 
@@ -79,7 +79,7 @@ async fn the_id_travels_in_a_header(f: &Fixture) {
 
     // Hostile or unknown ids: a fresh session, never the id sent. (Spaces
     // around a header value are not part of it: HTTP strips them.)
-    let unknown = sessions::SessionId::generate().unwrap().to_string();
+    let unknown = server_sessions::SessionId::generate().unwrap().to_string();
     for bad in [
         unknown.clone(),
         id.to_uppercase(),

@@ -17,8 +17,8 @@ use common::client::{serve, Client};
 use common::redis_topology::{or_skip, Standalone};
 use common::stores::{Fixture, Kind};
 use common::temp::unique_prefix;
-use sessions::store::{RedisStore, SessionAdmin, SessionStore};
-use sessions::{FoundBy, Session, SessionEvent, SessionLayer, StoreKey, UserId};
+use server_sessions::store::{RedisStore, SessionAdmin, SessionStore};
+use server_sessions::{FoundBy, Session, SessionEvent, SessionLayer, StoreKey, UserId};
 
 stores!(
     each_store_operation_is_told_once,
@@ -53,7 +53,7 @@ fn app(layer: SessionLayer) -> Router {
             get(|s: Session| async move {
                 let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
                 s.insert("n", n).await?;
-                Ok::<_, sessions::Error>(n.to_string())
+                Ok::<_, server_sessions::Error>(n.to_string())
             }),
         )
         .route(
@@ -61,20 +61,20 @@ fn app(layer: SessionLayer) -> Router {
             get(|s: Session| async move {
                 s.regenerate().await?;
                 s.set_user(UserId::new("alice").unwrap()).await?;
-                Ok::<_, sessions::Error>("in")
+                Ok::<_, server_sessions::Error>("in")
             }),
         )
         .route(
             "/others",
             get(|s: Session| async move {
-                Ok::<_, sessions::Error>(s.logout_other_sessions().await?.to_string())
+                Ok::<_, server_sessions::Error>(s.logout_other_sessions().await?.to_string())
             }),
         )
         .route(
             "/logout",
             get(|s: Session| async move {
                 s.logout().await?;
-                Ok::<_, sessions::Error>("out")
+                Ok::<_, server_sessions::Error>("out")
             }),
         )
         .layer(layer)
@@ -195,15 +195,15 @@ async fn expiry_is_told_by_loads_and_clean_up(f: &Fixture) {
     // finds it dead, the request starts afresh and deletes it. (Stores
     // answer an expired record as missing, so an idle session is found
     // by the clean-up, below, not by a load.)
-    let id = sessions::SessionId::generate().unwrap();
+    let id = server_sessions::SessionId::generate().unwrap();
     let key = id.store_key();
-    let dead = sessions::Record {
+    let dead = server_sessions::Record {
         user: alice(),
         ..common::records::record("[1, 2]", 60_000)
     };
     assert!(f
         .store
-        .save(&key, &dead, sessions::store::SaveIf::Absent)
+        .save(&key, &dead, server_sessions::store::SaveIf::Absent)
         .await
         .unwrap());
     let reply = Client::new(addr)

@@ -11,8 +11,8 @@ use common::app::{config, cookie, serve_app, start_session};
 use common::client::Client;
 use common::stores::{memcached, redis, Fixture, Kind};
 use common::watched::Watched;
-use sessions::store::{MemoryStore, SessionAdmin, SessionStore};
-use sessions::{SessionConfig, SessionId};
+use server_sessions::store::{MemoryStore, SessionAdmin, SessionStore};
+use server_sessions::{SessionConfig, SessionId};
 
 stores!(oversized_session_is_refused_and_old_data_kept);
 

@@ -15,8 +15,8 @@ use common::app::serve_app;
 use common::ci::skip;
 use common::client::Client;
 use common::temp::TempDir;
-use sessions::store::{FileStore, SessionAdmin, SessionStore};
-use sessions::SessionConfig;
+use server_sessions::store::{FileStore, SessionAdmin, SessionStore};
+use server_sessions::SessionConfig;
 
 /// A tmpfs of `size` at a fresh directory; unmounted when dropped.
 struct Mount(TempDir);

@@ -16,8 +16,8 @@ use common::app::{app, config, cookie};
 use common::stores::{Fixture, Kind};
 use common::watched::Watched;
 use futures_util::StreamExt;
-use sessions::store::SessionAdmin;
-use sessions::SessionId;
+use server_sessions::store::SessionAdmin;
+use server_sessions::SessionId;
 
 stores!(
     flood_of_untouched_requests_stores_nothing,
@@ -173,7 +173,7 @@ async fn send(app: &Router, path: &str, cookie: Option<&str>) -> (u16, String, O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_new_sessions_stops_at_the_ram_bound() {
     const BOUND: usize = 500;
-    let store = sessions::store::MemoryStore::new().with_max_sessions(BOUND);
+    let store = server_sessions::store::MemoryStore::new().with_max_sessions(BOUND);
     let app = app(config(), store.clone());
     let (status, _, regular) = send(&app, "/count", None).await;
     assert_eq!(status, 200);

@@ -15,8 +15,8 @@ use common::client::Client;
 use common::stores::Fixture;
 use common::temp::TempDir;
 use common::watched::Watched;
-use sessions::store::{MemoryStore, SaveIf};
-use sessions::{now_millis, Millis, Record, SessionConfig, SessionId};
+use server_sessions::store::{MemoryStore, SaveIf};
+use server_sessions::{now_millis, Millis, Record, SessionConfig, SessionId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 stores!(

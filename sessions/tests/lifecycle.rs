@@ -14,8 +14,8 @@ use common::app::{app, checked_cookie, config, cookie, counter, routes, serve_ap
 use common::client::{serve, Client};
 use common::logs;
 use common::watched::Watched;
-use sessions::store::{MemoryStore, SessionAdmin, SessionStore};
-use sessions::{Session, SessionConfig, SessionId, SessionLayer};
+use server_sessions::store::{MemoryStore, SessionAdmin, SessionStore};
+use server_sessions::{Session, SessionConfig, SessionId, SessionLayer};
 
 #[tokio::test]
 async fn untouched_requests_store_nothing_and_set_no_cookie() {
@@ -135,7 +135,7 @@ async fn values_typed_and_raw() {
                     .await?
                     .duration_since(std::time::SystemTime::now());
                 assert!(ahead.unwrap() > std::time::Duration::from_secs(3_000));
-                Ok::<_, sessions::Error>(format!("{raw} {n:?} {gone:?} {wrong} {kept}"))
+                Ok::<_, server_sessions::Error>(format!("{raw} {n:?} {gone:?} {wrong} {kept}"))
             }),
         )
         .layer(SessionLayer::new(MemoryStore::new()).with_config(config()));
@@ -172,14 +172,14 @@ async fn the_data_guard_works_on_what_is_in_hand() {
                 // The handle works again once the guard is dropped.
                 drop(data);
                 assert_eq!(s.get::<u64>("n").await?, Some(n));
-                Ok::<_, sessions::Error>(line)
+                Ok::<_, server_sessions::Error>(line)
             }),
         )
         .route(
             "/read",
             get(|s: Session| async move {
                 let data = s.data().await?;
-                Ok::<_, sessions::Error>(format!("{:?}", data.get_value("n")))
+                Ok::<_, server_sessions::Error>(format!("{:?}", data.get_value("n")))
             }),
         )
         .layer(SessionLayer::new(store.clone()).with_config(config()));
@@ -212,7 +212,7 @@ async fn a_call_while_the_data_guard_lives_fails_at_once() {
                 drop(data);
                 // Usable again once the guard is gone.
                 assert_eq!(s.get::<u64>("n").await?, Some(1));
-                Ok::<_, sessions::Error>(line)
+                Ok::<_, server_sessions::Error>(line)
             }),
         )
         .route(
@@ -220,7 +220,7 @@ async fn a_call_while_the_data_guard_lives_fails_at_once() {
             get(|s: Session| async move {
                 let _data = s.data().await?;
                 s.user().await?;
-                Ok::<_, sessions::Error>("unreachable")
+                Ok::<_, server_sessions::Error>("unreachable")
             }),
         )
         .layer(SessionLayer::new(store.clone()).with_config(config()));
@@ -238,7 +238,7 @@ async fn a_call_while_the_data_guard_lives_fails_at_once() {
 
 #[tokio::test]
 async fn path_sections_switch_sessions_off_and_rename_the_cookie() {
-    let config = sessions::Config::from_ini_str(
+    let config = server_sessions::Config::from_ini_str(
         "[/]\ntools.sessions.on = True\n\
          [/off]\ntools.sessions.on = False\n\
          [/other]\ntools.sessions.name = 'temp'\ntools.sessions.persistent = False\n\

@@ -13,8 +13,8 @@ use common::app::{config, cookie, serve_app, start_session};
 use common::client::Client;
 use common::stores::Fixture;
 use common::watched::Watched;
-use sessions::store::{MemoryStore, SessionAdmin, SessionStore};
-use sessions::{Locking, SessionConfig};
+use server_sessions::store::{MemoryStore, SessionAdmin, SessionStore};
+use server_sessions::{Locking, SessionConfig};
 
 stores!(
     save_never_resurrects_deleted_regenerated_or_expired,

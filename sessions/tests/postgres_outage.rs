@@ -19,8 +19,8 @@ use common::client::{free_port, serve};
 use common::records::{key, record};
 use common::stores::{drop_table, postgres, postgres_admin, postgres_url};
 use common::temp::{unique_table, TempDir};
-use sessions::store::{Error, PostgresStore, SaveIf, SessionStore};
-use sessions::SessionConfig;
+use server_sessions::store::{Error, PostgresStore, SaveIf, SessionStore};
+use server_sessions::SessionConfig;
 
 /// The URL with an `application_name`, to find a store's connections.
 fn url_named(name: &str) -> String {

@@ -22,7 +22,7 @@ use common::ci::skip;
 use common::records::{key, record};
 use common::stores::{chain, drop_table, postgres_admin};
 use common::temp::unique_table;
-use sessions::store::{self, PostgresStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::store::{self, PostgresStore, SaveIf, SessionAdmin, SessionStore};
 
 fn bouncer_url() -> String {
     std::env::var("SESSIONS_TEST_PGBOUNCER_URL")
@@ -58,7 +58,7 @@ async fn store_through_bouncer(
     }
 }
 
-sessions::store_conformance!(async { super::fresh_store().await });
+server_sessions::store_conformance!(async { super::fresh_store().await });
 
 /// Two instances through one bouncer, 8 tasks alternating between them,
 /// lose no update: one with the defaults, one with prepared statements
@@ -73,7 +73,7 @@ async fn two_instances_lose_no_update() {
     let Some(b) = store_through_bouncer(&table, |s| s.with_prepared_statements(false)).await else {
         return;
     };
-    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    server_sessions::store::conformance::no_lost_updates_between(&a, &b).await;
 }
 
 /// Tasks at once, each a run of requests: enough, over 16 connections, that
@@ -123,7 +123,7 @@ async fn under_load(store: &Arc<dyn SessionAdmin>) -> Vec<store::Error> {
 /// answers.
 async fn opened_through_bouncer(table: &str, extra: &str) -> Option<Arc<dyn SessionAdmin>> {
     postgres_admin().await?;
-    let config = sessions::Config::from_toml_str(
+    let config = server_sessions::Config::from_toml_str(
         &format!(
             "[\"/\"]\nsessions.on = true\nsessions.storage_type = \"postgres\"\n\
              sessions.storage_url = \"{}\"\nsessions.table = \"{table}\"\n{extra}",
@@ -132,7 +132,7 @@ async fn opened_through_bouncer(table: &str, extra: &str) -> Option<Arc<dyn Sess
         "test.toml",
     )
     .unwrap();
-    match sessions::store::open(&config).await {
+    match server_sessions::store::open(&config).await {
         Ok(store) => Some(store),
         Err(e) => skip(format!(
             "PgBouncer at {} is unreachable: {e}",

@@ -12,7 +12,7 @@ mod checks;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use sessions::{now_millis, Config, DecodeError, Record, SessionId};
+use server_sessions::{now_millis, Config, DecodeError, Record, SessionId};
 
 /// A valid id's text.
 fn hex_id() -> impl Strategy<Value = String> {

@@ -32,8 +32,8 @@ use axum::Router;
 use common::app::counter;
 use common::client::{serve, Client};
 use common::redis_topology::{or_skip, Cluster, Node, Sentinels};
-use sessions::store::RedisStore;
-use sessions::SessionLayer;
+use server_sessions::store::RedisStore;
+use server_sessions::SessionLayer;
 
 /// How long a node may be silent before the others fail it over: short to
 /// keep the test quick, long enough for a busy two-core machine.

@@ -16,8 +16,8 @@ use common::ci::skip;
 use common::client::{free_port, serve, wait_for_port};
 use common::records::{key, record};
 use common::temp::TempDir;
-use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::SessionConfig;
+use server_sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::SessionConfig;
 
 /// A redis-server of the test's own on a free port, killed when dropped
 /// (also when the test fails).

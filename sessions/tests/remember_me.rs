@@ -13,7 +13,7 @@ use axum::Router;
 use common::app::config;
 use common::client::{serve, Client};
 use common::stores::Fixture;
-use sessions::{Session, SessionConfig, SessionLayer};
+use server_sessions::{Session, SessionConfig, SessionLayer};
 
 stores!(
     a_session_keeps_its_own_timeout,
@@ -31,7 +31,7 @@ fn app(config: SessionConfig, f: &Fixture) -> Router {
             get(|s: Session| async move {
                 s.set_timeout(Duration::from_secs(MONTH)).await?;
                 s.insert("user", "alice").await?;
-                Ok::<_, sessions::Error>("remembered")
+                Ok::<_, server_sessions::Error>("remembered")
             }),
         )
         .route(
@@ -39,7 +39,7 @@ fn app(config: SessionConfig, f: &Fixture) -> Router {
             get(|s: Session| async move {
                 let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
                 s.insert("n", n).await?;
-                Ok::<_, sessions::Error>(n.to_string())
+                Ok::<_, server_sessions::Error>(n.to_string())
             }),
         )
         .route(
@@ -48,20 +48,20 @@ fn app(config: SessionConfig, f: &Fixture) -> Router {
                 let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 s.insert("n", n).await?;
-                Ok::<_, sessions::Error>(n.to_string())
+                Ok::<_, server_sessions::Error>(n.to_string())
             }),
         )
         .route(
             "/forget",
             get(|s: Session| async move {
                 s.clear_timeout().await?;
-                Ok::<_, sessions::Error>("forgotten")
+                Ok::<_, server_sessions::Error>("forgotten")
             }),
         )
         .route(
             "/timeout",
             get(|s: Session| async move {
-                Ok::<_, sessions::Error>(s.timeout().await?.as_secs().to_string())
+                Ok::<_, server_sessions::Error>(s.timeout().await?.as_secs().to_string())
             }),
         )
         .layer(SessionLayer::new(f.store.clone()).with_config(config))

@@ -19,8 +19,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sessions::store::{self, MemoryStore, PostgresStore, RedisStore};
-use sessions::{Config, SessionLayer, StorageUrl};
+use server_sessions::store::{self, MemoryStore, PostgresStore, RedisStore};
+use server_sessions::{Config, SessionLayer, StorageUrl};
 
 const PASSWORD: &str = "hunter2";
 const REDIS_URL: &str = "redis://user:hunter2@127.0.0.1:6379/0";

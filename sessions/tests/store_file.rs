@@ -17,10 +17,10 @@ use common::files::{chown_to_nobody, data_path, eventually, is_timeout, lock_pat
 use common::records::{key, record};
 use common::temp::TempDir;
 use futures_util::StreamExt;
-use sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, Record, StoreKey};
+use server_sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::{now_millis, Record, StoreKey};
 
-sessions::store_conformance!(async {
+server_sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::File).await
 });
 
@@ -372,7 +372,7 @@ async fn clean_up_removes_expired_files_of_the_earlier_layout() {
         fs::write(dir.path().join(&name), bytes).unwrap();
         name
     };
-    let id = || sessions::SessionId::generate().unwrap();
+    let id = || server_sessions::SessionId::generate().unwrap();
     let (expired, kept, foreign) = (id(), id(), id());
     earlier(format!("session-{expired}"), &record("{}", -1_000).encode());
     earlier(format!("session-{expired}.lock"), b"");
@@ -448,7 +448,7 @@ async fn clean_up_removes_lapsed_turn_claims_only() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
     let (lapsed, live) = (key(), key());
-    let turn = |k: &sessions::StoreKey| dir.path().join(format!("session-{}.turn", &*k.as_hex()));
+    let turn = |k: &server_sessions::StoreKey| dir.path().join(format!("session-{}.turn", &*k.as_hex()));
     for k in [&lapsed, &live] {
         std::fs::write(turn(k), "a waiter's token").unwrap();
     }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::files::{eventually, is_timeout, names, MAX};
 use common::records::{key, record};
 use common::temp::TempDir;
-use sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, Record, StoreKey};
+use server_sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::{now_millis, Record, StoreKey};
 
 const ROLE: &str = "SESSIONS_FILE_TEST_ROLE";
 
@@ -213,7 +213,7 @@ async fn two_instances_on_one_directory_exclude_each_other() {
     drop(held);
 
     // Counting under the lock through both, alternately: no update is lost.
-    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    server_sessions::store::conformance::no_lost_updates_between(&a, &b).await;
 }
 
 /// The unlink-while-locked race: lock files are removed all the time (by

@@ -19,7 +19,7 @@ use common::records::key_of;
 use common::stores::{memcached_keys, memcached_value, redis_raw, Fixture, Kind};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use sessions::SessionId;
+use server_sessions::SessionId;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_holds_no_id() {

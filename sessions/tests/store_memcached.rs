@@ -18,12 +18,12 @@ use common::records::{key, record};
 use common::stores::{memcached, memcached_keys, memcached_value};
 use common::temp::unique_prefix;
 use futures_util::StreamExt;
-use sessions::store::{Error, MemcachedStore, OpenError, SaveIf, SessionAdmin, SessionStore};
-use sessions::Record;
+use server_sessions::store::{Error, MemcachedStore, OpenError, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::Record;
 
 // Every check but `count_and_keys`: memcached cannot list its keys (see
 // `listing_is_refused_plainly`).
-sessions::store_conformance!(@tests async {
+server_sessions::store_conformance!(@tests async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Memcached).await
 };
     round_trip expiry refresh delete no_resurrection lock_exclusion
@@ -76,7 +76,7 @@ async fn memcached_holds_no_id() {
     let Some(store) = memcached(&prefix).await else {
         return;
     };
-    let id = sessions::SessionId::generate().unwrap();
+    let id = server_sessions::SessionId::generate().unwrap();
     let record = Record {
         user: Some("alice@example.com".parse().unwrap()),
         ..record(r#"{"n":1}"#, 60_000)
@@ -123,7 +123,7 @@ async fn an_expiry_past_2038_is_refused_never_lost() {
     let Some(store) = memcached(&prefix).await else {
         return;
     };
-    let user: sessions::UserId = "alice".parse().unwrap();
+    let user: server_sessions::UserId = "alice".parse().unwrap();
     let at = |expires| Record {
         expires,
         user: Some(user.clone()),
@@ -176,8 +176,8 @@ async fn a_timeout_memcached_cannot_keep_is_refused() {
             common::stores::memcached_addr()
         );
         async move {
-            let config = sessions::Config::from_ini_str(&text, "m.conf").unwrap();
-            sessions::store::open(&config).await.map(drop)
+            let config = server_sessions::Config::from_ini_str(&text, "m.conf").unwrap();
+            server_sessions::store::open(&config).await.map(drop)
         }
     };
     // 10,000,000 minutes: 19 years.

@@ -18,10 +18,10 @@ use common::records::{key, record};
 use common::stores::{chain, drop_table, postgres_admin, postgres_store, postgres_url};
 use common::temp::unique_table;
 use futures_util::StreamExt;
-use sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, StoreKey};
+use server_sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::{now_millis, StoreKey};
 
-sessions::store_conformance!(async {
+server_sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Postgres).await
 });
 
@@ -378,7 +378,7 @@ async fn saves_over_the_read_limit_are_refused() {
         return;
     };
     let table = unique_table();
-    sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20).await;
+    server_sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20).await;
     drop_table(&admin, &table).await;
 }
 

@@ -15,10 +15,10 @@ use common::stores::{redis, redis_data_key, redis_lock_key, redis_raw, redis_url
 use common::temp::unique_prefix;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::{now_millis, StoreKey};
+use server_sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::{now_millis, StoreKey};
 
-sessions::store_conformance!(async {
+server_sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Redis).await
 });
 

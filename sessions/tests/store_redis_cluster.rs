@@ -17,8 +17,8 @@ use common::records::key;
 use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_cluster, Cluster};
 use futures_util::StreamExt;
-use sessions::store::{RedisStore, SaveIf, SessionAdmin, SessionStore};
-use sessions::StoreKey;
+use server_sessions::store::{RedisStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::StoreKey;
 use std::time::Duration;
 
 /// A store on the shared cluster with a prefix of its own, that prefix,
@@ -29,7 +29,7 @@ async fn store() -> Option<(RedisStore, String, &'static Cluster)> {
     Some((store, prefix, cluster))
 }
 
-sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
+server_sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_lose_no_update() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::records::key;
 use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_sentinels, Sentinels};
-use sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
+use server_sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
 
 /// A store on the shared Sentinel set with a prefix of its own, that prefix,
 /// and the deployment.
@@ -26,7 +26,7 @@ async fn store() -> Option<(RedisStore, String, &'static Sentinels)> {
     Some((store, prefix, set))
 }
 
-sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
+server_sessions::store_conformance!(async { store().await.map(|(s, ..)| s) });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_lose_no_update() {

@@ -12,10 +12,10 @@ use common::records::{key, record};
 use common::stores::{chain, sqlite};
 use common::temp::TempDir;
 use futures_util::StreamExt;
-use sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
-use sessions::{now_millis, StoreKey};
+use server_sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
+use server_sessions::{now_millis, StoreKey};
 
-sessions::store_conformance!(async {
+server_sessions::store_conformance!(async {
     crate::common::stores::Fixture::new(crate::common::stores::Kind::Sqlite).await
 });
 
@@ -38,7 +38,7 @@ async fn two_stores_on_one_file_exclude_each_other() {
     drop(b.lock(&key, Duration::from_secs(2)).await.unwrap());
 
     // Counting under the lock through both, alternately: no update is lost.
-    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    server_sessions::store::conformance::no_lost_updates_between(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,5 +256,5 @@ async fn saves_over_the_read_limit_are_refused() {
     let store = SqliteStore::open(dir.path().join("sessions.db"))
         .await
         .unwrap();
-    sessions::store::conformance::refuses_saves_over(&store, 16 << 20).await;
+    server_sessions::store::conformance::refuses_saves_over(&store, 16 << 20).await;
 }

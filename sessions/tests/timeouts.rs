@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::app::{config, cookie, serve_app, start_session};
 use common::client::Client;
 use common::stores::Fixture;
-use sessions::store::MemoryStore;
-use sessions::SessionConfig;
+use server_sessions::store::MemoryStore;
+use server_sessions::SessionConfig;
 
 stores!(
     forged_far_future_expiry_is_ignored,

@@ -19,10 +19,10 @@ use common::client::{serve, Client, Reply};
 use common::files::data_path;
 use common::records::{key, key_of, record};
 use common::stores::{memcached_set, memcached_value, redis_data_key, redis_raw, Fixture, Kind};
-use sessions::store::end_user_sessions;
-use sessions::store::{SaveIf, SessionAdmin, SessionStore};
-use sessions::user::MAX_USER_LEN;
-use sessions::{
+use server_sessions::store::end_user_sessions;
+use server_sessions::store::{SaveIf, SessionAdmin, SessionStore};
+use server_sessions::user::MAX_USER_LEN;
+use server_sessions::{
     InvalidUser, Record, Session, SessionConfig, SessionId, SessionLayer, StoreKey, UserId,
 };
 use tokio::sync::Notify;
@@ -40,7 +40,7 @@ stores!(
 /// listed under its user (the refresh moved the index entry along).
 async fn a_user_s_reader_without_the_lock_overwrites_nothing(f: &Fixture) {
     let mut c = config();
-    c.locking = sessions::Locking::Explicit;
+    c.locking = server_sessions::Locking::Explicit;
     let app = Router::new()
         .route(
             "/login",
@@ -49,7 +49,7 @@ async fn a_user_s_reader_without_the_lock_overwrites_nothing(f: &Fixture) {
                 s.set_user(UserId::new("reader").unwrap()).await?;
                 s.insert("n", 0).await?;
                 s.release_lock().await?;
-                Ok::<_, sessions::Error>("in")
+                Ok::<_, server_sessions::Error>("in")
             }),
         )
         .route(
@@ -57,7 +57,7 @@ async fn a_user_s_reader_without_the_lock_overwrites_nothing(f: &Fixture) {
             get(|s: Session| async move {
                 let n = s.get::<u64>("n").await?.unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok::<_, sessions::Error>(n.to_string())
+                Ok::<_, server_sessions::Error>(n.to_string())
             }),
         )
         .route(
@@ -67,7 +67,7 @@ async fn a_user_s_reader_without_the_lock_overwrites_nothing(f: &Fixture) {
                 let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
                 s.insert("n", n).await?;
                 s.release_lock().await?;
-                Ok::<_, sessions::Error>(n.to_string())
+                Ok::<_, server_sessions::Error>(n.to_string())
             }),
         )
         .layer(SessionLayer::new(f.store.clone()).with_config(c));
@@ -117,7 +117,7 @@ fn app(config: SessionConfig, f: &Fixture, gate: Arc<Gate>) -> Router {
                 let user = UserId::new(p.user).expect("the tests log in with valid user ids");
                 s.regenerate().await?;
                 s.set_user(user).await?;
-                Ok::<_, sessions::Error>("logged in")
+                Ok::<_, server_sessions::Error>("logged in")
             }),
         )
         .route(
@@ -126,7 +126,7 @@ fn app(config: SessionConfig, f: &Fixture, gate: Arc<Gate>) -> Router {
                 let user = s.user().await?;
                 let listed = s.user_sessions().await?;
                 let own = s.id().await?.store_key();
-                Ok::<_, sessions::Error>(format!(
+                Ok::<_, server_sessions::Error>(format!(
                     "{} {} {}",
                     user.as_ref().map_or("-", UserId::as_str),
                     listed.len(),
@@ -137,13 +137,13 @@ fn app(config: SessionConfig, f: &Fixture, gate: Arc<Gate>) -> Router {
         .route(
             "/logout-others",
             post(|s: Session| async move {
-                Ok::<_, sessions::Error>(s.logout_other_sessions().await?.to_string())
+                Ok::<_, server_sessions::Error>(s.logout_other_sessions().await?.to_string())
             }),
         )
         .route(
             "/logout-everywhere",
             post(|s: Session| async move {
-                Ok::<_, sessions::Error>(s.logout_everywhere().await?.to_string())
+                Ok::<_, server_sessions::Error>(s.logout_everywhere().await?.to_string())
             }),
         )
         .route(
@@ -151,7 +151,7 @@ fn app(config: SessionConfig, f: &Fixture, gate: Arc<Gate>) -> Router {
             post(|s: Session| async move {
                 let n = s.get::<u64>("n").await?.unwrap_or(0) + 1;
                 s.insert("n", n).await?;
-                Ok::<_, sessions::Error>(n.to_string())
+                Ok::<_, server_sessions::Error>(n.to_string())
             }),
         )
         .route(
@@ -163,7 +163,7 @@ fn app(config: SessionConfig, f: &Fixture, gate: Arc<Gate>) -> Router {
                     gate.loaded.notify_one();
                     gate.go.notified().await;
                     s.insert("n", 99).await?;
-                    Ok::<_, sessions::Error>("held")
+                    Ok::<_, server_sessions::Error>("held")
                 }
             }),
         )
@@ -420,7 +420,7 @@ async fn indexed(f: &Fixture, user: &UserId) -> usize {
         Kind::Memcached => memcached_value(&memcached_user_key(f, user))
             .await
             .map_or(0, |v| {
-                let now = sessions::now_millis();
+                let now = server_sessions::now_millis();
                 String::from_utf8(v)
                     .unwrap()
                     .lines()
@@ -541,7 +541,7 @@ async fn stored_invalid_user_is_missing(kind: Kind) {
 /// Writes a live session under `key` whose user is `user` byte for byte,
 /// straight into the backend.
 async fn plant(f: &Fixture, key: &StoreKey, user: &[u8]) {
-    let far = (sessions::now_millis() + 600_000) as i64;
+    let far = (server_sessions::now_millis() + 600_000) as i64;
     match f.kind {
         Kind::Ram => unreachable!("the RAM store has no outside to plant in"),
         Kind::File => {

@@ -20,13 +20,13 @@ use axum::http::{header, Request};
 use axum::routing::get;
 use axum::Router;
 use http_body_util::BodyExt;
-use sessions::store::MemoryStore;
-use sessions::{SessionConfig, SessionLayer};
+use server_sessions::store::MemoryStore;
+use server_sessions::{SessionConfig, SessionLayer};
 use tower::ServiceExt;
 
 const VISITORS: usize = 2_000;
 
-async fn count(session: sessions::Session) -> Result<String, sessions::Error> {
+async fn count(session: server_sessions::Session) -> Result<String, server_sessions::Error> {
     let n: u64 = session.get("counter").await?.unwrap_or(0) + 1;
     session.insert("counter", n).await?;
     Ok(n.to_string())

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use serde::Deserialize;
-use sessions::store::SessionAdmin;
-use sessions::{Locking, Session};
+use server_sessions::store::SessionAdmin;
+use server_sessions::{Locking, Session};
 
-type Result<T> = std::result::Result<T, sessions::Error>;
+type Result<T> = std::result::Result<T, server_sessions::Error>;
 
 pub(crate) fn router(store: Arc<dyn SessionAdmin>) -> Router {
     Router::new()
@@ -102,7 +102,7 @@ async fn length(
     session.load().await.map_err(IntoResponse::into_response)?;
     match store.count().await {
         Ok(n) => Ok(n.to_string()),
-        Err(e) => Err(sessions::Error::from(e).into_response()),
+        Err(e) => Err(server_sessions::Error::from(e).into_response()),
     }
 }
 

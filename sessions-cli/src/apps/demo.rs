@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
-use sessions::{Session, SessionConfig};
+use server_sessions::{Session, SessionConfig};
 
 use crate::cmd::when_at;
 
@@ -32,21 +32,21 @@ pub(crate) fn router() -> Router {
         .route("/goodbye", get(goodbye))
 }
 
-type Result<T> = std::result::Result<T, sessions::Error>;
+type Result<T> = std::result::Result<T, server_sessions::Error>;
 
 async fn page(session: Session) -> Result<Html<String>> {
     let visits = match session.get::<u64>("visits").await {
         Ok(visits) => visits.unwrap_or(0) + 1,
         // Not a count (the form sets any key to a string): the count
         // starts over in its place, rather than every page failing.
-        Err(sessions::Error::Value { .. }) => 1,
+        Err(server_sessions::Error::Value { .. }) => 1,
         Err(e) => return Err(e),
     };
     session.insert("visits", visits).await?;
     let flash = match session.remove::<String>(FLASH).await {
         Ok(flash) => flash,
         // Not a string: not ours to show.
-        Err(sessions::Error::Value { .. }) => None,
+        Err(server_sessions::Error::Value { .. }) => None,
         Err(e) => return Err(e),
     };
     let id = session.id().await?;
@@ -94,7 +94,7 @@ async fn page(session: Session) -> Result<Html<String>> {
 
 /// The logged-in user's part of the page: who, and every session of that
 /// user (this one marked), with the two ways to end them.
-async fn account(session: &Session, user: &sessions::UserId) -> Result<String> {
+async fn account(session: &Session, user: &server_sessions::UserId) -> Result<String> {
     let this = session.id().await?.store_key();
     let mut rows = String::new();
     for s in session.user_sessions().await? {
@@ -165,7 +165,7 @@ struct LoginForm {
 /// login is worthless after it, and the session tied to the user, so that
 /// the user's sessions can be listed and ended.
 async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response> {
-    let user = match sessions::UserId::new(form.user.trim()) {
+    let user = match server_sessions::UserId::new(form.user.trim()) {
         Ok(user) => user,
         Err(e) => return Ok((StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()),
     };

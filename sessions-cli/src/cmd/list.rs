@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use futures_util::StreamExt;
 use serde_json::json;
-use sessions::UserId;
+use server_sessions::UserId;
 
 use super::{millis_at as ms, when, StoreArgs};
 
@@ -102,7 +102,7 @@ async fn list_user(args: &Args, user: &str) -> anyhow::Result<()> {
     let config = args.store.load()?;
     let store = args.store.open().await?;
     let timeout = config.resolve("/").timeout;
-    let listed = sessions::store::user_sessions(&*store, &user, timeout).await?;
+    let listed = server_sessions::store::user_sessions(&*store, &user, timeout).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let width = width(args.full);

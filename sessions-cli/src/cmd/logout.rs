@@ -2,7 +2,7 @@
 //! password change, or to lock an account out).
 
 use anyhow::Context;
-use sessions::UserId;
+use server_sessions::UserId;
 
 use super::StoreArgs;
 
@@ -21,7 +21,7 @@ pub(crate) struct Args {
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let user: UserId = args.user.parse().context("--user")?;
     let store = args.store.open().await?;
-    let ended = sessions::store::end_user_sessions(&*store, &user, None).await?;
+    let ended = server_sessions::store::end_user_sessions(&*store, &user, None).await?;
     println!("ended {ended} session(s) of {user}");
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::StoreArgs;
 pub(crate) async fn run(args: StoreArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let storage = config.storage();
-    let applied = sessions::store::migrate(&config)
+    let applied = server_sessions::store::migrate(&config)
         .await
         .with_context(|| format!("cannot migrate the {} store", storage.kind.as_str()))?;
     println!(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use sessions::store::SessionAdmin;
-use sessions::{Config, Millis, Record, SessionId, StoreKey};
+use server_sessions::store::SessionAdmin;
+use server_sessions::{Config, Millis, Record, SessionId, StoreKey};
 
 pub(crate) mod clean;
 pub(crate) mod delete;
@@ -35,7 +35,7 @@ impl StoreArgs {
     pub(crate) async fn open(&self) -> anyhow::Result<Arc<dyn SessionAdmin>> {
         let config = self.load()?;
         let kind = config.storage().kind.as_str();
-        sessions::store::open(&config)
+        server_sessions::store::open(&config)
             .await
             .with_context(|| format!("cannot open the {kind} store"))
     }

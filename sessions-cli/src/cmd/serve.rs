@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sessions::{Config, SessionLayer};
+use server_sessions::{Config, SessionLayer};
 
 use crate::apps;
 
@@ -58,7 +58,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let storage = config.storage().clone();
-    let store = sessions::store::open(&config)
+    let store = server_sessions::store::open(&config)
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
     let layer = SessionLayer::from_arc(store.clone()).with_file_config(config);
@@ -130,13 +130,13 @@ async fn shutdown() {
 
 /// The demo's hook: one log line per session event (on the events thread,
 /// never in a request).
-fn log_event(event: &sessions::SessionEvent) {
-    let user = event.user().map(sessions::UserId::as_str);
+fn log_event(event: &server_sessions::SessionEvent) {
+    let user = event.user().map(server_sessions::UserId::as_str);
     match event {
-        sessions::SessionEvent::Regenerated { from, to, .. } => {
+        server_sessions::SessionEvent::Regenerated { from, to, .. } => {
             tracing::info!(from = %from.short(), to = %to.short(), user, "session regenerated")
         }
-        sessions::SessionEvent::Expired { key, found_by, .. } => {
+        server_sessions::SessionEvent::Expired { key, found_by, .. } => {
             tracing::info!(session = %key.short(), user, ?found_by, "session expired")
         }
         other => tracing::info!(session = %other.key().short(), user, "session {}", other.kind()),

@@ -148,7 +148,7 @@ pub fn text(bytes: &[u8]) -> String {
 /// The store key (64 hex characters) of the session whose id is `id`: what
 /// `sessions list --full` prints and the stores hold.
 pub fn key_of(id: &str) -> String {
-    id.parse::<sessions::SessionId>()
+    id.parse::<server_sessions::SessionId>()
         .unwrap()
         .store_key()
         .to_string()

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # #[cfg(feature = "config-file")] {
-//! use sessions::Config;
+//! use server_sessions::Config;
 //!
 //! let config = Config::from_ini_str(
 //!     "[/]\n\

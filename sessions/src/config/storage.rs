@@ -52,7 +52,7 @@ impl StorageType {
 /// anything that holds one — never carries it.
 ///
 /// ```
-/// use sessions::config::StorageUrl;
+/// use server_sessions::config::StorageUrl;
 ///
 /// let url = StorageUrl::from("redis://app:hunter2@cache.internal:6379/0");
 /// assert_eq!(url.to_string(), "redis://app:***@cache.internal:6379/0");

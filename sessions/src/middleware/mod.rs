@@ -4,9 +4,9 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use sessions::{store::MemoryStore, Session, SessionLayer};
+//! use server_sessions::{store::MemoryStore, Session, SessionLayer};
 //!
-//! async fn count(session: Session) -> Result<String, sessions::Error> {
+//! async fn count(session: Session) -> Result<String, server_sessions::Error> {
 //!     let n: u64 = session.get("n").await?.unwrap_or(0) + 1;
 //!     session.insert("n", n).await?;
 //!     Ok(n.to_string())

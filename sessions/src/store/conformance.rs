@@ -5,7 +5,7 @@
 //! Enabled by the `test-suite` feature; use it to test a store of your own:
 //!
 //! ```no_run
-//! sessions::store_conformance!(async { Some(sessions::store::MemoryStore::new()) });
+//! server_sessions::store_conformance!(async { Some(server_sessions::store::MemoryStore::new()) });
 //! ```
 //!
 //! The expression makes a fresh, empty store for each check, or `None` to

@@ -4,14 +4,14 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use sessions::{store::FileStore, Session, SessionLayer};
+//! use server_sessions::{store::FileStore, Session, SessionLayer};
 //!
-//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//! async fn cart(session: Session) -> Result<String, server_sessions::Error> {
 //!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
 //!     Ok(format!("{} items", items.len()))
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
 //! let app: Router = Router::new()
 //!     .route("/cart", get(cart))
@@ -104,14 +104,14 @@ const WARNED_MAX: usize = 4096;
 /// Cloning is cheap and shares the store.
 ///
 /// ```no_run
-/// use sessions::store::{FileStore, SessionStore, SaveIf};
-/// use sessions::{Record, SessionId};
+/// use server_sessions::store::{FileStore, SessionStore, SaveIf};
+/// use server_sessions::{Record, SessionId};
 /// use std::time::Duration;
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 /// let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
 /// let key = SessionId::generate().unwrap().store_key();
-/// let now = sessions::now_millis();
+/// let now = server_sessions::now_millis();
 /// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 /// let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 /// assert_eq!(loaded, None);

@@ -3,14 +3,14 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use sessions::{store::MemcachedStore, Session, SessionLayer};
+//! use server_sessions::{store::MemcachedStore, Session, SessionLayer};
 //!
-//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//! async fn cart(session: Session) -> Result<String, server_sessions::Error> {
 //!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
 //!     Ok(format!("{} items", items.len()))
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = MemcachedStore::connect(&["10.0.0.1:11211", "10.0.0.2:11211"]).await?;
 //! let app: Router = Router::new()
 //!     .route("/cart", get(cart))
@@ -22,10 +22,10 @@
 //! The store on its own, through its trait:
 //!
 //! ```no_run
-//! use sessions::store::{MemcachedStore, SessionStore, SaveIf};
-//! use sessions::{now_millis, Record, SessionId};
+//! use server_sessions::store::{MemcachedStore, SessionStore, SaveIf};
+//! use server_sessions::{now_millis, Record, SessionId};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = MemcachedStore::connect(&["127.0.0.1:11211"]).await?;
 //! let key = SessionId::generate().unwrap().store_key();
 //! let now = now_millis();

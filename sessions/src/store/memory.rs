@@ -2,9 +2,9 @@
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use sessions::{store::MemoryStore, Session, SessionLayer};
+//! use server_sessions::{store::MemoryStore, Session, SessionLayer};
 //!
-//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//! async fn cart(session: Session) -> Result<String, server_sessions::Error> {
 //!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
 //!     Ok(format!("{} items", items.len()))
 //! }

@@ -15,13 +15,13 @@
 //! back a session that was deleted, regenerated or expired while it ran.
 //!
 //! ```
-//! use sessions::store::{MemoryStore, SessionStore, SaveIf};
-//! use sessions::{Record, SessionId};
+//! use server_sessions::store::{MemoryStore, SessionStore, SaveIf};
+//! use server_sessions::{Record, SessionId};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = MemoryStore::new();
 //! let key = SessionId::generate().unwrap().store_key();
-//! let now = sessions::now_millis();
+//! let now = server_sessions::now_millis();
 //! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 //! assert!(store.save(&key, &record, SaveIf::Absent).await?);
 //! assert_eq!(store.load(&key).await?, Some(record));

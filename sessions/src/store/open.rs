@@ -7,12 +7,12 @@
 //! With the `config-file` feature, from a file:
 //!
 //! ```no_run
-//! use sessions::Config;
+//! use server_sessions::Config;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load("site.conf")?;
-//! let store = sessions::store::open(&config).await?;
-//! let layer = sessions::SessionLayer::from_arc(store).with_file_config(config);
+//! let store = server_sessions::store::open(&config).await?;
+//! let layer = server_sessions::SessionLayer::from_arc(store).with_file_config(config);
 //! # let _ = layer;
 //! # Ok(()) }
 //! ```

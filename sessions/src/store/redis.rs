@@ -2,14 +2,14 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use sessions::{store::RedisStore, Session, SessionLayer};
+//! use server_sessions::{store::RedisStore, Session, SessionLayer};
 //!
-//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//! async fn cart(session: Session) -> Result<String, server_sessions::Error> {
 //!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
 //!     Ok(format!("{} items", items.len()))
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = RedisStore::connect("redis://127.0.0.1:6379/")
 //!     .await?
 //!     .with_prefix("shop:session:");
@@ -24,10 +24,10 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use sessions::store::{RedisStore, SessionStore, SaveIf};
-//! use sessions::{now_millis, Record, SessionId};
+//! use server_sessions::store::{RedisStore, SessionStore, SaveIf};
+//! use server_sessions::{now_millis, Record, SessionId};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = RedisStore::connect("redis://127.0.0.1:6379/")
 //!     .await?
 //!     .with_prefix("shop:session:")

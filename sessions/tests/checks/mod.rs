@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response};
-use sessions::store::{MemoryStore, SaveIf, SessionStore};
-use sessions::{now_millis, Config, Record, Session, SessionConfig, SessionId, SessionLayer};
+use server_sessions::store::{MemoryStore, SaveIf, SessionStore};
+use server_sessions::{now_millis, Config, Record, Session, SessionConfig, SessionId, SessionLayer};
 use tower::{Layer, ServiceExt};
 
 /// A live session every fresh store holds.
@@ -205,9 +205,9 @@ pub fn check_set_cookie(cookie: &[u8], config: &SessionConfig) -> SessionId {
         expected.push("HttpOnly".into());
     }
     match config.samesite {
-        Some(sessions::SameSite::Strict) => expected.push("SameSite=Strict".into()),
-        Some(sessions::SameSite::Lax) => expected.push("SameSite=Lax".into()),
-        Some(sessions::SameSite::None) => expected.push("SameSite=None".into()),
+        Some(server_sessions::SameSite::Strict) => expected.push("SameSite=Strict".into()),
+        Some(server_sessions::SameSite::Lax) => expected.push("SameSite=Lax".into()),
+        Some(server_sessions::SameSite::None) => expected.push("SameSite=None".into()),
         None => {}
     }
     let got: Vec<String> = attrs.map(String::from).collect();
@@ -255,14 +255,14 @@ pub fn check_cookie_header(mode: u8, header: &[u8]) {
 /// The config property: parsing never panics; an error names the file and
 /// a line inside the text; a config that loads resolves every path, and
 /// its cookie carries exactly the configured attributes.
-pub fn check_config(text: &str, parse: fn(&str, &str) -> Result<Config, sessions::config::Error>) {
+pub fn check_config(text: &str, parse: fn(&str, &str) -> Result<Config, server_sessions::config::Error>) {
     let config = match parse(text, "fuzz.conf") {
         Ok(config) => config,
         Err(e) => {
             let lines = text.matches('\n').count() + 1;
             match &e {
-                sessions::config::Error::Syntax { file, line, .. }
-                | sessions::config::Error::Key { file, line, .. } => {
+                server_sessions::config::Error::Syntax { file, line, .. }
+                | server_sessions::config::Error::Key { file, line, .. } => {
                     assert_eq!(file, "fuzz.conf");
                     assert!((1..=lines).contains(line), "line {line} of {lines}: {e}");
                 }
@@ -406,7 +406,7 @@ fn record_of_fields(bytes: &[u8]) -> Option<Record> {
         created,
         expires,
         timeout: (timeout > 0).then_some(timeout),
-        user: sessions::UserId::from_bytes(user).ok(),
+        user: server_sessions::UserId::from_bytes(user).ok(),
     })
 }
 

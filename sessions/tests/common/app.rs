@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use sessions::store::SessionAdmin;
-use sessions::{Locking, Session, SessionConfig, SessionLayer};
+use server_sessions::store::SessionAdmin;
+use server_sessions::{Locking, Session, SessionConfig, SessionLayer};
 
 use super::client::{serve, Client};
 
@@ -20,7 +20,7 @@ pub struct Params {
     then: Option<String>,
 }
 
-type Answer = Result<String, sessions::Error>;
+type Answer = Result<String, server_sessions::Error>;
 
 /// The counter: reads `n`, stores `n + 1`, answers it. It pauses between
 /// the read and the write, so that two requests let in together would both
@@ -71,7 +71,7 @@ pub fn routes() -> Router {
         .route(
             "/missing",
             get(|s: Session| async move {
-                Ok::<_, sessions::Error>(format!(
+                Ok::<_, server_sessions::Error>(format!(
                     "{} {}",
                     s.missing().await?,
                     s.original_id().is_some()
@@ -80,14 +80,14 @@ pub fn routes() -> Router {
         )
         .route(
             "/data",
-            get(|s: Session| async move { Ok::<_, sessions::Error>(s.to_json().await?.to_string()) }),
+            get(|s: Session| async move { Ok::<_, server_sessions::Error>(s.to_json().await?.to_string()) }),
         )
         .route(
             "/put",
             get(|s: Session, Query(p): Query<Params>| async move {
                 let key = p.key.unwrap_or_default();
                 s.insert(&key, "x".repeat(p.len.unwrap_or(1))).await?;
-                Ok::<_, sessions::Error>("stored")
+                Ok::<_, server_sessions::Error>("stored")
             }),
         )
         .route(
@@ -96,7 +96,7 @@ pub fn routes() -> Router {
                 s.load().await?;
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
                 s.insert(&p.key.unwrap_or_default(), true).await?;
-                Ok::<_, sessions::Error>("written")
+                Ok::<_, server_sessions::Error>("written")
             }),
         )
         .route(
@@ -106,7 +106,7 @@ pub fn routes() -> Router {
             get(|s: Session, Query(p): Query<Params>| async move {
                 s.insert("k", "v").await?;
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
-                Ok::<_, sessions::Error>("written")
+                Ok::<_, server_sessions::Error>("written")
             }),
         )
         .route(
@@ -115,7 +115,7 @@ pub fn routes() -> Router {
             get(|s: Session| async move {
                 s.load().await?;
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
-                Ok::<_, sessions::Error>("held")
+                Ok::<_, server_sessions::Error>("held")
             }),
         )
         .route("/boom", get(boom))
@@ -131,7 +131,7 @@ pub fn routes() -> Router {
             "/regen",
             get(|s: Session| async move {
                 s.regenerate().await?;
-                Ok::<_, sessions::Error>("logged in")
+                Ok::<_, server_sessions::Error>("logged in")
             }),
         )
         .route(
@@ -141,7 +141,7 @@ pub fn routes() -> Router {
             get(|s: Session, Query(p): Query<Params>| async move {
                 s.regenerate().await?;
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
-                Ok::<_, sessions::Error>("logged in")
+                Ok::<_, server_sessions::Error>("logged in")
             }),
         )
         .route(
@@ -150,14 +150,14 @@ pub fn routes() -> Router {
             "/regen-first",
             get(|s: Session| async move {
                 s.regenerate().await?;
-                Ok::<_, sessions::Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string())
+                Ok::<_, server_sessions::Error>(s.get::<u64>("n").await?.unwrap_or(0).to_string())
             }),
         )
         .route(
             "/logout",
             get(|s: Session| async move {
                 s.logout().await?;
-                Ok::<_, sessions::Error>("done")
+                Ok::<_, server_sessions::Error>("done")
             }),
         )
         .route(
@@ -168,7 +168,7 @@ pub fn routes() -> Router {
                 s.regenerate().await?;
                 s.release_lock().await?;
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
-                Ok::<_, sessions::Error>(format!("{}", s.get::<u64>("n").await?.unwrap_or(0)))
+                Ok::<_, server_sessions::Error>(format!("{}", s.get::<u64>("n").await?.unwrap_or(0)))
             }),
         )
         .route(
@@ -188,7 +188,7 @@ pub fn routes() -> Router {
                     Some("write") => s.insert(&format!("{key}_after"), true).await?,
                     _ => {}
                 }
-                Ok::<_, sessions::Error>("ok")
+                Ok::<_, server_sessions::Error>("ok")
             }),
         )
 }

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sessions::store::Error;
-use sessions::StoreKey;
+use server_sessions::store::Error;
+use server_sessions::StoreKey;
 
 /// The file store's default largest record.
 pub const MAX: usize = 64 * 1024;

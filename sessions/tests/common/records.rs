@@ -1,6 +1,6 @@
 //! The store keys and records the store tests save.
 
-use sessions::{now_millis, Record, SessionId, StoreKey};
+use server_sessions::{now_millis, Record, SessionId, StoreKey};
 
 /// The store key of a fresh session id.
 pub fn key() -> StoreKey {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use sessions::store::{Error, RedisStore, SaveIf, SessionStore};
-use sessions::Record;
+use server_sessions::store::{Error, RedisStore, SaveIf, SessionStore};
+use server_sessions::Record;
 
 use super::records::key;
 use super::temp::unique_prefix;
@@ -31,7 +31,7 @@ pub async fn two_instances_lose_no_update(url: &str) {
     let (a, prefix) = store_at(url).await;
     // A second instance: its own connections, the same keys.
     let b = RedisStore::connect(url).await.unwrap().with_prefix(prefix);
-    sessions::store::conformance::no_lost_updates_between(&a, &b).await;
+    server_sessions::store::conformance::no_lost_updates_between(&a, &b).await;
 }
 
 /// With `WAIT 1` saves, locked saves and deletes succeed; with `WAIT 2`

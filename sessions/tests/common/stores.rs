@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use sessions::store::{
+use server_sessions::store::{
     self, FileStore, LockGuard, MemcachedStore, MemoryStore, PostgresStore, RedisStore, SaveIf,
     SessionAdmin, SessionStore, SqliteStore,
 };
-use sessions::{Millis, Record, StoreKey};
+use server_sessions::{Millis, Record, StoreKey};
 
 use super::ci::skip;
 use super::temp::{unique_prefix, unique_table, TempDir};
@@ -27,7 +27,7 @@ use super::temp::{unique_prefix, unique_table, TempDir};
 /// `memcached::a` and the same for `b`, each calling `a(&Fixture)` of the invoking module on a fresh
 /// store of that kind, then checking that nothing logged so far carries a
 /// full session id (the library must never log one, whatever it is doing).
-/// Run one store's scenarios with `cargo test -p sessions --test NAME redis::`.
+/// Run one store's scenarios with `cargo test -p server-sessions --test NAME redis::`.
 #[macro_export]
 macro_rules! stores {
     ($($scenario:ident),* $(,)?) => {
@@ -212,7 +212,7 @@ impl SessionStore for Fixture {
     }
     async fn sessions_of(
         &self,
-        user: &sessions::UserId,
+        user: &server_sessions::UserId,
     ) -> Result<Vec<(StoreKey, Record)>, store::Error> {
         self.store.sessions_of(user).await
     }
@@ -242,7 +242,7 @@ impl SessionAdmin for Fixture {
     }
     async fn clean_up_and_report(
         &self,
-        expired: sessions::store::OnExpired<'_>,
+        expired: server_sessions::store::OnExpired<'_>,
     ) -> Result<u64, store::Error> {
         self.store.clean_up_and_report(expired).await
     }

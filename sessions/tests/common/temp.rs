@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `n` random lowercase hex digits (at most 40).
 pub fn random_hex(n: usize) -> String {
-    sessions::SessionId::generate().unwrap().to_string()[..n].to_owned()
+    server_sessions::SessionId::generate().unwrap().to_string()[..n].to_owned()
 }
 
 /// A new, empty directory `sessions-<tag>-<random>` under the system's

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use sessions::store::{self, LockGuard, SaveIf, SessionAdmin, SessionLock, SessionStore};
-use sessions::{Millis, Record, StoreKey};
+use server_sessions::store::{self, LockGuard, SaveIf, SessionAdmin, SessionLock, SessionStore};
+use server_sessions::{Millis, Record, StoreKey};
 
 /// Wraps a store; clones share the records and the switch.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ impl SessionStore for Watched {
     }
     async fn sessions_of(
         &self,
-        user: &sessions::UserId,
+        user: &server_sessions::UserId,
     ) -> Result<Vec<(StoreKey, Record)>, store::Error> {
         self.inner.sessions_of(user).await
     }
@@ -192,7 +192,7 @@ impl SessionAdmin for Watched {
     }
     async fn clean_up_and_report(
         &self,
-        expired: sessions::store::OnExpired<'_>,
+        expired: server_sessions::store::OnExpired<'_>,
     ) -> Result<u64, store::Error> {
         self.clean_ups.fetch_add(1, Ordering::SeqCst);
         self.check()?;

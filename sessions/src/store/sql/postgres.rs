@@ -3,14 +3,14 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use sessions::{store::PostgresStore, Session, SessionLayer};
+//! use server_sessions::{store::PostgresStore, Session, SessionLayer};
 //!
-//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//! async fn cart(session: Session) -> Result<String, server_sessions::Error> {
 //!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
 //!     Ok(format!("{} items", items.len()))
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
 //! let app: Router = Router::new()
 //!     .route("/cart", get(cart))
@@ -23,9 +23,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use sessions::store::PostgresStore;
+//! use server_sessions::store::PostgresStore;
 //!
-//! # #[tokio::main] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main] async fn main() -> Result<(), server_sessions::store::Error> {
 //! // Defaults: table `sessions`, created or upgraded on connect.
 //! let store = PostgresStore::connect("postgres://app@db.internal/app").await?;
 //!
@@ -79,8 +79,8 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 /// Cloning is cheap and shares the connection pool.
 ///
 /// ```no_run
-/// # #[tokio::main] async fn main() -> Result<(), sessions::store::Error> {
-/// let store = sessions::store::PostgresStore::connect("postgres://postgres@127.0.0.1/app").await?;
+/// # #[tokio::main] async fn main() -> Result<(), server_sessions::store::Error> {
+/// let store = server_sessions::store::PostgresStore::connect("postgres://postgres@127.0.0.1/app").await?;
 /// # Ok(()) }
 /// ```
 ///

@@ -3,14 +3,14 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use sessions::{store::SqliteStore, Session, SessionLayer};
+//! use server_sessions::{store::SqliteStore, Session, SessionLayer};
 //!
-//! async fn cart(session: Session) -> Result<String, sessions::Error> {
+//! async fn cart(session: Session) -> Result<String, server_sessions::Error> {
 //!     let items: Vec<u32> = session.get("cart").await?.unwrap_or_default();
 //!     Ok(format!("{} items", items.len()))
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = SqliteStore::open("/var/lib/site/sessions.db").await?;
 //! let app: Router = Router::new()
 //!     .route("/cart", get(cart))
@@ -23,9 +23,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use sessions::store::SqliteStore;
+//! use server_sessions::store::SqliteStore;
 //!
-//! # #[tokio::main] async fn main() -> Result<(), sessions::store::Error> {
+//! # #[tokio::main] async fn main() -> Result<(), server_sessions::store::Error> {
 //! // Defaults: table `sessions`, created or upgraded on open.
 //! let store = SqliteStore::open("/var/lib/site/sessions.db").await?;
 //!
@@ -72,8 +72,8 @@ const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// Cloning is cheap and shares the connection.
 ///
 /// ```no_run
-/// # #[tokio::main] async fn main() -> Result<(), sessions::store::Error> {
-/// let store = sessions::store::SqliteStore::open("sessions.db").await?;
+/// # #[tokio::main] async fn main() -> Result<(), server_sessions::store::Error> {
+/// let store = server_sessions::store::SqliteStore::open("sessions.db").await?;
 /// # Ok(()) }
 /// ```
 ///
