@@ -7,7 +7,7 @@ pub(crate) async fn run(args: IdArgs) -> anyhow::Result<()> {
     if !store.exists(&key).await? {
         anyhow::bail!("no live session {}", key.short());
     }
-    store.delete(&key).await?;
+    store.end(&key).await?;
     println!("deleted {}", key.short());
     Ok(())
 }

@@ -56,6 +56,13 @@ pub struct SessionConfig {
     pub max_size: usize,
     /// `debug`: log the session life cycle at info level.
     pub debug: bool,
+    /// `refresh_after` (seconds): a request that changes nothing writes
+    /// the session's new expiry only once it would move by at least this
+    /// much; until then the request costs the store no write, and the
+    /// cookie carries the stored expiry, so it never outlives the record.
+    /// `None` (the default): a tenth of the idle timeout. Zero refreshes
+    /// at every request, as CherryPy does.
+    pub refresh_after: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +86,7 @@ impl Default for SessionConfig {
             persistent: true,
             max_size: 64 * 1024,
             debug: false,
+            refresh_after: None,
         }
     }
 }
@@ -281,6 +289,14 @@ mod file_keys {
                     }
                 }
                 "debug" => self.debug = boolean(v)?,
+                "refresh_after" => {
+                    self.refresh_after = match v {
+                        Value::None => None,
+                        _ => Some(Duration::try_from_secs_f64(number(v)?).map_err(|_| {
+                            format!("expected a number of seconds, 0 or more, got {v}")
+                        })?),
+                    }
+                }
                 _ => return Ok(false),
             }
             Ok(true)

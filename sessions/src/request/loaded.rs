@@ -21,6 +21,9 @@ pub(crate) struct Loaded {
     pub(super) key: StoreKey,
     pub(super) data: Data,
     pub(super) created: Millis,
+    /// The expiry of the stored record (0 while none is stored): a
+    /// request that changes nothing refreshes it only when due.
+    pub(super) stored_expires: Millis,
     /// The session's own idle timeout, if it set one; kept in its record.
     pub(super) timeout: Option<Duration>,
     /// The user the session is tied to, kept in its record.
@@ -46,6 +49,7 @@ impl Loaded {
             key: id.store_key(),
             data: Data::new(),
             created: now,
+            stored_expires: 0,
             timeout: None,
             user: None,
             replaces: None,

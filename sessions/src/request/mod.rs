@@ -238,6 +238,7 @@ impl RequestSession {
                         key,
                         data,
                         created: record.created,
+                        stored_expires: record.expires,
                         timeout: record.timeout.filter(|&t| t > 0).map(Duration::from_millis),
                         user: record.user,
                         replaces: None,

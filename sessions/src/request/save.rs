@@ -22,7 +22,7 @@ impl RequestSession {
         };
         let (id, key) = (s.id, s.key);
         let now = now_millis();
-        let expires = expiry(&self.config, s, now);
+        let mut expires = expiry(&self.config, s, now);
         // The lock goes with the save only if it is this id's lock (after
         // `regenerate` it is the old id's, released once that is deleted).
         let guard = self.lock.take_if(|l| l.id == id).map(|l| l.guard);
@@ -92,10 +92,18 @@ impl RequestSession {
                 }
             }
             saved
-        } else {
+        } else if refresh_due(&self.config, s, expires) {
             let r = timed("touch", &key, self.store.as_ref().touch(&key, expires)).await;
             drop(guard);
             checked(&mut self.failed, r)?
+        } else {
+            // Unchanged, and its expiry recently written: no write, and the
+            // cookie carries the expiry the record has.
+            expires = s.stored_expires;
+            if let Some(guard) = guard {
+                guard.release_unchanged();
+            }
+            true
         };
         if saved && !s.stored {
             let replaced = s.replaces.take();
@@ -117,6 +125,7 @@ impl RequestSession {
         s.stored = saved;
         if saved {
             s.changed = false;
+            s.stored_expires = expires;
             self.saved = Some(Saved { id, expires });
         } else {
             tracing::warn!(
@@ -152,6 +161,16 @@ impl RequestSession {
         }
         Ok(())
     }
+}
+
+/// Whether an unchanged session's refresh to `expires` is worth a write:
+/// it moves the stored expiry by at least `refresh_after` (a tenth of the
+/// session's idle timeout by default).
+fn refresh_due(config: &SessionConfig, session: &Loaded, expires: Millis) -> bool {
+    let after = config
+        .refresh_after
+        .unwrap_or_else(|| session.timeout(config) / 10);
+    expires >= session.stored_expires.saturating_add(millis(after))
 }
 
 /// When `session` expires if saved at `now`: its idle timeout from now

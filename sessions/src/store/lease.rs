@@ -38,8 +38,9 @@
 //!   what it cannot rule out is a lease that runs out between the check
 //!   and the write, a round trip later, which takes a stall of seconds.)
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::task::AbortHandle;
@@ -47,7 +48,8 @@ use tokio::task::AbortHandle;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{
-    Entered, Error, Known, LocalGuard, LockWaits, Place, SaveIf, SessionLock, SessionStore, TURN,
+    Entered, Error, Keep, Known, LocalGuard, LockWaits, Place, SaveIf, SessionLock, SessionStore,
+    TURN,
 };
 
 /// Until when a turn claimed at `now` lasts.
@@ -93,6 +95,14 @@ pub(crate) trait LeaseBackend: SessionStore + Clone {
     /// Refuses a record this store would not write or read back (its size),
     /// before anything is written.
     fn check(&self, record: &Record) -> Result<(), Error>;
+
+    /// Whether, and within which bounds, a process keeps the sessions its
+    /// requests used ([`Keep`]). Only a store that tells a keeping
+    /// process when another one wants a session may: the default keeps
+    /// nothing.
+    fn keep(&self) -> Option<Keep> {
+        None
+    }
 
     /// Moves the lease's end to `until` if it is still ours.
     async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error>;
@@ -141,12 +151,21 @@ pub(crate) async fn acquire<B: LeaseBackend>(
         Entered::HandedOver(local, handover) => {
             let Handover { mut lease, record } = *handover;
             lease.place.take(local);
-            let record = match record {
-                Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
-                Known::Unknown if load => backend.load(key).await?,
-                Known::Unknown => None,
-            };
-            return Ok((lease, record));
+            // A lease kept or handed over is used only while it surely is
+            // still ours: past that (a process paused past its lease, a
+            // renewal that failed) the store says, before any read.
+            if lease.confirmed.holds() || lease.reconfirm().await? {
+                let record = match record {
+                    Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
+                    Known::Unknown if load => backend.load(key).await?,
+                    Known::Unknown => None,
+                };
+                lease.remember(&record);
+                return Ok((lease, record));
+            }
+            // Lost: someone may have written since. Ask afresh.
+            let local = lease.forsake();
+            waits.front(key, local, wait)
         }
         Entered::Front(waiter) => waiter,
     };
@@ -154,10 +173,13 @@ pub(crate) async fn acquire<B: LeaseBackend>(
         .map(|t| t.to_string())
         .map_err(|e| Error::unavailable("drawing a lock owner token", e))?;
     loop {
+        let sent = mono_ms();
         let until = now_millis().saturating_add(millis(length));
         match take_to_completion(backend, key, &owner, until, load).await? {
             Taken::Ours(record) => {
-                let lease = Lease::start(backend.clone(), *key, owner, length, waiter.granted());
+                let mut lease =
+                    Lease::start(backend.clone(), *key, owner, length, waiter.granted(), sent);
+                lease.remember(&record);
                 return Ok((lease, record));
             }
             Taken::Busy => {
@@ -168,10 +190,42 @@ pub(crate) async fn acquire<B: LeaseBackend>(
     }
 }
 
-/// A lease handed from a finishing request to the next of this process.
+/// A lease handed from a finishing request to the next of this process,
+/// or kept for it.
 struct Handover<B: LeaseBackend> {
     lease: Lease<B>,
     record: Known,
+}
+
+/// This process's monotonic clock, in milliseconds since its first read.
+/// Unlike the wall clock it never jumps, and it runs on while the process
+/// is stopped (SIGSTOP, a stall), so a lease confirmed before a pause is
+/// seen to have run out after it.
+fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Until when, on [`mono_ms`], a lease is surely still ours: a fifth of
+/// the lease short of its end as last confirmed (taken, renewed, saved
+/// under it), counted from before the call that confirmed it, which
+/// covers the round trip and the drift of two clocks.
+#[derive(Debug, Default)]
+struct Confirmed(AtomicU64);
+
+impl Confirmed {
+    fn set(&self, sent: u64, length: Duration) {
+        let sure = millis(length).saturating_sub(millis(length) / 5);
+        self.0.store(sent.saturating_add(sure), Ordering::Relaxed);
+    }
+
+    fn lost(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    fn holds(&self) -> bool {
+        mono_ms() < self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs one take on its own task, so that it completes even if the caller
@@ -242,8 +296,13 @@ pub(crate) struct Lease<B: LeaseBackend> {
     owner: String,
     length: Duration,
     renewal: AbortHandle,
+    /// Until when the lease is surely ours; the renewal moves it on.
+    confirmed: Arc<Confirmed>,
     /// This process's place at the front of the session's queue.
     place: Place,
+    /// The record the lease was taken with, when the store keeps sessions:
+    /// what a request that changes nothing keeps.
+    loaded: Option<Record>,
 }
 
 impl<B: LeaseBackend> Lease<B> {
@@ -253,47 +312,125 @@ impl<B: LeaseBackend> Lease<B> {
         owner: String,
         length: Duration,
         local: LocalGuard,
+        sent: u64,
     ) -> Self {
-        let renewal =
-            tokio::spawn(renew(backend.clone(), key, owner.clone(), length)).abort_handle();
+        let confirmed = Arc::new(Confirmed::default());
+        confirmed.set(sent, length);
+        let renewal = renew(
+            backend.clone(),
+            key,
+            owner.clone(),
+            length,
+            Arc::clone(&confirmed),
+        );
         Lease {
             backend,
             key,
             owner,
             length,
-            renewal,
+            renewal: tokio::spawn(renewal).abort_handle(),
+            confirmed,
             place: Place::new(local),
+            loaded: None,
         }
     }
 
-    /// Moves the lease, still held and renewed, out of this guard into a
-    /// hand-over for the next request; this guard then releases nothing.
+    /// Remembers the record the lease starts with, if the store keeps
+    /// sessions (otherwise nobody needs it).
+    fn remember(&mut self, record: &Option<Record>) {
+        if self.backend.keep().is_some() {
+            self.loaded.clone_from(record);
+        }
+    }
+
+    /// Asks the store whether the lease is still ours, moving its end on
+    /// if so.
+    async fn reconfirm(&mut self) -> Result<bool, Error> {
+        let sent = mono_ms();
+        let until = now_millis().saturating_add(millis(self.length));
+        let ours = self.backend.renew(&self.key, &self.owner, until).await?;
+        if ours {
+            self.confirmed.set(sent, self.length);
+        }
+        Ok(ours)
+    }
+
+    /// Gives up a lease found lost: nothing to release; the queue's place
+    /// goes back to the caller.
+    fn forsake(mut self) -> LocalGuard {
+        self.owner.clear();
+        self.renewal.abort();
+        self.place
+            .let_go()
+            .expect("a lease taken from a hand-over holds its place")
+    }
+
+    /// Builds, from this guard's lease, the lease the next request gets:
+    /// still held and renewed; this guard then releases nothing.
+    fn successor(&mut self) -> impl FnOnce(Place) -> Lease<B> {
+        let (backend, key, length) = (self.backend.clone(), self.key, self.length);
+        let (owner, renewal) = (std::mem::take(&mut self.owner), self.renewal.clone());
+        let confirmed = Arc::clone(&self.confirmed);
+        move |place| Lease {
+            backend,
+            key,
+            owner,
+            length,
+            renewal,
+            confirmed,
+            place,
+            loaded: None,
+        }
+    }
+
+    /// Moves the lease into a hand-over for the next request, which waits.
     fn hand_over(&mut self, record: Known) {
         if self.place.is_handed_over() {
             return;
         }
-        let (backend, key, length) = (self.backend.clone(), self.key, self.length);
-        let (owner, renewal) = (std::mem::take(&mut self.owner), self.renewal.clone());
+        let next = self.successor();
         self.place.hand_over(|place| Handover {
-            lease: Lease {
-                backend,
-                key,
-                owner,
-                length,
-                renewal,
-                place,
-            },
+            lease: next(place),
             record,
         });
+    }
+
+    /// Keeps the lease, and `record`, in this process for the session's
+    /// next request, whenever it comes (see [`Keep`]).
+    fn keep(&mut self, record: Record, keep: &Keep) {
+        if self.place.is_handed_over() {
+            return;
+        }
+        let bytes = record.data.len();
+        let next = self.successor();
+        self.place.keep(bytes, keep, |place| Handover {
+            lease: next(place),
+            record: Known::Record(Some(record)),
+        });
+    }
+
+    /// Whether the session may be kept after this request, with `record`.
+    fn may_keep(&self, record: &Record) -> Option<Keep> {
+        let keep = self.backend.keep()?;
+        self.place
+            .may_keep(record.data.len(), &keep)
+            .then_some(keep)
     }
 
     /// Saves `record` and releases the lease in one step; `Ok(false)` when
     /// the precondition failed, [`Error::Unavailable`] when the lease was
     /// lost before the save (nothing written).
     async fn save_releasing(mut self, record: &Record, only: SaveIf) -> Result<bool, Error> {
-        if self.place.hand_over_next() {
+        let hand_over = self.place.hand_over_next();
+        let keep = if hand_over {
+            None
+        } else {
+            self.may_keep(record)
+        };
+        if hand_over || keep.is_some() {
             // One round trip for the next request too: the lease stays,
             // and so does what was just written.
+            let sent = mono_ms();
             let until = now_millis().saturating_add(millis(self.length));
             let outcome = self
                 .backend
@@ -301,7 +438,14 @@ impl<B: LeaseBackend> Lease<B> {
                 .await?;
             return match outcome {
                 Released::Saved(saved) => {
-                    self.hand_over(Known::Record(saved.then(|| record.clone())));
+                    self.confirmed.set(sent, self.length);
+                    match keep {
+                        // Kept only as saved; a session found gone is
+                        // released (by `Drop`).
+                        Some(keep) if saved => self.keep(record.clone(), &keep),
+                        Some(_) => {}
+                        None => self.hand_over(Known::Record(saved.then(|| record.clone()))),
+                    }
                     Ok(saved)
                 }
                 Released::Lost => Err(self.lost()),
@@ -329,6 +473,7 @@ impl<B: LeaseBackend> Lease<B> {
     /// The error of a save whose lease was lost; nothing is left to release.
     fn lost(&mut self) -> Error {
         self.owner.clear();
+        self.confirmed.lost();
         tracing::warn!(
             session = %self.key.short(),
             "a session lock's lease was lost before its save; not saved"
@@ -383,17 +528,38 @@ impl<B: LeaseBackend> SessionLock for Lease<B> {
         self.backend.check(record)?;
         self.save_releasing(record, write).await
     }
+
+    fn release_unchanged(mut self: Box<Self>) {
+        // Without the record (a store that keeps nothing, a session not
+        // read), `Drop` hands over or releases as for any guard.
+        let Some(record) = self.loaded.take() else {
+            return;
+        };
+        if self.place.hand_over_next() {
+            self.hand_over(Known::Record(Some(record)));
+        } else if let Some(keep) = self.may_keep(&record) {
+            self.keep(record, &keep);
+        }
+    }
 }
 
 /// Extends the lease every third of it until aborted; stops when the lease
 /// turns out to be someone else's.
-async fn renew<B: LeaseBackend>(backend: B, key: StoreKey, owner: String, lease: Duration) {
+async fn renew<B: LeaseBackend>(
+    backend: B,
+    key: StoreKey,
+    owner: String,
+    lease: Duration,
+    confirmed: Arc<Confirmed>,
+) {
     loop {
         tokio::time::sleep(lease / 3).await;
+        let sent = mono_ms();
         let until = now_millis().saturating_add(millis(lease));
         match backend.renew(&key, &owner, until).await {
-            Ok(true) => {}
+            Ok(true) => confirmed.set(sent, lease),
             Ok(false) => {
+                confirmed.lost();
                 tracing::warn!(
                     session = %key.short(),
                     "a session lock's lease ran out while held; its save will be refused"

@@ -71,6 +71,7 @@ pub use open::{migrate, open, OpenError};
 pub(crate) use users::INDEX_SLACK;
 pub(crate) use users::{checked_entries, end_sessions_of};
 pub use users::{end_user_sessions, user_sessions, UserSession};
+pub use wait::Keep;
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(
@@ -208,6 +209,12 @@ pub trait SessionLock: Send + 'static {
         record: &Record,
         write: SaveIf,
     ) -> Result<bool, Error>;
+
+    /// Ends a request that changed nothing and wrote nothing. The default
+    /// releases (drops the lock); a store that keeps sessions in the
+    /// process (see [`Keep`]) may keep this one, with the record the lock
+    /// was taken with.
+    fn release_unchanged(self: Box<Self>) {}
 }
 
 /// A held session lock. Dropping it releases the lock; so does
@@ -228,6 +235,12 @@ impl LockGuard {
     /// [`SessionLock::save_and_release`].
     pub async fn save_and_release(self, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.0.save_and_release(record, write).await
+    }
+
+    /// Ends a request that changed nothing: see
+    /// [`SessionLock::release_unchanged`].
+    pub fn release_unchanged(self) {
+        self.0.release_unchanged();
     }
 }
 
@@ -281,8 +294,19 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// data. Returns `false` if there is no such record.
     async fn touch(&self, key: &StoreKey, expires: Millis) -> Result<bool, Error>;
 
-    /// Removes the record, if any.
+    /// Removes the record, if any. For a request that holds the session's
+    /// lock, or a store that keeps no session in a process; from outside,
+    /// use [`end`](Self::end).
     async fn delete(&self, key: &StoreKey) -> Result<(), Error>;
+
+    /// Ends a session from outside any request that holds its lock (the
+    /// logout of a user's other sessions, the admin commands): a store
+    /// that keeps sessions in processes ([`Keep`]) first takes the lock,
+    /// so that a process keeping the session gives it back and can never
+    /// serve it again; then the record is removed. The default deletes.
+    async fn end(&self, key: &StoreKey) -> Result<(), Error> {
+        self.delete(key).await
+    }
 
     /// Whether a live record exists.
     async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
@@ -426,6 +450,9 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     async fn delete(&self, key: &StoreKey) -> Result<(), Error> {
         (**self).delete(key).await
+    }
+    async fn end(&self, key: &StoreKey) -> Result<(), Error> {
+        (**self).end(key).await
     }
     async fn exists(&self, key: &StoreKey) -> Result<bool, Error> {
         (**self).exists(key).await

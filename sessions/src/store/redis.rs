@@ -54,6 +54,7 @@
 //! failover can lose are described on [`RedisStore`].
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ use self::scripts::Scripts;
 use self::target::{Target, Topology};
 use self::watch::{listen, watch_expiry, EXPIRED_QUEUE};
 
-use super::{lease, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use super::{lease, Error, Keep, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::checked_entries;
@@ -164,6 +165,28 @@ const HEADER_ROOM: usize = Record::MAX_HEADER;
 /// A guard that is leaked rather than dropped keeps its renewal running
 /// until the process ends, as a leaked mutex guard would.
 ///
+/// # Keeping
+///
+/// By default ([`with_keep`](Self::with_keep)) a process keeps a session's
+/// lock and the record it just saved (or read) after the request, so that
+/// the next request of the session in this process takes neither: it
+/// costs one round trip if it changes the session (the save, which keeps
+/// the lease) and none if it only reads it (see the layer's
+/// `refresh_after`). Another process that finds the lock held publishes
+/// `w<key>` on the same channel when it marks its wait, and the keeping
+/// process gives the session back: at once when it is idle, at the end of
+/// the request in flight otherwise; a session asked back is not kept
+/// again for ten seconds, so one that moves between processes (a
+/// round-robin balancer) does not bounce. A kept lease is renewed as a
+/// held one is, and used only while it surely is still ours (a fifth of
+/// the lease short of its confirmed end, on the monotonic clock, which
+/// runs on while a process is stopped): a process paused past its lease
+/// asks Redis before it serves anything it kept. Deletes from outside a
+/// request ([`end`](SessionStore::end): the logout of a user's other
+/// sessions, the admin commands) take the lock first. A kept session left
+/// idle for [`Keep::idle`] is released; a process that dies keeps its
+/// sessions locked for at most one lease.
+///
 /// # Saves
 ///
 /// [`SaveIf::Absent`] is `SET … PX <ttl> NX` and [`SaveIf::Live`] is
@@ -230,11 +253,15 @@ pub struct RedisStore {
     /// The subscription that wakes `locks`' waiters when another process
     /// releases, started at the first wait for such a lock.
     listener: Arc<OnceLock<AbortOnDrop>>,
+    /// Whether that subscription is up: sessions are kept only then.
+    subscribed: Arc<AtomicBool>,
     prefix: Arc<str>,
     /// `{prefix}released`, where releases of contended locks publish.
     channel: Arc<str>,
     max_size: usize,
     lease: Duration,
+    /// What this process keeps of the sessions it used; `None`: nothing.
+    keep: Option<Keep>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -245,6 +272,7 @@ impl fmt::Debug for RedisStore {
             .field("max_size", &self.max_size)
             .field("lease", &self.lease)
             .field("wait_replicas", &self.wait_replicas)
+            .field("keep", &self.keep)
             .finish_non_exhaustive()
     }
 }
@@ -295,14 +323,15 @@ impl RedisStore {
     }
 
     /// Starts the wake-up subscription once, at the first wait for a lock
-    /// that another process holds: a store that never meets one never
-    /// opens the extra connection.
+    /// that another process holds or the first session kept: a store that
+    /// meets neither never opens the extra connection.
     fn listen(&self) {
         self.listener.get_or_init(|| {
             let task = tokio::spawn(listen(
                 Arc::clone(&self.target),
                 Arc::clone(&self.channel),
                 Arc::downgrade(&self.locks),
+                Arc::clone(&self.subscribed),
             ));
             AbortOnDrop(task.abort_handle())
         });
@@ -600,6 +629,20 @@ impl SessionStore for RedisStore {
         let (lease, record) =
             lease::acquire(self, &self.locks, self.lease, key, wait, load, on_busy).await?;
         Ok((LockGuard::new(lease), record))
+    }
+
+    async fn end(&self, key: &StoreKey) -> Result<(), Error> {
+        if self.keep.is_none() {
+            return self.delete(key).await;
+        }
+        // Under the session's lock: a process keeping the session gives it
+        // back first (and one that vanished or stalled loses it within a
+        // lease), so none serves it after this.
+        let wait = self.lease + self.lease / 2;
+        let (guard, _) = self.acquire(key, wait, false).await?;
+        let deleted = self.delete(key).await;
+        drop(guard);
+        deleted
     }
 }
 

@@ -121,7 +121,7 @@ pub(crate) async fn end_sessions_of(
         let mut more = false;
         for (key, _) in store.sessions_of(user).await? {
             if !keep.contains(&key) && !ended.contains(&key) {
-                store.delete(&key).await?;
+                store.end(&key).await?;
                 ended.push(key);
                 more = true;
             }

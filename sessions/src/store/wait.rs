@@ -18,7 +18,8 @@
 //! ```
 
 use std::any::Any;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, Notify, OwnedMutexGuard};
@@ -80,7 +81,53 @@ type Slot = Arc<AsyncMutex<Option<Handover>>>;
 struct Entry {
     slot: Slot,
     claims: usize,
+    /// Set while the slot holds a kept session (see [`Keep`]): the entry
+    /// then outlives its last claim.
+    kept: Option<Kept>,
+    /// Another process asked for the session back while a request of this
+    /// one held it: it is released at the end, neither kept nor handed on.
+    wanted: bool,
 }
+
+/// When a kept session was left, and the size of the record kept with it.
+#[derive(Clone, Copy)]
+struct Kept {
+    since: Instant,
+    bytes: usize,
+}
+
+/// What a process may keep of the sessions its requests used: a session's
+/// backend lock (its lease) and the record it just saved stay in the
+/// process after the request, so that the next request of that session
+/// here starts with no round trip. Another process that wants the session
+/// asks for it back (the store's notification), and gets it at once when
+/// it is idle, or at the end of the request in flight. Bounded by these
+/// limits: past them, a request releases as if keeping were off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// How long a kept session may sit unused before its lock is released
+    /// (default 2 s).
+    pub idle: Duration,
+    /// At most this many sessions kept at once (default 10,000).
+    pub sessions: usize,
+    /// At most this many bytes of kept records (default 64 MiB).
+    pub bytes: usize,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep {
+            idle: Duration::from_secs(2),
+            sessions: 10_000,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+/// How long a session another process asked back is not kept again: a
+/// session that moves between processes (a round-robin balancer) would
+/// otherwise cost a give-back at every request.
+const BOUNCE: Duration = Duration::from_secs(10);
 
 /// A sharded table of per-session async mutexes, fair (first come, first
 /// served).
@@ -90,6 +137,15 @@ struct Entry {
 /// dropped with its entry, and its own `Drop` releases what it holds.
 pub(crate) struct LocalLocks {
     shards: Box<[Mutex<KeyMap<Entry>>]>,
+    /// How many sessions are kept, and the bytes of their records.
+    kept_sessions: AtomicUsize,
+    kept_bytes: AtomicUsize,
+    /// Sessions recently asked back by another process, not kept until
+    /// the instant given.
+    bounced: Mutex<KeyMap<Instant>>,
+    /// The task that releases kept sessions left idle, started at the
+    /// first keep.
+    sweeper: OnceLock<()>,
 }
 
 impl std::fmt::Debug for LocalLocks {
@@ -121,13 +177,14 @@ impl Drop for Claim {
         let mut shard = self.locks.shard(&self.key);
         let last = shard.get_mut(&self.key).is_some_and(|entry| {
             entry.claims -= 1;
-            entry.claims == 0
+            // A kept session stays, unless it was asked back meanwhile.
+            entry.claims == 0 && (entry.kept.is_none() || entry.wanted)
         });
         let removed = if last { shard.remove(&self.key) } else { None };
         // A hand-over in the removed mutex is dropped outside the shard's
         // lock: its `Drop` may spawn a release.
         drop(shard);
-        drop(removed);
+        self.locks.forget(removed);
     }
 }
 
@@ -139,7 +196,10 @@ impl LocalGuard {
     )]
     pub(crate) fn has_waiters(&self) -> bool {
         let shard = self.claim.locks.shard(&self.claim.key);
-        shard.get(&self.claim.key).is_some_and(|e| e.claims > 1)
+        // Asked back by another process: let go, do not hand on.
+        shard
+            .get(&self.claim.key)
+            .is_some_and(|e| e.claims > 1 && !e.wanted)
     }
 
     /// Lets go of the key, leaving `value` — the backend lock, still held —
@@ -155,12 +215,164 @@ impl LocalGuard {
             **guard = Some(value);
         }
     }
+
+    /// Whether a session with a record of `bytes` may be kept: it was not
+    /// asked back, lately or now, and the bounds leave room.
+    pub(crate) fn may_keep(&self, bytes: usize, keep: &Keep) -> bool {
+        let locks = &self.claim.locks;
+        if locks.kept_sessions.load(Ordering::Relaxed) >= keep.sessions
+            || locks
+                .kept_bytes
+                .load(Ordering::Relaxed)
+                .saturating_add(bytes)
+                > keep.bytes
+            || locks.bounced(&self.claim.key)
+        {
+            return false;
+        }
+        let shard = locks.shard(&self.claim.key);
+        shard.get(&self.claim.key).is_some_and(|e| !e.wanted)
+    }
+
+    /// Lets go of the key, leaving `value` — the backend lock, still held,
+    /// and the record — in the table for the next request of the session,
+    /// even if none waits now: kept until it is taken, asked back, or idle
+    /// for `keep.idle`. Refused (and `value` dropped, which releases it)
+    /// when the session was asked back meanwhile or no runtime runs.
+    pub(crate) fn keep(mut self, value: Handover, bytes: usize, keep: &Keep) {
+        let locks = Arc::clone(&self.claim.locks);
+        if !locks.sweep_every(keep.idle) {
+            return;
+        }
+        {
+            let mut shard = locks.shard(&self.claim.key);
+            let Some(entry) = shard.get_mut(&self.claim.key).filter(|e| !e.wanted) else {
+                drop(shard);
+                drop(value);
+                return;
+            };
+            entry.kept = Some(Kept {
+                since: Instant::now(),
+                bytes,
+            });
+        }
+        locks.kept_sessions.fetch_add(1, Ordering::Relaxed);
+        locks.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(guard) = self.guard.as_mut() {
+            **guard = Some(value);
+        }
+    }
 }
 
 impl LocalLocks {
     pub(crate) fn new() -> Self {
         LocalLocks {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            kept_sessions: AtomicUsize::new(0),
+            kept_bytes: AtomicUsize::new(0),
+            bounced: Mutex::default(),
+            sweeper: OnceLock::new(),
+        }
+    }
+
+    /// Counts out what a removed entry kept, and drops it (outside every
+    /// lock: a kept lease's `Drop` spawns its release).
+    fn forget(&self, removed: Option<Entry>) {
+        if let Some(kept) = removed.as_ref().and_then(|e| e.kept) {
+            self.uncount(kept);
+        }
+        drop(removed);
+    }
+
+    /// A hand-over was taken out of the session's slot: if it was kept
+    /// there, it is no longer.
+    fn taken_out(&self, key: &StoreKey) {
+        let kept = self.shard(key).get_mut(key).and_then(|e| e.kept.take());
+        if let Some(kept) = kept {
+            self.uncount(kept);
+        }
+    }
+
+    fn uncount(&self, kept: Kept) {
+        self.kept_sessions.fetch_sub(1, Ordering::Relaxed);
+        self.kept_bytes.fetch_sub(kept.bytes, Ordering::Relaxed);
+    }
+
+    /// Whether the session was asked back by another process lately.
+    fn bounced(&self, key: &StoreKey) -> bool {
+        let bounced = self.bounced.lock().unwrap_or_else(|e| e.into_inner());
+        bounced
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Another process wants the session: released now if it is kept
+    /// idle, at the end of its request if one holds it; either way not
+    /// kept again for [`BOUNCE`].
+    fn give_back(&self, key: &StoreKey) {
+        let removed = {
+            let mut shard = self.shard(key);
+            match shard.get_mut(key) {
+                Some(entry) if entry.claims == 0 => shard.remove(key),
+                Some(entry) => {
+                    entry.wanted = true;
+                    None
+                }
+                None => return,
+            }
+        };
+        {
+            let now = Instant::now();
+            let mut bounced = self.bounced.lock().unwrap_or_else(|e| e.into_inner());
+            if bounced.len() >= 4096 {
+                bounced.retain(|_, until| *until > now);
+            }
+            bounced.insert(*key, now + BOUNCE);
+        }
+        self.forget(removed);
+    }
+
+    /// Starts, once, the task that releases sessions kept idle for `idle`;
+    /// false if no runtime runs to start it on.
+    fn sweep_every(self: &Arc<Self>, idle: Duration) -> bool {
+        if self.sweeper.get().is_some() {
+            return true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let weak = Arc::downgrade(self);
+        self.sweeper.get_or_init(|| {
+            runtime.spawn(async move {
+                let period = (idle / 2).max(Duration::from_millis(10));
+                loop {
+                    tokio::time::sleep(period).await;
+                    let Some(locks) = weak.upgrade() else { return };
+                    locks.sweep(idle);
+                }
+            });
+        });
+        true
+    }
+
+    /// Releases every session kept unused for `idle` or longer.
+    fn sweep(&self, idle: Duration) {
+        if self.kept_sessions.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let stale: Vec<StoreKey> = shard
+                .iter()
+                .filter(|(_, e)| e.claims == 0 && e.kept.is_some_and(|k| now - k.since >= idle))
+                .map(|(key, _)| *key)
+                .collect();
+            let removed: Vec<Entry> = stale.iter().filter_map(|k| shard.remove(k)).collect();
+            drop(shard);
+            for entry in removed {
+                self.forget(Some(entry));
+            }
         }
     }
 
@@ -203,6 +415,9 @@ impl LocalLocks {
             Err(_) => tokio::time::timeout(wait, slot.lock_owned()).await.ok()?,
         };
         let handed = guard.take();
+        if handed.is_some() {
+            self.taken_out(key);
+        }
         let local = LocalGuard {
             guard: Some(guard),
             claim,
@@ -216,7 +431,9 @@ impl LocalLocks {
         let (claim, slot) = self.claim(key);
         let mut guard = slot.try_lock_owned().ok()?;
         // Clean-up takes no hand-over: dropping one releases it.
-        drop(guard.take());
+        if guard.take().is_some() {
+            self.taken_out(key);
+        }
         Some(LocalGuard {
             guard: Some(guard),
             claim,
@@ -353,6 +570,26 @@ impl LockWaits {
         }
     }
 
+    /// Another process asks for the session (the store's notification): a
+    /// session kept here idle is released now, one in use at the end of
+    /// its request.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn give_back(&self, key: &StoreKey) {
+        self.local.give_back(key);
+    }
+
+    /// The front of the queue for a request that holds `local` but whose
+    /// hand-over turned out to be worthless (its lease was lost): it asks
+    /// the backend as any front waiter does.
+    pub(crate) fn front(
+        self: &Arc<Self>,
+        key: &StoreKey,
+        local: LocalGuard,
+        wait: Duration,
+    ) -> Waiter {
+        self.waiter(key, local, deadline(wait), wait)
+    }
+
     /// The backend says the session's lock was let go: the waiter of this
     /// process at the front of its queue, if any, tries again now.
     #[cfg_attr(
@@ -443,6 +680,34 @@ impl Place {
             handovers: self.handovers + 1,
         };
         local.hand_over(Box::new(make(next)));
+    }
+
+    /// Whether the session may be kept after this request, with a record
+    /// of `bytes` (see [`Keep`]).
+    pub(crate) fn may_keep(&self, bytes: usize, keep: &Keep) -> bool {
+        self.local.as_ref().is_some_and(|l| l.may_keep(bytes, keep))
+    }
+
+    /// Keeps the session in this process after the request: `make` builds
+    /// what is kept around the next holder's place, as for
+    /// [`hand_over`](Self::hand_over). Nothing happens if the place was
+    /// passed on already.
+    pub(crate) fn keep<T: Any + Send>(
+        &mut self,
+        bytes: usize,
+        keep: &Keep,
+        make: impl FnOnce(Place) -> T,
+    ) {
+        let Some(local) = self.local.take() else {
+            return;
+        };
+        // A kept session starts a new run of hand-overs: another process
+        // that wants it asks for it back.
+        let next = Place {
+            local: None,
+            handovers: 0,
+        };
+        local.keep(Box::new(make(next)), bytes, keep);
     }
 
     /// Fills in the place of a hand-over this request received.

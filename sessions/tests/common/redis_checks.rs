@@ -132,14 +132,22 @@ pub async fn a_contended_release_wakes_the_other_instance(url: &str, node: &str)
         .save_and_release(&record("2"), SaveIf::Absent)
         .await
         .unwrap());
-    let message = tokio::time::timeout(wait, messages.next())
-        .await
-        .expect("the release published nothing")
-        .unwrap();
-    assert_eq!(
-        message.get_payload::<String>().unwrap(),
-        contended.to_string()
-    );
+    // The waiter's attempts asked for the session back (`w<key>`); the
+    // release then published the key itself.
+    let mut asked = false;
+    let released = loop {
+        let message = tokio::time::timeout(wait, messages.next())
+            .await
+            .expect("the release published nothing")
+            .unwrap();
+        let payload = message.get_payload::<String>().unwrap();
+        match payload.strip_prefix('w') {
+            Some(wanted) => asked |= wanted == contended.to_string(),
+            None => break payload,
+        }
+    };
+    assert!(asked, "the waiter never asked for the session back");
+    assert_eq!(released, contended.to_string());
     let loaded = waiter.await.unwrap().unwrap().unwrap();
     assert_eq!(loaded.data, b"2");
 }

@@ -6,6 +6,8 @@
 //! "Locks" on [`RedisStore`]), and with `redis_wait_replicas` a save waits
 //! for its replicas before it counts as done.
 
+use std::sync::atomic::Ordering;
+
 use async_trait::async_trait;
 
 use super::conn::Conn;
@@ -15,7 +17,7 @@ use super::{bounded, mode, ttl_ms, RedisStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{LeaseBackend, Released, Taken};
-use crate::store::{Error, SaveIf};
+use crate::store::{Error, Keep, SaveIf};
 
 /// Milliseconds from now until `until`, at least 1 (Redis refuses a zero
 /// expiry).
@@ -27,6 +29,16 @@ fn ms_until(until: Millis) -> u64 {
 impl LeaseBackend for RedisStore {
     fn check(&self, record: &Record) -> Result<(), Error> {
         self.check_size(record)
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        // Another process's request to give a session back comes on the
+        // wake-up channel: nothing is kept while it is not subscribed.
+        self.keep?;
+        self.listen();
+        self.subscribed
+            .load(Ordering::Relaxed)
+            .then_some(self.keep?)
     }
 
     async fn take(
@@ -43,7 +55,9 @@ impl LeaseBackend for RedisStore {
             call.key(&keys.lock)
                 .key(&keys.waiting)
                 .arg(owner)
-                .arg(ms_until(until));
+                .arg(ms_until(until))
+                .arg(&*self.channel)
+                .arg(&keys.tag);
             let taken: i64 = bounded("taking a session lock", call.invoke_async(&mut conn)).await?;
             return Ok(if taken == 1 {
                 Taken::Ours(None)
@@ -57,7 +71,9 @@ impl LeaseBackend for RedisStore {
             .key(&keys.waiting)
             .arg(owner)
             .arg(ms_until(until))
-            .arg(self.read_limit());
+            .arg(self.read_limit())
+            .arg(&*self.channel)
+            .arg(&keys.tag);
         let (status, value, n): (i64, Option<Vec<u8>>, i64) = bounded(
             "locking and loading a session",
             call.invoke_async(&mut conn),

@@ -9,7 +9,7 @@ use tokio::sync::OnceCell;
 use super::scripts::Scripts;
 use super::target::Target;
 use super::{bounded, RedisStore};
-use crate::store::{self, Error, LockWaits, OpenError};
+use crate::store::{self, Error, Keep, LockWaits, OpenError};
 
 const DEFAULT_PREFIX: &str = "session:";
 const DEFAULT_MAX_SIZE: usize = 64 * 1024;
@@ -44,10 +44,12 @@ impl RedisStore {
             scripts: Arc::new(Scripts::new()),
             locks: LockWaits::new(),
             listener: Arc::default(),
+            subscribed: Arc::default(),
             prefix: DEFAULT_PREFIX.into(),
             channel: release_channel(DEFAULT_PREFIX),
             max_size: DEFAULT_MAX_SIZE,
             lease: DEFAULT_LEASE,
+            keep: Some(Keep::default()),
         })
     }
 
@@ -61,6 +63,7 @@ impl RedisStore {
         // own, and never takes a lock handed over under the old prefix.
         self.locks = LockWaits::new();
         self.listener = Arc::default();
+        self.subscribed = Arc::default();
         self
     }
 
@@ -79,6 +82,14 @@ impl RedisStore {
     /// renews it every third of the lease, however long it holds the lock.
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    /// Keeps sessions in this process between requests within `keep`'s
+    /// bounds (the default, [`Keep::default`]), or with `None` releases
+    /// every lock at the end of its request. See "Keeping" above.
+    pub fn with_keep(mut self, keep: Option<Keep>) -> Self {
+        self.keep = keep;
         self
     }
 

@@ -31,12 +31,16 @@ const LOAD_BODY: &str = "return read(KEYS[1], tonumber(ARGV[1]))";
 /// extends it: a call that ran but whose answer was lost (a Cluster client
 /// resends a command whose connection dropped) takes the lock again rather
 /// than finding it busy until its own lease runs out. A lock held by
-/// someone else gets the `waiting` mark, so that its release wakes us.
+/// someone else gets the `waiting` mark, so that its release wakes us,
+/// and publishes `w<tag>`, which asks a process that keeps the session to
+/// give it back (`pcall`, as for the release); at every attempt, so that
+/// a message lost costs one backoff step.
 const LOCK_FN: &str = r"
-local function lock(key, waiting, token, lease)
+local function lock(key, waiting, token, lease, channel, tag)
   if redis.call('SET', key, token, 'NX', 'PX', lease) then return true end
   if redis.call('GET', key) ~= token then
     redis.call('SET', waiting, '1', 'PX', lease)
+    redis.pcall('PUBLISH', channel, 'w' .. tag)
     return false
   end
   redis.call('PEXPIRE', key, lease)
@@ -55,14 +59,15 @@ local function released(waiting, channel, tag)
 end
 ";
 
-/// KEYS: lock, waiting. ARGV: token, lease ms. 1: ours; 0: held by
-/// someone else.
-const LOCK_BODY: &str = "if lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then return 1 end return 0";
+/// KEYS: lock, waiting. ARGV: token, lease ms, channel, tag. 1: ours; 0:
+/// held by someone else.
+const LOCK_BODY: &str =
+    "if lock(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 1 end return 0";
 
-/// KEYS: data, lock, waiting. ARGV: token, lease ms, size limit.
-/// Status -1: the lock is held by someone else.
+/// KEYS: data, lock, waiting. ARGV: token, lease ms, size limit, channel,
+/// tag. Status -1: the lock is held by someone else.
 const LOCK_AND_LOAD_BODY: &str = r"
-if not lock(KEYS[2], KEYS[3], ARGV[1], ARGV[2]) then
+if not lock(KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[4], ARGV[5]) then
   return {-1, false, 0}
 end
 return read(KEYS[1], tonumber(ARGV[3]))

@@ -3,6 +3,7 @@
 //! waits for, and the watch on keyspace notifications, which tells the
 //! sessions Redis expired by TTL.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -22,21 +23,32 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// this and the response timeout.
 const LISTEN_PING: Duration = Duration::from_secs(15);
 
-/// Holds the wake-up subscription and wakes this process's waiter for each
-/// session another process released; subscribes again after a loss (on a
+/// Holds the wake-up subscription (`up` while it is) and wakes this
+/// process's waiter for each session another process released, or gives
+/// back one another process wants; subscribes again after a loss (on a
 /// Cluster, at the next listed node; with Sentinel, at the master it names
 /// then). Ends when the store (its waits) is gone. While it cannot
 /// subscribe, waiters poll: the first failure is a warning (an ACL that
 /// forbids the channel, say), later ones are debug.
-pub(super) async fn listen(target: Arc<Target>, channel: Arc<str>, waits: Weak<LockWaits>) {
+pub(super) async fn listen(
+    target: Arc<Target>,
+    channel: Arc<str>,
+    waits: Weak<LockWaits>,
+    up: Arc<AtomicBool>,
+) {
     let mut warned = false;
     for attempt in 0.. {
         let subscribed = tokio::time::timeout(LISTEN_TIMEOUT, target.subscribe(&channel, attempt));
         let why = match subscribed.await {
-            Ok(Ok(pubsub)) => match deliver(pubsub, &waits).await {
-                Delivery::StoreGone => return,
-                Delivery::Lost => "lost their connection".to_owned(),
-            },
+            Ok(Ok(pubsub)) => {
+                up.store(true, Ordering::Relaxed);
+                let delivered = deliver(pubsub, &waits).await;
+                up.store(false, Ordering::Relaxed);
+                match delivered {
+                    Delivery::StoreGone => return,
+                    Delivery::Lost => "lost their connection".to_owned(),
+                }
+            }
             Ok(Err(error)) => format!("cannot subscribe ({error})"),
             Err(_) => "timed out subscribing".to_owned(),
         };
@@ -196,9 +208,19 @@ async fn deliver(pubsub: ::redis::aio::PubSub, waits: &Weak<LockWaits>) -> Deliv
                 let Some(waits) = waits.upgrade() else {
                     return Delivery::StoreGone;
                 };
-                let tag = message.get_payload::<String>();
-                if let Ok(Ok(key)) = tag.map(|tag| tag.parse::<StoreKey>()) {
-                    waits.wake(&key);
+                let Ok(tag) = message.get_payload::<String>() else {
+                    continue;
+                };
+                // `w<key>`: another process waits for a session this one
+                // may keep; `<key>`: a lock was released.
+                match tag.strip_prefix('w').map(str::parse::<StoreKey>) {
+                    Some(Ok(key)) => waits.give_back(&key),
+                    Some(Err(_)) => {}
+                    None => {
+                        if let Ok(key) = tag.parse::<StoreKey>() {
+                            waits.wake(&key);
+                        }
+                    }
                 }
             }
             Either::Right(_) => {
