@@ -190,6 +190,34 @@ pub(crate) async fn acquire<B: LeaseBackend>(
     }
 }
 
+/// Ends a session from outside a request ([`SessionStore::end`]) on a
+/// store that keeps sessions in processes: under its lease, so that a
+/// process keeping it gives it back first (and one that stalled or died
+/// loses it within a lease), and none serves it after the delete.
+pub(crate) async fn end<B: LeaseBackend>(
+    backend: &B,
+    waits: &Arc<LockWaits>,
+    length: Duration,
+    key: &StoreKey,
+    on_busy: impl Fn(),
+) -> Result<(), Error> {
+    // A keeper gives the session back at once, a request in flight at its
+    // end. One that holds it longer (a long poll) is waited for one lease
+    // and a tenth: by then any process that stopped meanwhile has seen its
+    // lease run out and will ask the store before it serves what it kept,
+    // so the delete goes ahead; the request's save finds the record gone.
+    let wait = length + length / 10;
+    match acquire(backend, waits, length, key, wait, false, on_busy).await {
+        Ok((lease, _)) => {
+            let deleted = backend.delete(key).await;
+            drop(lease);
+            deleted
+        }
+        Err(Error::LockTimeout(_)) => backend.delete(key).await,
+        Err(e) => Err(e),
+    }
+}
+
 /// A lease handed from a finishing request to the next of this process,
 /// or kept for it.
 struct Handover<B: LeaseBackend> {

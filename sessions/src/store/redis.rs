@@ -632,17 +632,10 @@ impl SessionStore for RedisStore {
     }
 
     async fn end(&self, key: &StoreKey) -> Result<(), Error> {
-        if self.keep.is_none() {
-            return self.delete(key).await;
+        match self.keep {
+            None => self.delete(key).await,
+            Some(_) => lease::end(self, &self.locks, self.lease, key, || self.listen()).await,
         }
-        // Under the session's lock: a process keeping the session gives it
-        // back first (and one that vanished or stalled loses it within a
-        // lease), so none serves it after this.
-        let wait = self.lease + self.lease / 2;
-        let (guard, _) = self.acquire(key, wait, false).await?;
-        let deleted = self.delete(key).await;
-        drop(guard);
-        deleted
     }
 }
 

@@ -199,6 +199,9 @@ impl SessionStore for Fixture {
     async fn delete(&self, key: &StoreKey) -> Result<(), store::Error> {
         self.store.delete(key).await
     }
+    async fn end(&self, key: &StoreKey) -> Result<(), store::Error> {
+        self.store.end(key).await
+    }
     async fn exists(&self, key: &StoreKey) -> Result<bool, store::Error> {
         self.store.exists(key).await
     }

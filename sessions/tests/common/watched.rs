@@ -126,6 +126,10 @@ impl SessionStore for Watched {
         self.note("delete", key)?;
         self.inner.delete(key).await
     }
+    async fn end(&self, key: &StoreKey) -> Result<(), store::Error> {
+        self.note("delete", key)?;
+        self.inner.end(key).await
+    }
     async fn exists(&self, key: &StoreKey) -> Result<bool, store::Error> {
         self.note("load", key)?;
         self.inner.exists(key).await

@@ -41,6 +41,7 @@
 //! The table, lock and failure design is described on [`PostgresStore`].
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -53,7 +54,10 @@ use tokio_postgres::{NoTls, Row};
 use super::{check_size, decode, live_or_missing, timeout_column, to_sql_ms, user_column, Table};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::store::lease;
+use crate::store::{
+    BoxError, Error, Keep, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore,
+};
 use crate::task::AbortOnDrop;
 use crate::user::UserId;
 use naming::Naming;
@@ -130,6 +134,20 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 ///   transaction pooling cannot give: behind PgBouncer point
 ///   [`with_listen_url`](PostgresStore::with_listen_url) at the server
 ///   itself, or waiters of different processes poll on the backoff.
+/// - **Keeping.** By default ([`with_keep`](PostgresStore::with_keep)) a
+///   process keeps a session's lease and the record it just saved or read
+///   after the request, so that the session's next request here takes
+///   neither: one round trip if it changes the session (the save, which
+///   keeps the lease), none if it only reads it. A take that finds the
+///   lock held sends `NOTIFY` with `w` and the key, and the keeping
+///   process gives the session back (at once when idle, after the request
+///   in flight otherwise); a session asked back is not kept for ten
+///   seconds. Sessions are kept only while the `LISTEN` connection is up
+///   and reaches the server directly (not through a pooler, which would
+///   lose the notifications). A kept lease is used only while it surely
+///   is still ours; deletes from outside a request
+///   ([`end`](SessionStore::end)) take the lock first; an idle kept
+///   session is released after [`Keep::idle`].
 /// - **Saves** carry their precondition in SQL: a new session is inserted or
 ///   overwrites only an expired row, an existing one is updated only while
 ///   live; the affected-row count says whether it was written. Every instant
@@ -156,6 +174,8 @@ struct Options {
     max_connections: usize,
     timeout: Duration,
     lease: Duration,
+    /// What a process keeps of the sessions it used; `None`: nothing.
+    keep: Option<Keep>,
     /// Whether statements are prepared and cached per connection: always,
     /// never, or (`None`) as `naming.rs` finds out.
     prepared: Option<bool>,
@@ -170,8 +190,11 @@ struct Inner {
     /// This process's lock waits; the listener wakes them.
     waits: Arc<LockWaits>,
     /// The `LISTEN` task, started at the first wait for a lock another
-    /// process holds; aborted with the store.
+    /// process holds or the first session kept; aborted with the store.
     listener: OnceLock<AbortOnDrop>,
+    /// Whether that task listens, on a connection straight to the server:
+    /// sessions are kept only then.
+    listening: Arc<AtomicBool>,
     /// Set once the automatic migration has succeeded.
     migrated: OnceCell<()>,
 }
@@ -186,6 +209,7 @@ impl fmt::Debug for PostgresStore {
             .field("timeout", &o.timeout)
             .field("auto_migrate", &o.auto_migrate)
             .field("lease", &o.lease)
+            .field("keep", &o.keep)
             .field("prepared", &o.prepared)
             .field("named", &self.inner.naming.named())
             .finish_non_exhaustive()
@@ -224,6 +248,7 @@ impl PostgresStore {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeout: DEFAULT_TIMEOUT,
             lease: DEFAULT_LEASE,
+            keep: Some(Keep::default()),
             prepared: None,
         }))
     }
@@ -266,6 +291,13 @@ impl PostgresStore {
     /// renews it every third of the lease, however long it holds the lock.
     pub fn with_lease(self, lease: Duration) -> Self {
         self.reconfigure(|o| o.lease = lease.max(MIN_LEASE))
+    }
+
+    /// Keeps sessions in this process between requests within `keep`'s
+    /// bounds (the default, [`Keep::default`]), or with `None` releases
+    /// every lock at the end of its request. See "Keeping" above.
+    pub fn with_keep(self, keep: Option<Keep>) -> Self {
+        self.reconfigure(|o| o.keep = keep)
     }
 
     /// Decides whether statements are prepared once per connection and
@@ -365,6 +397,7 @@ impl PostgresStore {
                 naming,
                 waits: LockWaits::new(),
                 listener: OnceLock::new(),
+                listening: Arc::default(),
                 migrated: OnceCell::new(),
             }),
         }
@@ -566,6 +599,15 @@ impl SessionStore for PostgresStore {
     ) -> Result<(LockGuard, Option<Record>), Error> {
         let (lease, record) = self.take_lease(key, wait, load).await?;
         Ok((LockGuard::new(lease), record))
+    }
+
+    async fn end(&self, key: &StoreKey) -> Result<(), Error> {
+        if self.inner.opts.keep.is_none() {
+            return self.delete(key).await;
+        }
+        let inner = self.prepared().await?;
+        let (waits, lease) = (&inner.waits, inner.opts.lease);
+        lease::end(self, waits, lease, key, || self.listen()).await
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

@@ -2,6 +2,7 @@
 //! turns another process's release (a `NOTIFY` with the session's key) into
 //! a wake-up of this process's waiter.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use futures_util::future::Either;
 use futures_util::stream::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::naming::reached_directly;
 use super::PostgresStore;
+use crate::id::StoreKey;
 use crate::store::LockWaits;
 use crate::task::AbortOnDrop;
 
@@ -39,6 +42,7 @@ impl PostgresStore {
                 pg,
                 inner.sql.channel.clone(),
                 Arc::downgrade(&inner.waits),
+                Arc::clone(&inner.listening),
             ));
             AbortOnDrop(task.abort_handle())
         });
@@ -46,9 +50,18 @@ impl PostgresStore {
 }
 
 /// Holds one `LISTEN` connection and wakes this process's waiter for each
-/// key another process released (the payload); connects again after a
-/// loss. Ends when the store (its waits) is gone.
-async fn listen(pg: tokio_postgres::Config, channel: String, waits: Weak<LockWaits>) {
+/// key another process released (the payload), or gives back a session
+/// another process wants (`w` and the key); connects again after a loss.
+/// `listening` while subscribed on a connection straight to the server (a
+/// pooler in transaction mode would pass the `LISTEN`'s server connection
+/// on to other clients, and their notifications with it). Ends when the
+/// store (its waits) is gone.
+async fn listen(
+    pg: tokio_postgres::Config,
+    channel: String,
+    waits: Weak<LockWaits>,
+    listening: Arc<AtomicBool>,
+) {
     loop {
         match pg.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -57,19 +70,35 @@ async fn listen(pg: tokio_postgres::Config, channel: String, waits: Weak<LockWai
                 // polled for them, so it is driven here, not spawned away.
                 let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let wake = messages.for_each(|message| {
-                    if let Ok(AsyncMessage::Notification(n)) = message {
-                        if let (Some(waits), Ok(key)) = (waits.upgrade(), n.payload().parse()) {
-                            waits.wake(&key);
+                    if let (Ok(AsyncMessage::Notification(n)), Some(waits)) =
+                        (message, waits.upgrade())
+                    {
+                        let payload = n.payload();
+                        match payload.strip_prefix('w').map(str::parse::<StoreKey>) {
+                            Some(Ok(key)) => waits.give_back(&key),
+                            Some(Err(_)) => {}
+                            None => {
+                                if let Ok(key) = payload.parse::<StoreKey>() {
+                                    waits.wake(&key);
+                                }
+                            }
                         }
                     }
                     async {}
                 });
                 let listen = format!("LISTEN {channel}");
-                let subscribe = client.batch_execute(&listen);
+                let subscribe = async {
+                    client.batch_execute(&listen).await?;
+                    Ok::<_, tokio_postgres::Error>(reached_directly(&client, &pg).await)
+                };
                 futures_util::pin_mut!(subscribe, wake);
                 match futures_util::future::select(subscribe, wake).await {
                     // Subscribed: deliver until the connection ends.
-                    Either::Left((Ok(()), wake)) => wake.await,
+                    Either::Left((Ok(direct), wake)) => {
+                        listening.store(direct, Ordering::Relaxed);
+                        wake.await;
+                        listening.store(false, Ordering::Relaxed);
+                    }
                     Either::Left((Err(error), _)) => {
                         tracing::warn!(%error, "session lock wake-ups unavailable; waiters poll")
                     }

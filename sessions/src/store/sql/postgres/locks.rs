@@ -1,6 +1,7 @@
 //! The PostgreSQL store's steps of the shared lease rules (`store/lease.rs`):
 //! one statement each, the save and the lease step in the same statement.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,13 +12,21 @@ use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{self, LeaseBackend, Released, Taken};
 use crate::store::sql::{check_size, timeout_column, to_sql_ms, user_column};
-use crate::store::{Error, SaveIf};
+use crate::store::{Error, Keep, SaveIf};
 
 /// The lease statements, for the rules in `sql/lease.rs`.
 #[async_trait]
 impl LeaseBackend for PostgresStore {
     fn check(&self, record: &Record) -> Result<(), Error> {
         check_size(record)
+    }
+
+    fn keep(&self) -> Option<Keep> {
+        // Another process's request to give a session back comes as a
+        // notification: nothing is kept while none can arrive.
+        let keep = self.inner.opts.keep?;
+        self.listen();
+        self.inner.listening.load(Ordering::Relaxed).then_some(keep)
     }
 
     async fn take(
@@ -31,11 +40,13 @@ impl LeaseBackend for PostgresStore {
         let hex = key.as_hex();
         let hex: &str = &hex;
         let (until, now) = (to_sql_ms(until), to_sql_ms(now_millis()));
-        let params: [(&(dyn ToSql + Sync), Type); 4] = [
+        let channel: &str = &inner.sql.channel;
+        let params: [(&(dyn ToSql + Sync), Type); 5] = [
             (&hex, Type::TEXT),
             (&owner, Type::TEXT),
             (&until, Type::INT8),
             (&now, Type::INT8),
+            (&channel, Type::TEXT),
         ];
         let sql = match load {
             true => &inner.sql.take_and_load,
@@ -64,7 +75,10 @@ impl LeaseBackend for PostgresStore {
     async fn renew(&self, key: &StoreKey, owner: &str, until: Millis) -> Result<bool, Error> {
         let hex = key.as_hex();
         let hex: &str = &hex;
-        let until = to_sql_ms(until);
+        // A lease that ran out is not renewed, even if nobody took it:
+        // a process paused past it may have missed a delete from outside
+        // (`lease::end`), and must read the store afresh.
+        let (until, now) = (to_sql_ms(until), to_sql_ms(now_millis()));
         let rows = self
             .inner
             .query(
@@ -74,6 +88,7 @@ impl LeaseBackend for PostgresStore {
                     (&hex, Type::TEXT),
                     (&owner, Type::TEXT),
                     (&until, Type::INT8),
+                    (&now, Type::INT8),
                 ],
             )
             .await?;

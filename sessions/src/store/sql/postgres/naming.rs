@@ -18,6 +18,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::Object;
 use futures_util::stream::StreamExt;
@@ -181,15 +182,7 @@ impl Inner {
             Attempt::Done(rows, _) => rows,
             Attempt::Lost(error) => return Err(Error::unavailable(context, error)),
         };
-        let row = rows.first();
-        let addr: Option<String> = row.and_then(|r| r.try_get(0).ok().flatten());
-        let port: Option<i32> = row.and_then(|r| r.try_get(1).ok());
-        let dirs: Option<String> = row.and_then(|r| r.try_get(2).ok().flatten());
-        let server = Server {
-            addr: addr.and_then(|a| a.parse().ok()).map(canonical),
-            port: port.and_then(|p| u16::try_from(p).ok()),
-            dirs,
-        };
+        let server = Server::from_row(rows.first());
         // A name that does not resolve in time counts as elsewhere.
         let direct = tokio::time::timeout(self.opts.timeout, server.is_dialed_by(&self.opts.pg))
             .await
@@ -222,7 +215,39 @@ struct Server {
     dirs: Option<String>,
 }
 
+/// Whether `client`, connected with `pg`, reached the server where it
+/// dialed (see [`Naming`]'s check): for the `LISTEN` connection, which a
+/// pooler would share with others.
+pub(super) async fn reached_directly(
+    client: &tokio_postgres::Client,
+    pg: &tokio_postgres::Config,
+) -> bool {
+    let Ok(rows) = client.query(WHERE_SERVER, &[]).await else {
+        return false;
+    };
+    let server = Server::from_row(rows.first());
+    let timeout = pg
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(5));
+    tokio::time::timeout(timeout, server.is_dialed_by(pg))
+        .await
+        .unwrap_or(false)
+}
+
 impl Server {
+    /// What the server said of itself in answer to [`WHERE_SERVER`].
+    fn from_row(row: Option<&Row>) -> Self {
+        let addr: Option<String> = row.and_then(|r| r.try_get(0).ok().flatten());
+        let port: Option<i32> = row.and_then(|r| r.try_get(1).ok());
+        let dirs: Option<String> = row.and_then(|r| r.try_get(2).ok().flatten());
+        Server {
+            addr: addr.and_then(|a| a.parse().ok()).map(canonical),
+            port: port.and_then(|p| u16::try_from(p).ok()),
+            dirs,
+        }
+    }
+
     /// Whether one of the places `pg` connects to is the server itself:
     /// the same port, and the same address (a host name is resolved) or,
     /// over a Unix socket, one of its socket directories.

@@ -84,6 +84,7 @@ impl Sql {
         // nothing. (`true`: for this statement's transaction only.)
         let async_commit = "set_config('synchronous_commit', 'off', true)";
         let notify = "(SELECT count(pg_notify($7, $1)) FROM held WHERE waiters)";
+        let want = "(SELECT count(pg_notify($5, 'w' || $1)) FROM taken WHERE NOT ours)";
         Sql {
             table: Statements::new(table, '$'),
             // Rows a save is writing right now are skipped, not waited for;
@@ -98,7 +99,9 @@ impl Sql {
                    SELECT id FROM {l} WHERE lease_expires <= $1 \
                    LIMIT $2 FOR UPDATE SKIP LOCKED)"
             ),
-            take: format!("WITH {taken} SELECT ours, {async_commit} FROM taken"),
+            // A take that finds the lock held also asks a process that
+            // keeps the session to give it back (`w<key>` on `$5`).
+            take: format!("WITH {taken} SELECT ours, {async_commit}, {want} FROM taken"),
             // The read locks the session row (`FOR NO KEY UPDATE`), which
             // makes it return the row as last committed, not as of the
             // statement's start: a take that had to wait for the previous
@@ -110,7 +113,7 @@ impl Sql {
             take_and_load: format!(
                 "WITH {taken} \
                  SELECT taken.ours, {async_commit}, s.data, s.created_at, s.expires_at, \
-                   s.timeout_ms, s.user_id \
+                   s.timeout_ms, s.user_id, {want} \
                  FROM taken LEFT JOIN LATERAL (\
                    SELECT {RECORD_COLUMNS} FROM {t} \
                    WHERE id = $1 AND taken.ours FOR NO KEY UPDATE) AS s ON true"
@@ -120,7 +123,7 @@ impl Sql {
             renew: format!(
                 "UPDATE {l} SET lease_expires = $3 \
                  FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit \
-                 WHERE id = $1 AND owner = $2 RETURNING 1"
+                 WHERE id = $1 AND owner = $2 AND lease_expires > $4 RETURNING 1"
             ),
             release: format!(
                 "WITH released AS ({release} WHERE id = $1 AND owner = $2 RETURNING waiters) \
