@@ -573,9 +573,17 @@ impl LockWaits {
     /// Another process asks for the session (the store's notification): a
     /// session kept here idle is released now, one in use at the end of
     /// its request.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn give_back(&self, key: &StoreKey) {
         self.local.give_back(key);
+    }
+
+    /// Releases every session kept idle: the notifications that ask for
+    /// them back stopped coming (the store's subscription was lost), so
+    /// another process might wait for one until it is idle long enough.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn release_kept(&self) {
+        self.local.sweep(Duration::ZERO);
     }
 
     /// The front of the queue for a request that holds `local` but whose

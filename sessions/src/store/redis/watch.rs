@@ -44,6 +44,10 @@ pub(super) async fn listen(
                 up.store(true, Ordering::Relaxed);
                 let delivered = deliver(pubsub, &waits).await;
                 up.store(false, Ordering::Relaxed);
+                // Requests to give sessions back may have been lost with it.
+                if let Some(waits) = waits.upgrade() {
+                    waits.release_kept();
+                }
                 match delivered {
                     Delivery::StoreGone => return,
                     Delivery::Lost => "lost their connection".to_owned(),

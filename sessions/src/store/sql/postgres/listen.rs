@@ -98,6 +98,11 @@ async fn listen(
                         listening.store(direct, Ordering::Relaxed);
                         wake.await;
                         listening.store(false, Ordering::Relaxed);
+                        // Requests to give sessions back may have been lost
+                        // with the connection.
+                        if let Some(waits) = waits.upgrade() {
+                            waits.release_kept();
+                        }
                     }
                     Either::Left((Err(error), _)) => {
                         tracing::warn!(%error, "session lock wake-ups unavailable; waiters poll")
