@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::minutes;
+use crate::store::Keep;
 
 /// Which store holds the sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +154,11 @@ pub struct StorageConfig {
     pub postgres_listen_url: Option<StorageUrl>,
     /// `clean_freq`: time between background clean-ups; zero turns them off.
     pub clean_freq: Duration,
+    /// What a process keeps of the sessions it used between requests, on
+    /// the stores that can (Redis, PostgreSQL): `keep_sessions` (0 turns
+    /// keeping off), `keep_idle` (seconds) and `keep_bytes`; `None`: off.
+    /// Default [`Keep::default`].
+    pub keep: Option<Keep>,
 }
 
 impl Default for StorageConfig {
@@ -173,6 +179,7 @@ impl Default for StorageConfig {
             postgres_prepared: None,
             postgres_listen_url: None,
             clean_freq: minutes(5.0),
+            keep: Some(Keep::default()),
         }
     }
 }
@@ -183,8 +190,10 @@ mod file_keys {
 
     use std::path::PathBuf;
 
-    use super::super::keys::{boolean, duration_minutes, string, Value};
-    use super::{StorageConfig, StorageType, StorageUrl};
+    use std::time::Duration;
+
+    use super::super::keys::{boolean, duration_minutes, number, string, Value};
+    use super::{Keep, StorageConfig, StorageType, StorageUrl};
 
     impl StorageType {
         /// Accepts our names and CherryPy's `storage_class` spellings.
@@ -262,6 +271,33 @@ mod file_keys {
                     self.postgres_listen_url = Some(StorageUrl::new(string(v)?))
                 }
                 "clean_freq" => self.clean_freq = duration_minutes(v)?,
+                "keep_sessions" => {
+                    let sessions = match v {
+                        Value::Int(n) => usize::try_from(*n)
+                            .map_err(|_| format!("expected a number of sessions, got {v}"))?,
+                        _ => return Err(format!("expected a number of sessions, got {v}")),
+                    };
+                    self.keep = (sessions > 0).then(|| Keep {
+                        sessions,
+                        ..self.keep.unwrap_or_default()
+                    });
+                }
+                "keep_idle" => {
+                    let idle = Duration::try_from_secs_f64(number(v)?)
+                        .map_err(|_| format!("expected a number of seconds, got {v}"))?;
+                    if let Some(keep) = &mut self.keep {
+                        keep.idle = idle;
+                    }
+                }
+                "keep_bytes" => {
+                    let bytes = match v {
+                        Value::Int(n) if *n > 0 => usize::try_from(*n).unwrap_or(usize::MAX),
+                        _ => return Err(format!("expected a number of bytes above 0, got {v}")),
+                    };
+                    if let Some(keep) = &mut self.keep {
+                        keep.bytes = bytes;
+                    }
+                }
                 _ => return Ok(false),
             }
             Ok(true)

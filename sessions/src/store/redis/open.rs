@@ -119,6 +119,7 @@ impl RedisStore {
             .await?
             .with_prefix(storage.redis_prefix.clone())
             .with_max_size(config.largest_max_size())
-            .with_wait_replicas(storage.redis_wait_replicas))
+            .with_wait_replicas(storage.redis_wait_replicas)
+            .with_keep(storage.keep))
     }
 }

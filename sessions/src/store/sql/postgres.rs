@@ -444,14 +444,15 @@ impl Inner {
 impl PostgresStore {
     /// The PostgreSQL store a config describes, not yet connected (as
     /// [`new`](Self::new)): its `storage_url`, `table`, `auto_migrate`,
-    /// `postgres_prepared` and `postgres_listen_url`.
+    /// `postgres_prepared`, `postgres_listen_url` and the `keep_*` keys.
     /// [`store::open`](crate::store::open) builds it so for `storage_type =
     /// "postgres"` and then calls [`ready`](Self::ready).
     pub fn from_config(config: &crate::Config) -> Result<Self, crate::store::OpenError> {
         let storage = config.storage();
         let mut store = Self::new(crate::store::open::url(storage)?)?
             .with_table(&storage.table)?
-            .with_auto_migrate(storage.auto_migrate);
+            .with_auto_migrate(storage.auto_migrate)
+            .with_keep(storage.keep);
         // Unset is the store's own default, auto: prepared only when the
         // server was reached at the address dialed (`postgres/naming.rs`).
         if let Some(on) = storage.postgres_prepared {
