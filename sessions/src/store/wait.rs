@@ -808,6 +808,15 @@ impl Waiter {
     /// store keeps it in its lock value and lets it go with the backend
     /// lock, so the next waiter of this process starts only then.
     pub(crate) fn granted(mut self) -> LocalGuard {
+        // Taken from the backend after finding it held elsewhere: whoever
+        // asked for the session back has had it, so it may be handed on
+        // (and kept) again. (A process still waiting asks again at its
+        // next attempt.)
+        if self.step != Backoff::FIRST {
+            if let Some(entry) = self.waits.local.shard(&self.key).get_mut(&self.key) {
+                entry.wanted = false;
+            }
+        }
         self.local
             .take()
             .expect("a waiter holds its local place until granted")
