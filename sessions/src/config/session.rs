@@ -56,6 +56,17 @@ pub struct SessionConfig {
     pub max_size: usize,
     /// `debug`: log the session life cycle at info level.
     pub debug: bool,
+    /// The server keys, read from `keys_file` or `keys_env` (never written
+    /// in the config itself): what `sign_ids` signs with.
+    pub keys: Option<crate::Keys>,
+    /// `sign_ids`: the cookie and the id header carry the id and its
+    /// signature by the first key; an id no key signed is no id, refused
+    /// before any store is asked. Needs `keys`.
+    pub sign_ids: bool,
+    /// `seal_records`: every store keeps the session's data encrypted under
+    /// a key derived from its id, which no store holds (see
+    /// [`Record::open_data`](crate::Record::open_data)). Needs no key.
+    pub seal_records: bool,
 }
 
 impl Default for SessionConfig {
@@ -79,11 +90,19 @@ impl Default for SessionConfig {
             persistent: true,
             max_size: 64 * 1024,
             debug: false,
+            keys: None,
+            sign_ids: false,
+            seal_records: false,
         }
     }
 }
 
 impl SessionConfig {
+    /// The keys that sign ids, when `sign_ids` is on.
+    pub(crate) fn signer(&self) -> Option<&crate::Keys> {
+        self.keys.as_ref().filter(|_| self.sign_ids)
+    }
+
     /// Checks what would otherwise leave every request without its session,
     /// silently: no way to carry the id (`cookie = False` without a
     /// `header`); a cookie `name` that is not an RFC 6265 token (`a=b`, a
@@ -96,6 +115,12 @@ impl SessionConfig {
     /// are checked when they load, and [`SessionLayer`](crate::SessionLayer)
     /// checks what it is given.
     pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.sign_ids && self.keys.is_none() {
+            return Some((
+                "sign_ids",
+                "True needs keys (tools.sessions.keys_file or keys_env)".into(),
+            ));
+        }
         if !self.cookie && self.header.is_none() {
             return Some((
                 "cookie",
@@ -281,10 +306,36 @@ mod file_keys {
                     }
                 }
                 "debug" => self.debug = boolean(v)?,
+                // Keys are read where they are kept, never written in the
+                // config text; the error names no part of a key.
+                "keys_file" => {
+                    let path = string(v)?;
+                    let keys = crate::Keys::from_file(std::path::Path::new(&path))
+                        .map_err(|e| error_chain(&e))?;
+                    self.keys = Some(keys);
+                }
+                "keys_env" => {
+                    let keys = crate::Keys::from_env(&string(v)?).map_err(|e| e.to_string())?;
+                    self.keys = Some(keys);
+                }
+                "sign_ids" => self.sign_ids = boolean(v)?,
+                "seal_records" => self.seal_records = boolean(v)?,
                 _ => return Ok(false),
             }
             Ok(true)
         }
+    }
+
+    /// An error and its sources on one line.
+    fn error_chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 
     /// A header that can carry the session id: a valid name that HTTP or

@@ -30,7 +30,10 @@ pub(super) fn respond<B: From<&'static str>>(
         cookie = config
             .cookie
             .then(|| cookie::set_cookie(config, path, &saved.id, Duration::from_millis(max_age)));
-        carried = config.header.as_ref().map(|_| header::carrying(&saved.id));
+        carried = config
+            .header
+            .as_ref()
+            .map(|_| header::carrying(&saved.id, config.signer()));
     }
     if outcome.drop_id {
         cookie = Some(cookie::expire_cookie(config, path));

@@ -88,13 +88,13 @@ where
 /// sent; otherwise in the cookie, when cookies are on.
 fn client_id(headers: &HeaderMap, config: &SessionConfig) -> ClientId {
     if let Some(name) = &config.header {
-        let sent = header::client_id(headers, name);
+        let sent = header::client_id(headers, name, config.signer());
         if sent != ClientId::NotSent || !config.cookie {
             return sent;
         }
     }
     if config.cookie {
-        cookie::client_id(headers, &config.name)
+        cookie::client_id(headers, &config.name, config.signer())
     } else {
         ClientId::NotSent
     }
