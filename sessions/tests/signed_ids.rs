@@ -176,12 +176,19 @@ async fn keys_rotate_without_logging_anyone_out() {
     let resigned = resigned.unwrap();
     assert_eq!(resigned[..40], value[..40], "same session");
     assert_ne!(resigned, value, "signed again by the new first key");
-    assert_eq!(resigned, keys(&[2]).sign(&value[..40].parse().unwrap()).to_string());
+    assert_eq!(
+        resigned,
+        keys(&[2]).sign(&value[..40].parse().unwrap()).to_string()
+    );
 
     let new = serve_with(signing(keys(&[2])), store.clone()).await;
     let client = Client::new(new);
     let before = store.lookups();
-    assert_eq!(count(&client, Some(&value)).await.0, "true 1", "old key dropped");
+    assert_eq!(
+        count(&client, Some(&value)).await.0,
+        "true 1",
+        "old key dropped"
+    );
     assert_eq!(store.lookups(), before);
     assert_eq!(count(&client, Some(&resigned)).await.0, "false 3");
 }
@@ -215,7 +222,10 @@ async fn the_id_header_is_signed_too() {
         }
         async move {
             let resp = req.send().await.unwrap();
-            let sent = resp.headers().get(HEADER).map(|v| v.to_str().unwrap().to_string());
+            let sent = resp
+                .headers()
+                .get(HEADER)
+                .map(|v| v.to_str().unwrap().to_string());
             (resp.text().await.unwrap(), sent)
         }
     };
