@@ -454,6 +454,32 @@ mod file_tests {
         .is_ok());
     }
 
+    /// `sign_ids` needs keys; keys come from a file or the environment,
+    /// and `seal_records` needs none.
+    #[test]
+    fn signing_needs_keys_and_sealing_does_not() {
+        let load = |body: &str| {
+            Config::from_ini_str(&format!("[/]\ntools.sessions.on = True\n{body}"), "k.conf")
+        };
+        let err = load("tools.sessions.sign_ids = True\n").unwrap_err();
+        assert!(
+            matches!(&err, Error::Key { key, .. } if key == "tools.sessions.sign_ids"),
+            "{err}"
+        );
+        let c = load("tools.sessions.seal_records = True\n").unwrap();
+        assert!(c.resolve("/").seal_records && c.resolve("/").keys.is_none());
+        let err = load("tools.sessions.keys_file = '/nonexistent/keys'\n").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/keys"), "{err}");
+        let name = "SESSIONS_TEST_KEYS_CONFIG";
+        std::env::set_var(name, format!("{}, {}", "11".repeat(32), "22".repeat(32)));
+        let c = load(&format!(
+            "tools.sessions.keys_env = '{name}'\ntools.sessions.sign_ids = True\n"
+        ))
+        .unwrap();
+        assert_eq!(c.resolve("/").keys.as_ref().map(crate::Keys::len), Some(2));
+        assert!(c.resolve("/").signer().is_some());
+    }
+
     /// A cookie name is an RFC 6265 token, a path starts with `/`, a
     /// domain is a host name, and the id header is a header name: anything
     /// else fails to load, in either syntax, naming the key at its line
