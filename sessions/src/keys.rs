@@ -365,6 +365,19 @@ mod tests {
         }
     }
 
+    /// A known answer, so that the format cannot drift: computed apart with
+    /// Python's `hmac` (key 32 bytes of 1; signing key
+    /// HMAC(key, SIGN_LABEL); signature HMAC(signing key, SIGN_CONTEXT ||
+    /// hex id), URL-safe base64 without padding).
+    #[test]
+    fn the_signature_is_what_it_says() {
+        let id: SessionId = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        assert_eq!(
+            &*keys(1).sign(&id),
+            "0123456789abcdef0123456789abcdef01234567.5WLKMh30h-ESJEnWeI-MibsKeTS0EvXNZzuKKH76LVo"
+        );
+    }
+
     /// The first key signs; every key verifies; a key dropped from the list
     /// verifies nothing any more.
     #[test]
