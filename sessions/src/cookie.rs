@@ -29,25 +29,34 @@ use crate::request::ClientId;
 /// only an id one of its keys signed is an id.
 pub(crate) fn client_id(headers: &HeaderMap, name: &str, signer: Option<&Keys>) -> ClientId {
     let mut found = ClientId::NotSent;
-    for header in headers.get_all(COOKIE) {
-        for part in header.as_bytes().split(|&b| b == b';') {
-            let Some(eq) = part.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if trim(&part[..eq]) != name.as_bytes() {
-                continue;
-            }
-            let mut value = trim(&part[eq + 1..]);
-            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-                value = &value[1..value.len() - 1];
-            }
-            match read_id(value, signer) {
-                Some(id) => return ClientId::Valid(id),
-                None => found = ClientId::Malformed,
-            }
+    for value in values(headers, name) {
+        match read_id(value, signer) {
+            Some(id) => return ClientId::Valid(id),
+            None => found = ClientId::Malformed,
         }
     }
     found
+}
+
+/// The values of every cookie called `name`, in the order sent, unquoted
+/// (the sealed cookie store reads its cookie with this too).
+pub(crate) fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+    headers.get_all(COOKIE).into_iter().flat_map(move |header| {
+        header
+            .as_bytes()
+            .split(|&b| b == b';')
+            .filter_map(move |part| {
+                let eq = part.iter().position(|&b| b == b'=')?;
+                if trim(&part[..eq]) != name.as_bytes() {
+                    return None;
+                }
+                let mut value = trim(&part[eq + 1..]);
+                if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                    value = &value[1..value.len() - 1];
+                }
+                Some(value)
+            })
+    })
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -71,10 +80,21 @@ pub(crate) fn set_cookie(
     id: &SessionId,
     max_age: Duration,
 ) -> HeaderValue {
+    set_cookie_value(config, path, &IdText::of(id, config.signer()), max_age)
+}
+
+/// [`set_cookie`] with the value given: the id's text, or (the sealed
+/// cookie store) the sealed session, which is URL-safe base64.
+pub(crate) fn set_cookie_value(
+    config: &SessionConfig,
+    path: &str,
+    value: &str,
+    max_age: Duration,
+) -> HeaderValue {
     to_header(|s| {
         s.push_str(&config.name);
         s.push('=');
-        s.push_str(&IdText::of(id, config.signer()));
+        s.push_str(value);
         if config.persistent {
             let secs = millis(max_age).saturating_add(500) / 1000;
             let expires = now_millis().saturating_add(secs.saturating_mul(1000));

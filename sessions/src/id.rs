@@ -54,6 +54,11 @@ impl SessionId {
         Ok(Self(bytes))
     }
 
+    /// The id of 20 bytes a sealed cookie carried.
+    pub(crate) fn from_raw(bytes: [u8; LEN]) -> Self {
+        Self(bytes)
+    }
+
     /// The id's 20 bytes: what a sealed record's key is derived from.
     pub(crate) fn as_bytes(&self) -> &[u8; LEN] {
         &self.0

@@ -294,7 +294,12 @@ fn keys_are_never_printed() {
     let file = dir.join("keys");
     std::fs::write(&file, format!("# newest first\n{signing}\n{old}\n")).unwrap();
     let path = file.display().to_string();
-    let forms = [signing.clone(), old.clone(), format!("{raw:?}"), format!("{:?}", &raw[..8])];
+    let forms = [
+        signing.clone(),
+        old.clone(),
+        format!("{raw:?}"),
+        format!("{:?}", &raw[..8]),
+    ];
     let assert_no_key = |what: &str, text: &str| {
         for form in &forms {
             assert!(!text.contains(form.as_str()), "{what} shows a key: {text}");
@@ -339,12 +344,19 @@ fn keys_are_never_printed() {
     for key in ["keys", "key", "secret_key"] {
         let text = format!("[/]\ntools.sessions.on = True\ntools.sessions.{key} = '{signing}'\n");
         let err = Config::from_ini_str(&text, "site.conf").expect_err(key);
-        assert_no_key("the config error", &format!("{err} {err:?} {}", chain(&err)));
+        assert_no_key(
+            "the config error",
+            &format!("{err} {err:?} {}", chain(&err)),
+        );
     }
     // An environment variable that is not set: named, nothing more.
     let text = "[/]\ntools.sessions.on = True\ntools.sessions.keys_env = 'SESSIONS_NO_SUCH_KEYS'\n";
     let err = Config::from_ini_str(text, "site.conf").unwrap_err();
-    assert!(chain(&err).contains("SESSIONS_NO_SUCH_KEYS"), "{}", chain(&err));
+    assert!(
+        chain(&err).contains("SESSIONS_NO_SUCH_KEYS"),
+        "{}",
+        chain(&err)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

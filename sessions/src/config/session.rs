@@ -115,6 +115,22 @@ impl SessionConfig {
     /// are checked when they load, and [`SessionLayer`](crate::SessionLayer)
     /// checks what it is given.
     pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.storage.kind == super::StorageType::Cookie {
+            if self.keys.is_none() {
+                return Some((
+                    "storage_type",
+                    "\"cookie\" seals sessions with keys (tools.sessions.keys_file or keys_env)"
+                        .into(),
+                ));
+            }
+            if !self.cookie || self.header.is_some() {
+                return Some((
+                    "header",
+                    "the cookie store carries the session in the cookie only (no header, cookie = True)"
+                        .into(),
+                ));
+            }
+        }
         if self.sign_ids && self.keys.is_none() {
             return Some((
                 "sign_ids",

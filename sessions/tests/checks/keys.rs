@@ -22,9 +22,8 @@ fn second_key() -> Keys {
 pub fn check_signed_id(data: &[u8]) {
     let keys = two_keys();
     let named = data.get(..40).and_then(|h| SessionId::from_bytes(h).ok());
-    let expected = named.filter(|id| {
-        data == keys.sign(id).as_bytes() || data == second_key().sign(id).as_bytes()
-    });
+    let expected = named
+        .filter(|id| data == keys.sign(id).as_bytes() || data == second_key().sign(id).as_bytes());
     assert_eq!(keys.verify(data), expected, "{data:?}");
 }
 
@@ -55,7 +54,9 @@ pub fn check_signed_cookie(mode: u8, header: &[u8]) {
         .strip_prefix(b"session_id=")
         .and_then(|rest| rest.split(|&b| b == b';').next())
         .expect("the session cookie");
-    let id = two_keys().verify(value).expect("every cookie set is signed");
+    let id = two_keys()
+        .verify(value)
+        .expect("every cookie set is signed");
     let live: SessionId = LIVE.parse().unwrap();
     let sent_live = [two_keys(), second_key()]
         .iter()
