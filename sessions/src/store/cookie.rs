@@ -78,6 +78,9 @@ impl SessionStore for CookieStore {
     ) -> Result<(LockGuard, Option<Record>), Error> {
         Err(Error::Unsupported(NOTHING))
     }
+    async fn sessions_of(&self, _: &crate::UserId) -> Result<Vec<(StoreKey, Record)>, Error> {
+        Err(Error::Unsupported(NOTHING))
+    }
     /// No clean-up task: there is nothing to clean.
     fn as_admin(&self) -> Option<&dyn SessionAdmin> {
         None
