@@ -61,6 +61,11 @@ proptest! {
     }
 
     #[test]
+    fn sealed_cookies_open_only_as_sealed(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        checks::check_sealed_cookie(&bytes);
+    }
+
+    #[test]
     fn signed_cookies_through_the_layer(mode in 0u8..3, which in 0u8..4) {
         let live: SessionId = checks::LIVE.parse().unwrap();
         let value = match which {
@@ -544,6 +549,7 @@ fn replay(target: &str, data: &[u8]) {
             }
         }
         "sealed_data" => checks::check_sealed_data(data),
+        "sealed_cookie" => checks::check_sealed_cookie(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -559,6 +565,7 @@ const TARGETS: &[&str] = &[
     "signed_cookie",
     "key_file",
     "sealed_data",
+    "sealed_cookie",
 ];
 
 /// The inputs that crashed a fuzz target once, kept under

@@ -113,3 +113,29 @@ pub fn check_sealed_data(data: &[u8]) {
         Err(_) => assert!(record.is_sealed()),
     }
 }
+
+/// A sealed cookie value (the cookie store): opening never panics; only a
+/// value one of the keys sealed opens, under its own cookie name; what a
+/// seal holds comes back as it was.
+pub fn check_sealed_cookie(value: &[u8]) {
+    use server_sessions::store::{open_cookie, seal_cookie};
+    let keys = two_keys();
+    // Bytes from outside: a forgery of the tag is beyond reach.
+    assert_eq!(open_cookie(&keys, "session_id", value, 4096), None, "{value:?}");
+    // The same bytes as a session's data: sealed, they open as they were.
+    let id = SessionId::generate().unwrap();
+    let record = Record {
+        data: value.to_vec(),
+        created: 1,
+        expires: 2,
+        timeout: None,
+        user: None,
+    };
+    let sealed = seal_cookie(&keys, "session_id", &id, &record).unwrap();
+    assert_eq!(
+        open_cookie(&keys, "session_id", sealed.as_bytes(), value.len()),
+        Some((id, record))
+    );
+    assert_eq!(open_cookie(&keys, "other", sealed.as_bytes(), value.len()), None);
+    assert_eq!(open_cookie(&second_key(), "session_id", sealed.as_bytes(), value.len()), None);
+}
