@@ -373,8 +373,7 @@ impl Cleanup {
                     let keys: Vec<server_sessions::StoreKey> = cookies
                         .iter()
                         .filter_map(|c| {
-                            let id: server_sessions::SessionId =
-                                c.split_once('=')?.1.parse().ok()?;
+                            let id: server_sessions::SessionId = c.split_once('=')?.1.parse().ok()?;
                             Some(id.store_key())
                         })
                         .collect();

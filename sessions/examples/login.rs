@@ -35,10 +35,7 @@ async fn home(session: Session) -> Result<String, server_sessions::Error> {
     Ok(format!("hello, {}", user.as_deref().unwrap_or("guest")))
 }
 
-async fn login(
-    session: Session,
-    Form(form): Form<Login>,
-) -> Result<String, server_sessions::Error> {
+async fn login(session: Session, Form(form): Form<Login>) -> Result<String, server_sessions::Error> {
     // Check the password here. Then: a new id for the logged-in session,
     // so that an id planted before the log-in opens nothing.
     session.regenerate().await?;

@@ -448,8 +448,7 @@ async fn clean_up_removes_lapsed_turn_claims_only() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
     let (lapsed, live) = (key(), key());
-    let turn =
-        |k: &server_sessions::StoreKey| dir.path().join(format!("session-{}.turn", &*k.as_hex()));
+    let turn = |k: &server_sessions::StoreKey| dir.path().join(format!("session-{}.turn", &*k.as_hex()));
     for k in [&lapsed, &live] {
         std::fs::write(turn(k), "a waiter's token").unwrap();
     }

@@ -378,8 +378,7 @@ async fn saves_over_the_read_limit_are_refused() {
         return;
     };
     let table = unique_table();
-    server_sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20)
-        .await;
+    server_sessions::store::conformance::refuses_saves_over(&store_on(&table).await, 16 << 20).await;
     drop_table(&admin, &table).await;
 }
 

@@ -15,9 +15,7 @@ use std::time::Duration;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response};
 use server_sessions::store::{MemoryStore, SaveIf, SessionStore};
-use server_sessions::{
-    now_millis, Config, Record, Session, SessionConfig, SessionId, SessionLayer,
-};
+use server_sessions::{now_millis, Config, Record, Session, SessionConfig, SessionId, SessionLayer};
 use tower::{Layer, ServiceExt};
 
 /// A live session every fresh store holds.
@@ -261,10 +259,7 @@ pub fn check_cookie_header(mode: u8, header: &[u8]) {
 /// The config property: parsing never panics; an error names the file and
 /// a line inside the text; a config that loads resolves every path, and
 /// its cookie carries exactly the configured attributes.
-pub fn check_config(
-    text: &str,
-    parse: fn(&str, &str) -> Result<Config, server_sessions::config::Error>,
-) {
+pub fn check_config(text: &str, parse: fn(&str, &str) -> Result<Config, server_sessions::config::Error>) {
     let config = match parse(text, "fuzz.conf") {
         Ok(config) => config,
         Err(e) => {

@@ -80,9 +80,7 @@ pub fn routes() -> Router {
         )
         .route(
             "/data",
-            get(|s: Session| async move {
-                Ok::<_, server_sessions::Error>(s.to_json().await?.to_string())
-            }),
+            get(|s: Session| async move { Ok::<_, server_sessions::Error>(s.to_json().await?.to_string()) }),
         )
         .route(
             "/put",
@@ -170,10 +168,7 @@ pub fn routes() -> Router {
                 s.regenerate().await?;
                 s.release_lock().await?;
                 tokio::time::sleep(Duration::from_millis(p.ms.unwrap_or(0))).await;
-                Ok::<_, server_sessions::Error>(format!(
-                    "{}",
-                    s.get::<u64>("n").await?.unwrap_or(0)
-                ))
+                Ok::<_, server_sessions::Error>(format!("{}", s.get::<u64>("n").await?.unwrap_or(0)))
             }),
         )
         .route(

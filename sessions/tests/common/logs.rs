@@ -25,9 +25,7 @@ pub fn install() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "server_sessions=trace,warn",
-            ))
+            .with_env_filter(tracing_subscriber::EnvFilter::new("server_sessions=trace,warn"))
             .with_writer(|| Sink)
             .with_ansi(false)
             .finish();
