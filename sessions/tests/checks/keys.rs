@@ -121,7 +121,11 @@ pub fn check_sealed_cookie(value: &[u8]) {
     use server_sessions::store::{open_cookie, seal_cookie};
     let keys = two_keys();
     // Bytes from outside: a forgery of the tag is beyond reach.
-    assert_eq!(open_cookie(&keys, "session_id", value, 4096), None, "{value:?}");
+    assert_eq!(
+        open_cookie(&keys, "session_id", value, 4096),
+        None,
+        "{value:?}"
+    );
     // The same bytes as a session's data: sealed, they open as they were.
     let id = SessionId::generate().unwrap();
     let record = Record {
@@ -136,6 +140,12 @@ pub fn check_sealed_cookie(value: &[u8]) {
         open_cookie(&keys, "session_id", sealed.as_bytes(), value.len()),
         Some((id, record))
     );
-    assert_eq!(open_cookie(&keys, "other", sealed.as_bytes(), value.len()), None);
-    assert_eq!(open_cookie(&second_key(), "session_id", sealed.as_bytes(), value.len()), None);
+    assert_eq!(
+        open_cookie(&keys, "other", sealed.as_bytes(), value.len()),
+        None
+    );
+    assert_eq!(
+        open_cookie(&second_key(), "session_id", sealed.as_bytes(), value.len()),
+        None
+    );
 }
