@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p sessions-bench --bin per-request --locked
-bin=target/release/per-request
+bin=${CARGO_TARGET_DIR:-target}/release/per-request
 small=${SMALL:-2000}
 large=${LARGE:-6000}
 out=$(mktemp -d)
@@ -20,7 +20,8 @@ allocations() {
     valgrind --tool=dhat --dhat-out-file="$out/dh" "$bin" "$1" "$2" 2>&1 >/dev/null |
         awk '/Total:/ {gsub(",", "", $6); print $6}'
 }
-for system in bare sessions; do
+# SYSTEMS="sessions signed sealed" measures what sign_ids and seal_records add.
+for system in ${SYSTEMS:-bare sessions}; do
     i1=$(instructions "$system" "$small"); i2=$(instructions "$system" "$large")
     a1=$(allocations "$system" "$small"); a2=$(allocations "$system" "$large")
     n=$((large - small))

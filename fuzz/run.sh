@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 secs=${FUZZ_SECS:-600}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(cookie_header record_decode record_request config_ini config_toml session_id)
+[ ${#targets[@]} -gt 0 ] || targets=(cookie_header record_decode record_request config_ini config_toml session_id signed_id signed_cookie key_file sealed_data sealed_cookie)
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
     cargo fuzz build -O "$t" || exit 1

@@ -22,7 +22,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// List the stored sessions.
     List(cmd::list::Args),
-    /// Show one session's data as JSON.
+    /// Show one session's data as JSON (a sealed record's only by its id;
+    /// by its store key, its times).
     Show(cmd::IdArgs),
     /// Delete one session.
     Delete(cmd::IdArgs),
@@ -34,6 +35,8 @@ enum Command {
     Stats(cmd::StoreArgs),
     /// Create or upgrade the table of the PostgreSQL or SQLite store.
     Migrate(cmd::StoreArgs),
+    /// Print a new random key, a line for a `keys_file`.
+    Keygen,
 }
 
 #[tokio::main]
@@ -56,6 +59,7 @@ async fn main() -> ExitCode {
         Command::Clean(args) => cmd::clean::run(args).await,
         Command::Stats(args) => cmd::stats::run(args).await,
         Command::Migrate(args) => cmd::migrate::run(args).await,
+        Command::Keygen => cmd::keygen::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -239,6 +239,44 @@ mod memcached {
     shared!(shared, crate::memcached());
 }
 
+/// The sealed cookie store: the scenarios that apply to a store that keeps
+/// nothing on the server (no locking across requests, so not the
+/// concurrency ones; `/length` fails, as on memcached). Its keys come from
+/// the environment, which the server process inherits.
+fn cookie() -> Option<String> {
+    std::env::set_var(
+        "SESSIONS_CONFORMANCE_KEYS",
+        "7f3a9c0e5b2d4f6a8c1e3b5d7f9a2c4e6b8d0f1a3c5e7b9d2f4a6c8e0b1d3f5a",
+    );
+    Some(
+        "tools.sessions.storage_type = 'cookie'
+         tools.sessions.keys_env = 'SESSIONS_CONFORMANCE_KEYS'"
+            .to_string(),
+    )
+}
+
+mod cookie {
+    #[tokio::test]
+    async fn test_0_session() {
+        crate::test_0_session(&crate::cookie().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn data_is_json() {
+        crate::data_is_json(&crate::cookie().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn test_5_error_paths() {
+        crate::test_5_error_paths(&crate::cookie().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn test_6_regenerate() {
+        crate::test_6_regenerate(&crate::cookie().unwrap()).await;
+    }
+}
+
 mod redis_cluster {
     scenarios!(scenarios, crate::redis_cluster());
     shared!(shared, crate::redis_cluster());
@@ -363,7 +401,9 @@ async fn test_0_session(extra: &str) {
     // memcached cannot count its sessions: `/length` fails there, as
     // `len(cherrypy.session)` raises NotImplementedError in CherryPy's
     // MemcachedSession.
-    let counts = !extra.contains("storage_type = 'memcached'");
+    // Nor can the sealed cookie store, which keeps nothing on the server.
+    let counts =
+        !extra.contains("storage_type = 'memcached'") && !extra.contains("storage_type = 'cookie'");
     let (server, _dir) = start(extra);
     let mut c = Client::new(server.addr);
     let r = c.get("/testStr").await;

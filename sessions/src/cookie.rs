@@ -16,6 +16,7 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 pub(crate) use crate::config::is_cookie_path;
 use crate::config::{SameSite, SessionConfig};
 use crate::id::SessionId;
+use crate::keys::{read_id, IdText, Keys};
 use crate::record::{millis, now_millis, Millis, Record};
 use crate::request::ClientId;
 
@@ -24,28 +25,38 @@ use crate::request::ClientId;
 /// Tolerant, as browsers and old clients are: attribute noise echoed back
 /// (`expires=…; Path=/`), empty or garbled parts and quotes are skipped.
 /// When the name appears more than once, the first well-formed id wins (the
-/// most specific path comes first in what browsers send).
-pub(crate) fn client_id(headers: &HeaderMap, name: &str) -> ClientId {
+/// most specific path comes first in what browsers send). With `signer`,
+/// only an id one of its keys signed is an id.
+pub(crate) fn client_id(headers: &HeaderMap, name: &str, signer: Option<&Keys>) -> ClientId {
     let mut found = ClientId::NotSent;
-    for header in headers.get_all(COOKIE) {
-        for part in header.as_bytes().split(|&b| b == b';') {
-            let Some(eq) = part.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if trim(&part[..eq]) != name.as_bytes() {
-                continue;
-            }
-            let mut value = trim(&part[eq + 1..]);
-            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-                value = &value[1..value.len() - 1];
-            }
-            match SessionId::from_bytes(value) {
-                Ok(id) => return ClientId::Valid(id),
-                Err(_) => found = ClientId::Malformed,
-            }
+    for value in values(headers, name) {
+        match read_id(value, signer) {
+            Some(id) => return ClientId::Valid(id),
+            None => found = ClientId::Malformed,
         }
     }
     found
+}
+
+/// The values of every cookie called `name`, in the order sent, unquoted
+/// (the sealed cookie store reads its cookie with this too).
+pub(crate) fn values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+    headers.get_all(COOKIE).into_iter().flat_map(move |header| {
+        header
+            .as_bytes()
+            .split(|&b| b == b';')
+            .filter_map(move |part| {
+                let eq = part.iter().position(|&b| b == b'=')?;
+                if trim(&part[..eq]) != name.as_bytes() {
+                    return None;
+                }
+                let mut value = trim(&part[eq + 1..]);
+                if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                    value = &value[1..value.len() - 1];
+                }
+                Some(value)
+            })
+    })
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -69,10 +80,21 @@ pub(crate) fn set_cookie(
     id: &SessionId,
     max_age: Duration,
 ) -> HeaderValue {
+    set_cookie_value(config, path, &IdText::of(id, config.signer()), max_age)
+}
+
+/// [`set_cookie`] with the value given: the id's text, or (the sealed
+/// cookie store) the sealed session, which is URL-safe base64.
+pub(crate) fn set_cookie_value(
+    config: &SessionConfig,
+    path: &str,
+    value: &str,
+    max_age: Duration,
+) -> HeaderValue {
     to_header(|s| {
         s.push_str(&config.name);
         s.push('=');
-        s.push_str(&id.as_hex());
+        s.push_str(value);
         if config.persistent {
             let secs = millis(max_age).saturating_add(500) / 1000;
             let expires = now_millis().saturating_add(secs.saturating_mul(1000));
@@ -215,7 +237,7 @@ mod tests {
             format!("session_id=maliciousid; session_id={ID}"),
         ] {
             assert_eq!(
-                client_id(&headers(&[&h]), "session_id"),
+                client_id(&headers(&[&h]), "session_id", None),
                 ClientId::Valid(id),
                 "{h}"
             );
@@ -223,7 +245,8 @@ mod tests {
         assert_eq!(
             client_id(
                 &headers(&["x=1", &format!("session_id={ID}")]),
-                "session_id"
+                "session_id",
+                None
             ),
             ClientId::Valid(id)
         );
@@ -231,9 +254,12 @@ mod tests {
 
     #[test]
     fn malformed_and_absent() {
-        assert_eq!(client_id(&headers(&[]), "session_id"), ClientId::NotSent);
         assert_eq!(
-            client_id(&headers(&["other=1"]), "session_id"),
+            client_id(&headers(&[]), "session_id", None),
+            ClientId::NotSent
+        );
+        assert_eq!(
+            client_id(&headers(&["other=1"]), "session_id", None),
             ClientId::NotSent
         );
         for bad in [
@@ -244,7 +270,7 @@ mod tests {
             &format!("session_id={ID}0"),
             &format!("session_id={ID}; Domain=evil"),
         ] {
-            let got = client_id(&headers(&[bad]), "session_id");
+            let got = client_id(&headers(&[bad]), "session_id", None);
             // The last one has a good id followed by noise: that is fine.
             if bad.ends_with("Domain=evil") {
                 assert!(matches!(got, ClientId::Valid(_)));
@@ -258,7 +284,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_bytes(b"session_id=\xff\xfe").unwrap(),
         );
-        assert_eq!(client_id(&h, "session_id"), ClientId::Malformed);
+        assert_eq!(client_id(&h, "session_id", None), ClientId::Malformed);
     }
 
     #[test]

@@ -6,12 +6,14 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::id::SessionId;
+use crate::keys::{read_id, IdText, Keys};
 use crate::request::ClientId;
 
 /// What the client sent in the header `name`: one well-formed id, or not.
 /// Two values are malformed (neither is trusted); an empty one, the echo of
-/// an ended session, is none.
-pub(crate) fn client_id(headers: &HeaderMap, name: &HeaderName) -> ClientId {
+/// an ended session, is none. With `signer`, only an id one of its keys
+/// signed is an id.
+pub(crate) fn client_id(headers: &HeaderMap, name: &HeaderName, signer: Option<&Keys>) -> ClientId {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return ClientId::NotSent;
@@ -19,17 +21,17 @@ pub(crate) fn client_id(headers: &HeaderMap, name: &HeaderName) -> ClientId {
     if values.next().is_some() {
         return ClientId::Malformed;
     }
-    match SessionId::from_bytes(value.as_bytes()) {
-        Ok(id) => ClientId::Valid(id),
-        Err(_) if value.is_empty() => ClientId::NotSent,
-        Err(_) => ClientId::Malformed,
+    match read_id(value.as_bytes(), signer) {
+        Some(id) => ClientId::Valid(id),
+        None if value.is_empty() => ClientId::NotSent,
+        None => ClientId::Malformed,
     }
 }
 
-/// The header value carrying `id`.
-pub(crate) fn carrying(id: &SessionId) -> HeaderValue {
-    // 40 hex digits are always a valid header value.
-    HeaderValue::from_str(&id.as_hex()).unwrap_or_else(|_| ended())
+/// The header value carrying `id`, signed by `signer`'s first key if given.
+pub(crate) fn carrying(id: &SessionId, signer: Option<&Keys>) -> HeaderValue {
+    // Hex digits, a dot and URL-safe base64 are always a valid header value.
+    HeaderValue::from_str(&IdText::of(id, signer)).unwrap_or_else(|_| ended())
 }
 
 /// The header value that ends the session on the client: empty.
@@ -47,7 +49,7 @@ mod tests {
         for v in values {
             headers.append(&name, HeaderValue::from_str(v).unwrap());
         }
-        client_id(&headers, &name)
+        client_id(&headers, &name, None)
     }
 
     #[test]
@@ -67,6 +69,6 @@ mod tests {
             assert_eq!(sent(&[&bad]), ClientId::Malformed, "{bad:?}");
         }
         assert_eq!(sent(&[&text, &text]), ClientId::Malformed);
-        assert_eq!(carrying(&id).to_str().unwrap(), text);
+        assert_eq!(carrying(&id, None).to_str().unwrap(), text);
     }
 }

@@ -41,12 +41,27 @@ pub struct InvalidId;
 #[error("the operating system's random source failed")]
 pub struct RandomError(#[source] getrandom::Error);
 
+/// Fills `buf` from the operating system's CSPRNG: ids, keys, nonces.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), RandomError> {
+    getrandom::fill(buf).map_err(RandomError)
+}
+
 impl SessionId {
     /// Draws a new id from the operating system's CSPRNG.
     pub fn generate() -> Result<Self, RandomError> {
         let mut bytes = [0u8; LEN];
-        getrandom::fill(&mut bytes).map_err(RandomError)?;
+        fill_random(&mut bytes)?;
         Ok(Self(bytes))
+    }
+
+    /// The id of 20 bytes a sealed cookie carried.
+    pub(crate) fn from_raw(bytes: [u8; LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id's 20 bytes: what a sealed record's key is derived from.
+    pub(crate) fn as_bytes(&self) -> &[u8; LEN] {
+        &self.0
     }
 
     /// The id as 40 hex characters, without allocating.

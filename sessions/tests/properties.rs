@@ -20,6 +20,67 @@ fn hex_id() -> impl Strategy<Value = String> {
 }
 
 // ---------------------------------------------------------------------------
+// Signed ids, key files, sealed data
+// ---------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn only_a_listed_keys_signature_is_an_id(bytes in prop::collection::vec(any::<u8>(), 0..100)) {
+        checks::check_signed_id(&bytes);
+    }
+
+    #[test]
+    fn a_changed_signed_id_is_no_id(at in 0usize..84, c in any::<u8>(), second in any::<bool>()) {
+        let id = SessionId::generate().unwrap();
+        let keys = checks::two_keys();
+        let signed = if second {
+            server_sessions::Keys::new(&[[2; 32]]).unwrap().sign(&id)
+        } else {
+            keys.sign(&id)
+        };
+        prop_assert_eq!(keys.verify(signed.as_bytes()), Some(id));
+        let mut changed = signed.as_bytes().to_vec();
+        changed[at] = c;
+        checks::check_signed_id(&changed);
+    }
+
+    #[test]
+    fn key_files_never_show_a_line(text in "(#?[A-Za-z0-9+/=_ -]{0,70}\n){0,4}") {
+        checks::check_key_file(&text);
+    }
+
+    #[test]
+    fn outside_bytes_never_open_as_a_seal(bytes in prop::collection::vec(any::<u8>(), 20..120), mark in any::<bool>()) {
+        let mut data = bytes;
+        if mark {
+            data.splice(20..20, *b"\xffSR1");
+        }
+        checks::check_sealed_data(&data);
+    }
+
+    #[test]
+    fn sealed_cookies_open_only_as_sealed(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        checks::check_sealed_cookie(&bytes);
+    }
+
+    #[test]
+    fn signed_cookies_through_the_layer(mode in 0u8..3, which in 0u8..4) {
+        let live: SessionId = checks::LIVE.parse().unwrap();
+        let value = match which {
+            0 => checks::two_keys().sign(&live).to_string(),
+            1 => server_sessions::Keys::new(&[[2; 32]]).unwrap().sign(&live).to_string(),
+            2 => checks::LIVE.to_string(),
+            _ => server_sessions::Keys::new(&[[3; 32]]).unwrap().sign(&live).to_string(),
+        };
+        let mut header = vec![mode];
+        header.extend_from_slice(format!("session_id={value}").as_bytes());
+        checks::check_signed_cookie(header[0], &header[1..]);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Session ids
 // ---------------------------------------------------------------------------
 
@@ -476,6 +537,19 @@ fn replay(target: &str, data: &[u8]) {
                 checks::check_stored_record(mode, record);
             }
         }
+        "signed_id" => checks::check_signed_id(data),
+        "signed_cookie" => {
+            if let Some((&mode, header)) = data.split_first() {
+                checks::check_signed_cookie(mode, header);
+            }
+        }
+        "key_file" => {
+            if let Ok(text) = std::str::from_utf8(data) {
+                checks::check_key_file(text);
+            }
+        }
+        "sealed_data" => checks::check_sealed_data(data),
+        "sealed_cookie" => checks::check_sealed_cookie(data),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -487,6 +561,11 @@ const TARGETS: &[&str] = &[
     "config_toml",
     "record_decode",
     "record_request",
+    "signed_id",
+    "signed_cookie",
+    "key_file",
+    "sealed_data",
+    "sealed_cookie",
 ];
 
 /// The inputs that crashed a fuzz target once, kept under

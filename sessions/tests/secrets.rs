@@ -275,3 +275,98 @@ impl Drop for PasswordRedis {
         let _ = self.child.wait();
     }
 }
+
+/// Server keys (`keys_file`, `keys_env`) print nowhere: not in the configs
+/// that read them, the layer, `Keys` itself, nor any error about a key
+/// file — not even a line that is almost a key. A key written in the
+/// config text itself is refused.
+#[test]
+fn keys_are_never_printed() {
+    use base64::Engine as _;
+    use server_sessions::Keys;
+    let signing = Keys::generate_line().unwrap();
+    let old = "ab".repeat(32);
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&signing)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("sessions-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys");
+    std::fs::write(&file, format!("# newest first\n{signing}\n{old}\n")).unwrap();
+    let path = file.display().to_string();
+    let forms = [
+        signing.clone(),
+        old.clone(),
+        format!("{raw:?}"),
+        format!("{:?}", &raw[..8]),
+    ];
+    let assert_no_key = |what: &str, text: &str| {
+        for form in &forms {
+            assert!(!text.contains(form.as_str()), "{what} shows a key: {text}");
+        }
+    };
+    let ini = format!(
+        "[/]\ntools.sessions.on = True\ntools.sessions.keys_file = '{path}'\n\
+         tools.sessions.sign_ids = True\ntools.sessions.seal_records = True\n"
+    );
+    let toml = format!(
+        "[\"/\"]\nsessions.on = true\nsessions.keys_file = \"{path}\"\n\
+         sessions.sign_ids = true\nsessions.seal_records = true\n"
+    );
+    for config in [
+        Config::from_ini_str(&ini, "site.conf").unwrap(),
+        Config::from_toml_str(&toml, "site.toml").unwrap(),
+    ] {
+        let root = config.resolve("/");
+        assert_eq!(root.keys.as_ref().map(Keys::len), Some(2));
+        assert!(root.sign_ids && root.seal_records);
+        for text in [
+            format!("{config:?}"),
+            format!("{config:#?}"),
+            format!("{root:?}"),
+            format!("{:?}", root.keys),
+        ] {
+            assert_no_key("the config", &text);
+        }
+        let layer = SessionLayer::new(MemoryStore::new()).with_file_config(config);
+        assert_no_key("the layer", &format!("{layer:?}"));
+    }
+
+    // A line that is almost a key: the error names the line, not its text.
+    let almost = &signing[..signing.len() - 2];
+    std::fs::write(&file, format!("{old}\n{almost}\n")).unwrap();
+    let err = Config::from_ini_str(&ini, "site.conf").unwrap_err();
+    let text = format!("{err} {err:?} {}", chain(&err));
+    assert!(text.contains("line 2"), "{text}");
+    assert!(!text.contains(almost) && !text.contains(&old), "{text}");
+
+    // A key in the config text is no setting.
+    for key in ["keys", "key", "secret_key"] {
+        let text = format!("[/]\ntools.sessions.on = True\ntools.sessions.{key} = '{signing}'\n");
+        let err = Config::from_ini_str(&text, "site.conf").expect_err(key);
+        assert_no_key(
+            "the config error",
+            &format!("{err} {err:?} {}", chain(&err)),
+        );
+    }
+    // An environment variable that is not set: named, nothing more.
+    let text = "[/]\ntools.sessions.on = True\ntools.sessions.keys_env = 'SESSIONS_NO_SUCH_KEYS'\n";
+    let err = Config::from_ini_str(text, "site.conf").unwrap_err();
+    assert!(
+        chain(&err).contains("SESSIONS_NO_SUCH_KEYS"),
+        "{}",
+        chain(&err)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -4,7 +4,7 @@
 //! its session, as the benchmark's "many sessions" workload does.
 //!
 //! ```text
-//! per-request [bare|sessions] [REQUESTS]
+//! per-request [bare|sessions|signed|sealed] [REQUESTS]
 //! ```
 //!
 //! Run it under valgrind twice with different REQUESTS and divide the
@@ -12,6 +12,8 @@
 //! start-up and the 2,000 first visits cancel out: `--tool=callgrind` for
 //! instructions per request, `--tool=dhat` for allocations per request
 //! (benches/README.md, "Per request"; `benches/per-request.sh` does it).
+//! `signed` is `sessions` with `sign_ids` (one key), `sealed` with
+//! `seal_records`: what each costs per request.
 
 use std::time::Duration;
 
@@ -35,14 +37,19 @@ async fn count(session: server_sessions::Session) -> Result<String, server_sessi
 fn router(system: &str) -> anyhow::Result<Router> {
     Ok(match system {
         "bare" => Router::new().route("/", get(|| async { "1" })),
-        "sessions" => {
+        "sessions" | "signed" | "sealed" => {
             let mut config = SessionConfig::default();
             config.timeout = Duration::from_secs(600);
+            if system == "signed" {
+                config.keys = Some(server_sessions::Keys::new(&[[7; 32]])?);
+                config.sign_ids = true;
+            }
+            config.seal_records = system == "sealed";
             Router::new()
                 .route("/", get(count))
                 .layer(SessionLayer::new(MemoryStore::new()).with_config(config))
         }
-        other => anyhow::bail!("unknown system {other:?} (bare or sessions)"),
+        other => anyhow::bail!("unknown system {other:?} (bare, sessions, signed or sealed)"),
     })
 }
 

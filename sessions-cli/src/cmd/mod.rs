@@ -10,6 +10,7 @@ use server_sessions::{Config, Millis, Record, SessionId, StoreKey};
 
 pub(crate) mod clean;
 pub(crate) mod delete;
+pub(crate) mod keygen;
 pub(crate) mod list;
 pub(crate) mod logout;
 pub(crate) mod migrate;
@@ -57,12 +58,17 @@ impl IdArgs {
         let key = parse_session(&self.id)?;
         Ok((key, self.store.open().await?))
     }
+
+    /// The session id, when one was given rather than a store key.
+    pub(crate) fn id(&self) -> Option<SessionId> {
+        unsigned(&self.id).parse().ok()
+    }
 }
 
 /// The store key of a session named on the command line: an id is hashed
 /// (stores hold keys, never ids), a key is taken as it is; both strictly.
 fn parse_session(text: &str) -> anyhow::Result<StoreKey> {
-    if let Ok(id) = text.parse::<SessionId>() {
+    if let Ok(id) = unsigned(text).parse::<SessionId>() {
         return Ok(id.store_key());
     }
     text.parse().map_err(|_| {
@@ -71,6 +77,12 @@ fn parse_session(text: &str) -> anyhow::Result<StoreKey> {
              nor a store key (64)"
         )
     })
+}
+
+/// The id part of a cookie's value: with `sign_ids` the cookie carries
+/// `ID.SIGNATURE`, and an admin pastes what the browser shows.
+fn unsigned(text: &str) -> &str {
+    text.split_once('.').map_or(text, |(id, _)| id)
 }
 
 /// An instant as an HTTP date, the form the cookie uses too. One past the

@@ -147,7 +147,15 @@ impl Config {
     )]
     pub(crate) fn largest_max_size(&self) -> usize {
         self.sections()
-            .map(|(_, c)| c.max_size)
+            // A sealed record's data is longer than what the handler wrote.
+            .map(|(_, c)| {
+                c.max_size
+                    + if c.seal_records {
+                        crate::seal::OVERHEAD
+                    } else {
+                        0
+                    }
+            })
             .max()
             .unwrap_or(64 * 1024)
     }

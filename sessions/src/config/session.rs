@@ -63,6 +63,17 @@ pub struct SessionConfig {
     /// `None` (the default): a tenth of the idle timeout. Zero refreshes
     /// at every request, as CherryPy does.
     pub refresh_after: Option<Duration>,
+    /// The server keys, read from `keys_file` or `keys_env` (never written
+    /// in the config itself): what `sign_ids` signs with.
+    pub keys: Option<crate::Keys>,
+    /// `sign_ids`: the cookie and the id header carry the id and its
+    /// signature by the first key; an id no key signed is no id, refused
+    /// before any store is asked. Needs `keys`.
+    pub sign_ids: bool,
+    /// `seal_records`: every store keeps the session's data encrypted under
+    /// a key derived from its id, which no store holds (see
+    /// [`Record::open_data`](crate::Record::open_data)). Needs no key.
+    pub seal_records: bool,
 }
 
 impl Default for SessionConfig {
@@ -87,11 +98,19 @@ impl Default for SessionConfig {
             max_size: 64 * 1024,
             debug: false,
             refresh_after: None,
+            keys: None,
+            sign_ids: false,
+            seal_records: false,
         }
     }
 }
 
 impl SessionConfig {
+    /// The keys that sign ids, when `sign_ids` is on.
+    pub(crate) fn signer(&self) -> Option<&crate::Keys> {
+        self.keys.as_ref().filter(|_| self.sign_ids)
+    }
+
     /// Checks what would otherwise leave every request without its session,
     /// silently: no way to carry the id (`cookie = False` without a
     /// `header`); a cookie `name` that is not an RFC 6265 token (`a=b`, a
@@ -104,6 +123,28 @@ impl SessionConfig {
     /// are checked when they load, and [`SessionLayer`](crate::SessionLayer)
     /// checks what it is given.
     pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.storage.kind == super::StorageType::Cookie {
+            if self.keys.is_none() {
+                return Some((
+                    "storage_type",
+                    "\"cookie\" seals sessions with keys (tools.sessions.keys_file or keys_env)"
+                        .into(),
+                ));
+            }
+            if !self.cookie || self.header.is_some() {
+                return Some((
+                    "header",
+                    "the cookie store carries the session in the cookie only (no header, cookie = True)"
+                        .into(),
+                ));
+            }
+        }
+        if self.sign_ids && self.keys.is_none() {
+            return Some((
+                "sign_ids",
+                "True needs keys (tools.sessions.keys_file or keys_env)".into(),
+            ));
+        }
         if !self.cookie && self.header.is_none() {
             return Some((
                 "cookie",
@@ -297,10 +338,36 @@ mod file_keys {
                         })?),
                     }
                 }
+                // Keys are read where they are kept, never written in the
+                // config text; the error names no part of a key.
+                "keys_file" => {
+                    let path = string(v)?;
+                    let keys = crate::Keys::from_file(std::path::Path::new(&path))
+                        .map_err(|e| error_chain(&e))?;
+                    self.keys = Some(keys);
+                }
+                "keys_env" => {
+                    let keys = crate::Keys::from_env(&string(v)?).map_err(|e| e.to_string())?;
+                    self.keys = Some(keys);
+                }
+                "sign_ids" => self.sign_ids = boolean(v)?,
+                "seal_records" => self.seal_records = boolean(v)?,
                 _ => return Ok(false),
             }
             Ok(true)
         }
+    }
+
+    /// An error and its sources on one line.
+    fn error_chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 
     /// A header that can carry the session id: a valid name that HTTP or
@@ -417,6 +484,32 @@ mod file_tests {
              tools.sessions.name = \"__Host-s\"\n"
         )
         .is_ok());
+    }
+
+    /// `sign_ids` needs keys; keys come from a file or the environment,
+    /// and `seal_records` needs none.
+    #[test]
+    fn signing_needs_keys_and_sealing_does_not() {
+        let load = |body: &str| {
+            Config::from_ini_str(&format!("[/]\ntools.sessions.on = True\n{body}"), "k.conf")
+        };
+        let err = load("tools.sessions.sign_ids = True\n").unwrap_err();
+        assert!(
+            matches!(&err, Error::Key { key, .. } if key == "tools.sessions.sign_ids"),
+            "{err}"
+        );
+        let c = load("tools.sessions.seal_records = True\n").unwrap();
+        assert!(c.resolve("/").seal_records && c.resolve("/").keys.is_none());
+        let err = load("tools.sessions.keys_file = '/nonexistent/keys'\n").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/keys"), "{err}");
+        let name = "SESSIONS_TEST_KEYS_CONFIG";
+        std::env::set_var(name, format!("{}, {}", "11".repeat(32), "22".repeat(32)));
+        let c = load(&format!(
+            "tools.sessions.keys_env = '{name}'\ntools.sessions.sign_ids = True\n"
+        ))
+        .unwrap();
+        assert_eq!(c.resolve("/").keys.as_ref().map(crate::Keys::len), Some(2));
+        assert!(c.resolve("/").signer().is_some());
     }
 
     /// A cookie name is an RFC 6265 token, a path starts with `/`, a

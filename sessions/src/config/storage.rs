@@ -30,6 +30,9 @@ pub enum StorageType {
     Sqlite,
     /// memcached at `servers` (or a `memcache://` `storage_url`).
     Memcached,
+    /// Nothing on the server: each session sealed in its visitor's cookie
+    /// ([`CookieStore`](crate::store::CookieStore)); needs keys.
+    Cookie,
 }
 
 impl StorageType {
@@ -42,6 +45,7 @@ impl StorageType {
             StorageType::Postgres => "postgres",
             StorageType::Sqlite => "sqlite",
             StorageType::Memcached => "memcached",
+            StorageType::Cookie => "cookie",
         }
     }
 }
@@ -206,6 +210,7 @@ mod file_keys {
                 "postgres" | "postgresql" => StorageType::Postgres,
                 "sqlite" => StorageType::Sqlite,
                 "memcached" => StorageType::Memcached,
+                "cookie" => StorageType::Cookie,
                 _ => return None,
             })
         }
@@ -223,7 +228,7 @@ mod file_keys {
                     };
                     self.kind = StorageType::parse(s).ok_or_else(|| {
                         format!(
-                            "unknown store {s:?} (ram, file, redis, postgres, sqlite or memcached)"
+                            "unknown store {s:?} (ram, file, redis, postgres, sqlite, memcached or cookie)"
                         )
                     })?;
                 }

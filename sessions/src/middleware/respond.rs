@@ -7,8 +7,10 @@ use std::time::Duration;
 use http::Response;
 
 use crate::config::SessionConfig;
+use crate::error::Failure;
 use crate::record::now_millis;
 use crate::request::Outcome;
+use crate::store::{InCookie, MAX_COOKIE};
 use crate::{cookie, header};
 
 /// Writes `outcome` into `response`. `cookie_path` is the request's cookie
@@ -17,6 +19,7 @@ pub(super) fn respond<B: From<&'static str>>(
     outcome: Outcome,
     config: &SessionConfig,
     cookie_path: Option<&str>,
+    in_cookie: Option<&InCookie>,
     response: &mut Response<B>,
 ) {
     if let Some(failure) = outcome.failure {
@@ -26,11 +29,29 @@ pub(super) fn respond<B: From<&'static str>>(
     let path = cookie_path.unwrap_or(&config.path);
     let (mut cookie, mut carried) = (None, None);
     if let Some(saved) = outcome.carry {
-        let max_age = saved.expires.saturating_sub(now_millis());
-        cookie = config
-            .cookie
-            .then(|| cookie::set_cookie(config, path, &saved.id, Duration::from_millis(max_age)));
-        carried = config.header.as_ref().map(|_| header::carrying(&saved.id));
+        let max_age = Duration::from_millis(saved.expires.saturating_sub(now_millis()));
+        cookie = match in_cookie.and_then(|c| c.sealed(&saved.id, config)) {
+            Some(Ok(value)) => Some(cookie::set_cookie_value(config, path, &value, max_age)),
+            Some(Err(size)) => {
+                // Refused after the handler ran, the old cookie kept: the
+                // same answer as a session over `max_size`.
+                tracing::error!(
+                    session = %saved.id.short(),
+                    size,
+                    max = MAX_COOKIE,
+                    "session too large for its cookie; refused, the old cookie kept"
+                );
+                *response = Failure::Internal.response();
+                return;
+            }
+            None => config
+                .cookie
+                .then(|| cookie::set_cookie(config, path, &saved.id, max_age)),
+        };
+        carried = config
+            .header
+            .as_ref()
+            .map(|_| header::carrying(&saved.id, config.signer()));
     }
     if outcome.drop_id {
         cookie = Some(cookie::expire_cookie(config, path));

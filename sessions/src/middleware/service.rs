@@ -6,11 +6,12 @@ use tower_service::Service;
 
 use super::respond::respond;
 use super::ResponseFuture;
-use crate::config::{Locking, SessionConfig};
+use crate::config::{Locking, SessionConfig, StorageType};
 use crate::cookie;
 use crate::header;
 use crate::request::{ClientId, Shared};
 use crate::session::Session;
+use crate::store::InCookie;
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around yours.
 #[derive(Clone)]
@@ -48,7 +49,14 @@ where
         if !config.on {
             return ResponseFuture::passthrough(inner.call(req));
         }
-        let client = client_id(req.headers(), config);
+        // `storage_type = "cookie"`: the session itself is in the cookie,
+        // and this request gets a store of its own holding it.
+        let in_cookie = (config.storage.kind == StorageType::Cookie)
+            .then(|| InCookie::for_request(cookie::values(req.headers(), &config.name), config));
+        let client = match &in_cookie {
+            Some((_, client)) => *client,
+            None => client_id(req.headers(), config),
+        };
         let cookie_path = config
             .path_header
             .as_ref()
@@ -57,7 +65,14 @@ where
             .filter(|p| cookie::is_cookie_path(p))
             .map(String::from);
         let early = config.locking == Locking::Early;
-        let state = self.shared.request(config, client);
+        let (state, in_cookie) = match in_cookie {
+            Some((store, _)) => (
+                self.shared
+                    .request_on(Arc::new(store.clone()), config, client),
+                Some(store),
+            ),
+            None => (self.shared.request(config, client), None),
+        };
         let session = Session::new(state, client.id());
         req.extensions_mut().insert(session.clone());
         ResponseFuture::session(async move {
@@ -77,6 +92,7 @@ where
                 outcome,
                 session.config(),
                 cookie_path.as_deref(),
+                in_cookie.as_ref(),
                 &mut response,
             );
             Ok(response)
@@ -88,13 +104,13 @@ where
 /// sent; otherwise in the cookie, when cookies are on.
 fn client_id(headers: &HeaderMap, config: &SessionConfig) -> ClientId {
     if let Some(name) = &config.header {
-        let sent = header::client_id(headers, name);
+        let sent = header::client_id(headers, name, config.signer());
         if sent != ClientId::NotSent || !config.cookie {
             return sent;
         }
     }
     if config.cookie {
-        cookie::client_id(headers, &config.name)
+        cookie::client_id(headers, &config.name, config.signer())
     } else {
         ClientId::NotSent
     }

@@ -286,7 +286,16 @@ impl RequestSession {
                 return None;
             }
         }
-        match serde_json::from_slice::<Data>(&r.data) {
+        // Opened whether or not sealing is on now, so that switching it
+        // loses no session (`seal.rs`).
+        let data = match crate::seal::open(id, &r.data) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(session = %id.short(), error = %e, "sealed session data treated as missing");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Data>(&data) {
             Ok(data) => Some(data),
             Err(e) => {
                 tracing::warn!(session = %id.short(), error = %e, "unreadable session data treated as missing");

@@ -40,6 +40,14 @@ impl RequestSession {
                 };
                 return Err(failed(&mut self.failed, e));
             }
+            // Sealed here, the one place that holds both the id and the
+            // data (`seal.rs`); the size limit is on what the handler wrote.
+            let data = match self.config.seal_records {
+                true => {
+                    crate::seal::seal(&id, &data).map_err(|e| failed(&mut self.failed, e.into()))?
+                }
+                false => data,
+            };
             let record = Record {
                 data,
                 created: s.created,

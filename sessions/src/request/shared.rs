@@ -42,13 +42,19 @@ impl Shared {
         config: &Arc<crate::config::SessionConfig>,
         client: super::ClientId,
     ) -> super::RequestSession {
+        self.request_on(Arc::clone(&self.store), config, client)
+    }
+
+    /// [`request`](Self::request) on a store of its own: the sealed cookie
+    /// store's one-session store of this request (`store/cookie.rs`).
+    pub(crate) fn request_on(
+        self: &Arc<Self>,
+        store: Arc<dyn SessionStore>,
+        config: &Arc<crate::config::SessionConfig>,
+        client: super::ClientId,
+    ) -> super::RequestSession {
         self.start_background();
-        super::RequestSession::new(
-            Arc::clone(&self.store),
-            Arc::clone(config),
-            self.events.clone(),
-            client,
-        )
+        super::RequestSession::new(store, Arc::clone(config), self.events.clone(), client)
     }
 
     /// Starts the background tasks once, from inside the runtime (the

@@ -40,6 +40,7 @@ use crate::id::StoreKey;
 use crate::record::{Millis, Record};
 use crate::user::UserId;
 
+mod cookie;
 mod memory;
 mod open;
 mod users;
@@ -65,6 +66,10 @@ mod sql;
 #[doc(hidden)]
 pub mod conformance;
 
+pub(crate) use cookie::InCookie;
+#[doc(hidden)]
+pub use cookie::{open_cookie, seal_cookie};
+pub use cookie::{CookieStore, MAX_COOKIE};
 pub use memory::{default_max_memory, MemoryStore, ENTRY_OVERHEAD};
 pub use open::{migrate, open, OpenError};
 #[cfg(any(feature = "redis", feature = "memcached"))]

@@ -75,6 +75,7 @@ pub enum OpenError {
 pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
     match config.storage().kind {
         StorageType::Ram => Ok(Arc::new(MemoryStore::from_config(config))),
+        StorageType::Cookie => Ok(Arc::new(super::CookieStore)),
         #[cfg(all(feature = "file", unix))]
         StorageType::File => Ok(Arc::new(FileStore::from_config(config)?)),
         #[cfg(feature = "redis")]
@@ -117,9 +118,11 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
             .with_auto_migrate(false)
             .migrate()
             .await?),
-        StorageType::Ram | StorageType::File | StorageType::Redis | StorageType::Memcached => {
-            Err(OpenError::NoSchema(storage.kind.as_str()))
-        }
+        StorageType::Ram
+        | StorageType::File
+        | StorageType::Redis
+        | StorageType::Memcached
+        | StorageType::Cookie => Err(OpenError::NoSchema(storage.kind.as_str())),
         #[allow(unreachable_patterns)]
         other => Err(not_built(other)),
     }

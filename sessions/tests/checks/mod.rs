@@ -5,6 +5,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+mod keys;
+#[allow(unused_imports)] // each fuzz target uses a few of the checks
+pub use keys::*;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
