@@ -52,3 +52,12 @@ impl IntoResponse for Error {
         self.answer()
     }
 }
+
+/// Lets handlers use `?` on [`UserId::new`](crate::UserId::new) with what
+/// a client sent: a user id that is not one is the client's mistake, a
+/// 400 saying why (the reason names no part of the input).
+impl IntoResponse for crate::user::InvalidUser {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, format!("{self}\n")).into_response()
+    }
+}

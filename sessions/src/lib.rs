@@ -70,10 +70,13 @@
 // feature-gated item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 pub mod config;
 mod cookie;
+pub mod csrf;
 mod error;
 mod events;
+pub mod flash;
 #[cfg(feature = "axum")]
 mod extract;
 mod header;
@@ -86,10 +89,11 @@ mod request;
 mod session;
 pub mod store;
 mod task;
+pub mod testing;
 pub mod user;
 
 pub use config::{
-    Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType, StorageUrl,
+    Config, Locking, SameSite, SessionAuthConfig, SessionConfig, StorageConfig, StorageType, StorageUrl,
 };
 pub use error::Error;
 pub use events::{FoundBy, SessionEvent};

@@ -95,14 +95,13 @@ async fn page(session: Session) -> Result<Html<String>> {
 /// The logged-in user's part of the page: who, and every session of that
 /// user (this one marked), with the two ways to end them.
 async fn account(session: &Session, user: &server_sessions::UserId) -> Result<String> {
-    let this = session.id().await?.store_key();
     let mut rows = String::new();
     for s in session.user_sessions().await? {
         let _ = write!(
             rows,
             "<tr><td><code>{key}</code>{this}</td><td>{created}</td><td>{used}</td><td>{expires}</td></tr>",
             key = s.key.short(),
-            this = if s.key == this { " (this one)" } else { "" },
+            this = if s.current { " (this one)" } else { "" },
             created = when_at(s.created),
             used = when_at(s.last_used),
             expires = when_at(s.expires),

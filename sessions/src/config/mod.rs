@@ -38,6 +38,7 @@ use std::time::Duration;
 // `storage.rs`; with the `config-file` feature, a file's values and the
 // dispatch of its keys in `keys.rs`, per-path sections and their
 // inheritance in `path.rs`, the two syntaxes in `ini.rs` and `toml.rs`.
+mod auth;
 mod session;
 mod storage;
 
@@ -51,6 +52,7 @@ mod path;
 mod toml;
 
 pub(crate) use session::is_cookie_path;
+pub use auth::SessionAuthConfig;
 pub use session::SessionConfig;
 pub use storage::{StorageConfig, StorageType, StorageUrl};
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{minutes, Locking, SameSite, StorageConfig};
+use super::{minutes, Locking, SameSite, SessionAuthConfig, StorageConfig};
 
 /// The settings of one path (docs/spec.md §2). `Default` gives the
 /// documented defaults with sessions **on**, which is what a program that
@@ -56,6 +56,15 @@ pub struct SessionConfig {
     pub max_size: usize,
     /// `debug`: log the session life cycle at info level.
     pub debug: bool,
+    /// `save_uninitialized`: store (and cookie) a new session that the
+    /// handler only read, as CherryPy does (the default). False keeps a
+    /// new visitor's session out of the store until something is put in
+    /// it — its data, a user, a timeout of its own — so that bots and
+    /// one-page visits leave nothing behind (express's
+    /// `saveUninitialized = false`, tower-sessions' behaviour).
+    pub save_uninitialized: bool,
+    /// `tools.session_auth.*`: CherryPy's log-in tool for this path.
+    pub auth: SessionAuthConfig,
 }
 
 impl Default for SessionConfig {
@@ -79,6 +88,8 @@ impl Default for SessionConfig {
             persistent: true,
             max_size: 64 * 1024,
             debug: false,
+            save_uninitialized: true,
+            auth: SessionAuthConfig::default(),
         }
     }
 }
@@ -281,6 +292,7 @@ mod file_keys {
                     }
                 }
                 "debug" => self.debug = boolean(v)?,
+                "save_uninitialized" => self.save_uninitialized = boolean(v)?,
                 _ => return Ok(false),
             }
             Ok(true)
