@@ -199,7 +199,7 @@ tools.session_auth.on = True
     // Anonymous on a protected path: the login screen, going back here.
     let screen = browser.get("/admin/page?x=1").await;
     assert_eq!(screen.status, 200);
-    assert!(screen.body.contains("action=do_login"), "{}", screen.body);
+    assert!(screen.body.contains(r#"action="/admin/page/do_login""#), "{}", screen.body);
     assert!(screen.body.contains(r#"name=from_page value="/admin/page?x=1""#), "{}", screen.body);
     let token = field(&screen.body, "csrf_token");
 
@@ -218,7 +218,7 @@ tools.session_auth.on = True
     // Right: back to from_page, under a new id.
     let before = browser.cookie("session_id");
     let ok = browser
-        .post("/admin/do_login", &format!("username=carol&password=pw&from_page=/admin/page%3Fx%3D1&csrf_token={token}"))
+        .post("/admin/page/do_login", &format!("username=carol&password=pw&from_page=/admin/page%3Fx%3D1&csrf_token={token}"))
         .await;
     assert_eq!((ok.status, ok.location.as_deref()), (303, Some("/admin/page?x=1")));
     assert_ne!(browser.cookie("session_id"), before);
@@ -236,8 +236,8 @@ tools.session_auth.on = True
         .post("/admin/do_logout", &format!("from_page=https://evil.example/&csrf_token={token}"))
         .await;
     assert_eq!((out.status, out.location.as_deref()), (303, Some("/")));
-    assert!(browser.get("/admin/page").await.body.contains("action=do_login"));
-    assert!(other.get("/admin/page").await.body.contains("action=do_login"), "the copy is logged out too");
+    assert!(browser.get("/admin/page").await.body.contains("/do_login"));
+    assert!(other.get("/admin/page").await.body.contains("/do_login"), "the copy is logged out too");
 }
 
 /// The value of a hidden field of a page.

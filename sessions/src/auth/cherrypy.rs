@@ -249,7 +249,7 @@ impl Tool<'_> {
         let path = request.uri().path().to_owned();
         if path.ends_with("login_screen") {
             self.debug("routing to login_screen");
-            return Err(self.screen("/", "", "").await);
+            return Err(self.screen(&path, "/", "", "").await);
         }
         let action = if path.ends_with("do_login") {
             "do_login"
@@ -263,22 +263,26 @@ impl Tool<'_> {
             return Err((StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], "").into_response());
         }
         let form = read_form(request).await?;
+        let screen_at = path;
         let field = |k: &str| form.get(k).map_or("", String::as_str);
         let from_page = local(field("from_page"));
         if action == "do_logout" {
             return Err(self.logout(from_page).await);
         }
-        Err(self.login(field("username"), field("password"), from_page).await)
+        Err(self
+            .login(&screen_at, field("username"), field("password"), from_page)
+            .await)
     }
 
     /// `do_check`: a logged-in visitor goes on, checked against the user
     /// source; any other gets the form.
     async fn check(&self, request: Request<Body>) -> Result<Request<Body>, Response> {
         let here = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path = request.uri().path();
         let user = self.session.user().await.map_err(IntoResponse::into_response)?;
         let Some(user) = user else {
             self.debug(&format!("no user, routing to login_screen with from_page {here:?}"));
-            return Err(self.screen(&here, "", "").await);
+            return Err(self.screen(path, &here, "", "").await);
         };
         let now = match self.checker.fingerprint(self.config, user.clone()).await {
             Ok(now) => now,
@@ -288,13 +292,13 @@ impl Tool<'_> {
         if now.map(|f| digest(&f)) != kept {
             tracing::info!(user = %user, "user gone or password changed; session logged out");
             self.session.logout().await.map_err(IntoResponse::into_response)?;
-            return Err(self.screen(&here, "", "Please log in again.").await);
+            return Err(self.screen(path, &here, "", "Please log in again.").await);
         }
         self.debug(&format!("logged in as {user}"));
         Ok(request)
     }
 
-    async fn login(&self, name: &str, password: &str, from_page: &str) -> Response {
+    async fn login(&self, path: &str, name: &str, password: &str, from_page: &str) -> Response {
         let checked = match UserId::new(name) {
             Ok(_) => self.checker.check(self.config, name.into(), password.into()).await,
             Err(_) => Ok(None),
@@ -303,7 +307,8 @@ impl Tool<'_> {
             Ok(Some(user)) => user,
             Ok(None) => {
                 self.debug("log-in refused");
-                return self.screen(from_page, name, "Incorrect username or password.").await;
+                let error = "Incorrect username or password.";
+                return self.screen(path, from_page, name, error).await;
             }
             Err(e) => return unavailable(&e),
         };
@@ -329,8 +334,12 @@ impl Tool<'_> {
         see_other(from_page)
     }
 
-    /// The log-in form (CherryPy's `login_screen`), with the CSRF token.
-    async fn screen(&self, from_page: &str, name: &str, error: &str) -> Response {
+    /// The log-in form (CherryPy's `login_screen`), with the CSRF token,
+    /// shown at `path`. It posts to `do_login` under `path` (CherryPy's
+    /// form posts to `do_login` relative to the page, which from `/admin`
+    /// is `/do_login`, outside the protected section): under it, the tool
+    /// is on wherever it is on for `path`.
+    async fn screen(&self, path: &str, from_page: &str, name: &str, error: &str) -> Response {
         let token = match crate::csrf::token(self.session).await {
             Ok(t) => t,
             Err(e) => return e.into_response(),
@@ -343,13 +352,14 @@ impl Tool<'_> {
         let page = format!(
             "<!doctype html>\n<html><head><meta charset=utf-8><title>Log in</title></head><body>\n\
              <h1>Log in</h1>\n{message}\
-             <form method=post action=do_login>\n\
+             <form method=post action=\"{action}\">\n\
              <label>User name <input type=text name=username value=\"{name}\" autocomplete=username></label><br>\n\
              <label>Password <input type=password name=password autocomplete=current-password></label><br>\n\
              <input type=hidden name=from_page value=\"{from_page}\">\n\
              <input type=hidden name={field} value=\"{token}\">\n\
              <button type=submit>Log in</button>\n</form>\n</body></html>\n",
             name = escape(name),
+            action = escape(&action_of(path, "do_login")),
             from_page = escape(from_page),
             field = crate::csrf::FIELD,
         );
@@ -359,6 +369,19 @@ impl Tool<'_> {
         )
             .into_response()
     }
+}
+
+/// Where a form shown at `path` posts `action`: `path` without the tool's
+/// own last segment, then `/action`.
+pub(crate) fn action_of(path: &str, action: &str) -> String {
+    let mut base = path;
+    for own in ["login_screen", "do_login", "do_logout"] {
+        if let Some(rest) = base.strip_suffix(own) {
+            base = rest;
+            break;
+        }
+    }
+    format!("{}/{action}", base.trim_end_matches('/'))
 }
 
 /// The form fields of a log-in or log-out POST.
@@ -420,6 +443,16 @@ mod tests {
         for bad in ["", "..", "https://evil.example/", "//evil.example", "/\\evil", "/a b", "javascript:x"] {
             assert_eq!(local(bad), "/", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn forms_post_under_the_page() {
+        assert_eq!(action_of("/", "do_login"), "/do_login");
+        assert_eq!(action_of("/admin", "do_login"), "/admin/do_login");
+        assert_eq!(action_of("/admin/", "do_login"), "/admin/do_login");
+        assert_eq!(action_of("/admin/page", "do_login"), "/admin/page/do_login");
+        assert_eq!(action_of("/admin/login_screen", "do_login"), "/admin/do_login");
+        assert_eq!(action_of("/admin/do_login", "do_login"), "/admin/do_login");
     }
 
     #[test]
