@@ -39,6 +39,13 @@
 //! # }
 //! ```
 //!
+//! # On top of sessions
+//!
+//! [`auth`] (log-in, routes that need a user, CherryPy's `session_auth`),
+//! [`flash`] (messages for the next page), [`csrf`] (tokens and the layer
+//! that checks them) and [`testing`] (a session for unit tests, a client
+//! that drives a router with its cookies).
+//!
 //! Settings come from [`SessionConfig`] (one for every path) or a
 //! [`Config`] file (per path, feature `config-file`), given to the layer
 //! with [`SessionLayer::with_config`] or [`SessionLayer::with_file_config`].
@@ -60,6 +67,7 @@
 //! | `postgres` | `store::PostgresStore` |
 //! | `sqlite` | `store::SqliteStore`, with a bundled SQLite |
 //! | `memcached` | `store::MemcachedStore` (one server or several) |
+//! | `htpasswd` | `auth::Htpasswd` and `SessionAuthLayer::htpasswd`: users from an Apache htpasswd file of bcrypt entries |
 //! | `metrics` | store latency, lock waits and timeouts, errors, sessions created and expired, through the `metrics` facade |
 //! | `test-suite` | the store conformance suite, for a store of your own |
 //!
