@@ -48,13 +48,13 @@ impl Backend for Customers {
     type Credentials = (String, String);
     type Error = std::convert::Infallible;
 
-    async fn authenticate(&self, (name, password): (String, String)) -> Result<Option<Customer>, Self::Error> {
+    async fn authenticate(&self, (name, password): (String, String)) -> std::result::Result<Option<Customer>, Self::Error> {
         // Plain-text comparison for the example only.
         let ok = self.0.get(name.as_str()) == Some(&password.as_str());
         Ok(ok.then(|| customer(&name, &password)).flatten())
     }
 
-    async fn get_user(&self, id: &UserId) -> Result<Option<Customer>, Self::Error> {
+    async fn get_user(&self, id: &UserId) -> std::result::Result<Option<Customer>, Self::Error> {
         Ok(self.0.get(id.as_str()).and_then(|p| customer(id.as_str(), p)))
     }
 }
