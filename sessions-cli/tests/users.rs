@@ -61,7 +61,10 @@ impl Browser {
     /// The CSRF token the demo's forms carry now.
     async fn token(&mut self) -> String {
         let page = Box::pin(self.send("/", None)).await.1;
-        let at = page.find("name=csrf_token value=\"").expect("a token in the page") + 23;
+        let at = page
+            .find("name=csrf_token value=\"")
+            .expect("a token in the page")
+            + 23;
         page[at..at + 40].to_owned()
     }
 

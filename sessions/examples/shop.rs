@@ -48,14 +48,20 @@ impl Backend for Customers {
     type Credentials = (String, String);
     type Error = std::convert::Infallible;
 
-    async fn authenticate(&self, (name, password): (String, String)) -> std::result::Result<Option<Customer>, Self::Error> {
+    async fn authenticate(
+        &self,
+        (name, password): (String, String),
+    ) -> std::result::Result<Option<Customer>, Self::Error> {
         // Plain-text comparison for the example only.
         let ok = self.0.get(name.as_str()) == Some(&password.as_str());
         Ok(ok.then(|| customer(&name, &password)).flatten())
     }
 
     async fn get_user(&self, id: &UserId) -> std::result::Result<Option<Customer>, Self::Error> {
-        Ok(self.0.get(id.as_str()).and_then(|p| customer(id.as_str(), p)))
+        Ok(self
+            .0
+            .get(id.as_str())
+            .and_then(|p| customer(id.as_str(), p)))
     }
 }
 
@@ -75,7 +81,10 @@ async fn chrome(session: &Session) -> Result<(String, String)> {
         let _ = write!(messages, "<p class={}>{}</p>", m.level, m.text);
     }
     let token = csrf::token(session).await?;
-    Ok((messages, format!("<input type=hidden name={} value={token}>", csrf::FIELD)))
+    Ok((
+        messages,
+        format!("<input type=hidden name={} value={token}>", csrf::FIELD),
+    ))
 }
 
 async fn home(session: Session) -> Result<Html<String>> {
@@ -95,7 +104,11 @@ async fn home(session: Session) -> Result<Html<String>> {
     )))
 }
 
-async fn add(flash: Flash, session: Session, Form(form): Form<HashMap<String, String>>) -> Result<Redirect> {
+async fn add(
+    flash: Flash,
+    session: Session,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Redirect> {
     let item = form.get("item").map(|s| s.trim()).unwrap_or_default();
     let mut cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
     cart.push(item.to_owned());
@@ -140,7 +153,9 @@ async fn devices(CurrentUser(me): CurrentUser<Customer>, session: Session) -> Re
 
 async fn logout_others(flash: Flash, session: Session) -> Result<Redirect> {
     let ended = session.logout_other_sessions().await?;
-    flash.info(format!("{ended} other device(s) logged out.")).await?;
+    flash
+        .info(format!("{ended} other device(s) logged out."))
+        .await?;
     Ok(Redirect::to("/devices"))
 }
 
@@ -164,7 +179,9 @@ fn app() -> Router {
 
 #[tokio::main]
 async fn main() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+        .await
+        .unwrap();
     println!("http://{}/", listener.local_addr().unwrap());
     axum::serve(listener, app()).await.unwrap();
 }
@@ -184,25 +201,51 @@ mod tests {
     async fn shop_with_devices() {
         let mut laptop = TestClient::new(app());
         let t = token(&laptop.get("/").await);
-        assert_eq!(laptop.post_form("/cart", "item=tea").await.status, 403, "no token");
-        assert_eq!(laptop.post_form("/cart", &format!("item=tea&csrf_token={t}")).await.status, 303);
+        assert_eq!(
+            laptop.post_form("/cart", "item=tea").await.status,
+            403,
+            "no token"
+        );
+        assert_eq!(
+            laptop
+                .post_form("/cart", &format!("item=tea&csrf_token={t}"))
+                .await
+                .status,
+            303
+        );
         let page = laptop.get("/").await.text();
-        assert!(page.contains("tea is in your cart.") && page.contains("Cart: tea"), "{page}");
-        assert!(!laptop.get("/").await.text().contains("in your cart."), "shown once");
+        assert!(
+            page.contains("tea is in your cart.") && page.contains("Cart: tea"),
+            "{page}"
+        );
+        assert!(
+            !laptop.get("/").await.text().contains("in your cart."),
+            "shown once"
+        );
 
-        laptop.post_form("/login", &format!("name=ann&password=pass&csrf_token={t}")).await;
+        laptop
+            .post_form("/login", &format!("name=ann&password=pass&csrf_token={t}"))
+            .await;
         let home = laptop.get("/").await;
         assert!(home.text().contains("Hello ann") && home.text().contains("Cart: tea"));
         let mut phone = laptop.fresh();
         let pt = token(&phone.get("/").await);
-        phone.post_form("/login", &format!("name=ann&password=pass&csrf_token={pt}")).await;
+        phone
+            .post_form("/login", &format!("name=ann&password=pass&csrf_token={pt}"))
+            .await;
 
         let devices = laptop.get("/devices").await.text();
         assert_eq!(devices.matches("<li>").count(), 2, "{devices}");
         assert_eq!(devices.matches("(this device)").count(), 1);
         let t = token(&laptop.get("/").await);
-        laptop.post_form("/devices/logout-others", &format!("csrf_token={t}")).await;
-        assert!(laptop.get("/devices").await.text().contains("1 other device(s) logged out."));
+        laptop
+            .post_form("/devices/logout-others", &format!("csrf_token={t}"))
+            .await;
+        assert!(laptop
+            .get("/devices")
+            .await
+            .text()
+            .contains("1 other device(s) logged out."));
         // The phone is logged out: sent to the log-in page.
         let refused = phone.request(
             http::Request::get("/devices")

@@ -95,7 +95,8 @@ impl Flash {
         let mut data = self.0.data().await?;
         // Messages of another shape (an older version's) are replaced
         // rather than failing every later page.
-        let mut messages: Vec<Message> = data.get(FLASH_KEY).unwrap_or_default().unwrap_or_default();
+        let mut messages: Vec<Message> =
+            data.get(FLASH_KEY).unwrap_or_default().unwrap_or_default();
         messages.push(Message {
             level,
             text: text.into(),
@@ -132,12 +133,20 @@ impl Flash {
         if !data.contains_key(FLASH_KEY) {
             return Ok(Vec::new());
         }
-        Ok(data.remove(FLASH_KEY).unwrap_or_default().unwrap_or_default())
+        Ok(data
+            .remove(FLASH_KEY)
+            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// The messages waiting, left in place.
     pub async fn peek(&self) -> Result<Vec<Message>, Error> {
-        Ok(self.0.get(FLASH_KEY).await.unwrap_or_default().unwrap_or_default())
+        Ok(self
+            .0
+            .get(FLASH_KEY)
+            .await
+            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// In `explicit` mode nothing else takes the lock; a read-and-remove
@@ -178,8 +187,14 @@ mod tests {
         assert_eq!(
             taken,
             vec![
-                Message { level: Level::Info, text: "one".into() },
-                Message { level: Level::Error, text: "two".into() },
+                Message {
+                    level: Level::Info,
+                    text: "one".into()
+                },
+                Message {
+                    level: Level::Error,
+                    text: "two".into()
+                },
             ]
         );
         assert!(flash.take().await.unwrap().is_empty());

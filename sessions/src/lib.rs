@@ -84,9 +84,9 @@ mod cookie;
 pub mod csrf;
 mod error;
 mod events;
-pub mod flash;
 #[cfg(feature = "axum")]
 mod extract;
+pub mod flash;
 mod header;
 mod id;
 mod measure;
@@ -101,7 +101,8 @@ pub mod testing;
 pub mod user;
 
 pub use config::{
-    Config, Locking, SameSite, SessionAuthConfig, SessionConfig, StorageConfig, StorageType, StorageUrl,
+    Config, Locking, SameSite, SessionAuthConfig, SessionConfig, StorageConfig, StorageType,
+    StorageUrl,
 };
 pub use error::Error;
 pub use events::{FoundBy, SessionEvent};

@@ -113,26 +113,55 @@ async fn unsafe_requests_need_the_token(f: &Fixture) {
     assert_eq!(browser.post("/echo", "text=hi").await.status, 403);
     let wrong = format!("text=hi&csrf_token={}", "0".repeat(40));
     assert_eq!(browser.post("/echo", &wrong).await.status, 403);
-    let field = browser.post("/echo", &format!("text=hi&csrf_token={token}")).await;
-    assert_eq!((field.status, field.body.as_str()), (200, "hi"), "the form reaches the handler whole");
+    let field = browser
+        .post("/echo", &format!("text=hi&csrf_token={token}"))
+        .await;
+    assert_eq!(
+        (field.status, field.body.as_str()),
+        (200, "hi"),
+        "the form reaches the handler whole"
+    );
     let header = browser.post_with("/echo", &[(csrf::HEADER, &token)]).await;
     assert_eq!(header.status, 200);
     let bad_header = browser.post_with("/echo", &[(csrf::HEADER, "nope")]).await;
     assert_eq!(bad_header.status, 403);
-    let not_form = browser.post_with("/echo", &[("content-type", "application/json")]).await;
+    let not_form = browser
+        .post_with("/echo", &[("content-type", "application/json")])
+        .await;
     assert_eq!(not_form.status, 403, "a JSON body must carry the header");
     // Another visitor cannot use this one's token.
     let stranger = browser.stranger();
-    assert_eq!(stranger.post_with("/echo", &[(csrf::HEADER, &token)]).await.status, 403);
+    assert_eq!(
+        stranger
+            .post_with("/echo", &[(csrf::HEADER, &token)])
+            .await
+            .status,
+        403
+    );
     // GET is safe: never checked.
     assert_eq!(stranger.get("/token").await.status, 200);
 
     // Log-in rotates: the old token stops working, the new one works.
-    let fresh = browser.post_with("/login", &[(csrf::HEADER, &token)]).await.body;
+    let fresh = browser
+        .post_with("/login", &[(csrf::HEADER, &token)])
+        .await
+        .body;
     assert_eq!(fresh.len(), 40);
     assert_ne!(fresh, token);
-    assert_eq!(browser.post_with("/echo", &[(csrf::HEADER, &token)]).await.status, 403);
-    assert_eq!(browser.post_with("/echo", &[(csrf::HEADER, &fresh)]).await.status, 200);
+    assert_eq!(
+        browser
+            .post_with("/echo", &[(csrf::HEADER, &token)])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        browser
+            .post_with("/echo", &[(csrf::HEADER, &fresh)])
+            .await
+            .status,
+        200
+    );
 }
 
 /// API clients that carry the id in a header only are not asked for a

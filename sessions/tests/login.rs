@@ -67,7 +67,10 @@ impl Backend for Users {
     type User = User;
     type Credentials = (String, String);
     type Error = std::convert::Infallible;
-    async fn authenticate(&self, (name, password): (String, String)) -> Result<Option<User>, Self::Error> {
+    async fn authenticate(
+        &self,
+        (name, password): (String, String),
+    ) -> Result<Option<User>, Self::Error> {
         Ok(self.find(&name).filter(|u| u.password == password))
     }
     async fn get_user(&self, id: &UserId) -> Result<Option<User>, Self::Error> {
@@ -80,20 +83,30 @@ fn app(f: &Fixture, users: Users) -> Router {
     let private = Router::new()
         .route(
             "/account",
-            get(|CurrentUser(user): CurrentUser<User>, s: Session| async move {
-                let listed = s.user_sessions().await?;
-                let current = listed.iter().filter(|l| l.current).count();
-                Ok::<_, server_sessions::Error>(format!("{} {} {current}", user.id, listed.len()))
-            }),
+            get(
+                |CurrentUser(user): CurrentUser<User>, s: Session| async move {
+                    let listed = s.user_sessions().await?;
+                    let current = listed.iter().filter(|l| l.current).count();
+                    Ok::<_, server_sessions::Error>(format!(
+                        "{} {} {current}",
+                        user.id,
+                        listed.len()
+                    ))
+                },
+            ),
         )
         .route(
             "/password",
             post({
                 let auth = auth.clone();
-                move |CurrentUser(user): CurrentUser<User>, s: Session, Form(f): Form<HashMap<String, String>>| async move {
+                move |CurrentUser(user): CurrentUser<User>,
+                      s: Session,
+                      Form(f): Form<HashMap<String, String>>| async move {
                     auth.backend().set(user.id.as_str(), &f["new"]);
                     let user = auth.backend().find(user.id.as_str()).unwrap();
-                    Ok::<_, server_sessions::Error>(auth.password_changed(&s, &user).await?.to_string())
+                    Ok::<_, server_sessions::Error>(
+                        auth.password_changed(&s, &user).await?.to_string(),
+                    )
                 }
             }),
         )
@@ -127,14 +140,34 @@ fn app(f: &Fixture, users: Users) -> Router {
 async fn log_in_require_and_log_out(f: &Fixture) {
     let browser = Browser::new(serve(app(f, Users::with("alice", "pw1"))).await);
     // Anonymous: a page is sent to the log-in page, an API call gets 401.
-    let page = browser.get_accepting("/account?tab=2", "text/html,*/*").await;
+    let page = browser
+        .get_accepting("/account?tab=2", "text/html,*/*")
+        .await;
     assert_eq!(page.status, 303);
-    assert_eq!(page.location.as_deref(), Some("/login?next=%2Faccount%3Ftab%3D2"));
-    assert_eq!(browser.get_accepting("/account", "application/json").await.status, 401);
+    assert_eq!(
+        page.location.as_deref(),
+        Some("/login?next=%2Faccount%3Ftab%3D2")
+    );
+    assert_eq!(
+        browser
+            .get_accepting("/account", "application/json")
+            .await
+            .status,
+        401
+    );
 
-    assert_eq!(browser.post("/login", "name=alice&password=nope").await.body, "wrong");
+    assert_eq!(
+        browser
+            .post("/login", "name=alice&password=nope")
+            .await
+            .body,
+        "wrong"
+    );
     let before = browser.cookie("session_id");
-    assert_eq!(browser.post("/login", "name=alice&password=pw1").await.body, "in");
+    assert_eq!(
+        browser.post("/login", "name=alice&password=pw1").await.body,
+        "in"
+    );
     let after = browser.cookie("session_id");
     assert!(after.is_some());
     assert_ne!(before, after, "log-in gives a new id");
@@ -150,7 +183,10 @@ async fn a_changed_password_ends_the_other_sessions(f: &Fixture) {
     let addr = serve(app(f, users.clone())).await;
     let (phone, laptop, tablet) = (Browser::new(addr), Browser::new(addr), Browser::new(addr));
     for device in [&phone, &laptop, &tablet] {
-        assert_eq!(device.post("/login", "name=bob&password=old").await.body, "in");
+        assert_eq!(
+            device.post("/login", "name=bob&password=old").await.body,
+            "in"
+        );
     }
     let listed = laptop.get("/account").await.body;
     assert_eq!(listed, "bob 3 1", "three sessions, one of them this one");
@@ -164,9 +200,19 @@ async fn a_changed_password_ends_the_other_sessions(f: &Fixture) {
     // fingerprint check ends the session at its next request.
     users.set("bob", "newer");
     assert_eq!(laptop.get("/account").await.status, 401);
-    assert_eq!(laptop.cookie("session_id"), None, "logged out: the cookie goes");
-    assert_eq!(tablet.post("/login", "name=bob&password=new").await.body, "wrong");
-    assert_eq!(tablet.post("/login", "name=bob&password=newer").await.body, "in");
+    assert_eq!(
+        laptop.cookie("session_id"),
+        None,
+        "logged out: the cookie goes"
+    );
+    assert_eq!(
+        tablet.post("/login", "name=bob&password=new").await.body,
+        "wrong"
+    );
+    assert_eq!(
+        tablet.post("/login", "name=bob&password=newer").await.body,
+        "in"
+    );
     assert_eq!(tablet.get("/account").await.body, "bob 1 1");
 }
 
@@ -187,7 +233,10 @@ tools.session_auth.on = True
             "/admin/page",
             get(|s: Session| async move {
                 let name: Option<String> = s.get("username").await?;
-                Ok::<_, server_sessions::Error>(format!("admin page for {}", name.unwrap_or_default()))
+                Ok::<_, server_sessions::Error>(format!(
+                    "admin page for {}",
+                    name.unwrap_or_default()
+                ))
             }),
         )
         .layer(SessionAuthLayer::new(Auth::new(Users::with("carol", "pw"))))
@@ -199,30 +248,62 @@ tools.session_auth.on = True
     // Anonymous on a protected path: the login screen, going back here.
     let screen = browser.get("/admin/page?x=1").await;
     assert_eq!(screen.status, 200);
-    assert!(screen.body.contains(r#"action="/admin/page/do_login""#), "{}", screen.body);
-    assert!(screen.body.contains(r#"name=from_page value="/admin/page?x=1""#), "{}", screen.body);
+    assert!(
+        screen.body.contains(r#"action="/admin/page/do_login""#),
+        "{}",
+        screen.body
+    );
+    assert!(
+        screen
+            .body
+            .contains(r#"name=from_page value="/admin/page?x=1""#),
+        "{}",
+        screen.body
+    );
     let token = field(&screen.body, "csrf_token");
 
     // Without the token the CSRF check refuses the log-in.
-    assert_eq!(browser.post("/admin/do_login", "username=carol&password=pw").await.status, 403);
+    assert_eq!(
+        browser
+            .post("/admin/do_login", "username=carol&password=pw")
+            .await
+            .status,
+        403
+    );
     // do_login needs POST.
     let get = browser.get("/admin/do_login").await;
     assert_eq!(get.status, 405);
     // A wrong password: the screen again, with the error and the name.
     let wrong = browser
-        .post("/admin/do_login", &format!("username=carol&password=no&from_page=/admin/page&csrf_token={token}"))
+        .post(
+            "/admin/do_login",
+            &format!("username=carol&password=no&from_page=/admin/page&csrf_token={token}"),
+        )
         .await;
     assert_eq!(wrong.status, 200);
-    assert!(wrong.body.contains("Incorrect username or password."), "{}", wrong.body);
+    assert!(
+        wrong.body.contains("Incorrect username or password."),
+        "{}",
+        wrong.body
+    );
     assert!(wrong.body.contains(r#"value="carol""#));
     // Right: back to from_page, under a new id.
     let before = browser.cookie("session_id");
     let ok = browser
-        .post("/admin/page/do_login", &format!("username=carol&password=pw&from_page=/admin/page%3Fx%3D1&csrf_token={token}"))
+        .post(
+            "/admin/page/do_login",
+            &format!("username=carol&password=pw&from_page=/admin/page%3Fx%3D1&csrf_token={token}"),
+        )
         .await;
-    assert_eq!((ok.status, ok.location.as_deref()), (303, Some("/admin/page?x=1")));
+    assert_eq!(
+        (ok.status, ok.location.as_deref()),
+        (303, Some("/admin/page?x=1"))
+    );
     assert_ne!(browser.cookie("session_id"), before);
-    assert_eq!(browser.get("/admin/page").await.body, "admin page for carol");
+    assert_eq!(
+        browser.get("/admin/page").await.body,
+        "admin page for carol"
+    );
 
     // The same session in a second browser (a copied cookie).
     let other = browser.copy();
@@ -233,16 +314,24 @@ tools.session_auth.on = True
     // off the site is not followed.
     let token = field(&browser.get("/admin/login_screen").await.body, "csrf_token");
     let out = browser
-        .post("/admin/do_logout", &format!("from_page=https://evil.example/&csrf_token={token}"))
+        .post(
+            "/admin/do_logout",
+            &format!("from_page=https://evil.example/&csrf_token={token}"),
+        )
         .await;
     assert_eq!((out.status, out.location.as_deref()), (303, Some("/")));
     assert!(browser.get("/admin/page").await.body.contains("/do_login"));
-    assert!(other.get("/admin/page").await.body.contains("/do_login"), "the copy is logged out too");
+    assert!(
+        other.get("/admin/page").await.body.contains("/do_login"),
+        "the copy is logged out too"
+    );
 }
 
 /// The value of a hidden field of a page.
 fn field(page: &str, name: &str) -> String {
-    let at = page.find(&format!("name={name} value=\"")).unwrap_or_else(|| panic!("no {name} in {page}"));
+    let at = page
+        .find(&format!("name={name} value=\""))
+        .unwrap_or_else(|| panic!("no {name} in {page}"));
     let rest = &page[at + name.len() + 13..];
     rest[..rest.find('"').unwrap()].to_owned()
 }

@@ -29,7 +29,11 @@ async fn a_session_for_a_unit_test() {
     session.set_user(UserId::new("ann").unwrap()).await.unwrap();
     assert_eq!(session.user().await.unwrap().unwrap().as_str(), "ann");
     // Each helper session is its own visitor.
-    assert!(testing::session().get::<Vec<String>>("cart").await.unwrap().is_none());
+    assert!(testing::session()
+        .get::<Vec<String>>("cart")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 fn shop() -> Router {
@@ -50,7 +54,9 @@ fn shop() -> Router {
                 // `?` on a client's bad id answers 400 (`InvalidUser`'s
                 // response); a session error its own status.
                 let user = UserId::new(name)?;
-                s.set_user(user.clone()).await.map_err(|_| InvalidUser::Empty)?;
+                s.set_user(user.clone())
+                    .await
+                    .map_err(|_| InvalidUser::Empty)?;
                 Ok::<_, InvalidUser>(format!("hello {user}"))
             }),
         )
@@ -62,16 +68,36 @@ fn shop() -> Router {
 async fn a_router_driven_with_its_cookies() {
     let mut client = TestClient::new(shop());
     assert_eq!(client.get("/").await.text(), "shop");
-    assert_eq!(client.cookie("session_id"), None, "a page without the session sets none");
+    assert_eq!(
+        client.cookie("session_id"),
+        None,
+        "a page without the session sets none"
+    );
     assert_eq!(client.post_form("/add/tea", "").await.text(), "1");
     assert!(client.cookie("session_id").is_some());
-    assert_eq!(client.post_form("/add/cup", "").await.text(), "2", "same visitor");
+    assert_eq!(
+        client.post_form("/add/cup", "").await.text(),
+        "2",
+        "same visitor"
+    );
     let mut other = client.fresh();
-    assert_eq!(other.post_form("/add/pot", "").await.text(), "1", "another visitor");
+    assert_eq!(
+        other.post_form("/add/pot", "").await.text(),
+        "1",
+        "another visitor"
+    );
     let bye = client.post_form("/logout", "").await;
     assert_eq!(bye.text(), "bye");
-    assert_eq!(client.cookie("session_id"), None, "a log-out drops the cookie");
-    assert_eq!(client.post_form("/add/tea", "").await.text(), "1", "a new session");
+    assert_eq!(
+        client.cookie("session_id"),
+        None,
+        "a log-out drops the cookie"
+    );
+    assert_eq!(
+        client.post_form("/add/tea", "").await.text(),
+        "1",
+        "a new session"
+    );
 }
 
 #[tokio::test]
@@ -82,6 +108,8 @@ async fn a_bad_user_id_from_a_client_is_a_400() {
     let bad = browser.post("/login/a%0Ab", "").await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.body, "a user id may not hold control characters\n");
-    let long = browser.post(&format!("/login/{}", "x".repeat(300)), "").await;
+    let long = browser
+        .post(&format!("/login/{}", "x".repeat(300)), "")
+        .await;
     assert_eq!(long.status, 400);
 }

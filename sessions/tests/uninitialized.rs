@@ -13,7 +13,10 @@ use common::client::serve;
 use common::stores::Fixture;
 use server_sessions::{Session, SessionLayer};
 
-stores!(a_read_only_visit_stores_nothing, the_default_stores_a_read_only_visit);
+stores!(
+    a_read_only_visit_stores_nothing,
+    the_default_stores_a_read_only_visit
+);
 
 fn app(f: &Fixture, save_uninitialized: bool) -> Router {
     let mut c = config();
@@ -42,7 +45,11 @@ async fn a_read_only_visit_stores_nothing(f: &Fixture) {
     for _ in 0..3 {
         let page = browser.get("/read").await;
         assert_eq!((page.status, page.body.as_str()), (200, "None"));
-        assert!(page.set_cookie.is_empty(), "no cookie: {:?}", page.set_cookie);
+        assert!(
+            page.set_cookie.is_empty(),
+            "no cookie: {:?}",
+            page.set_cookie
+        );
     }
     assert_count(f, 0).await;
     // Something put in: stored and cookied as always, and kept after.
@@ -56,7 +63,11 @@ async fn the_default_stores_a_read_only_visit(f: &Fixture) {
     let browser = Browser::new(serve(app(f, true)).await);
     let page = browser.get("/read").await;
     assert_eq!(page.body, "None");
-    assert_eq!(page.set_cookie.len(), 1, "CherryPy's way: stored on first load");
+    assert_eq!(
+        page.set_cookie.len(),
+        1,
+        "CherryPy's way: stored on first load"
+    );
     assert_count(f, 1).await;
 }
 

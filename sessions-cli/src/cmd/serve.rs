@@ -117,8 +117,12 @@ fn check_session_auth(config: &Config) -> anyhow::Result<()> {
         if !section.on {
             anyhow::bail!("[{path}]: tools.session_auth.on needs tools.sessions.on");
         }
-        std::fs::metadata(file)
-            .with_context(|| format!("[{path}]: cannot read tools.session_auth.htpasswd {}", file.display()))?;
+        std::fs::metadata(file).with_context(|| {
+            format!(
+                "[{path}]: cannot read tools.session_auth.htpasswd {}",
+                file.display()
+            )
+        })?;
     }
     Ok(())
 }

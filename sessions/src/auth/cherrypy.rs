@@ -60,7 +60,12 @@ trait Checker: Send + Sync {
 }
 
 impl<B: Backend<Credentials = (String, String)>> Checker for Auth<B> {
-    fn check(&self, _: &SessionAuthConfig, name: String, password: String) -> BoxFuture<'static, Result<Checked, String>> {
+    fn check(
+        &self,
+        _: &SessionAuthConfig,
+        name: String,
+        password: String,
+    ) -> BoxFuture<'static, Result<Checked, String>> {
         let auth = self.clone();
         Box::pin(async move {
             match auth.authenticate((name, password)).await {
@@ -69,7 +74,11 @@ impl<B: Backend<Credentials = (String, String)>> Checker for Auth<B> {
             }
         })
     }
-    fn fingerprint(&self, _: &SessionAuthConfig, id: UserId) -> BoxFuture<'static, Result<Option<Vec<u8>>, String>> {
+    fn fingerprint(
+        &self,
+        _: &SessionAuthConfig,
+        id: UserId,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, String>> {
         let auth = self.clone();
         Box::pin(async move {
             match auth.backend().get_user(&id).await {
@@ -112,15 +121,26 @@ impl HtpasswdFiles {
 
 #[cfg(feature = "htpasswd")]
 impl Checker for HtpasswdFiles {
-    fn check(&self, config: &SessionAuthConfig, name: String, password: String) -> BoxFuture<'static, Result<Checked, String>> {
+    fn check(
+        &self,
+        config: &SessionAuthConfig,
+        name: String,
+        password: String,
+    ) -> BoxFuture<'static, Result<Checked, String>> {
         match self.of(config) {
             Ok(auth) => Box::pin(async move { auth.check(config_none(), name, password).await }),
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
-    fn fingerprint(&self, config: &SessionAuthConfig, id: UserId) -> BoxFuture<'static, Result<Option<Vec<u8>>, String>> {
+    fn fingerprint(
+        &self,
+        config: &SessionAuthConfig,
+        id: UserId,
+    ) -> BoxFuture<'static, Result<Option<Vec<u8>>, String>> {
         match self.of(config) {
-            Ok(auth) => Box::pin(async move { Checker::fingerprint(&auth, config_none(), id).await }),
+            Ok(auth) => {
+                Box::pin(async move { Checker::fingerprint(&auth, config_none(), id).await })
+            }
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }
@@ -260,7 +280,12 @@ impl Tool<'_> {
         };
         if request.method() != Method::POST {
             self.debug(&format!("{action} requires POST"));
-            return Err((StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], "").into_response());
+            return Err((
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "POST")],
+                "",
+            )
+                .into_response());
         }
         let form = read_form(request).await?;
         let screen_at = path;
@@ -277,11 +302,21 @@ impl Tool<'_> {
     /// `do_check`: a logged-in visitor goes on, checked against the user
     /// source; any other gets the form.
     async fn check(&self, request: Request<Body>) -> Result<Request<Body>, Response> {
-        let here = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let here = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         let path = request.uri().path();
-        let user = self.session.user().await.map_err(IntoResponse::into_response)?;
+        let user = self
+            .session
+            .user()
+            .await
+            .map_err(IntoResponse::into_response)?;
         let Some(user) = user else {
-            self.debug(&format!("no user, routing to login_screen with from_page {here:?}"));
+            self.debug(&format!(
+                "no user, routing to login_screen with from_page {here:?}"
+            ));
             return Err(self.screen(path, &here, "", "").await);
         };
         let now = match self.checker.fingerprint(self.config, user.clone()).await {
@@ -291,7 +326,10 @@ impl Tool<'_> {
         let kept: Option<String> = self.session.get(FINGERPRINT_KEY).await.unwrap_or(None);
         if now.map(|f| digest(&f)) != kept {
             tracing::info!(user = %user, "user gone or password changed; session logged out");
-            self.session.logout().await.map_err(IntoResponse::into_response)?;
+            self.session
+                .logout()
+                .await
+                .map_err(IntoResponse::into_response)?;
             return Err(self.screen(path, &here, "", "Please log in again.").await);
         }
         self.debug(&format!("logged in as {user}"));
@@ -300,7 +338,11 @@ impl Tool<'_> {
 
     async fn login(&self, path: &str, name: &str, password: &str, from_page: &str) -> Response {
         let checked = match UserId::new(name) {
-            Ok(_) => self.checker.check(self.config, name.into(), password.into()).await,
+            Ok(_) => {
+                self.checker
+                    .check(self.config, name.into(), password.into())
+                    .await
+            }
             Err(_) => Ok(None),
         };
         let (id, fingerprint) = match checked {
@@ -364,7 +406,10 @@ impl Tool<'_> {
             field = crate::csrf::FIELD,
         );
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
             page,
         )
             .into_response()
@@ -387,7 +432,9 @@ pub(crate) fn action_of(path: &str, action: &str) -> String {
 /// The form fields of a log-in or log-out POST.
 async fn read_form(request: Request<Body>) -> Result<HashMap<String, String>, Response> {
     match Limited::new(request.into_body(), MAX_FORM).collect().await {
-        Ok(body) => Ok(form_urlencoded::parse(&body.to_bytes()).into_owned().collect()),
+        Ok(body) => Ok(form_urlencoded::parse(&body.to_bytes())
+            .into_owned()
+            .collect()),
         Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, "form too large\n").into_response()),
     }
 }
@@ -440,7 +487,15 @@ mod tests {
     #[test]
     fn from_page_stays_on_the_site() {
         assert_eq!(local("/admin?x=1"), "/admin?x=1");
-        for bad in ["", "..", "https://evil.example/", "//evil.example", "/\\evil", "/a b", "javascript:x"] {
+        for bad in [
+            "",
+            "..",
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil",
+            "/a b",
+            "javascript:x",
+        ] {
             assert_eq!(local(bad), "/", "{bad:?}");
         }
     }
@@ -451,12 +506,18 @@ mod tests {
         assert_eq!(action_of("/admin", "do_login"), "/admin/do_login");
         assert_eq!(action_of("/admin/", "do_login"), "/admin/do_login");
         assert_eq!(action_of("/admin/page", "do_login"), "/admin/page/do_login");
-        assert_eq!(action_of("/admin/login_screen", "do_login"), "/admin/do_login");
+        assert_eq!(
+            action_of("/admin/login_screen", "do_login"),
+            "/admin/do_login"
+        );
         assert_eq!(action_of("/admin/do_login", "do_login"), "/admin/do_login");
     }
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -190,7 +190,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("users");
         // Cost 4: the lowest bcrypt allows, to keep the test fast.
-        let hash = bcrypt::hash("s3cret", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        let hash = bcrypt::hash("s3cret", 4)
+            .unwrap()
+            .replacen("$2b$", "$2y$", 1);
         std::fs::write(
             &file,
             format!("# users\nalice:{hash}\nbob:$apr1$abc$def\nbroken line\n"),
@@ -198,18 +200,36 @@ mod tests {
         .unwrap();
         let users = Htpasswd::new(&file);
         let ok = |n: &str, p: &str| (n.to_owned(), p.to_owned());
-        let alice = users.authenticate(ok("alice", "s3cret")).await.unwrap().unwrap();
+        let alice = users
+            .authenticate(ok("alice", "s3cret"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(alice.name().as_str(), "alice");
         assert_eq!(alice.fingerprint(), hash.as_bytes());
-        assert!(users.authenticate(ok("alice", "wrong")).await.unwrap().is_none());
-        assert!(users.authenticate(ok("bob", "x")).await.unwrap().is_none(), "MD5 refused");
-        assert!(users.authenticate(ok("carol", "x")).await.unwrap().is_none());
+        assert!(users
+            .authenticate(ok("alice", "wrong"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(
+            users.authenticate(ok("bob", "x")).await.unwrap().is_none(),
+            "MD5 refused"
+        );
+        assert!(users
+            .authenticate(ok("carol", "x"))
+            .await
+            .unwrap()
+            .is_none());
         let id = UserId::new("alice").unwrap();
         assert!(users.get_user(&id).await.unwrap().is_some());
         // A change of the file is seen (a new size, whatever the clock).
         std::fs::write(&file, "# nobody\n").unwrap();
         assert!(users.get_user(&id).await.unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(users.get_user(&id).await.is_err(), "a missing file is an error");
+        assert!(
+            users.get_user(&id).await.is_err(),
+            "a missing file is an error"
+        );
     }
 }

@@ -190,7 +190,11 @@ impl<B: Backend> Auth<B> {
         let Some(id) = session.user().await? else {
             return Ok(None);
         };
-        let user = self.backend.get_user(&id).await.map_err(AuthError::Backend)?;
+        let user = self
+            .backend
+            .get_user(&id)
+            .await
+            .map_err(AuthError::Backend)?;
         let kept: Option<String> = session.get(FINGERPRINT_KEY).await.unwrap_or(None);
         match user {
             Some(user) if kept.as_deref() == Some(&*digest(user.fingerprint())) => Ok(Some(user)),
@@ -207,13 +211,19 @@ impl<B: Backend> Auth<B> {
     /// request; this ends them now), and keeps this one logged in under
     /// the user's new fingerprint. Returns how many ended.
     pub async fn password_changed(&self, session: &Session, user: &B::User) -> Result<u64, Error> {
-        session.insert(FINGERPRINT_KEY, digest(user.fingerprint())).await?;
+        session
+            .insert(FINGERPRINT_KEY, digest(user.fingerprint()))
+            .await?;
         session.logout_other_sessions().await
     }
 }
 
 /// The log-in steps, shared by [`Auth::login`] and CherryPy's tool.
-pub(crate) async fn login_as(session: &Session, id: UserId, fingerprint: &[u8]) -> Result<(), Error> {
+pub(crate) async fn login_as(
+    session: &Session,
+    id: UserId,
+    fingerprint: &[u8],
+) -> Result<(), Error> {
     session.regenerate().await?;
     session.set_user(id).await?;
     session.insert(FINGERPRINT_KEY, digest(fingerprint)).await?;

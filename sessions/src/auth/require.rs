@@ -117,10 +117,7 @@ fn turn_away(request: &Request<Body>, login_page: &str) -> Response {
     if !wants_page {
         return (StatusCode::UNAUTHORIZED, "log in first\n").into_response();
     }
-    let here = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str());
+    let here = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
     let sep = if login_page.contains('?') { '&' } else { '?' };
     match HeaderValue::try_from(format!("{login_page}{sep}next={next}")) {

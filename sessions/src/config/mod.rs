@@ -51,8 +51,8 @@ mod path;
 #[cfg(feature = "config-file")]
 mod toml;
 
-pub(crate) use session::is_cookie_path;
 pub use auth::SessionAuthConfig;
+pub(crate) use session::is_cookie_path;
 pub use session::SessionConfig;
 pub use storage::{StorageConfig, StorageType, StorageUrl};
 

@@ -109,9 +109,10 @@ async fn check(request: Request<Body>) -> Result<Request<Body>, Response> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            t.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
         });
     if !is_form {
         return Err(refuse("no token header, and the body is not a form"));
@@ -121,7 +122,11 @@ async fn check(request: Request<Body>) -> Result<Request<Body>, Response> {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             tracing::warn!(path, error = %e, "CSRF check cannot read the form; refused");
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, "form too large or unreadable\n").into_response());
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "form too large or unreadable\n",
+            )
+                .into_response());
         }
     };
     let sent = form_urlencoded::parse(&bytes)

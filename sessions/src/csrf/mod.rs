@@ -104,7 +104,10 @@ mod tests {
         assert!(!verify(&session, &t.to_uppercase()).await.unwrap());
         let r = rotate(&session).await.unwrap();
         assert_ne!(r, t);
-        assert!(!verify(&session, &t).await.unwrap(), "the old one is refused");
+        assert!(
+            !verify(&session, &t).await.unwrap(),
+            "the old one is refused"
+        );
         assert!(verify(&session, &r).await.unwrap());
     }
 }

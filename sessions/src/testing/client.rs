@@ -93,8 +93,13 @@ where
     /// `POST path` with a form body (`a=1&b=2`, already encoded).
     pub async fn post_form(&mut self, path: &str, form: &str) -> TestResponse {
         let form_type = HeaderValue::from_static("application/x-www-form-urlencoded");
-        self.send(Method::POST, path, Some(form_type), Body::from(form.to_owned()))
-            .await
+        self.send(
+            Method::POST,
+            path,
+            Some(form_type),
+            Body::from(form.to_owned()),
+        )
+        .await
     }
 
     async fn send(
@@ -118,7 +123,11 @@ where
     /// `Cookie` header of its own), and keeps what the response sets.
     pub async fn request(&mut self, mut request: Request<Body>) -> TestResponse {
         if !self.cookies.is_empty() && !request.headers().contains_key(header::COOKIE) {
-            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             let value = HeaderValue::try_from(jar.join("; "))
                 .unwrap_or_else(|e| panic!("a cookie the app set cannot be sent back: {e}"));
             request.headers_mut().insert(header::COOKIE, value);

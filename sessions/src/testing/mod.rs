@@ -44,7 +44,12 @@ pub fn session() -> Session {
 /// Like [`session`], with settings of your own.
 pub fn session_with(config: SessionConfig) -> Session {
     let store = Arc::new(MemoryStore::new());
-    let state = RequestSession::new(store, Arc::new(config), Events::default(), ClientId::NotSent);
+    let state = RequestSession::new(
+        store,
+        Arc::new(config),
+        Events::default(),
+        ClientId::NotSent,
+    );
     Session::new(state, None)
 }
 

@@ -86,7 +86,10 @@ impl Browser {
     /// them replaces the form's).
     pub async fn post_with(&self, path: &str, headers: &[(&str, &str)]) -> Page {
         let mut r = self.http.post(self.url(path));
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             r = r.header("content-type", "application/x-www-form-urlencoded");
         }
         for (k, v) in headers {
