@@ -1,22 +1,6 @@
 //! CherryPy's `session_auth` tool (cherrypy/lib/cptools.py, `SessionAuth`)
-//! as a tower layer, turned on per path by `tools.session_auth.on`.
-//!
-//! On a path where it is on, for a request whose path ends in:
-//!
-//! - `login_screen`: the log-in form;
-//! - `do_login` (POST only, else 405): checks `username` and `password`;
-//!   right, the session gets a new id and the user, and the browser goes
-//!   back to `from_page` (a path of this site; anything else means `/`);
-//!   wrong, the form again with the error;
-//! - `do_logout` (POST only): logs the session out, back to `from_page`;
-//! - anything else: an anonymous visitor gets the log-in form (with
-//!   `from_page` set to where they were going), a logged-in one goes on.
-//!
-//! Beyond CherryPy: the session is tied to the user ([`Session::set_user`])
-//! and keeps the user's fingerprint, so a user whose password changed (or
-//! who was removed) is logged out at the next request; the form carries
-//! the session's CSRF token (`csrf_token`), which a
-//! [`CsrfLayer`](crate::csrf::CsrfLayer) around it checks.
+//! as a tower layer, turned on per path by `tools.session_auth.on`: see
+//! [`SessionAuthLayer`].
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -153,10 +137,31 @@ fn config_none() -> &'static SessionAuthConfig {
     NONE.get_or_init(SessionAuthConfig::default)
 }
 
-/// CherryPy's `session_auth` tool: see the [module docs](self). It acts on
-/// the paths whose settings say `tools.session_auth.on = True` (the
-/// [`SessionConfig::auth`](crate::SessionConfig::auth) of the path) and
-/// lets every other request through. Install it inside the
+/// CherryPy's `session_auth` tool (cherrypy/lib/cptools.py, `SessionAuth`)
+/// as a tower layer, turned on per path by `tools.session_auth.on`.
+///
+/// On a path where it is on, for a request whose path ends in:
+///
+/// - `login_screen`: the log-in form;
+/// - `do_login` (POST only, else 405): checks `username` and `password`;
+///   right, the session gets a new id and the user, and the browser goes
+///   back to `from_page` (a path of this site; anything else means `/`);
+///   wrong, the form again with the error;
+/// - `do_logout` (POST only): logs the session out, back to `from_page`;
+/// - anything else: an anonymous visitor gets the log-in form (with
+///   `from_page` set to where they were going), a logged-in one goes on.
+///
+/// Beyond CherryPy: the session is tied to the user ([`Session::set_user`])
+/// and keeps the user's fingerprint, so a user whose password changed (or
+/// who was removed) is logged out at the next request; the form carries
+/// the session's CSRF token (`csrf_token`), which a
+/// [`CsrfLayer`](crate::csrf::CsrfLayer) around it checks.
+///
+/// The form posts to `do_login` under the page it is shown on (not
+/// relative to it, as CherryPy's does), so that it stays in the protected
+/// section. Paths whose settings
+/// ([`SessionConfig::auth`](crate::SessionConfig::auth)) leave the tool off,
+/// or that have no session, go through untouched. Install it inside the
 /// [`SessionLayer`](crate::SessionLayer).
 #[derive(Clone)]
 pub struct SessionAuthLayer {
