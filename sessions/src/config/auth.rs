@@ -62,3 +62,61 @@ impl SessionAuthConfig {
         Ok(true)
     }
 }
+
+#[cfg(all(test, feature = "config-file"))]
+mod tests {
+    use crate::Config;
+
+    #[test]
+    fn session_auth_keys_are_read_and_inherited() {
+        let ini = "[/]\ntools.sessions.on = True\ntools.sessions.save_uninitialized = False\n\
+                   [/admin]\ntools.session_auth.on = True\n\
+                   tools.session_auth.htpasswd = '/etc/users'\n\
+                   tools.session_auth.session_key = 'login'\n\
+                   [/admin/open]\ntools.session_auth.on = False\n";
+        let c = Config::from_ini_str(ini, "t.ini").unwrap();
+        assert!(!c.resolve("/").auth.on);
+        assert!(!c.resolve("/").save_uninitialized);
+        let admin = &c.resolve("/admin/page").auth;
+        assert!(admin.on);
+        assert_eq!(
+            admin.htpasswd.as_deref(),
+            Some(std::path::Path::new("/etc/users"))
+        );
+        assert_eq!(admin.session_key, "login");
+        let open = &c.resolve("/admin/open").auth;
+        assert!(!open.on);
+        assert_eq!(open.session_key, "login", "inherited key by key");
+
+        let toml =
+            "[\"/\"]\nsessions.on = true\nsession_auth.on = true\nsession_auth.htpasswd = \"u\"\n";
+        let c = Config::from_toml_str(toml, "t.toml").unwrap();
+        assert!(c.resolve("/x").auth.on);
+        assert!(c.resolve("/x").save_uninitialized, "CherryPy's default");
+    }
+
+    #[test]
+    fn bad_session_auth_keys_name_the_line() {
+        for (ini, says) in [
+            (
+                "[/]\ntools.session_auth.colour = 'red'\n",
+                "t.ini:2: tools.session_auth.colour: unknown session_auth key",
+            ),
+            (
+                "[/]\ntools.session_auth.on = 'yes'\n",
+                "t.ini:2: tools.session_auth.on: expected True or False",
+            ),
+            (
+                "[/]\ntools.session_auth.session_key = ''\n",
+                "must not be empty",
+            ),
+            (
+                "[/]\ntools.session_auth.htpasswd = 3\n",
+                "expected a quoted string",
+            ),
+        ] {
+            let e = Config::from_ini_str(ini, "t.ini").unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+}
