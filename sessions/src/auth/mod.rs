@@ -184,8 +184,10 @@ impl<B: Backend> Auth<B> {
     }
 
     /// The logged-in user, checked against the backend: `None` for an
-    /// anonymous visitor, and for a session whose user is gone or whose
-    /// fingerprint changed — that session is logged out.
+    /// anonymous visitor, and for a session whose user is gone, whose
+    /// fingerprint changed, or that was tied to a user without
+    /// [`login`](Self::login) (it keeps no fingerprint) — that session is
+    /// logged out.
     pub async fn user(&self, session: &Session) -> Result<Option<B::User>, AuthError<B::Error>> {
         let Some(id) = session.user().await? else {
             return Ok(None);
