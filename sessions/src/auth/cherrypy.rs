@@ -293,14 +293,13 @@ impl Tool<'_> {
                 .into_response());
         }
         let form = read_form(request).await?;
-        let screen_at = path;
         let field = |k: &str| form.get(k).map_or("", String::as_str);
         let from_page = local(field("from_page"));
         if action == "do_logout" {
             return Err(self.logout(from_page).await);
         }
         Err(self
-            .login(&screen_at, field("username"), field("password"), from_page)
+            .login(&path, field("username"), field("password"), from_page)
             .await)
     }
 
