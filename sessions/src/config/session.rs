@@ -52,10 +52,6 @@ pub struct SessionConfig {
     pub samesite: Option<SameSite>,
     /// `persistent`: false makes a browser-session cookie (no expiry).
     pub persistent: bool,
-    /// `max_size`: the largest encoded session in bytes.
-    pub max_size: usize,
-    /// `debug`: log the session life cycle at info level.
-    pub debug: bool,
     /// `save_uninitialized`: store (and cookie) a new session that the
     /// handler only read, as CherryPy does (the default). False keeps a
     /// new visitor's session out of the store until something is put in
@@ -65,6 +61,10 @@ pub struct SessionConfig {
     pub save_uninitialized: bool,
     /// `tools.session_auth.*`: CherryPy's log-in tool for this path.
     pub auth: SessionAuthConfig,
+    /// `max_size`: the largest encoded session in bytes.
+    pub max_size: usize,
+    /// `debug`: log the session life cycle at info level.
+    pub debug: bool,
 }
 
 impl Default for SessionConfig {
@@ -86,10 +86,10 @@ impl Default for SessionConfig {
             httponly: true,
             samesite: Some(SameSite::Lax),
             persistent: true,
-            max_size: 64 * 1024,
-            debug: false,
             save_uninitialized: true,
             auth: SessionAuthConfig::default(),
+            max_size: 64 * 1024,
+            debug: false,
         }
     }
 }
@@ -285,6 +285,7 @@ mod file_keys {
                     }
                 }
                 "persistent" => self.persistent = boolean(v)?,
+                "save_uninitialized" => self.save_uninitialized = boolean(v)?,
                 "max_size" => {
                     self.max_size = match v {
                         Value::Int(n) if *n > 0 => *n as usize,
@@ -292,7 +293,6 @@ mod file_keys {
                     }
                 }
                 "debug" => self.debug = boolean(v)?,
-                "save_uninitialized" => self.save_uninitialized = boolean(v)?,
                 _ => return Ok(false),
             }
             Ok(true)
