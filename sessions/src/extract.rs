@@ -49,7 +49,11 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 /// here, unless it was logged where it happened.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        self.answer()
+        match self {
+            // The reason, which names no part of the input, helps the client.
+            Error::User(e) => e.into_response(),
+            e => e.answer(),
+        }
     }
 }
 

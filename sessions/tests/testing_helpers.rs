@@ -51,13 +51,17 @@ fn shop() -> Router {
         .route(
             "/login/{name}",
             post(|s: Session, Path(name): Path<String>| async move {
-                // `?` on a client's bad id answers 400 (`InvalidUser`'s
-                // response); a session error its own status.
+                // `?` on a client's bad id answers 400 with the reason.
                 let user = UserId::new(name)?;
-                s.set_user(user.clone())
-                    .await
-                    .map_err(|_| InvalidUser::Empty)?;
-                Ok::<_, InvalidUser>(format!("hello {user}"))
+                s.set_user(user.clone()).await?;
+                Ok::<_, server_sessions::Error>(format!("hello {user}"))
+            }),
+        )
+        .route(
+            "/check/{name}",
+            get(|Path(name): Path<String>| async move {
+                // The same where the handler's error is `InvalidUser` itself.
+                Ok::<_, InvalidUser>(UserId::new(name)?.to_string())
             }),
         )
         .route("/", get(|| async { "shop" }))
