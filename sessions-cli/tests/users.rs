@@ -30,15 +30,19 @@ impl Browser {
         }
     }
 
-    /// GET or POST (a form body) `path`; the status and body.
+    /// GET or POST (a form body) `path`; the status and body. A POST
+    /// carries the CSRF token of the page, read first, as a browser's form
+    /// would.
     async fn send(&mut self, path: &str, form: Option<&str>) -> (u16, String) {
         let url = format!("{}{path}", self.base);
         let mut req = match form {
-            Some(body) => self
-                .http
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body.to_owned()),
+            Some(body) => {
+                let token = self.token().await;
+                self.http
+                    .post(url)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(format!("{body}&csrf_token={token}"))
+            }
             None => self.http.get(url),
         };
         if let Some(c) = &self.cookie {
@@ -52,6 +56,16 @@ impl Browser {
         }
         let status = resp.status().as_u16();
         (status, resp.text().await.unwrap())
+    }
+
+    /// The CSRF token the demo's forms carry now.
+    async fn token(&mut self) -> String {
+        let page = Box::pin(self.send("/", None)).await.1;
+        let at = page
+            .find("name=csrf_token value=\"")
+            .expect("a token in the page")
+            + 23;
+        page[at..at + 40].to_owned()
     }
 
     async fn page(&mut self) -> String {

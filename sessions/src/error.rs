@@ -59,6 +59,11 @@ pub enum Error {
     /// instead of hanging the request.
     #[error("the session's data guard is still held: drop it before calling the handle again")]
     DataHeld,
+    /// A user id made from what a client sent is not one: `?` on
+    /// [`UserId::new`](crate::UserId::new) in a handler answers 400 with
+    /// the reason.
+    #[error(transparent)]
+    User(#[from] crate::user::InvalidUser),
 }
 
 impl From<store::Error> for Error {
@@ -82,6 +87,8 @@ pub(crate) enum Failure {
     Unavailable,
     /// A programming, data or setup error: 500, retrying cannot help.
     Internal,
+    /// What the client sent cannot be used (a user id): 400.
+    BadInput,
 }
 
 impl Error {
@@ -102,6 +109,7 @@ impl Error {
             Error::TooLarge { .. } | Error::Value { .. } | Error::Finished | Error::DataHeld => {
                 Failure::Internal
             }
+            Error::User(_) => Failure::BadInput,
         }
     }
 
@@ -109,7 +117,7 @@ impl Error {
     fn logged_at_origin(&self) -> bool {
         !matches!(
             self,
-            Error::Value { .. } | Error::Finished | Error::DataHeld
+            Error::Value { .. } | Error::Finished | Error::DataHeld | Error::User(_)
         )
     }
 
@@ -134,6 +142,8 @@ impl Error {
                     )
                 }
             }
+            // The client's mistake: nothing for an operator to do.
+            Failure::BadInput => tracing::debug!(error = %self, "bad input for the session"),
             Failure::Internal => tracing::error!(
                 error = %self,
                 source = ?std::error::Error::source(self),
@@ -193,6 +203,7 @@ impl Failure {
         match self {
             Failure::Busy | Failure::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Failure::BadInput => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -203,6 +214,7 @@ impl Failure {
             Failure::Busy => "session busy, try again\n",
             Failure::Unavailable => "session store unavailable\n",
             Failure::Internal => "session error\n",
+            Failure::BadInput => "invalid user id\n",
         };
         let mut response = Response::new(B::from(body));
         *response.status_mut() = self.status();
@@ -211,7 +223,7 @@ impl Failure {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if self != Failure::Internal {
+        if matches!(self, Failure::Busy | Failure::Unavailable) {
             headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response

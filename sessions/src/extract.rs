@@ -49,6 +49,19 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
 /// here, unless it was logged where it happened.
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        self.answer()
+        match self {
+            // The reason, which names no part of the input, helps the client.
+            Error::User(e) => e.into_response(),
+            e => e.answer(),
+        }
+    }
+}
+
+/// Lets handlers use `?` on [`UserId::new`](crate::UserId::new) with what
+/// a client sent: a user id that is not one is the client's mistake, a
+/// 400 saying why (the reason names no part of the input).
+impl IntoResponse for crate::user::InvalidUser {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, format!("{self}\n")).into_response()
     }
 }

@@ -39,6 +39,13 @@
 //! # }
 //! ```
 //!
+//! # On top of sessions
+//!
+//! [`auth`] (log-in, routes that need a user, CherryPy's `session_auth`),
+//! [`flash`] (messages for the next page), [`csrf`] (tokens and the layer
+//! that checks them) and [`testing`] (a session for unit tests, a client
+//! that drives a router with its cookies).
+//!
 //! Settings come from [`SessionConfig`] (one for every path) or a
 //! [`Config`] file (per path, feature `config-file`), given to the layer
 //! with [`SessionLayer::with_config`] or [`SessionLayer::with_file_config`].
@@ -60,6 +67,7 @@
 //! | `postgres` | `store::PostgresStore` |
 //! | `sqlite` | `store::SqliteStore`, with a bundled SQLite |
 //! | `memcached` | `store::MemcachedStore` (one server or several) |
+//! | `htpasswd` | `auth::Htpasswd` and `SessionAuthLayer::htpasswd`: users from an Apache htpasswd file of bcrypt entries |
 //! | `metrics` | store latency, lock waits and timeouts, errors, sessions created and expired, through the `metrics` facade |
 //! | `test-suite` | the store conformance suite, for a store of your own |
 //!
@@ -70,12 +78,15 @@
 // feature-gated item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 pub mod config;
 mod cookie;
+pub mod csrf;
 mod error;
 mod events;
 #[cfg(feature = "axum")]
 mod extract;
+pub mod flash;
 mod header;
 mod id;
 pub mod keys;
@@ -88,10 +99,12 @@ pub mod seal;
 mod session;
 pub mod store;
 mod task;
+pub mod testing;
 pub mod user;
 
 pub use config::{
-    Config, Locking, SameSite, SessionConfig, StorageConfig, StorageType, StorageUrl,
+    Config, Locking, SameSite, SessionAuthConfig, SessionConfig, StorageConfig, StorageType,
+    StorageUrl,
 };
 pub use error::Error;
 pub use events::{FoundBy, SessionEvent};

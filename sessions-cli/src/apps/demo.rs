@@ -1,5 +1,7 @@
 //! The demo site: one page that shows what a session does, with plain
-//! form POSTs and redirects, so it works without JavaScript.
+//! form POSTs and redirects, so it works without JavaScript. Every form
+//! carries the session's CSRF token (`serve` installs the check), and
+//! messages for the next page are the library's flash messages.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,12 +13,14 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
-use server_sessions::{Session, SessionConfig};
+use server_sessions::flash::{Flash, Level};
+use server_sessions::{csrf, Session, SessionConfig};
 
 use crate::cmd::when_at;
 
-/// A message for the next page view, kept in the session itself.
-const FLASH: &str = "_demo.flash";
+/// Keys of this prefix belong to the library (flash messages, the CSRF
+/// token, the log-in fingerprint): not shown, not settable.
+const RESERVED: &str = "_";
 const MAX_KEY: usize = 100;
 const MAX_VALUE: usize = 1_000;
 
@@ -43,15 +47,16 @@ async fn page(session: Session) -> Result<Html<String>> {
         Err(e) => return Err(e),
     };
     session.insert("visits", visits).await?;
-    let flash = match session.remove::<String>(FLASH).await {
-        Ok(flash) => flash,
-        // Not a string: not ours to show.
-        Err(server_sessions::Error::Value { .. }) => None,
-        Err(e) => return Err(e),
-    };
+    let flash = Flash::from(session.clone()).take().await?;
+    let token = csrf::token(&session).await?;
+    let csrf = format!(
+        "<input type=hidden name={} value=\"{}\">",
+        csrf::FIELD,
+        escape(&token)
+    );
     let id = session.id().await?;
     let account = match session.user().await? {
-        Some(user) => account(&session, &user).await?,
+        Some(user) => account(&session, &user, &csrf).await?,
         None => "<p id=user>Not logged in.</p>".to_owned(),
     };
     let created = session.created().await?;
@@ -60,7 +65,7 @@ async fn page(session: Session) -> Result<Html<String>> {
 
     let mut rows = String::new();
     if let Value::Object(map) = &data {
-        for (key, value) in map.iter().filter(|(k, _)| !k.starts_with("_demo.")) {
+        for (key, value) in map.iter().filter(|(k, _)| !k.starts_with(RESERVED)) {
             let shown = match value {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -69,16 +74,16 @@ async fn page(session: Session) -> Result<Html<String>> {
                 rows,
                 "<tr><td><code>{k}</code></td><td>{v}</td><td>\
                  <form method=post action=/remove><input type=hidden name=key value=\"{k}\">\
-                 <button>remove</button></form></td></tr>",
+                 {csrf}<button>remove</button></form></td></tr>",
                 k = escape(key),
                 v = escape(&shown),
             );
         }
     }
-    let flash = match flash {
-        Some(m) => format!("<p class=flash>{}</p>", escape(&m)),
-        _ => String::new(),
-    };
+    let flash: String = flash
+        .iter()
+        .map(|m| format!("<p class=\"flash {}\">{}</p>", m.level, escape(&m.text)))
+        .collect();
     Ok(Html(format!(
         include_str!("demo.html"),
         flash = flash,
@@ -89,20 +94,20 @@ async fn page(session: Session) -> Result<Html<String>> {
         cookie = escape(&cookie_summary(session.config())),
         rows = rows,
         account = account,
+        csrf = csrf,
     )))
 }
 
 /// The logged-in user's part of the page: who, and every session of that
 /// user (this one marked), with the two ways to end them.
-async fn account(session: &Session, user: &server_sessions::UserId) -> Result<String> {
-    let this = session.id().await?.store_key();
+async fn account(session: &Session, user: &server_sessions::UserId, csrf: &str) -> Result<String> {
     let mut rows = String::new();
     for s in session.user_sessions().await? {
         let _ = write!(
             rows,
             "<tr><td><code>{key}</code>{this}</td><td>{created}</td><td>{used}</td><td>{expires}</td></tr>",
             key = s.key.short(),
-            this = if s.key == this { " (this one)" } else { "" },
+            this = if s.current { " (this one)" } else { "" },
             created = when_at(s.created),
             used = when_at(s.last_used),
             expires = when_at(s.expires),
@@ -115,8 +120,8 @@ async fn account(session: &Session, user: &server_sessions::UserId) -> Result<St
          <tr><th>Session</th><th>Created</th><th>Last used</th><th>Expires</th></tr>\n\
          {rows}</table>\n\
          <div class=row>\n\
-         <form method=post action=/logout-others><button id=logout-others>Log out other sessions</button></form>\n\
-         <form method=post action=/logout-everywhere><button id=logout-everywhere>Log out everywhere</button></form>\n\
+         <form method=post action=/logout-others>{csrf}<button id=logout-others>Log out other sessions</button></form>\n\
+         <form method=post action=/logout-everywhere>{csrf}<button id=logout-everywhere>Log out everywhere</button></form>\n\
          </div>",
         user = escape(user.as_str()),
     ))
@@ -130,10 +135,10 @@ struct SetForm {
 
 async fn set(session: Session, Form(form): Form<SetForm>) -> Result<Response> {
     let key = form.key.trim();
-    if key.is_empty() || key.len() > MAX_KEY || key.starts_with("_demo.") {
+    if key.is_empty() || key.len() > MAX_KEY || key.starts_with(RESERVED) {
         return Ok((
             StatusCode::BAD_REQUEST,
-            format!("a key is 1 to {MAX_KEY} characters and does not start with _demo.\n"),
+            format!("a key is 1 to {MAX_KEY} characters and does not start with {RESERVED}\n"),
         )
             .into_response());
     }
@@ -171,13 +176,13 @@ async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response
     };
     session.regenerate().await?;
     session.set_user(user).await?;
+    // New privileges, new token: a form rendered before the log-in (or
+    // planted with it) no longer posts.
+    csrf::rotate(&session).await?;
     // The message is kept in the session until the next page: it names no
     // id, since no store may hold one (the page shows the new id itself).
-    session
-        .insert(
-            FLASH,
-            "Logged in: the session has a new id, and the data stayed.",
-        )
+    Flash::from(session)
+        .success("Logged in: the session has a new id, and the data stayed.")
         .await?;
     Ok(Redirect::to("/").into_response())
 }
@@ -191,8 +196,8 @@ async fn logout(session: Session) -> Result<Redirect> {
 async fn logout_others(session: Session) -> Result<Redirect> {
     let ended = session.logout_other_sessions().await?;
     let plural = if ended == 1 { "" } else { "s" };
-    session
-        .insert(FLASH, format!("Ended {ended} other session{plural}."))
+    Flash::from(session)
+        .push(Level::Info, format!("Ended {ended} other session{plural}."))
         .await?;
     Ok(Redirect::to("/"))
 }

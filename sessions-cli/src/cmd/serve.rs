@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use server_sessions::auth::SessionAuthLayer;
+use server_sessions::csrf::CsrfLayer;
 use server_sessions::{Config, SessionLayer};
 
 use crate::apps;
@@ -57,14 +59,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("server.socket_host {host:?} is not an IP address"))?
         }
     };
+    check_session_auth(&config)?;
     let storage = config.storage().clone();
     let store = server_sessions::store::open(&config)
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
     let layer = SessionLayer::from_arc(store.clone()).with_file_config(config);
+    // CherryPy's log-in tool acts where a path says
+    // `tools.session_auth.on`, inside the sessions; the demo's CSRF check
+    // sits around it, so that `do_login` needs the token too.
     let (app, layer) = match args.app {
-        App::Demo => (apps::demo::router(), layer.on_event(log_event)),
-        App::Conformance => (apps::conformance::router(store), layer),
+        App::Demo => (
+            apps::demo::router()
+                .layer(SessionAuthLayer::htpasswd())
+                .layer(CsrfLayer::new()),
+            layer.on_event(log_event),
+        ),
+        App::Conformance => (
+            apps::conformance::router(store).layer(SessionAuthLayer::htpasswd()),
+            layer,
+        ),
     };
     let app = app
         .layer(layer)
@@ -82,6 +96,34 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
+    Ok(())
+}
+
+/// A path with `tools.session_auth.on` needs users to check: here, an
+/// htpasswd file (`tools.session_auth.htpasswd`) that can be read now, so
+/// that a mistake stops the start rather than every log-in.
+fn check_session_auth(config: &Config) -> anyhow::Result<()> {
+    for (path, section) in config.sections() {
+        let auth = &section.auth;
+        if !auth.on {
+            continue;
+        }
+        let path = if path.is_empty() { "global" } else { path };
+        let Some(file) = &auth.htpasswd else {
+            anyhow::bail!(
+                "[{path}]: tools.session_auth.on needs tools.session_auth.htpasswd (a file of `htpasswd -B` entries)"
+            );
+        };
+        if !section.on {
+            anyhow::bail!("[{path}]: tools.session_auth.on needs tools.sessions.on");
+        }
+        std::fs::metadata(file).with_context(|| {
+            format!(
+                "[{path}]: cannot read tools.session_auth.htpasswd {}",
+                file.display()
+            )
+        })?;
+    }
     Ok(())
 }
 

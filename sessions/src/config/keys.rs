@@ -82,6 +82,17 @@ pub(super) fn apply_global(server: &mut ServerConfig, e: &Entry) -> Result<(), S
 /// [`SessionConfig`]. Accepts `tools.sessions.X` (CherryPy) and
 /// `sessions.X` (TOML) spellings.
 pub(super) fn apply(c: &mut SessionConfig, e: &Entry) -> Result<(), String> {
+    // CherryPy's log-in tool, configured beside the sessions it runs on.
+    let auth = e
+        .key
+        .strip_prefix("tools.session_auth.")
+        .or_else(|| e.key.strip_prefix("session_auth."));
+    if let Some(key) = auth {
+        return match c.auth.set(key, &e.value)? {
+            true => Ok(()),
+            false => Err("unknown session_auth key (on, htpasswd, session_key, debug)".into()),
+        };
+    }
     let key = e
         .key
         .strip_prefix("tools.sessions.")

@@ -38,6 +38,7 @@ use std::time::Duration;
 // `storage.rs`; with the `config-file` feature, a file's values and the
 // dispatch of its keys in `keys.rs`, per-path sections and their
 // inheritance in `path.rs`, the two syntaxes in `ini.rs` and `toml.rs`.
+mod auth;
 mod session;
 mod storage;
 
@@ -50,6 +51,7 @@ mod path;
 #[cfg(feature = "config-file")]
 mod toml;
 
+pub use auth::SessionAuthConfig;
 pub(crate) use session::is_cookie_path;
 pub use session::SessionConfig;
 pub use storage::{StorageConfig, StorageType, StorageUrl};

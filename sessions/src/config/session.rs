@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{minutes, Locking, SameSite, StorageConfig};
+use super::{minutes, Locking, SameSite, SessionAuthConfig, StorageConfig};
 
 /// The settings of one path (docs/spec.md §2). `Default` gives the
 /// documented defaults with sessions **on**, which is what a program that
@@ -52,6 +52,15 @@ pub struct SessionConfig {
     pub samesite: Option<SameSite>,
     /// `persistent`: false makes a browser-session cookie (no expiry).
     pub persistent: bool,
+    /// `save_uninitialized`: store (and cookie) a new session that the
+    /// handler only read, as CherryPy does (the default). False keeps a
+    /// new visitor's session out of the store until something is put in
+    /// it — its data, a user, a timeout of its own — so that bots and
+    /// one-page visits leave nothing behind (express's
+    /// `saveUninitialized = false`, tower-sessions' behaviour).
+    pub save_uninitialized: bool,
+    /// `tools.session_auth.*`: CherryPy's log-in tool for this path.
+    pub auth: SessionAuthConfig,
     /// `max_size`: the largest encoded session in bytes.
     pub max_size: usize,
     /// `debug`: log the session life cycle at info level.
@@ -95,6 +104,8 @@ impl Default for SessionConfig {
             httponly: true,
             samesite: Some(SameSite::Lax),
             persistent: true,
+            save_uninitialized: true,
+            auth: SessionAuthConfig::default(),
             max_size: 64 * 1024,
             debug: false,
             refresh_after: None,
@@ -323,6 +334,7 @@ mod file_keys {
                     }
                 }
                 "persistent" => self.persistent = boolean(v)?,
+                "save_uninitialized" => self.save_uninitialized = boolean(v)?,
                 "max_size" => {
                     self.max_size = match v {
                         Value::Int(n) if *n > 0 => *n as usize,

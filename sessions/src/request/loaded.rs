@@ -59,6 +59,17 @@ impl Loaded {
         }
     }
 
+    /// A new session that holds nothing yet — no data, no user, no timeout
+    /// of its own, not regenerated from a stored one: what
+    /// `save_uninitialized = false` leaves unsaved.
+    pub(super) fn uninitialized(&self) -> bool {
+        !self.stored
+            && self.replaces.is_none()
+            && self.data.is_empty()
+            && self.user.is_none()
+            && self.timeout.is_none()
+    }
+
     /// The session's id.
     pub(crate) fn id(&self) -> SessionId {
         self.id

@@ -425,9 +425,11 @@ impl RequestSession {
         Ok(())
     }
 
-    /// Saves the session if the handler used it.
+    /// Saves the session if the handler used it — unless it is a new
+    /// session with nothing in it and `save_uninitialized` is off.
     pub(crate) async fn save_if_used(&mut self) -> Result<(), Error> {
-        if matches!(&self.phase, Phase::Loaded(s) if s.used) {
+        let keep_empty = self.config.save_uninitialized;
+        if matches!(&self.phase, Phase::Loaded(s) if s.used && (keep_empty || !s.uninitialized())) {
             self.save().await?;
         }
         Ok(())
@@ -447,7 +449,11 @@ impl RequestSession {
             user_sessions(&*self.store, &user, timeout),
         )
         .await;
-        checked(&mut self.failed, r)
+        let mut sessions = checked(&mut self.failed, r)?;
+        for listed in &mut sessions {
+            listed.current = listed.key == key;
+        }
+        Ok(sessions)
     }
 
     /// Ends the other sessions of this session's user, and says how many

@@ -53,6 +53,10 @@ pub struct UserSession {
     pub last_used: SystemTime,
     /// When it expires unless used again.
     pub expires: SystemTime,
+    /// It is the session of the request that asked
+    /// ([`Session::user_sessions`](crate::Session::user_sessions)); always
+    /// false in a listing made outside a request.
+    pub current: bool,
 }
 
 impl UserSession {
@@ -66,6 +70,7 @@ impl UserSession {
             created: system_time(record.created),
             last_used: system_time(last_used),
             expires: system_time(record.expires),
+            current: false,
         }
     }
 }

@@ -10,6 +10,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod app;
+pub mod browser;
 #[path = "../checks/mod.rs"]
 pub mod checks;
 pub mod ci;
