@@ -408,6 +408,11 @@ async fn indexed(f: &Fixture, user: &UserId) -> usize {
                 .get(0);
             n as usize
         }
+        Kind::Mysql => {
+            let sql = "SELECT count(*) FROM {t} WHERE user_id = ?";
+            let (rows, _) = f.mysql_run(sql, vec![user.as_str().into()]).await;
+            rows[0].parse().unwrap()
+        }
         Kind::Redis => {
             let n: usize = redis_raw()
                 .await
