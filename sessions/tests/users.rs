@@ -588,6 +588,12 @@ async fn plant(f: &Fixture, key: &StoreKey, user: &[u8]) {
                 .await
                 .unwrap();
         }
+        Kind::Mysql => {
+            let sql = "INSERT INTO {t} (id, data, created_at, expires_at, user_id) \
+                       VALUES (?, x'7b7d', 0, ?, ?)";
+            let params = vec![key.to_string().into(), far.into(), user.to_vec().into()];
+            f.mysql_run(sql, params).await;
+        }
     }
 }
 
