@@ -268,6 +268,11 @@ impl MysqlStore {
             .unwrap_or_else(|| PoolConstraints::new(0, 1).expect("0 ≤ 1"));
         let pool_opts = PoolOpts::default()
             .with_constraints(constraints)
+            // Idle connections are kept a minute: with the driver's
+            // default (none) every connection above the pool's minimum
+            // would be closed as it is given back, and each statement
+            // would pay a new connection and its statements' preparation.
+            .with_inactive_connection_ttl(Duration::from_secs(60))
             // Our connections keep no state between uses (every transaction
             // ends, every named lock is released), so the pool need not
             // reset them: that would cost a round trip per use.

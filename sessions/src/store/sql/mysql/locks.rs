@@ -64,14 +64,24 @@ impl LeaseBackend for MysqlStore {
                     held(&mut conn, &inner.sql.claim_turn, turn).await?;
                     return Ok(Taken::Busy);
                 }
-                let ours = named([key_value(key), owner.into()]);
-                conn.exec_drop(&inner.sql.end_turn, ours).await?;
-                let record = if load {
-                    inner.load_on(&mut conn, key).await?
-                } else {
-                    None
-                };
-                Ok(Taken::Ours(record))
+                let ours = || named([key_value(key), owner.into()]);
+                let rest = async {
+                    conn.exec_drop(&inner.sql.end_turn, ours()).await?;
+                    match load {
+                        true => inner.load_on(&mut conn, key).await,
+                        false => Ok(None),
+                    }
+                }
+                .await;
+                match rest {
+                    Ok(record) => Ok(Taken::Ours(record)),
+                    Err(e) => {
+                        // The lock is ours but the take failed: give it
+                        // back now rather than leave it locked a lease.
+                        let _ = conn.exec_drop(&inner.sql.release, ours()).await;
+                        Err(e)
+                    }
+                }
             })
             .await
     }
