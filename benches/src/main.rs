@@ -266,7 +266,12 @@ async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec
         },
     };
     let mut rows = Vec::new();
-    for store in [Store::Redis, Store::RedisCluster, Store::Postgres, Store::Mysql] {
+    for store in [
+        Store::Redis,
+        Store::RedisCluster,
+        Store::Postgres,
+        Store::Mysql,
+    ] {
         if let Some(why) = env.unreachable(store) {
             notes.push(format!("{} skipped: unreachable ({why})", store.name()));
         }

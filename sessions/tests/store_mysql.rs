@@ -53,7 +53,8 @@ async fn leases_run_out_and_are_renewed() {
     let (dead, live) = (key(), key());
     // Leases left by processes that died: one ran out, one has not yet.
     let now = now_millis() as i64;
-    let sql = "INSERT INTO {t}_locks (id, owner, lease_expires) VALUES (?, 'gone', ?), (?, 'gone', ?)";
+    let sql =
+        "INSERT INTO {t}_locks (id, owner, lease_expires) VALUES (?, 'gone', ?), (?, 'gone', ?)";
     let sql = sql.replace("{t}_locks", &format!("`{table}_locks`"));
     f.mysql_run(
         &sql,
@@ -124,7 +125,10 @@ async fn damaged_rows_are_missing() {
         return;
     };
     let key = key();
-    assert!(f.save(&key, &record("{}", 60_000), SaveIf::Absent).await.unwrap());
+    assert!(f
+        .save(&key, &record("{}", 60_000), SaveIf::Absent)
+        .await
+        .unwrap());
     let sql = "UPDATE {t} SET timeout_ms = -5 WHERE id = ?";
     f.mysql_run(sql, vec![key.to_string().into()]).await;
     assert_eq!(f.load(&key).await.unwrap(), None);
@@ -150,17 +154,36 @@ async fn migrations_run_once_and_concurrently() {
 
 #[tokio::test]
 async fn bad_settings_are_refused() {
-    for bad in ["mysql://root@127.0.0.1:3306", "mysql://u@h/db?bogus=1", "http://h/db"] {
+    for bad in [
+        "mysql://root@127.0.0.1:3306",
+        "mysql://u@h/db?bogus=1",
+        "http://h/db",
+    ] {
         let err = MysqlStore::new(bad).unwrap_err();
         assert!(
-            matches!(err, Error::Config { setting: "storage_url", .. }),
+            matches!(
+                err,
+                Error::Config {
+                    setting: "storage_url",
+                    ..
+                }
+            ),
             "{bad}: {err:?}"
         );
     }
     let store = MysqlStore::new("mariadb://root@127.0.0.1:3306/test").unwrap();
     for bad in ["a-b", "a.b.c", &"t".repeat(57)] {
         let err = store.clone().with_table(bad).unwrap_err();
-        assert!(matches!(err, Error::Config { setting: "table", .. }), "{bad}");
+        assert!(
+            matches!(
+                err,
+                Error::Config {
+                    setting: "table",
+                    ..
+                }
+            ),
+            "{bad}"
+        );
     }
     // Never connected: a server that is not there fails the operation.
     let gone = MysqlStore::new("mysql://root@127.0.0.1:1/test")

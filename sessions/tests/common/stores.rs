@@ -187,7 +187,11 @@ impl Fixture {
     /// Runs `sql` on the fixture's MySQL server behind the store's back
     /// (`{t}` is its table, quoted), and returns its rows' first columns
     /// as text and how many rows it found.
-    pub async fn mysql_run(&self, sql: &str, params: Vec<mysql_async::Value>) -> (Vec<String>, u64) {
+    pub async fn mysql_run(
+        &self,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+    ) -> (Vec<String>, u64) {
         use mysql_async::prelude::Queryable;
         let table = format!("`{}`", self.table.as_ref().unwrap());
         let sql = sql.replace("{t}", &table);

@@ -284,7 +284,9 @@ impl MysqlStore {
             // Each transaction sees what committed before each statement:
             // a take reads the save its predecessor committed, and
             // clean-up locks no gaps that would stall inserts.
-            .setup(vec!["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"]);
+            .setup(vec![
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            ]);
         let sql = Sql::new(&opts.table);
         MysqlStore {
             inner: Arc::new(Inner {
@@ -322,7 +324,9 @@ impl Inner {
         q: &mut Q,
         key: &StoreKey,
     ) -> mysql_async::Result<Option<Record>> {
-        let row: Option<Row> = q.exec_first(&self.sql.table.load, named([key_value(key)])).await?;
+        let row: Option<Row> = q
+            .exec_first(&self.sql.table.load, named([key_value(key)]))
+            .await?;
         Ok(row.and_then(|row| live_or_missing(decode_row(&row, 0), key, &self.opts.table)))
     }
 

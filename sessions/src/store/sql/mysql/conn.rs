@@ -162,9 +162,22 @@ mod tests {
         for good in ["mysql://root@127.0.0.1:3306/test", "mariadb://u:p@db/app"] {
             assert!(parse_url(good).is_ok(), "{good}");
         }
-        for bad in ["mysql://root@127.0.0.1:3306", "postgres://u@h/db", "mysql://u@h/db?nope=1"] {
+        for bad in [
+            "mysql://root@127.0.0.1:3306",
+            "postgres://u@h/db",
+            "mysql://u@h/db?nope=1",
+        ] {
             let err = parse_url(bad).unwrap_err();
-            assert!(matches!(err, Error::Config { setting: "storage_url", .. }), "{bad}");
+            assert!(
+                matches!(
+                    err,
+                    Error::Config {
+                        setting: "storage_url",
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
         }
         let err = parse_url("mysql://u:hunter2@h:99999/db").unwrap_err();
         let shown = format!("{err} {:?}", std::error::Error::source(&err));
@@ -177,6 +190,9 @@ mod tests {
             panic!("named")
         };
         assert_eq!(map.get(b"p1".as_slice()), Some(&Value::Int(1)));
-        assert_eq!(map.get(b"p2".as_slice()), Some(&Value::Bytes(b"a".to_vec())));
+        assert_eq!(
+            map.get(b"p2".as_slice()),
+            Some(&Value::Bytes(b"a".to_vec()))
+        );
     }
 }

@@ -121,7 +121,10 @@ impl LeaseBackend for MysqlStore {
         let params = named([key_value(key), owner.into(), to_sql_ms(until).into()]);
         let inner = &self.inner;
         inner
-            .timed("mysql: save", inner.leased_save(&inner.sql.renew, params, key, record, only))
+            .timed(
+                "mysql: save",
+                inner.leased_save(&inner.sql.renew, params, key, record, only),
+            )
             .await
     }
 
@@ -138,7 +141,10 @@ impl LeaseBackend for MysqlStore {
         let params = named([key_value(key), owner.into()]);
         let inner = &self.inner;
         inner
-            .timed("mysql: save", inner.leased_save(&inner.sql.release, params, key, record, only))
+            .timed(
+                "mysql: save",
+                inner.leased_save(&inner.sql.release, params, key, record, only),
+            )
             .await
     }
 }

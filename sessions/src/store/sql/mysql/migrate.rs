@@ -33,7 +33,8 @@ impl Inner {
                 ));
             }
             let outcome = async {
-                conn.query_drop(MIGRATIONS.create_bookkeeping(table)).await?;
+                conn.query_drop(MIGRATIONS.create_bookkeeping(table))
+                    .await?;
                 let current: Option<Option<i64>> =
                     conn.query_first(MIGRATIONS.read_version(table)).await?;
                 let plan = MIGRATIONS.plan(table, current.flatten());
