@@ -64,7 +64,7 @@ struct Options {
 const USAGE: &str = "\
 usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
                       [--only many,hot,new,slow,slow64,slow256,burst,two,memory]
-                      [--stores ram,redis,redis-cluster,postgres,file,sqlite,memcached]
+                      [--stores ram,redis,redis-cluster,postgres,mysql,file,sqlite,memcached]
                       [--systems bare,sessions,tower-sessions]
                       [--rounds N] [--seconds S]
                       [--server-threads N] [--client-threads N]
@@ -83,8 +83,9 @@ usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
 Stores: SESSIONS_BENCH_REDIS_URL (default redis://127.0.0.1:6379),
 SESSIONS_BENCH_REDIS_CLUSTER_URL (comma-separated node URLs; by default the
 benchmark starts a 3-master Cluster on loopback with redis-server) and
-SESSIONS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
-a store that does not answer is skipped.";
+SESSIONS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)
+and SESSIONS_BENCH_MYSQL_URL (default mysql://root@127.0.0.1:3306/test); a
+store that does not answer is skipped.";
 
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -265,7 +266,12 @@ async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec
         },
     };
     let mut rows = Vec::new();
-    for store in [Store::Redis, Store::RedisCluster, Store::Postgres] {
+    for store in [
+        Store::Redis,
+        Store::RedisCluster,
+        Store::Postgres,
+        Store::Mysql,
+    ] {
         if let Some(why) = env.unreachable(store) {
             notes.push(format!("{} skipped: unreachable ({why})", store.name()));
         }

@@ -35,6 +35,8 @@ pub(crate) enum Store {
     /// starts (3 masters on loopback).
     RedisCluster,
     Postgres,
+    /// MySQL or MariaDB at `SESSIONS_BENCH_MYSQL_URL`.
+    Mysql,
     File,
     Sqlite,
     /// memcached at `SESSIONS_BENCH_MEMCACHED` (default 127.0.0.1:11211).
@@ -48,6 +50,7 @@ impl Store {
             Store::Redis => "redis",
             Store::RedisCluster => "redis-cluster",
             Store::Postgres => "postgres",
+            Store::Mysql => "mysql",
             Store::File => "file",
             Store::Sqlite => "sqlite",
             Store::Memcached => "memcached",
@@ -124,6 +127,7 @@ pub(crate) const STORES: &[StoreRow] = &[
     StoreRow { store: Store::Redis, ours: true, tower_sessions: true },
     StoreRow { store: Store::RedisCluster, ours: true, tower_sessions: true },
     StoreRow { store: Store::Postgres, ours: true, tower_sessions: true },
+    StoreRow { store: Store::Mysql, ours: true, tower_sessions: true },
     StoreRow { store: Store::File, ours: true, tower_sessions: false },
     StoreRow { store: Store::Sqlite, ours: true, tower_sessions: true },
     // No tower-sessions store for memcached is published for 0.14.
@@ -152,6 +156,7 @@ pub(crate) struct Env {
     /// `None` until the benchmark started one, if it was not given.
     pub(crate) redis_cluster_url: Option<String>,
     pub(crate) postgres_url: String,
+    pub(crate) mysql_url: String,
     /// Unique to this run: a Redis key prefix, table names, directories.
     /// The server processes of the two-process workload are given it, so
     /// that they open the same stores.
@@ -167,7 +172,8 @@ pub(crate) struct Env {
 
 impl Env {
     /// Reads the store locations (`SESSIONS_BENCH_REDIS_URL`,
-    /// `SESSIONS_BENCH_POSTGRES_URL`) and picks this run's names.
+    /// `SESSIONS_BENCH_POSTGRES_URL`, `SESSIONS_BENCH_MYSQL_URL`) and picks
+    /// this run's names.
     pub(crate) fn new() -> Self {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -184,6 +190,8 @@ impl Env {
             redis_cluster_url: std::env::var(REDIS_CLUSTER_URL_VAR).ok(),
             postgres_url: std::env::var("SESSIONS_BENCH_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+            mysql_url: std::env::var("SESSIONS_BENCH_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
             file_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}")),
             sqlite_dir: std::env::temp_dir().join(format!("sessions-bench-{tag}-sqlite")),
             tag,
@@ -300,6 +308,16 @@ impl Env {
             self.unreachable
                 .insert(Store::Postgres, format!("{}: {e:#}", self.postgres_url));
         }
+        let mysql = async {
+            let pool = mysql_pool(&self.mysql_url).await?;
+            sqlx::query("select 1").execute(&pool).await?;
+            pool.close().await;
+            anyhow::Ok(())
+        };
+        if let Err(e) = within(mysql).await {
+            self.unreachable
+                .insert(Store::Mysql, format!("{}: {e:#}", self.mysql_url));
+        }
         let servers = [self.memcached.as_str()];
         let memcached = server_sessions::store::MemcachedStore::connect(&servers);
         if let Err(e) = within(async { Ok(memcached.await?) }).await {
@@ -329,6 +347,13 @@ pub(crate) async fn postgres_pool(url: &str) -> anyhow::Result<sqlx::PgPool> {
         .await?)
 }
 
+pub(crate) async fn mysql_pool(url: &str) -> anyhow::Result<sqlx::MySqlPool> {
+    Ok(sqlx::mysql::MySqlPoolOptions::new()
+        .acquire_timeout(PROBE_TIMEOUT)
+        .connect(url)
+        .await?)
+}
+
 /// An app ready to serve, and what to remove from its store afterwards.
 pub(crate) struct App {
     pub(crate) router: Router,
@@ -347,6 +372,9 @@ pub(crate) enum Cleanup {
     TowerRedis(fred::clients::Pool),
     /// tower-sessions' table, dropped.
     TowerPostgres(sqlx::PgPool, String),
+    /// tower-sessions' MySQL table, dropped (in its own database,
+    /// `tower_sessions`, which is left).
+    TowerMysql(sqlx::MySqlPool, String),
     /// tower-sessions' SQLite table, dropped (the file goes at the end of
     /// the run).
     TowerSqlite(sqlx::SqlitePool, String),
@@ -408,6 +436,16 @@ impl Cleanup {
                         .execute(&pool)
                         .await?;
                     }
+                    if kind == Store::Mysql {
+                        let pool = mysql_pool(&env.mysql_url).await?;
+                        let table = env.table(System::Ours);
+                        sqlx::raw_sql(&format!(
+                            "drop table if exists `{table}`, `{table}_schema`, `{table}_locks`"
+                        ))
+                        .execute(&pool)
+                        .await?;
+                        pool.close().await;
+                    }
                 }
                 Cleanup::TowerRedis(pool) => {
                     let keys: Vec<String> = cookies
@@ -432,6 +470,12 @@ impl Cleanup {
                     ))
                     .execute(&pool)
                     .await?;
+                    pool.close().await;
+                }
+                Cleanup::TowerMysql(pool, table) => {
+                    sqlx::query(&format!("drop table if exists `tower_sessions`.`{table}`"))
+                        .execute(&pool)
+                        .await?;
                     pool.close().await;
                 }
                 Cleanup::TowerSqlite(pool, table) => {
@@ -522,6 +566,11 @@ fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
         Store::Postgres => {
             storage.kind = StorageType::Postgres;
             storage.url = Some(env.postgres_url_for(System::Ours, instance).into());
+            storage.table = env.table(System::Ours);
+        }
+        Store::Mysql => {
+            storage.kind = StorageType::Mysql;
+            storage.url = Some(env.mysql_url.clone().into());
             storage.table = env.table(System::Ours);
         }
         Store::File => {
@@ -651,6 +700,18 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
             Ok(App {
                 router: tower_router(store),
                 cleanup: Cleanup::TowerPostgres(pool, table),
+            })
+        }
+        Store::Mysql => {
+            let pool = mysql_pool(&env.mysql_url).await?;
+            let table = env.table(System::TowerSessions);
+            let store = tower_sessions_sqlx_store::MySqlStore::new(pool.clone())
+                .with_table_name(&table)
+                .map_err(|e| anyhow!(e))?;
+            store.migrate().await?;
+            Ok(App {
+                router: tower_router(store),
+                cleanup: Cleanup::TowerMysql(pool, table),
             })
         }
         Store::Sqlite => {

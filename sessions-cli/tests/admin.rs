@@ -32,14 +32,36 @@ fn assert_clean_failure(o: &Output, needle: &str) {
 #[tokio::test]
 async fn list_show_stats_delete_clean_migrate() {
     let dir = TempDir::new("admin");
-    let db = dir.path().join("s.db");
+    let store = format!(
+        "tools.sessions.storage_type = 'sqlite'\ntools.sessions.storage_path = '{}'\n",
+        dir.path().join("s.db").display()
+    );
+    admin_commands(&dir, &store).await;
+}
+
+/// The same on MySQL (MariaDB in CI), on a table of its own.
+#[tokio::test]
+async fn list_show_stats_delete_clean_migrate_on_mysql() {
+    if std::net::TcpStream::connect("127.0.0.1:3306").is_err() {
+        server::ci::skip::<()>("mysql at 127.0.0.1:3306 is unreachable");
+        return;
+    }
+    let dir = TempDir::new("admin-mysql");
+    let store = format!(
+        "tools.sessions.storage_type = 'mysql'\n\
+         tools.sessions.storage_url = 'mysql://root@127.0.0.1:3306/test'\n\
+         tools.sessions.table = '{}'\n",
+        server::temp::unique_table()
+    );
+    admin_commands(&dir, &store).await;
+}
+
+/// `migrate`, `list`, `show`, `stats`, `delete` and `clean` on the store
+/// `store` (its config lines) fills through the real server.
+async fn admin_commands(dir: &TempDir, store: &str) {
     let config = dir.write(
         "site.conf",
-        &format!(
-            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'sqlite'\n\
-             tools.sessions.storage_path = '{}'\n",
-            db.display()
-        ),
+        &format!("[/]\ntools.sessions.on = True\n{store}"),
     );
     let conf = config.to_str().unwrap();
 

@@ -54,6 +54,24 @@ async fn chaos_on_the_sqlite_store() {
     soak("sqlite", &dir, &store, None).await;
 }
 
+/// On the shared MySQL or MariaDB server, which is not the test's own: the
+/// serving processes are killed, the database server is not (other tests
+/// use it meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_on_the_mysql_store() {
+    if std::net::TcpStream::connect("127.0.0.1:3306").is_err() {
+        return skip("mysql at 127.0.0.1:3306 is unreachable").unwrap_or(());
+    }
+    let dir = TempDir::new("chaos-mysql");
+    let store = format!(
+        "tools.sessions.storage_type = \"mysql\"\n\
+         tools.sessions.storage_url = \"mysql://root@127.0.0.1:3306/test\"\n\
+         tools.sessions.table = \"{}\"\n",
+        server::temp::unique_table()
+    );
+    soak("mysql", &dir, &store, None).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_on_the_redis_store() {
     let Some(redis) = or_skip(Standalone::start()) else {

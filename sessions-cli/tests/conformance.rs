@@ -183,6 +183,18 @@ fn postgres_pgbouncer() -> Option<String> {
     ))
 }
 
+/// MySQL or MariaDB (`.ci/run` starts MariaDB on 3306), on a table of its
+/// own named as the store tests name theirs, so their sweep drops it later.
+fn mysql() -> Option<String> {
+    reachable("127.0.0.1:3306", "mysql")?;
+    Some(format!(
+        "tools.sessions.storage_type = 'mysql'\n\
+         tools.sessions.storage_url = 'mysql://root@127.0.0.1:3306/test'\n\
+         tools.sessions.table = '{}'",
+        unique_table()
+    ))
+}
+
 fn memcached() -> Option<String> {
     reachable("127.0.0.1:11211", "memcached")?;
     Some(format!(
@@ -227,6 +239,11 @@ mod postgres_pgbouncer {
 mod sqlite {
     scenarios!(scenarios, crate::sqlite());
     shared!(shared, crate::sqlite());
+}
+
+mod mysql {
+    scenarios!(scenarios, crate::mysql());
+    shared!(shared, crate::mysql());
 }
 
 mod redis {

@@ -95,13 +95,36 @@ fn session_rows(page: &str) -> usize {
 #[tokio::test]
 async fn a_user_logs_out_other_sessions_in_the_demo_and_the_cli() {
     let dir = TempDir::new("users");
+    let store = format!(
+        "tools.sessions.storage_type = 'file'\ntools.sessions.storage_path = '{}/sessions'\n",
+        dir.path().display()
+    );
+    logs_out_other_sessions(&dir, &store).await;
+}
+
+/// The same on MySQL (MariaDB in CI), on a table of its own.
+#[tokio::test]
+async fn a_user_logs_out_other_sessions_on_mysql() {
+    if std::net::TcpStream::connect("127.0.0.1:3306").is_err() {
+        server::ci::skip::<()>("mysql at 127.0.0.1:3306 is unreachable");
+        return;
+    }
+    let dir = TempDir::new("users-mysql");
+    let store = format!(
+        "tools.sessions.storage_type = 'mysql'\n\
+         tools.sessions.storage_url = 'mysql://root@127.0.0.1:3306/test'\n\
+         tools.sessions.table = '{}'\n",
+        server::temp::unique_table()
+    );
+    logs_out_other_sessions(&dir, &store).await;
+}
+
+/// The demo's "log out other sessions" and "everywhere", and `sessions
+/// logout --user`, on the store `store` (its config lines).
+async fn logs_out_other_sessions(dir: &TempDir, store: &str) {
     let config = dir.write(
         "site.conf",
-        &format!(
-            "[/]\ntools.sessions.on = True\ntools.sessions.storage_type = 'file'\n\
-             tools.sessions.storage_path = '{}/sessions'\n",
-            dir.path().display()
-        ),
+        &format!("[/]\ntools.sessions.on = True\n{store}"),
     );
     let conf = config.to_str().unwrap();
     let server = Server::demo(&config);

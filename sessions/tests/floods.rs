@@ -94,7 +94,12 @@ async fn flood_of_new_sessions_is_reclaimed_by_clean_up(f: &Fixture) {
         Kind::Ram => 20_000,
         // A write and a round trip each: enough to show growth and
         // reclaim, not a load test.
-        Kind::Sqlite | Kind::Redis | Kind::Postgres | Kind::File | Kind::Memcached => 2_000,
+        Kind::Sqlite
+        | Kind::Redis
+        | Kind::Postgres
+        | Kind::File
+        | Kind::Memcached
+        | Kind::Mysql => 2_000,
     };
     let timeout = Duration::from_millis(2_500);
     let mut config = config();

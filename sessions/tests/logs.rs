@@ -224,6 +224,12 @@ async fn damage(f: &Fixture, key: &StoreKey) -> bool {
             memcached_set(&data_key, &bytes, 60).await;
             true
         }
+        Kind::Mysql => {
+            let sql = "UPDATE {t} SET created_at = -1 WHERE id = ?";
+            let (_, n) = f.mysql_run(sql, vec![key.to_string().into()]).await;
+            assert_eq!(n, 1);
+            true
+        }
         Kind::Sqlite => {
             let path = f.dir.as_ref().unwrap().path().join("sessions.db");
             let key = key.to_string();

@@ -42,6 +42,11 @@ async fn postgres_store_holds_no_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_store_holds_no_id() {
+    holds_no_id(Kind::Mysql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_store_holds_no_id() {
     holds_no_id(Kind::Memcached).await;
 }
@@ -148,6 +153,24 @@ async fn dump(f: &Fixture) -> Vec<u8> {
                 out.extend(key.as_bytes());
                 out.push(b'\n');
                 out.extend(memcached_value(&key).await.unwrap_or_default());
+            }
+        }
+        Kind::Mysql => {
+            // Every column of every row, as text (binary data included).
+            let table = f.table.as_ref().unwrap();
+            for t in [table.clone(), format!("{table}_locks")] {
+                let sql = format!(
+                    "SELECT CONCAT_WS('|', {}) FROM `{t}`",
+                    if t == *table {
+                        "id, HEX(data), data, created_at, expires_at, timeout_ms, user_id"
+                    } else {
+                        "id, owner, lease_expires"
+                    }
+                );
+                for row in f.mysql_run(&sql, vec![]).await.0 {
+                    out.extend(row.as_bytes());
+                    out.push(b'\n');
+                }
             }
         }
         Kind::Postgres => {

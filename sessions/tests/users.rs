@@ -408,6 +408,11 @@ async fn indexed(f: &Fixture, user: &UserId) -> usize {
                 .get(0);
             n as usize
         }
+        Kind::Mysql => {
+            let sql = "SELECT count(*) FROM {t} WHERE user_id = ?";
+            let (rows, _) = f.mysql_run(sql, vec![user.as_str().into()]).await;
+            rows[0].parse().unwrap()
+        }
         Kind::Redis => {
             let n: usize = redis_raw()
                 .await
@@ -582,6 +587,12 @@ async fn plant(f: &Fixture, key: &StoreKey, user: &[u8]) {
                 .execute(&sql, &[&key.to_string(), &far, &user])
                 .await
                 .unwrap();
+        }
+        Kind::Mysql => {
+            let sql = "INSERT INTO {t} (id, data, created_at, expires_at, user_id) \
+                       VALUES (?, x'7b7d', 0, ?, ?)";
+            let params = vec![key.to_string().into(), far.into(), user.to_vec().into()];
+            f.mysql_run(sql, params).await;
         }
     }
 }

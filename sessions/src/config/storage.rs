@@ -30,6 +30,8 @@ pub enum StorageType {
     Sqlite,
     /// memcached at `servers` (or a `memcache://` `storage_url`).
     Memcached,
+    /// MySQL or MariaDB at `storage_url`.
+    Mysql,
     /// Nothing on the server: each session sealed in its visitor's cookie
     /// ([`CookieStore`](crate::store::CookieStore)); needs keys.
     Cookie,
@@ -45,6 +47,7 @@ impl StorageType {
             StorageType::Postgres => "postgres",
             StorageType::Sqlite => "sqlite",
             StorageType::Memcached => "memcached",
+            StorageType::Mysql => "mysql",
             StorageType::Cookie => "cookie",
         }
     }
@@ -119,7 +122,8 @@ pub struct StorageConfig {
     pub path: Option<PathBuf>,
     /// `storage_url`: `redis://…` (one node), several `redis://…`
     /// comma-separated or `redis+cluster://…` (Redis Cluster),
-    /// `redis+sentinel://…/MASTER` (Sentinel), `postgres://…`, or
+    /// `redis+sentinel://…/MASTER` (Sentinel), `postgres://…`,
+    /// `mysql://…` or `mariadb://…` (MySQL, MariaDB), or
     /// `memcache://host:port[,host:port…]` (memcached, instead of
     /// `servers`).
     pub url: Option<StorageUrl>,
@@ -210,6 +214,7 @@ mod file_keys {
                 "postgres" | "postgresql" => StorageType::Postgres,
                 "sqlite" => StorageType::Sqlite,
                 "memcached" => StorageType::Memcached,
+                "mysql" | "mariadb" => StorageType::Mysql,
                 "cookie" => StorageType::Cookie,
                 _ => return None,
             })
@@ -228,7 +233,7 @@ mod file_keys {
                     };
                     self.kind = StorageType::parse(s).ok_or_else(|| {
                         format!(
-                            "unknown store {s:?} (ram, file, redis, postgres, sqlite, memcached or cookie)"
+                            "unknown store {s:?} (ram, file, redis, postgres, mysql, sqlite, memcached or cookie)"
                         )
                     })?;
                 }
@@ -318,7 +323,9 @@ mod file_keys {
                 StorageType::Sqlite if self.path.is_none() => {
                     Some(("storage_path", "the database file"))
                 }
-                StorageType::Redis | StorageType::Postgres if self.url.is_none() => {
+                StorageType::Redis | StorageType::Postgres | StorageType::Mysql
+                    if self.url.is_none() =>
+                {
                     Some(("storage_url", "the server's URL"))
                 }
                 StorageType::Memcached if self.url.is_none() && self.servers.is_empty() => Some((

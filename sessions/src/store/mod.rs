@@ -4,7 +4,7 @@
 //! [`MemoryStore`] is always built; every other store is behind the cargo
 //! feature of its name: `file` (`FileStore`, Unix), `redis`
 //! (`RedisStore`), `postgres` (`PostgresStore`), `sqlite` (`SqliteStore`),
-//! `memcached` (`MemcachedStore`).
+//! `mysql` (`MysqlStore`, MySQL and MariaDB), `memcached` (`MemcachedStore`).
 //! [`open`] builds the one a config file names.
 //!
 //! A store knows nothing of HTTP. It loads and saves [`Record`]s by
@@ -52,6 +52,7 @@ mod file;
     feature = "redis",
     feature = "postgres",
     feature = "sqlite",
+    feature = "mysql",
     feature = "memcached"
 ))]
 mod lease;
@@ -59,7 +60,7 @@ mod lease;
 mod memcached;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod sql;
 
 #[cfg(feature = "test-suite")]
@@ -84,6 +85,7 @@ pub(crate) use wait::LockWaits;
     feature = "redis",
     feature = "postgres",
     feature = "sqlite",
+    feature = "mysql",
     feature = "memcached"
 ))]
 pub(crate) use wait::TURN;
@@ -91,6 +93,7 @@ pub(crate) use wait::TURN;
     feature = "redis",
     feature = "postgres",
     feature = "sqlite",
+    feature = "mysql",
     feature = "memcached"
 ))]
 pub(crate) use wait::{Entered, Known, Place};
@@ -104,6 +107,9 @@ pub use memcached::MemcachedStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use sql::MysqlStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use sql::PostgresStore;

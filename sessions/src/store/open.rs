@@ -26,6 +26,8 @@ use crate::config::{Config, StorageConfig, StorageType, StorageUrl};
 use super::FileStore;
 #[cfg(feature = "memcached")]
 use super::MemcachedStore;
+#[cfg(feature = "mysql")]
+use super::MysqlStore;
 #[cfg(feature = "postgres")]
 use super::PostgresStore;
 #[cfg(feature = "redis")]
@@ -92,6 +94,12 @@ pub async fn open(config: &Config) -> Result<Arc<dyn SessionAdmin>, OpenError> {
             store.ready().await?;
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "mysql")]
+        StorageType::Mysql => {
+            let store = MysqlStore::from_config(config)?;
+            store.ready().await?;
+            Ok(Arc::new(store))
+        }
         #[cfg(feature = "memcached")]
         StorageType::Memcached => Ok(Arc::new(MemcachedStore::from_config(config).await?)),
         #[allow(unreachable_patterns)]
@@ -118,6 +126,11 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
             .with_auto_migrate(false)
             .migrate()
             .await?),
+        #[cfg(feature = "mysql")]
+        StorageType::Mysql => Ok(MysqlStore::from_config(config)?
+            .with_auto_migrate(false)
+            .migrate()
+            .await?),
         StorageType::Ram
         | StorageType::File
         | StorageType::Redis
@@ -130,7 +143,10 @@ pub async fn migrate(config: &Config) -> Result<u32, OpenError> {
 
 /// `storage_url`, which the store of `storage` cannot do without (for the
 /// stores' `from_config`).
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "mysql")),
+    allow(dead_code)
+)]
 pub(super) fn url(storage: &StorageConfig) -> Result<&str, OpenError> {
     storage
         .url

@@ -1,7 +1,9 @@
 //! The one way a test gets a store: a fresh, empty store of each kind on
 //! the servers CI runs (Redis at `REDIS_URL`, default
 //! `redis://127.0.0.1:6379/`; PostgreSQL at `SESSIONS_TEST_POSTGRES_URL`,
-//! default `postgres://postgres@127.0.0.1:5432/test`) or in a directory of
+//! default `postgres://postgres@127.0.0.1:5432/test`; MySQL or MariaDB at
+//! `SESSIONS_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306/test`)
+//! or in a directory of
 //! its own, and [`stores!`](crate::stores), which runs a scenario once per
 //! kind. A server that cannot be reached skips the test outside CI and
 //! fails it under `CI=true` ([`ci::skip`](super::ci::skip)).
@@ -14,8 +16,8 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use server_sessions::store::{
-    self, FileStore, LockGuard, MemcachedStore, MemoryStore, PostgresStore, RedisStore, SaveIf,
-    SessionAdmin, SessionStore, SqliteStore,
+    self, FileStore, LockGuard, MemcachedStore, MemoryStore, MysqlStore, PostgresStore, RedisStore,
+    SaveIf, SessionAdmin, SessionStore, SqliteStore,
 };
 use server_sessions::{Millis, Record, StoreKey};
 
@@ -24,7 +26,7 @@ use super::temp::{unique_prefix, unique_table, TempDir};
 
 /// One `#[tokio::test]` per scenario and store: `stores!(a, b)` makes
 /// `ram::a`, `redis::a`, `postgres::a`, `sqlite::a`, `file::a`,
-/// `memcached::a` and the same for `b`, each calling `a(&Fixture)` of the invoking module on a fresh
+/// `memcached::a`, `mysql::a` and the same for `b`, each calling `a(&Fixture)` of the invoking module on a fresh
 /// store of that kind, then checking that nothing logged so far carries a
 /// full session id (the library must never log one, whatever it is doing).
 /// Run one store's scenarios with `cargo test -p server-sessions --test NAME redis::`.
@@ -37,6 +39,7 @@ macro_rules! stores {
         $crate::stores!(@kind sqlite, Sqlite, $($scenario),*);
         $crate::stores!(@kind file, File, $($scenario),*);
         $crate::stores!(@kind memcached, Memcached, $($scenario),*);
+        $crate::stores!(@kind mysql, Mysql, $($scenario),*);
     };
     (@kind $module:ident, $kind:ident, $($scenario:ident),*) => {
         mod $module {
@@ -63,6 +66,7 @@ pub enum Kind {
     Sqlite,
     File,
     Memcached,
+    Mysql,
 }
 
 /// A fresh, empty store of one kind, and what to remove afterwards. It is
@@ -76,9 +80,10 @@ pub struct Fixture {
     /// The SQLite database's and the file store's directory: `sessions.db`
     /// or `sessions` in it.
     pub dir: Option<TempDir>,
-    /// The PostgreSQL table, and a plain connection to look at it.
+    /// The PostgreSQL or MySQL table, and a plain connection to look at it.
     pub table: Option<String>,
     pub admin: Option<tokio_postgres::Client>,
+    pub mysql: Option<mysql_async::Pool>,
     /// The Redis (or memcached) key prefix.
     pub prefix: Option<String>,
     /// The RAM store itself (`store` is it too), to look inside.
@@ -97,6 +102,7 @@ impl Fixture {
             dir: None,
             table: None,
             admin: None,
+            mysql: None,
             prefix: None,
         };
         match kind {
@@ -132,6 +138,13 @@ impl Fixture {
                 fixture.store = Arc::new(memcached(&prefix).await?);
                 fixture.prefix = Some(prefix);
             }
+            Kind::Mysql => {
+                let admin = mysql_admin().await?;
+                let table = unique_table();
+                fixture.store = Arc::new(mysql(&table).await);
+                fixture.table = Some(table);
+                fixture.mysql = Some(admin);
+            }
         }
         Some(fixture)
     }
@@ -150,6 +163,9 @@ impl Fixture {
         if let (Some(admin), Some(table)) = (&self.admin, &self.table) {
             drop_table(admin, table).await;
         }
+        if let (Some(pool), Some(table)) = (&self.mysql, &self.table) {
+            mysql_drop_table(pool, table).await;
+        }
     }
 
     /// The live sessions memcached holds under the fixture's prefix (it
@@ -166,6 +182,32 @@ impl Fixture {
             }
         }
         live
+    }
+
+    /// Runs `sql` on the fixture's MySQL server behind the store's back
+    /// (`{t}` is its table, quoted), and returns its rows' first columns
+    /// as text and how many rows it found.
+    pub async fn mysql_run(
+        &self,
+        sql: &str,
+        params: Vec<mysql_async::Value>,
+    ) -> (Vec<String>, u64) {
+        use mysql_async::prelude::Queryable;
+        let table = format!("`{}`", self.table.as_ref().unwrap());
+        let sql = sql.replace("{t}", &table);
+        let mut conn = self.mysql.as_ref().unwrap().get_conn().await.unwrap();
+        let mut result = conn.exec_iter(sql, params).await.unwrap();
+        let n = result.affected_rows();
+        let rows: Vec<mysql_async::Row> = result.collect().await.unwrap();
+        let text = rows
+            .into_iter()
+            .map(|row| match row.as_ref(0) {
+                Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(v) => v.as_sql(true),
+                None => String::new(),
+            })
+            .collect();
+        (text, n)
     }
 
     /// Whether the store holds a live record for the session `id`.
@@ -483,6 +525,76 @@ pub async fn drop_table(client: &tokio_postgres::Client, table: &str) {
         ))
         .await
         .unwrap();
+}
+
+// ---- MySQL / MariaDB ------------------------------------------------------------
+
+pub fn mysql_url() -> String {
+    std::env::var("SESSIONS_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+/// A plain pool for setting up and inspecting, or `None` (skip). The
+/// first one in a process also drops the tables that runs which ended long
+/// ago left behind.
+pub async fn mysql_admin() -> Option<mysql_async::Pool> {
+    use mysql_async::prelude::Queryable;
+    let pool = mysql_async::Pool::new(mysql_url().as_str());
+    let conn = tokio::time::timeout(Duration::from_secs(3), pool.get_conn()).await;
+    let mut conn = match conn {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return skip(format!("mysql at {} is unreachable: {e}", mysql_url())),
+        Err(_) => return skip(format!("mysql at {} does not answer", mysql_url())),
+    };
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if !DONE.swap(true, Ordering::SeqCst) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let names: Vec<String> = conn
+            .query(
+                "SELECT table_name FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name LIKE 'test\\_%'",
+            )
+            .await
+            .unwrap();
+        for name in names {
+            let secs = name.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
+            if secs.is_some_and(|s| s + STALE_SECS < now) {
+                let _ = conn
+                    .query_drop(format!("DROP TABLE IF EXISTS `{name}`"))
+                    .await;
+            }
+        }
+    }
+    Some(pool)
+}
+
+/// A store on `table` of the shared server, not yet connected.
+pub fn mysql_store(table: &str) -> MysqlStore {
+    MysqlStore::new(&mysql_url())
+        .unwrap()
+        .with_table(table)
+        .unwrap()
+}
+
+/// A ready store on `table` of the shared server (made if need be).
+pub async fn mysql(table: &str) -> MysqlStore {
+    let store = mysql_store(table);
+    store.ready().await.unwrap();
+    store
+}
+
+/// Drops `table` and its schema and lock tables.
+pub async fn mysql_drop_table(pool: &mysql_async::Pool, table: &str) {
+    use mysql_async::prelude::Queryable;
+    let mut conn = pool.get_conn().await.unwrap();
+    conn.query_drop(format!(
+        "DROP TABLE IF EXISTS `{table}`, `{table}_schema`, `{table}_locks`"
+    ))
+    .await
+    .unwrap();
 }
 
 // ---- SQLite ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
-//! The SQL stores, `PostgresStore` and `SqliteStore`, one module each,
-//! and what they share because their tables are laid out alike: table-name
+//! The SQL stores, `PostgresStore`, `SqliteStore` and `MysqlStore`, one
+//! module each, and what they share because their tables are laid out alike: table-name
 //! checks and limits, the statements on the sessions table, the versioned
 //! migration runner, how a row becomes a [`Record`] (a damaged one is
 //! missing, not an error), the size a save may not exceed, the key pager
@@ -8,8 +8,9 @@
 //!
 //! This module runs no statement itself: each backend runs the SQL text it
 //! is handed, in its own way (PostgreSQL asynchronously on pooled
-//! connections, SQLite on tokio's blocking pool), so nothing here is tied to
-//! either driver. Their locks are leases with the same rules (`lease.rs`),
+//! connections, SQLite on tokio's blocking pool, MySQL asynchronously on
+//! its driver's pool), so nothing here is tied to a driver. How their SQL
+//! differs is [`Dialect`]'s to say. Their locks are leases with the same rules (`lease.rs`),
 //! each backend supplying the statements.
 
 use std::future::Future;
@@ -21,11 +22,15 @@ use crate::id::{SessionId, StoreKey};
 use crate::record::{now_millis, Millis, Record};
 use crate::user::UserId;
 
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
@@ -47,6 +52,12 @@ const MAX_TABLE: usize = 56;
 /// The longest schema name: PostgreSQL's identifier limit.
 const MAX_SCHEMA: usize = 63;
 
+/// What a lock row's id ends in when it is a claim on the next turn rather
+/// than a lock (a key is hex digits only, so the two never meet): SQLite
+/// and MySQL, which cannot wake a waiter, keep turns (`lease.rs`).
+#[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
+const TURN_SUFFIX: &str = "~turn";
+
 /// Whether `s` is a plain SQL identifier of at most `max` bytes: a letter or
 /// `_`, then letters, digits or `_`. Table names go into SQL text, quoted;
 /// this check is what makes the quoting safe.
@@ -64,11 +75,48 @@ fn to_sql_ms(ms: Millis) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
-/// A checked table name, lower-cased, optionally schema-qualified.
+/// The SQL dialects of the stores, and every way in which the statements
+/// they share differ: how a parameter is written, how a name is quoted,
+/// and how a new session's row is written over an expired one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Dialect {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Postgres,
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    Sqlite,
+    /// MySQL 8 and MariaDB, in the SQL both understand.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    Mysql,
+}
+
+impl Dialect {
+    /// Parameter `n` (from 1): `$n`, `?n`, or the driver's named `:pn`
+    /// for MySQL, whose own `?` is positional and cannot be used twice.
+    fn param(self, n: u8) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Mysql => format!(":p{n}"),
+        }
+    }
+
+    /// What a name is quoted with: MySQL's `"` is a string unless the
+    /// server runs with `ANSI_QUOTES`.
+    fn quote(self) -> char {
+        match self {
+            Dialect::Postgres | Dialect::Sqlite => '"',
+            Dialect::Mysql => '`',
+        }
+    }
+}
+
+/// A checked table name, lower-cased, optionally schema-qualified, and the
+/// quote of the dialect it is written in.
 #[derive(Clone)]
 struct Table {
     schema: Option<String>,
     name: String,
+    quote: char,
 }
 
 /// Why a table name was refused: the name, and the backend's rule.
@@ -84,6 +132,7 @@ impl Default for Table {
         Table {
             schema: None,
             name: DEFAULT_TABLE.to_owned(),
+            quote: '"',
         }
     }
 }
@@ -103,6 +152,7 @@ impl Table {
         .then(|| Table {
             schema: schema.map(str::to_ascii_lowercase),
             name: name.to_ascii_lowercase(),
+            quote: '"',
         });
         table.filter(allows).ok_or_else(|| {
             let text = text.to_owned();
@@ -118,28 +168,36 @@ impl Table {
         }
     }
 
+    /// The same name, quoted as `dialect` quotes names.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    fn in_dialect(mut self, dialect: Dialect) -> Self {
+        self.quote = dialect.quote();
+        self
+    }
+
     /// `"schema"."name<suffix>"`, quoted so that reserved words work; the
     /// characters were checked, so the quotes cannot be escaped.
     fn sql(&self, suffix: &str) -> String {
+        let q = self.quote;
         match &self.schema {
-            Some(s) => format!("\"{s}\".\"{}{suffix}\"", self.name),
-            None => format!("\"{}{suffix}\"", self.name),
+            Some(s) => format!("{q}{s}{q}.{q}{}{suffix}{q}", self.name),
+            None => format!("{q}{}{suffix}{q}", self.name),
         }
     }
 
     /// `"name<suffix>"`, for an index: it is created in its table's schema.
     fn index(&self, suffix: &str) -> String {
-        format!("\"{}{suffix}\"", self.name)
+        let q = self.quote;
+        format!("{q}{}{suffix}{q}", self.name)
     }
 }
 
 /// The statements on the sessions table, `(id, data, created_at,
 /// expires_at, timeout_ms, user_id)` (`id` holds the session's 64-character
 /// store key; `user_id` its user, indexed, which is the user index), with
-/// the table name filled in once. Both backends word them alike but for how a
-/// parameter is written: `$1` in PostgreSQL, `?1` in SQLite. Every instant
-/// compared is the caller's `now` parameter, so both stores judge expiry by
-/// this process's clock.
+/// the table name filled in once. The backends word them alike but for
+/// what [`Dialect`] says. Every instant compared is the caller's `now`
+/// parameter, so every store judges expiry by this process's clock.
 struct Statements {
     load: String,
     exists: String,
@@ -147,7 +205,7 @@ struct Statements {
     update: String,
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     replace: String,
-    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "sqlite", feature = "mysql")), allow(dead_code))]
     delete_live: String,
     touch: String,
     delete: String,
@@ -157,54 +215,69 @@ struct Statements {
 }
 
 impl Statements {
-    fn new(table: &Table, p: char) -> Self {
+    fn new(table: &Table, dialect: Dialect) -> Self {
         let t = table.sql("");
+        let [p1, p2, p3, p4, p5, p6, p7, p8] = [1, 2, 3, 4, 5, 6, 7, 8].map(|n| dialect.param(n));
         Statements {
-            load: format!("SELECT {RECORD_COLUMNS} FROM {t} WHERE id = {p}1"),
-            exists: format!("SELECT 1 FROM {t} WHERE id = {p}1 AND expires_at > {p}2"),
+            load: format!("SELECT {RECORD_COLUMNS} FROM {t} WHERE id = {p1}"),
+            exists: format!("SELECT 1 FROM {t} WHERE id = {p1} AND expires_at > {p2}"),
             // A new session may only replace a row that has expired.
-            insert: format!(
-                "INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms, user_id) \
-                 VALUES ({p}1, {p}2, {p}3, {p}4, {p}6, {p}7) \
-                 ON CONFLICT (id) DO UPDATE \
-                 SET data = excluded.data, created_at = excluded.created_at, \
-                     expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms, \
-                     user_id = excluded.user_id \
-                 WHERE s.expires_at <= {p}5"
-            ),
+            insert: match dialect {
+                Dialect::Postgres | Dialect::Sqlite => format!(
+                    "INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms, user_id) \
+                     VALUES ({p1}, {p2}, {p3}, {p4}, {p6}, {p7}) \
+                     ON CONFLICT (id) DO UPDATE \
+                     SET data = excluded.data, created_at = excluded.created_at, \
+                         expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms, \
+                         user_id = excluded.user_id \
+                     WHERE s.expires_at <= {p5}"
+                ),
+                // No conditional upsert: the row is selected for insertion
+                // only if no live one has the key, and an expired one is
+                // then overwritten. (The key's lease keeps other writers
+                // of it out meanwhile.) `VALUES()` is not used: MySQL 8
+                // deprecates it, and MariaDB lacks MySQL's replacement.
+                Dialect::Mysql => format!(
+                    "INSERT INTO {t} (id, data, created_at, expires_at, timeout_ms, user_id) \
+                     SELECT {p1}, {p2}, {p3}, {p4}, {p6}, {p7} FROM DUAL \
+                     WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE id = {p1} AND expires_at > {p5}) \
+                     ON DUPLICATE KEY UPDATE data = {p2}, created_at = {p3}, \
+                         expires_at = {p4}, timeout_ms = {p6}, user_id = {p7}"
+                ),
+            },
             // A loaded session is written only while its row is live: never
             // brought back once deleted, regenerated or expired.
             update: format!(
-                "UPDATE {t} SET data = {p}2, created_at = {p}3, expires_at = {p}4, \
-                 timeout_ms = {p}6, user_id = {p}7 WHERE id = {p}1 AND expires_at > {p}5"
+                "UPDATE {t} SET data = {p2}, created_at = {p3}, expires_at = {p4}, \
+                 timeout_ms = {p6}, user_id = {p7} WHERE id = {p1} AND expires_at > {p5}"
             ),
             // A regenerated session takes its old row's place in one
             // statement: the old row is deleted only while live, and the
             // new one written only if that deleted it (parameters as for
-            // `insert`, then the old id). PostgreSQL only: SQLite has no
-            // DELETE inside WITH, and runs `delete_live` then `insert` in
-            // one transaction instead.
+            // `insert`, then the old id). PostgreSQL only: SQLite and MySQL
+            // have no DELETE inside WITH, and run `delete_live` then
+            // `insert` in one transaction instead.
             replace: format!(
-                "WITH gone AS (DELETE FROM {t} WHERE id = {p}8 AND expires_at > {p}5 RETURNING 1) \
+                "WITH gone AS (DELETE FROM {t} WHERE id = {p8} AND expires_at > {p5} RETURNING 1) \
                  INSERT INTO {t} AS s (id, data, created_at, expires_at, timeout_ms, user_id) \
-                 SELECT {p}1, {p}2, {p}3, {p}4, {p}6, {p}7 WHERE EXISTS (SELECT 1 FROM gone) \
+                 SELECT {p1}, {p2}, {p3}, {p4}, {p6}, {p7} WHERE EXISTS (SELECT 1 FROM gone) \
                  ON CONFLICT (id) DO UPDATE \
                  SET data = excluded.data, created_at = excluded.created_at, \
                      expires_at = excluded.expires_at, timeout_ms = excluded.timeout_ms, \
                      user_id = excluded.user_id \
-                 WHERE s.expires_at <= {p}5"
+                 WHERE s.expires_at <= {p5}"
             ),
-            delete_live: format!("DELETE FROM {t} WHERE id = {p}1 AND expires_at > {p}2"),
+            delete_live: format!("DELETE FROM {t} WHERE id = {p1} AND expires_at > {p2}"),
             touch: format!(
-                "UPDATE {t} SET expires_at = {p}2 WHERE id = {p}1 AND expires_at > {p}3"
+                "UPDATE {t} SET expires_at = {p2} WHERE id = {p1} AND expires_at > {p3}"
             ),
-            delete: format!("DELETE FROM {t} WHERE id = {p}1"),
-            count: format!("SELECT count(*) FROM {t} WHERE expires_at > {p}1"),
+            delete: format!("DELETE FROM {t} WHERE id = {p1}"),
+            count: format!("SELECT count(*) FROM {t} WHERE expires_at > {p1}"),
             keys: format!(
-                "SELECT id FROM {t} WHERE id > {p}1 AND expires_at > {p}2 ORDER BY id LIMIT {p}3"
+                "SELECT id FROM {t} WHERE id > {p1} AND expires_at > {p2} ORDER BY id LIMIT {p3}"
             ),
             sessions_of: format!(
-                "SELECT {RECORD_COLUMNS}, id FROM {t} WHERE user_id = {p}1 AND expires_at > {p}2"
+                "SELECT {RECORD_COLUMNS}, id FROM {t} WHERE user_id = {p1} AND expires_at > {p2}"
             ),
         }
     }
@@ -499,7 +572,10 @@ mod tests {
     #[test]
     fn statements_in_each_dialect() {
         let t = Table::default();
-        let (pg, lite) = (Statements::new(&t, '$'), Statements::new(&t, '?'));
+        let (pg, lite) = (
+            Statements::new(&t, Dialect::Postgres),
+            Statements::new(&t, Dialect::Sqlite),
+        );
         assert_eq!(
             pg.touch,
             "UPDATE \"sessions\" SET expires_at = $2 WHERE id = $1 AND expires_at > $3"
@@ -509,6 +585,12 @@ mod tests {
             .save(SaveIf::Absent)
             .ends_with("WHERE s.expires_at <= ?5"));
         assert!(!lite.insert.contains('$') && !pg.insert.contains('?'));
+        let my = Statements::new(&t.clone().in_dialect(Dialect::Mysql), Dialect::Mysql);
+        assert_eq!(
+            my.touch,
+            "UPDATE `sessions` SET expires_at = :p2 WHERE id = :p1 AND expires_at > :p3"
+        );
+        assert!(my.insert.contains("ON DUPLICATE KEY UPDATE") && !my.insert.contains('?'));
     }
 
     #[test]

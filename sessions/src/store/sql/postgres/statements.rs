@@ -1,7 +1,7 @@
 //! The PostgreSQL store's statements beyond those both SQL stores share:
 //! clean-up, and the lease steps with the saves and wake-ups they carry.
 
-use crate::store::sql::{Statements, Table, RECORD_COLUMNS};
+use crate::store::sql::{Dialect, Statements, Table, RECORD_COLUMNS};
 
 /// The statements, with the table name filled in once.
 pub(super) struct Sql {
@@ -86,7 +86,7 @@ impl Sql {
         let notify = "(SELECT count(pg_notify($7, $1)) FROM held WHERE waiters)";
         let want = "(SELECT count(pg_notify($5, 'w' || $1)) FROM taken WHERE NOT ours)";
         Sql {
-            table: Statements::new(table, '$'),
+            table: Statements::new(table, Dialect::Postgres),
             // Rows a save is writing right now are skipped, not waited for;
             // the next clean-up takes them if they are still expired.
             clean: format!(

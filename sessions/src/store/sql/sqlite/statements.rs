@@ -1,11 +1,7 @@
 //! The SQLite store's statements beyond those both SQL stores share:
 //! clean-up, and the lease steps with the claims on the next turn.
 
-use crate::store::sql::{Statements, Table};
-
-/// What a lock row's id ends in when it is a claim on the next turn rather
-/// than a lock (a key is hex digits only, so the two never meet).
-const TURN_SUFFIX: &str = "~turn";
+use crate::store::sql::{Dialect, Statements, Table, TURN_SUFFIX};
 
 /// The statements, with the table name filled in once.
 pub(super) struct Sql {
@@ -24,7 +20,7 @@ impl Sql {
         let t = table.sql("");
         let l = table.sql("_locks");
         Sql {
-            table: Statements::new(table, '?'),
+            table: Statements::new(table, Dialect::Sqlite),
             clean: format!(
                 "DELETE FROM {t} WHERE rowid IN (\
                    SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2) RETURNING id, user_id"
