@@ -221,6 +221,17 @@ async fn dump(f: &Fixture) -> Vec<u8> {
                 out.extend_from_slice(&row.get::<_, Vec<u8>>(1));
             }
         }
+        Kind::Mysql => {
+            // Every column of every row, the data column raw (as the
+            // server sends it).
+            let columns = "CONCAT_WS(' ', id, created_at, expires_at, \
+                 COALESCE(timeout_ms, ''), COALESCE(user_id, ''))";
+            for sql in [format!("SELECT {columns} FROM {{t}}"), "SELECT data FROM {t}".into()] {
+                for text in f.mysql_run(&sql, Vec::new()).await.0 {
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+        }
         Kind::Sqlite | Kind::File => read_tree(f.dir.as_ref().unwrap().path(), &mut out),
         Kind::Memcached => {
             let prefix = f.prefix.as_deref().unwrap();
