@@ -17,6 +17,15 @@ pub(crate) enum App {
     Conformance,
 }
 
+/// Which web framework serves it: the same sessions either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Framework {
+    /// axum, through the tower layer.
+    Axum,
+    /// actix-web, through `server-sessions-actix`.
+    Actix,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// A config file: CherryPy INI, or TOML if it ends in `.toml`.
@@ -29,6 +38,9 @@ pub(crate) struct Args {
     /// The app to serve.
     #[arg(long, value_enum, default_value = "demo")]
     app: App,
+    /// The web framework to serve it with.
+    #[arg(long, value_enum, default_value = "axum")]
+    framework: Framework,
     /// Serve the sessions' metrics (store call latency, lock timeouts,
     /// store errors, sessions created and expired) in Prometheus' text
     /// format on this address, at any path (`/metrics`).
@@ -62,15 +74,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
     let layer = SessionLayer::from_arc(store.clone()).with_file_config(config);
-    let (app, layer) = match args.app {
-        App::Demo => (apps::demo::router(), layer.on_event(log_event)),
-        App::Conformance => (apps::conformance::router(store), layer),
+    let layer = match args.app {
+        App::Demo => layer.on_event(log_event),
+        App::Conformance => layer,
     };
-    let app = app
-        .layer(layer)
-        .layer(axum::middleware::from_fn(log_request));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
@@ -79,9 +87,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         args.app,
         storage.kind.as_str()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    match args.framework {
+        Framework::Axum => {
+            let app = match args.app {
+                App::Demo => apps::demo::router(),
+                App::Conformance => apps::conformance::router(store),
+            };
+            let app = app
+                .layer(layer)
+                .layer(axum::middleware::from_fn(log_request));
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+        Framework::Actix => super::serve_actix::run(listener, args.app, layer, store).await?,
+    }
     Ok(())
 }
 
@@ -130,7 +152,7 @@ async fn shutdown() {
 
 /// The demo's hook: one log line per session event (on the events thread,
 /// never in a request).
-fn log_event(event: &server_sessions::SessionEvent) {
+pub(super) fn log_event(event: &server_sessions::SessionEvent) {
     let user = event.user().map(server_sessions::UserId::as_str);
     match event {
         server_sessions::SessionEvent::Regenerated { from, to, .. } => {
