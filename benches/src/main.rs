@@ -327,8 +327,7 @@ async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec
                 // state in the client, which here sends one cookie for
                 // ever: no workload that shares a session or checks its
                 // counter applies to it.
-                if row.store != Store::Ram || (!workload.check_lost && workload.processes == 1)
-                {
+                if row.store != Store::Ram || (!workload.check_lost && workload.processes == 1) {
                     group.push(System::ActixSession);
                 }
             }

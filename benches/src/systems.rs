@@ -409,7 +409,8 @@ impl Cleanup {
                     let keys: Vec<server_sessions::StoreKey> = cookies
                         .iter()
                         .filter_map(|c| {
-                            let id: server_sessions::SessionId = c.split_once('=')?.1.parse().ok()?;
+                            let id: server_sessions::SessionId =
+                                c.split_once('=')?.1.parse().ok()?;
                             Some(id.store_key())
                         })
                         .collect();
@@ -690,7 +691,9 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
             })
             .await?;
             Ok(App {
-                server: Server::Axum(tower_router(tower_sessions_redis_store::RedisStore::new(pool.clone()))),
+                server: Server::Axum(tower_router(tower_sessions_redis_store::RedisStore::new(
+                    pool.clone(),
+                ))),
                 cleanup: Cleanup::TowerRedis(pool),
             })
         }

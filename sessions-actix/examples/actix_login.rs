@@ -100,17 +100,18 @@ mod tests {
 
     use super::*;
 
+    /// `name=value` of the response's `Set-Cookie`.
+    fn cookie_of(headers: &header::HeaderMap) -> String {
+        let set = headers.get(header::SET_COOKIE).unwrap();
+        set.to_str().unwrap().split(';').next().unwrap().to_owned()
+    }
+
     #[actix_web::test]
     async fn log_in_list_and_out() {
         let sessions = SessionMiddleware::new(SessionLayer::new(MemoryStore::new()));
         let app = init_service(App::new().wrap(sessions).configure(routes)).await;
-        let cookie_of = |r: &actix_web::dev::ServiceResponse| {
-            let set = r.headers().get(header::SET_COOKIE).unwrap();
-            set.to_str().unwrap().split(';').next().unwrap().to_owned()
-        };
-
         let r = call_service(&app, TestRequest::get().uri("/").to_request()).await;
-        let guest = cookie_of(&r);
+        let guest = cookie_of(r.headers());
         assert_eq!(read_body(r).await, "visit 1, guest");
 
         let login = |cookie: &str| {
@@ -121,7 +122,7 @@ mod tests {
                 .to_request()
         };
         let r = call_service(&app, login(&guest)).await;
-        let alice = cookie_of(&r);
+        let alice = cookie_of(r.headers());
         assert_ne!(alice, guest, "the id did not change at log-in");
         assert_eq!(read_body(r).await, "logged in as alice");
         // A second device.

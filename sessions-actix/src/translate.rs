@@ -35,8 +35,8 @@ pub(crate) fn value(v: &http::HeaderValue) -> actix::HeaderValue {
 
 /// A response the core wrote (a failure's), as actix's.
 pub(crate) fn response(r: http::Response<&'static str>) -> HttpResponse {
-    let status = StatusCode::from_u16(r.status().as_u16())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut out = HttpResponse::build(status);
     for (n, v) in r.headers() {
         out.append_header((name(n), value(v)));

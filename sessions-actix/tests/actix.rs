@@ -129,7 +129,9 @@ async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cookie_carries_the_session_across_requests() {
-    let addr = serve(SessionMiddleware::new(SessionLayer::new(MemoryStore::new())));
+    let addr = serve(SessionMiddleware::new(
+        SessionLayer::new(MemoryStore::new()),
+    ));
     let first = get(addr, "/count", &[]).await;
     assert_eq!((first.status, first.body.as_str()), (200, "1"));
     let set = first.header("set-cookie").unwrap();

@@ -127,9 +127,7 @@ impl Pending {
                 .map(|name| (name, header::carrying(&saved.id)));
         }
         if outcome.drop_id {
-            out.set_cookie = config
-                .cookie
-                .then(|| cookie::expire_cookie(config, path));
+            out.set_cookie = config.cookie.then(|| cookie::expire_cookie(config, path));
             out.id_header = config.header.clone().map(|name| (name, header::ended()));
         }
         Reply::Headers(out)

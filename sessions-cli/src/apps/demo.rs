@@ -154,9 +154,7 @@ pub(crate) async fn set_value(
         )));
     }
     if form.value.len() > MAX_VALUE {
-        return Ok(Err(format!(
-            "a value is at most {MAX_VALUE} characters\n"
-        )));
+        return Ok(Err(format!("a value is at most {MAX_VALUE} characters\n")));
     }
     session.insert(key, &form.value).await?;
     Ok(Ok(()))

@@ -54,7 +54,10 @@ async fn set(session: Session, form: web::Form<SetForm>) -> Result<HttpResponse>
     Ok(home_or(app::set_value(&session, &form).await?))
 }
 
-async fn remove(session: Session, form: web::Form<HashMap<String, String>>) -> Result<HttpResponse> {
+async fn remove(
+    session: Session,
+    form: web::Form<HashMap<String, String>>,
+) -> Result<HttpResponse> {
     app::remove_key(&session, &form).await?;
     Ok(redirect("/"))
 }

@@ -78,8 +78,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         App::Demo => layer.on_event(log_event),
         App::Conformance => layer,
     };
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!(

@@ -22,25 +22,23 @@ pub(super) async fn run(
 ) -> anyhow::Result<()> {
     let sessions = SessionMiddleware::new(layer);
     actix_web::HttpServer::new(move || {
-        let app = App::new()
-            .wrap(sessions.clone())
-            .wrap_fn(|req, srv| {
-                // One line per request, as the axum app logs it.
-                let started = std::time::Instant::now();
-                let (method, path) = (req.method().clone(), req.path().to_owned());
-                let response = srv.call(req);
-                async move {
-                    let response = response.await?;
-                    tracing::info!(
-                        %method,
-                        path,
-                        status = response.status().as_u16(),
-                        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
-                        "request"
-                    );
-                    Ok(response)
-                }
-            });
+        let app = App::new().wrap(sessions.clone()).wrap_fn(|req, srv| {
+            // One line per request, as the axum app logs it.
+            let started = std::time::Instant::now();
+            let (method, path) = (req.method().clone(), req.path().to_owned());
+            let response = srv.call(req);
+            async move {
+                let response = response.await?;
+                tracing::info!(
+                    %method,
+                    path,
+                    status = response.status().as_u16(),
+                    ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                    "request"
+                );
+                Ok(response)
+            }
+        });
         match which {
             Which::Demo => app.configure(apps::demo_actix::routes),
             Which::Conformance => app.configure(apps::conformance_actix::routes(store.clone())),
