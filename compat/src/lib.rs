@@ -8,8 +8,8 @@
 //! tower `Service` of `http::Request` answering `http::Response`, so the
 //! layer cannot wrap a poem endpoint unchanged (docs/frameworks.md).
 
-use salvo::prelude::*;
 use salvo::http::ReqBody;
+use salvo::prelude::*;
 use server_sessions::{Session, SessionLayer};
 
 /// The session the layer put into the request, as a salvo handler takes
