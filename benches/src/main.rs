@@ -66,7 +66,7 @@ const USAGE: &str = "\
 usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
                       [--only many,hot,new,slow,slow64,slow256,burst,two,memory]
                       [--stores ram,redis,redis-cluster,postgres,file,sqlite,memcached]
-                      [--systems bare,sessions,tower-sessions]
+                      [--systems bare,sessions,tower-sessions,ours-actix,actix-session]
                       [--rounds N] [--seconds S]
                       [--server-threads N] [--client-threads N]
 
