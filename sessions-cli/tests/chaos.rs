@@ -399,10 +399,7 @@ impl Tally {
                 continue;
             }
             checked += 1;
-            let key = id
-                .parse::<server_sessions::SessionId>()
-                .unwrap()
-                .store_key();
+            let key = id.parse::<server_sessions::SessionId>().unwrap().store_key();
             let record = store.load(&key).await.unwrap();
             let count = record.as_ref().map(|r| {
                 let data: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
