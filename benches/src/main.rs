@@ -14,6 +14,7 @@
 //! shared machine falls on all of them alike, and the table shows the
 //! median of the rounds. See README.md for the workloads.
 
+mod actix;
 // The tests' Redis deployments, and the CI rule they follow (a missing
 // `redis-server` is a failure under `CI=true`, else the rows are skipped).
 #[path = "../../sessions/tests/common/ci.rs"]
@@ -65,7 +66,7 @@ const USAGE: &str = "\
 usage: sessions-bench [--quick] [--json FILE] [--svg FILE]
                       [--only many,hot,new,slow,slow64,slow256,burst,two,memory]
                       [--stores ram,redis,redis-cluster,postgres,mysql,file,sqlite,memcached]
-                      [--systems bare,sessions,tower-sessions]
+                      [--systems bare,sessions,tower-sessions,ours-actix,actix-session]
                       [--rounds N] [--seconds S]
                       [--server-threads N] [--client-threads N]
 
@@ -100,7 +101,13 @@ impl Options {
             sessions: 1_000_000,
             workloads: WORKLOADS.iter().collect(),
             stores: STORES.iter().map(|r| r.store).collect(),
-            systems: vec![System::Bare, System::Ours, System::TowerSessions],
+            systems: vec![
+                System::Bare,
+                System::Ours,
+                System::TowerSessions,
+                System::OursActix,
+                System::ActixSession,
+            ],
             // The server as a real deployment sets it up: a worker per
             // core. With one server thread, tower-sessions' MemoryStore
             // never interleaves a load and a save and so loses no update;
@@ -319,6 +326,16 @@ async fn run(server: Handle, options: &Options) -> anyhow::Result<(Vec<Row>, Vec
             }
             if row.tower_sessions {
                 group.push(System::TowerSessions);
+            }
+            if row.actix {
+                group.push(System::OursActix);
+                // actix-session's cookie store (the `ram` row) keeps the
+                // state in the client, which here sends one cookie for
+                // ever: no workload that shares a session or checks its
+                // counter applies to it.
+                if row.store != Store::Ram || (!workload.check_lost && workload.processes == 1) {
+                    group.push(System::ActixSession);
+                }
             }
             group.retain(|s| options.systems.contains(s));
             if group.is_empty() {

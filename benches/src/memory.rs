@@ -47,6 +47,7 @@ pub(crate) fn measure(system: System, sessions: u64) -> anyhow::Result<Measured>
         System::Ours => "ours",
         System::TowerSessions => "tower-sessions",
         System::Bare => bail!("bare axum has no store"),
+        System::OursActix | System::ActixSession => bail!("memory is measured on the axum apps"),
     };
     let out = Command::new(exe)
         .args([SUBCOMMAND, which, &sessions.to_string()])

@@ -18,6 +18,8 @@ pub(crate) const MEMORY: &str = "memory";
 const BARE: &str = "bare axum";
 const OURS: &str = "sessions";
 const PEER: &str = "tower-sessions";
+const OURS_ACTIX: &str = "sessions actix";
+const ACTIX_PEER: &str = "actix-session";
 
 /// One line of results. Fields that do not apply to a workload are `None`
 /// (null in JSON).
@@ -86,11 +88,15 @@ fn find<'a>(rows: &'a [Row], workload: &str, store: &str, system: &str) -> Optio
 /// Ours against the peer on the same workload and store (requests/s; for
 /// memory, the peer's bytes per session over ours, so that above 1 is
 /// better everywhere).
+/// Ours through actix-web is set against actix-session: on the `ram` row
+/// against its cookie store.
 fn vs_peer(rows: &[Row], row: &Row) -> Option<f64> {
-    if row.system != OURS {
-        return None;
-    }
-    let peer = find(rows, row.workload, row.store, PEER)?;
+    let peer = match (row.system, row.store) {
+        (OURS, _) => find(rows, row.workload, row.store, PEER)?,
+        (OURS_ACTIX, "ram") => find(rows, row.workload, "cookie", ACTIX_PEER)?,
+        (OURS_ACTIX, store) => find(rows, row.workload, store, ACTIX_PEER)?,
+        _ => return None,
+    };
     if row.workload == MEMORY {
         Some(peer.bytes_per_session? / row.bytes_per_session?)
     } else {
@@ -262,6 +268,8 @@ fn color(system: &str) -> &'static str {
     match system {
         BARE => "#9e9e9e",
         OURS => "#1f77b4",
+        OURS_ACTIX => "#6baed6",
+        ACTIX_PEER => "#d62728",
         _ => "#ff7f0e",
     }
 }

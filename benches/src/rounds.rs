@@ -84,14 +84,13 @@ async fn start_here(
     instance: &'static str,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>, systems::Cleanup)> {
     let env = ctx.env.clone();
+    let threads = ctx.options.server_threads;
     ctx.server
         .spawn(async move {
             let app = systems::build(system, store, &env, instance).await?;
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
-            let serve = tokio::spawn(async move {
-                let _ = axum::serve(listener, app.router).await;
-            });
+            let serve = tokio::spawn(app.server.serve(listener, threads));
             anyhow::Ok((addr, serve, app.cleanup))
         })
         .await?
@@ -311,10 +310,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 const CLIENT_BUSY: f64 = 0.9;
 
 fn summarize(r: &Running, workload: &Workload, store: Store, client_threads: usize) -> Row {
-    let store_name = if r.system == System::Bare {
-        "none"
-    } else {
-        store.name()
+    let store_name = match (r.system, store) {
+        (System::Bare, _) => "none",
+        // Its cookie store, run on the `ram` row.
+        (System::ActixSession, Store::Ram) => "cookie",
+        _ => store.name(),
     };
     let ms = |v: Option<f64>| v.map(|v| (v * 1000.0).round() / 1000.0);
     let mut row = Row::new(workload.name, store_name, r.system.name());

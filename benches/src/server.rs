@@ -92,8 +92,9 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
     let system = System::from_flag(system).with_context(|| format!("no system {system:?}"))?;
     let store = Store::from_name(store).with_context(|| format!("no store {store:?}"))?;
     let env = Env::with_tag(tag.clone());
+    let threads = threads.parse::<usize>()?.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.parse::<usize>()?.max(1))
+        .worker_threads(threads)
         .thread_name("server")
         .enable_all()
         .build()?;
@@ -101,9 +102,7 @@ pub(crate) fn child(args: &[String]) -> anyhow::Result<()> {
         let app = systems::build(system, store, &env, instance).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("{}", serde_json::to_string(&listener.local_addr()?)?);
-        anyhow::Ok(tokio::spawn(async move {
-            let _ = axum::serve(listener, app.router).await;
-        }))
+        anyhow::Ok(tokio::spawn(app.server.serve(listener, threads)))
     })?;
     // Serve until the benchmark closes our stdin (or goes away). The main
     // thread is not a runtime worker, so it may block here.

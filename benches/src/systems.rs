@@ -76,6 +76,11 @@ pub(crate) enum System {
     Ours,
     /// tower-sessions 0.14 with the store crates of its generation.
     TowerSessions,
+    /// This project through actix-web (`server-sessions-actix`).
+    OursActix,
+    /// actix-session with its Redis store (on Redis) or its cookie store
+    /// (on the `ram` row: nothing is kept on the server).
+    ActixSession,
 }
 
 impl System {
@@ -84,6 +89,8 @@ impl System {
             System::Bare => "bare axum",
             System::Ours => "sessions",
             System::TowerSessions => "tower-sessions",
+            System::OursActix => "sessions actix",
+            System::ActixSession => "actix-session",
         }
     }
 
@@ -94,6 +101,8 @@ impl System {
             System::Bare => "bare",
             System::Ours => "ours",
             System::TowerSessions => "tower-sessions",
+            System::OursActix => "ours-actix",
+            System::ActixSession => "actix-session",
         }
     }
 
@@ -102,6 +111,8 @@ impl System {
             "bare" => Some(System::Bare),
             "ours" | "sessions" => Some(System::Ours),
             "tower-sessions" => Some(System::TowerSessions),
+            "ours-actix" => Some(System::OursActix),
+            "actix-session" => Some(System::ActixSession),
             _ => None,
         }
     }
@@ -115,6 +126,8 @@ pub(crate) struct StoreRow {
     pub(crate) ours: bool,
     /// The tower-sessions store for it.
     pub(crate) tower_sessions: bool,
+    /// Ours through actix-web, beside actix-session's store for it.
+    pub(crate) actix: bool,
 }
 
 /// The stores, one line each. When one of our stores lands (and
@@ -123,15 +136,16 @@ pub(crate) struct StoreRow {
 /// made by [`our_config`], and its cargo feature is on in Cargo.toml.
 #[rustfmt::skip]
 pub(crate) const STORES: &[StoreRow] = &[
-    StoreRow { store: Store::Ram, ours: true, tower_sessions: true },
-    StoreRow { store: Store::Redis, ours: true, tower_sessions: true },
-    StoreRow { store: Store::RedisCluster, ours: true, tower_sessions: true },
-    StoreRow { store: Store::Postgres, ours: true, tower_sessions: true },
-    StoreRow { store: Store::Mysql, ours: true, tower_sessions: true },
-    StoreRow { store: Store::File, ours: true, tower_sessions: false },
-    StoreRow { store: Store::Sqlite, ours: true, tower_sessions: true },
+    // actix-session's stores are Redis and the cookie (run on the `ram` row).
+    StoreRow { store: Store::Ram, ours: true, tower_sessions: true, actix: true },
+    StoreRow { store: Store::Redis, ours: true, tower_sessions: true, actix: true },
+    StoreRow { store: Store::RedisCluster, ours: true, tower_sessions: true, actix: false },
+    StoreRow { store: Store::Postgres, ours: true, tower_sessions: true, actix: false },
+    StoreRow { store: Store::Mysql, ours: true, tower_sessions: true, actix: false },
+    StoreRow { store: Store::File, ours: true, tower_sessions: false, actix: false },
+    StoreRow { store: Store::Sqlite, ours: true, tower_sessions: true, actix: false },
     // No tower-sessions store for memcached is published for 0.14.
-    StoreRow { store: Store::Memcached, ours: true, tower_sessions: false },
+    StoreRow { store: Store::Memcached, ours: true, tower_sessions: false, actix: false },
 ];
 
 /// How long the `/slow` handler waits between reading and writing the
@@ -140,7 +154,7 @@ pub(crate) const SLOW_HANDLER: Duration = Duration::from_millis(10);
 
 /// Sessions of both systems idle out after this, so anything a clean-up
 /// misses goes away by itself soon after the run.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Where a Redis Cluster is, if the benchmark is not to start its own;
 /// server processes are given the one it started the same way.
 pub(crate) const REDIS_CLUSTER_URL_VAR: &str = "SESSIONS_BENCH_REDIS_CLUSTER_URL";
@@ -231,7 +245,7 @@ impl Env {
     }
 
     /// The URL of `store` (Redis or Redis Cluster) in our form.
-    fn redis_url_of(&self, store: Store) -> String {
+    pub(crate) fn redis_url_of(&self, store: Store) -> String {
         match store {
             Store::RedisCluster => self.redis_cluster_url.clone().unwrap_or_default(),
             _ => self.redis_url.clone(),
@@ -257,7 +271,7 @@ impl Env {
         format!("redis-cluster://{}?{}", hosts[0], others.join("&"))
     }
 
-    fn redis_prefix(&self) -> String {
+    pub(crate) fn redis_prefix(&self) -> String {
         format!("sessions-bench:{}:", self.tag)
     }
 
@@ -356,8 +370,30 @@ pub(crate) async fn mysql_pool(url: &str) -> anyhow::Result<sqlx::MySqlPool> {
 
 /// An app ready to serve, and what to remove from its store afterwards.
 pub(crate) struct App {
-    pub(crate) router: Router,
+    pub(crate) server: Server,
     pub(crate) cleanup: Cleanup,
+}
+
+/// The framework an app is served with.
+pub(crate) enum Server {
+    Axum(Router),
+    /// The routes (with their middleware) of an actix-web app; each worker
+    /// builds its `App` from them.
+    Actix(crate::actix::Routes),
+}
+
+impl Server {
+    /// Serves on `listener` until the future is dropped (axum) or the
+    /// process ends (actix-web's workers are threads of their own),
+    /// actix-web with `threads` workers, as axum has runtime workers.
+    pub(crate) async fn serve(self, listener: tokio::net::TcpListener, threads: usize) {
+        match self {
+            Server::Axum(router) => {
+                let _ = axum::serve(listener, router).await;
+            }
+            Server::Actix(routes) => crate::actix::serve(routes, listener, threads).await,
+        }
+    }
 }
 
 /// What a system leaves in a shared store, removed after its runs.
@@ -501,11 +537,19 @@ pub(crate) async fn build(
 ) -> anyhow::Result<App> {
     match system {
         System::Bare => Ok(App {
-            router: bare(),
+            server: Server::Axum(bare()),
             cleanup: Cleanup::Nothing,
         }),
         System::Ours => ours(store, env, instance).await,
         System::TowerSessions => tower(store, env, instance).await,
+        System::OursActix => {
+            let (layer, opened) = our_layer(store, env, instance).await?;
+            Ok(App {
+                server: Server::Actix(crate::actix::ours(layer)),
+                cleanup: Cleanup::Ours(opened, store),
+            })
+        }
+        System::ActixSession => crate::actix::actix_session(store, env).await,
     }
 }
 
@@ -595,6 +639,24 @@ fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
 }
 
 async fn ours(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
+    let (layer, opened) = our_layer(store, env, instance).await?;
+    let router = Router::new()
+        .route("/", get(ours_count))
+        .route("/slow", get(ours_slow))
+        .route("/read", get(ours_read))
+        .layer(layer);
+    Ok(App {
+        server: Server::Axum(router),
+        cleanup: Cleanup::Ours(opened, store),
+    })
+}
+
+/// Our store for `store`, opened, and the layer over it (any framework's).
+async fn our_layer(
+    store: Store,
+    env: &Env,
+    instance: &str,
+) -> anyhow::Result<(SessionLayer, Arc<dyn SessionAdmin>)> {
     match store {
         Store::File => std::fs::create_dir_all(&env.file_dir)?,
         Store::Sqlite => std::fs::create_dir_all(&env.sqlite_dir)?,
@@ -604,15 +666,8 @@ async fn ours(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
     let opened = server_sessions::store::open(&config)
         .await
         .with_context(|| format!("opening our {} store", store.name()))?;
-    let router = Router::new()
-        .route("/", get(ours_count))
-        .route("/slow", get(ours_slow))
-        .route("/read", get(ours_read))
-        .layer(SessionLayer::from_arc(opened.clone()).with_file_config(config));
-    Ok(App {
-        router,
-        cleanup: Cleanup::Ours(opened, store),
-    })
+    let layer = SessionLayer::from_arc(opened.clone()).with_file_config(config);
+    Ok((layer, opened))
 }
 
 // --- tower-sessions -----------------------------------------------------------
@@ -672,7 +727,7 @@ where
 async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
     match store {
         Store::Ram => Ok(App {
-            router: tower_router(tower_sessions::MemoryStore::default()),
+            server: Server::Axum(tower_router(tower_sessions::MemoryStore::default())),
             cleanup: Cleanup::Nothing,
         }),
         Store::Redis | Store::RedisCluster => {
@@ -685,7 +740,9 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
             })
             .await?;
             Ok(App {
-                router: tower_router(tower_sessions_redis_store::RedisStore::new(pool.clone())),
+                server: Server::Axum(tower_router(tower_sessions_redis_store::RedisStore::new(
+                    pool.clone(),
+                ))),
                 cleanup: Cleanup::TowerRedis(pool),
             })
         }
@@ -698,7 +755,7 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
                 .map_err(|e| anyhow!(e))?;
             store.migrate().await?;
             Ok(App {
-                router: tower_router(store),
+                server: Server::Axum(tower_router(store)),
                 cleanup: Cleanup::TowerPostgres(pool, table),
             })
         }
@@ -710,7 +767,7 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
                 .map_err(|e| anyhow!(e))?;
             store.migrate().await?;
             Ok(App {
-                router: tower_router(store),
+                server: Server::Axum(tower_router(store)),
                 cleanup: Cleanup::TowerMysql(pool, table),
             })
         }
@@ -733,7 +790,7 @@ async fn tower(store: Store, env: &Env, instance: &str) -> anyhow::Result<App> {
                 .map_err(|e| anyhow!(e))?;
             store.migrate().await?;
             Ok(App {
-                router: tower_router(store),
+                server: Server::Axum(tower_router(store)),
                 cleanup: Cleanup::TowerSqlite(pool, table),
             })
         }

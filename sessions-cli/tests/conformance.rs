@@ -1,7 +1,8 @@
 //! CherryPy's `test_session.py` scenarios, against the real `sessions`
 //! binary serving the conformance app over a real socket (docs/spec.md
-//! §6), once per store (PostgreSQL also through PgBouncer). The shared
-//! stores also run two instances on one store.
+//! §6), once per store (PostgreSQL also through PgBouncer) and per web
+//! framework (axum, actix-web). The shared stores also run two instances
+//! on one store.
 
 mod server;
 
@@ -10,43 +11,59 @@ use std::time::Duration;
 use server::ci::skip;
 use server::client::Client;
 use server::temp::{unique_prefix, unique_table, TempDir};
-use server::{cherrypy_config, conformance_app as start, Server, FILE_STORE};
+use server::{cherrypy_config, conformance_app_on as start, Framework, Server, FILE_STORE};
 
-/// Runs each scenario against one store; `$extra` gives the store's config
-/// lines, or `None` to skip (a server unreachable outside CI).
+/// Runs each scenario against one store, through each framework; `$extra`
+/// gives the store's config lines, or `None` to skip (a server unreachable
+/// outside CI).
 macro_rules! scenarios {
     ($store:ident, $extra:expr) => {
         mod $store {
+            scenarios_on!(axum, Axum, $extra);
+            scenarios_on!(actix, Actix, $extra);
+        }
+    };
+}
+
+/// The scenarios through one framework.
+macro_rules! scenarios_on {
+    ($module:ident, $framework:ident, $extra:expr) => {
+        mod $module {
             #[allow(unused_imports)]
-            use super::*;
+            use crate::*;
+
+            const FW: Framework = Framework::$framework;
 
             #[tokio::test]
             async fn test_0_session() {
                 if let Some(extra) = $extra {
-                    crate::test_0_session(&extra).await;
+                    crate::test_0_session(&extra, FW).await;
                 }
             }
 
             #[tokio::test]
             async fn data_is_json() {
                 if let Some(extra) = $extra {
-                    crate::data_is_json(&extra).await;
+                    crate::data_is_json(&extra, FW).await;
                 }
             }
 
             #[tokio::test]
             async fn test_1_concurrency() {
                 if let Some(extra) = $extra {
-                    crate::concurrency(&format!("{extra}\ntools.sessions.timeout = 1")).await;
+                    crate::concurrency(&format!("{extra}\ntools.sessions.timeout = 1"), FW).await;
                 }
             }
 
             #[tokio::test]
             async fn concurrency_with_early_locking() {
                 if let Some(extra) = $extra {
-                    crate::concurrency(&format!(
-                        "{extra}\ntools.sessions.timeout = 1\ntools.sessions.locking = 'early'"
-                    ))
+                    crate::concurrency(
+                        &format!(
+                            "{extra}\ntools.sessions.timeout = 1\ntools.sessions.locking = 'early'"
+                        ),
+                        FW,
+                    )
                     .await;
                 }
             }
@@ -54,9 +71,12 @@ macro_rules! scenarios {
             #[tokio::test]
             async fn concurrency_with_explicit_locking() {
                 if let Some(extra) = $extra {
-                    crate::concurrency(&format!(
-                        "{extra}\ntools.sessions.timeout = 1\ntools.sessions.locking = 'explicit'"
-                    ))
+                    crate::concurrency(
+                        &format!(
+                            "{extra}\ntools.sessions.timeout = 1\ntools.sessions.locking = 'explicit'"
+                        ),
+                        FW,
+                    )
                     .await;
                 }
             }
@@ -64,45 +84,58 @@ macro_rules! scenarios {
             #[tokio::test]
             async fn test_5_error_paths() {
                 if let Some(extra) = $extra {
-                    crate::test_5_error_paths(&extra).await;
+                    crate::test_5_error_paths(&extra, FW).await;
                 }
             }
 
             #[tokio::test]
             async fn test_6_regenerate() {
                 if let Some(extra) = $extra {
-                    crate::test_6_regenerate(&extra).await;
+                    crate::test_6_regenerate(&extra, FW).await;
                 }
             }
 
             #[tokio::test]
             async fn test_7_session_cookies() {
                 if let Some(extra) = $extra {
-                    crate::test_7_session_cookies(&extra).await;
+                    crate::test_7_session_cookies(&extra, FW).await;
                 }
             }
         }
     };
 }
 
-/// Runs the two-instance scenario against one shared store.
+/// Runs the two-instance scenarios against one shared store, through each
+/// framework.
 macro_rules! shared {
     ($store:ident, $extra:expr) => {
         mod $store {
+            shared_on!(axum, Axum, $extra);
+            shared_on!(actix, Actix, $extra);
+        }
+    };
+}
+
+/// The two-instance scenarios through one framework.
+macro_rules! shared_on {
+    ($module:ident, $framework:ident, $extra:expr) => {
+        mod $module {
             #[allow(unused_imports)]
-            use super::*;
+            use crate::*;
+
+            const FW: Framework = Framework::$framework;
 
             #[tokio::test]
             async fn two_instances_share_sessions_and_lose_no_update() {
                 if let Some(extra) = $extra {
-                    crate::two_instances(&extra).await;
+                    crate::two_instances(&extra, FW).await;
                 }
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn two_instances_take_turns_on_one_session() {
                 if let Some(extra) = $extra {
-                    crate::two_instances_take_turns(&extra).await;
+                    crate::two_instances_take_turns(&extra, FW).await;
                 }
             }
         }
@@ -273,25 +306,40 @@ fn cookie() -> Option<String> {
 }
 
 mod cookie {
-    #[tokio::test]
-    async fn test_0_session() {
-        crate::test_0_session(&crate::cookie().unwrap()).await;
+    use crate::Framework;
+
+    macro_rules! on {
+        ($module:ident, $framework:ident) => {
+            mod $module {
+                use super::Framework;
+
+                #[tokio::test]
+                async fn test_0_session() {
+                    crate::test_0_session(&crate::cookie().unwrap(), Framework::$framework).await;
+                }
+
+                #[tokio::test]
+                async fn data_is_json() {
+                    crate::data_is_json(&crate::cookie().unwrap(), Framework::$framework).await;
+                }
+
+                #[tokio::test]
+                async fn test_5_error_paths() {
+                    crate::test_5_error_paths(&crate::cookie().unwrap(), Framework::$framework)
+                        .await;
+                }
+
+                #[tokio::test]
+                async fn test_6_regenerate() {
+                    crate::test_6_regenerate(&crate::cookie().unwrap(), Framework::$framework)
+                        .await;
+                }
+            }
+        };
     }
 
-    #[tokio::test]
-    async fn data_is_json() {
-        crate::data_is_json(&crate::cookie().unwrap()).await;
-    }
-
-    #[tokio::test]
-    async fn test_5_error_paths() {
-        crate::test_5_error_paths(&crate::cookie().unwrap()).await;
-    }
-
-    #[tokio::test]
-    async fn test_6_regenerate() {
-        crate::test_6_regenerate(&crate::cookie().unwrap()).await;
-    }
+    on!(axum, Axum);
+    on!(actix, Actix);
 }
 
 mod redis_cluster {
@@ -315,14 +363,17 @@ mod redis_sentinel {
 /// Two `sessions` processes on one store: a session started on one
 /// continues on the other, and 5 threads × 30 requests on each, all on one
 /// session, lose no update.
-async fn two_instances(extra: &str) {
+async fn two_instances(extra: &str, fw: Framework) {
     let dir = TempDir::new("shared");
     let extra = extra.replace("{dir}", dir.path().to_str().unwrap());
     let config = dir.write(
         "site.conf",
         &cherrypy_config(&format!("{extra}\ntools.sessions.timeout = 1")),
     );
-    let (one, two) = (Server::conformance(&config), Server::conformance(&config));
+    let (one, two) = (
+        Server::conformance_on(&config, 0, fw),
+        Server::conformance_on(&config, 0, fw),
+    );
     let mut a = Client::new(one.addr);
     assert_eq!(a.get("/").await.body, "1");
     let mut b = Client::new(two.addr);
@@ -351,7 +402,7 @@ async fn two_instances(extra: &str) {
 /// polls, starves the other (it answers a couple of requests, then only lock
 /// timeouts). Wanted: no 503, neither process below a fifth of the answers,
 /// and the count exact.
-async fn two_instances_take_turns(extra: &str) {
+async fn two_instances_take_turns(extra: &str, fw: Framework) {
     const CLIENTS: usize = 2;
     const FOR: Duration = Duration::from_secs(5);
     let dir = TempDir::new("turns");
@@ -362,7 +413,10 @@ async fn two_instances_take_turns(extra: &str) {
             "{extra}\ntools.sessions.timeout = 1\ntools.sessions.lock_timeout = 3"
         )),
     );
-    let (one, two) = (Server::conformance(&config), Server::conformance(&config));
+    let (one, two) = (
+        Server::conformance_on(&config, 0, fw),
+        Server::conformance_on(&config, 0, fw),
+    );
     let mut a = Client::new(one.addr);
     assert_eq!(a.get("/").await.body, "1");
     let mut b = Client::new(two.addr);
@@ -414,14 +468,14 @@ async fn two_instances_take_turns(extra: &str) {
     );
 }
 
-async fn test_0_session(extra: &str) {
+async fn test_0_session(extra: &str, fw: Framework) {
     // memcached cannot count its sessions: `/length` fails there, as
     // `len(cherrypy.session)` raises NotImplementedError in CherryPy's
     // MemcachedSession.
     // Nor can the sealed cookie store, which keeps nothing on the server.
     let counts =
         !extra.contains("storage_type = 'memcached'") && !extra.contains("storage_type = 'cookie'");
-    let (server, _dir) = start(extra);
+    let (server, _dir) = start(extra, fw);
     let mut c = Client::new(server.addr);
     let r = c.get("/testStr").await;
     assert_eq!(r.body, "1");
@@ -476,8 +530,8 @@ async fn length(c: &mut Client, n: u64, counts: bool) {
     }
 }
 
-async fn data_is_json(extra: &str) {
-    let (server, _dir) = start(extra);
+async fn data_is_json(extra: &str, fw: Framework) {
+    let (server, _dir) = start(extra, fw);
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
     let r = c.get("/data").await;
@@ -485,8 +539,8 @@ async fn data_is_json(extra: &str) {
     assert_eq!(v, serde_json::json!({"aha": "foo", "counter": 1}));
 }
 
-async fn concurrency(extra: &str) {
-    let (server, _dir) = start(extra);
+async fn concurrency(extra: &str, fw: Framework) {
+    let (server, _dir) = start(extra, fw);
     let mut c = Client::new(server.addr);
     assert_eq!(c.get("/").await.body, "1");
     let replies = c.hammer("/", 5, 30).await;
@@ -499,8 +553,8 @@ async fn concurrency(extra: &str) {
     assert_eq!(hitcount, Some(1 + 5 * 30));
 }
 
-async fn test_5_error_paths(extra: &str) {
-    let (server, _dir) = start(extra);
+async fn test_5_error_paths(extra: &str, fw: Framework) {
+    let (server, _dir) = start(extra, fw);
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
     let r = c.get("/unknown/page").await;
@@ -514,8 +568,8 @@ async fn test_5_error_paths(extra: &str) {
     assert_eq!(c.get("/restricted").await.body, "GET");
 }
 
-async fn test_6_regenerate(extra: &str) {
-    let (server, _dir) = start(extra);
+async fn test_6_regenerate(extra: &str, fw: Framework) {
+    let (server, _dir) = start(extra, fw);
     let mut c = Client::new(server.addr);
     c.get("/testStr").await;
     let id1 = c.id().unwrap();
@@ -537,8 +591,8 @@ async fn test_6_regenerate(extra: &str) {
     assert_eq!(r.body, "1");
 }
 
-async fn test_7_session_cookies(extra: &str) {
-    let (server, _dir) = start(extra);
+async fn test_7_session_cookies(extra: &str, fw: Framework) {
+    let (server, _dir) = start(extra, fw);
     let mut c = Client::new(server.addr);
     let r = c.get("/session_cookie").await;
     let attrs = r.cookie_attrs();

@@ -3,12 +3,38 @@
 //! others out; `sessions list --user` and `sessions logout --user` see and
 //! end what the site wrote (a file store, shared by the server and the
 //! commands); and what the demo keeps in a session: no id, and no value
-//! that breaks its page.
+//! that breaks its page. Each runs on both frameworks the demo is served
+//! with (axum, actix-web).
 
 mod server;
 
+/// Each scenario through each framework `sessions serve` runs the demo
+/// with.
+macro_rules! on_each_framework {
+    ($($name:ident),*) => {
+        mod axum {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Framework::Axum).await;
+            })*
+        }
+        mod actix {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Framework::Actix).await;
+            })*
+        }
+    };
+}
+
+on_each_framework!(
+    a_user_logs_out_other_sessions_in_the_demo_and_the_cli,
+    the_demo_stores_no_id_and_shows_any_value,
+    bad_user_names_are_refused_clearly
+);
+
 use server::temp::TempDir;
-use server::{run, text, Server};
+use server::{run, text, Framework, Server};
 
 /// One browser: a cookie, kept as a browser keeps it, and no redirects
 /// followed, so that each response's cookie is seen.
@@ -92,14 +118,13 @@ fn session_rows(page: &str) -> usize {
         })
 }
 
-#[tokio::test]
-async fn a_user_logs_out_other_sessions_in_the_demo_and_the_cli() {
+async fn a_user_logs_out_other_sessions_in_the_demo_and_the_cli(fw: Framework) {
     let dir = TempDir::new("users");
     let store = format!(
         "tools.sessions.storage_type = 'file'\ntools.sessions.storage_path = '{}/sessions'\n",
         dir.path().display()
     );
-    logs_out_other_sessions(&dir, &store).await;
+    logs_out_other_sessions(&dir, &store, fw).await;
 }
 
 /// The same on MySQL (MariaDB in CI), on a table of its own.
@@ -116,18 +141,18 @@ async fn a_user_logs_out_other_sessions_on_mysql() {
          tools.sessions.table = '{}'\n",
         server::temp::unique_table()
     );
-    logs_out_other_sessions(&dir, &store).await;
+    logs_out_other_sessions(&dir, &store, Framework::Axum).await;
 }
 
 /// The demo's "log out other sessions" and "everywhere", and `sessions
 /// logout --user`, on the store `store` (its config lines).
-async fn logs_out_other_sessions(dir: &TempDir, store: &str) {
+async fn logs_out_other_sessions(dir: &TempDir, store: &str, fw: Framework) {
     let config = dir.write(
         "site.conf",
         &format!("[/]\ntools.sessions.on = True\n{store}"),
     );
     let conf = config.to_str().unwrap();
-    let server = Server::demo(&config);
+    let server = Server::demo_on(&config, fw);
     let mut browsers: Vec<Browser> = (0..3).map(|_| Browser::new(&server)).collect();
     let mut bob = Browser::new(&server);
     for b in &mut browsers {
@@ -202,8 +227,7 @@ fn files_under(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 /// user index) holds the old id or the new one, in its name or its bytes.
 /// And a value the page cannot count (`visits = abc`, through the form)
 /// is replaced there, never a 500 on every later page.
-#[tokio::test]
-async fn the_demo_stores_no_id_and_shows_any_value() {
+async fn the_demo_stores_no_id_and_shows_any_value(fw: Framework) {
     let dir = TempDir::new("demo");
     let config = dir.write(
         "site.conf",
@@ -213,7 +237,7 @@ async fn the_demo_stores_no_id_and_shows_any_value() {
             dir.path().display()
         ),
     );
-    let server = Server::demo(&config);
+    let server = Server::demo_on(&config, fw);
     let mut b = Browser::new(&server);
     let id = |b: &Browser| {
         b.cookie
@@ -251,11 +275,10 @@ async fn the_demo_stores_no_id_and_shows_any_value() {
     assert!(b.page().await.contains("id=visits>2<"));
 }
 
-#[tokio::test]
-async fn bad_user_names_are_refused_clearly() {
+async fn bad_user_names_are_refused_clearly(fw: Framework) {
     let dir = TempDir::new("users");
     let config = dir.write("site.conf", "[/]\ntools.sessions.on = True\n");
-    let server = Server::demo(&config);
+    let server = Server::demo_on(&config, fw);
     let mut b = Browser::new(&server);
     let long = "a".repeat(257);
     for (user, says) in [

@@ -154,7 +154,6 @@ impl Error {
 
     /// The response for a handler that returned this error: logged here
     /// unless it was logged where it arose.
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn answer<B: From<&'static str>>(&self) -> Response<B> {
         if !self.logged_at_origin() {
             self.log();

@@ -78,6 +78,7 @@
 // feature-gated item with the feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 pub mod auth;
 pub mod config;
 mod cookie;

@@ -350,6 +350,7 @@ impl Session {
 
 /// Ends the request's hold on its session when dropped, saving nothing:
 /// what a response, a panic and a dropped future have in common.
+#[derive(Debug)]
 pub(crate) struct EndOnDrop(Session);
 
 impl Drop for EndOnDrop {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use server_sessions::store::SessionAdmin;
 use server_sessions::{Locking, Session};
 
-type Result<T> = std::result::Result<T, server_sessions::Error>;
+pub(crate) type Result<T> = std::result::Result<T, server_sessions::Error>;
 
 pub(crate) fn router(store: Arc<dyn SessionAdmin>) -> Router {
     Router::new()
@@ -40,7 +40,8 @@ async fn lock_if_explicit(session: &Session) -> Result<()> {
     Ok(())
 }
 
-async fn count(session: &Session, pause: bool) -> Result<String> {
+/// `/` and `/testStr`: the hit counter.
+pub(crate) async fn count(session: &Session, pause: bool) -> Result<String> {
     lock_if_explicit(session).await?;
     let counter = session.get::<u64>("counter").await?.unwrap_or(0) + 1;
     if pause {
@@ -62,51 +63,82 @@ async fn test_str(session: Session) -> Result<String> {
 }
 
 async fn data(session: Session) -> Result<Response> {
-    session.insert("aha", "foo").await?;
-    let body = session.to_json().await?.to_string();
+    let body = data_json(&session).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Deserialize)]
-struct Key {
-    key: String,
+pub(crate) struct Key {
+    pub(crate) key: String,
 }
 
-async fn keyin(session: Session, Query(q): Query<Key>) -> Result<String> {
-    let present = session.contains_key(&q.key).await?;
-    Ok(if present { "True" } else { "False" }.into())
+async fn keyin(session: Session, Query(q): Query<Key>) -> Result<&'static str> {
+    key_in(&session, &q.key).await
 }
 
 async fn delkey(session: Session, Query(q): Query<Key>) -> Result<&'static str> {
-    session.remove_value(&q.key).await?;
-    Ok("OK")
+    del_key(&session, &q.key).await
 }
 
 async fn delete(session: Session) -> Result<&'static str> {
+    delete_session(&session).await
+}
+
+async fn regen(session: Session) -> Result<&'static str> {
+    regenerate(&session).await
+}
+
+async fn length(session: Session, State(store): State<Arc<dyn SessionAdmin>>) -> Result<String> {
+    count_sessions(&session, &*store).await
+}
+
+async fn session_cookie(session: Session) -> Result<String> {
+    session_id(&session).await
+}
+
+// What each route does, whatever the framework (the actix-web app in
+// `conformance_actix.rs` calls these too).
+
+/// `/data`: sets `aha` and answers the whole session as JSON.
+pub(crate) async fn data_json(session: &Session) -> Result<String> {
+    session.insert("aha", "foo").await?;
+    Ok(session.to_json().await?.to_string())
+}
+
+/// `/keyin`: `True` or `False`, as Python prints them.
+pub(crate) async fn key_in(session: &Session, key: &str) -> Result<&'static str> {
+    let present = session.contains_key(key).await?;
+    Ok(if present { "True" } else { "False" })
+}
+
+/// `/delkey`.
+pub(crate) async fn del_key(session: &Session, key: &str) -> Result<&'static str> {
+    session.remove_value(key).await?;
+    Ok("OK")
+}
+
+/// `/delete`: the session is deleted and the client drops its cookie.
+pub(crate) async fn delete_session(session: &Session) -> Result<&'static str> {
     session.delete().await?;
     session.expire().await?;
     Ok("done")
 }
 
-async fn regen(session: Session) -> Result<&'static str> {
+/// `/regen`.
+pub(crate) async fn regenerate(session: &Session) -> Result<&'static str> {
     session.regenerate().await?;
     Ok("logged in")
 }
 
-async fn length(
-    session: Session,
-    State(store): State<Arc<dyn SessionAdmin>>,
-) -> std::result::Result<String, Response> {
-    // CherryPy's `len(session)` counts the sessions in the store; using the
-    // session first makes this one count, as it does there.
-    session.load().await.map_err(IntoResponse::into_response)?;
-    match store.count().await {
-        Ok(n) => Ok(n.to_string()),
-        Err(e) => Err(server_sessions::Error::from(e).into_response()),
-    }
+/// `/length`: CherryPy's `len(session)` counts the sessions in the store;
+/// using the session first makes this one count, as it does there.
+pub(crate) async fn count_sessions(session: &Session, store: &dyn SessionAdmin) -> Result<String> {
+    session.load().await?;
+    Ok(store.count().await?.to_string())
 }
 
-async fn session_cookie(session: Session) -> Result<String> {
+/// `/session_cookie`: the session's id.
+pub(crate) async fn session_id(session: &Session) -> Result<String> {
     session.load().await?;
     Ok(session.id().await?.to_string())
 }

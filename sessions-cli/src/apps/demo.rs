@@ -36,9 +36,15 @@ pub(crate) fn router() -> Router {
         .route("/goodbye", get(goodbye))
 }
 
-type Result<T> = std::result::Result<T, server_sessions::Error>;
+pub(crate) type Result<T> = std::result::Result<T, server_sessions::Error>;
 
 async fn page(session: Session) -> Result<Html<String>> {
+    Ok(Html(render(&session).await?))
+}
+
+/// The page, whatever the framework (the actix-web app in `demo_actix.rs`
+/// calls this and the other `pub(crate)` functions too).
+pub(crate) async fn render(session: &Session) -> Result<String> {
     let visits = match session.get::<u64>("visits").await {
         Ok(visits) => visits.unwrap_or(0) + 1,
         // Not a count (the form sets any key to a string): the count
@@ -48,7 +54,7 @@ async fn page(session: Session) -> Result<Html<String>> {
     };
     session.insert("visits", visits).await?;
     let flash = Flash::from(session.clone()).take().await?;
-    let token = csrf::token(&session).await?;
+    let token = csrf::token(session).await?;
     let csrf = format!(
         "<input type=hidden name={} value=\"{}\">",
         csrf::FIELD,
@@ -56,7 +62,7 @@ async fn page(session: Session) -> Result<Html<String>> {
     );
     let id = session.id().await?;
     let account = match session.user().await? {
-        Some(user) => account(&session, &user, &csrf).await?,
+        Some(user) => account(session, &user, &csrf).await?,
         None => "<p id=user>Not logged in.</p>".to_owned(),
     };
     let created = session.created().await?;
@@ -84,7 +90,7 @@ async fn page(session: Session) -> Result<Html<String>> {
         .iter()
         .map(|m| format!("<p class=\"flash {}\">{}</p>", m.level, escape(&m.text)))
         .collect();
-    Ok(Html(format!(
+    Ok(format!(
         include_str!("demo.html"),
         flash = flash,
         visits = visits,
@@ -95,7 +101,7 @@ async fn page(session: Session) -> Result<Html<String>> {
         rows = rows,
         account = account,
         csrf = csrf,
-    )))
+    ))
 }
 
 /// The logged-in user's part of the page: who, and every session of that
@@ -128,63 +134,86 @@ async fn account(session: &Session, user: &server_sessions::UserId, csrf: &str) 
 }
 
 #[derive(Deserialize)]
-struct SetForm {
-    key: String,
-    value: String,
+pub(crate) struct SetForm {
+    pub(crate) key: String,
+    pub(crate) value: String,
 }
 
 async fn set(session: Session, Form(form): Form<SetForm>) -> Result<Response> {
+    Ok(match set_value(&session, &form).await? {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+    })
+}
+
+/// Stores the form's key and value; `Err` says why they were refused (a
+/// 400).
+pub(crate) async fn set_value(
+    session: &Session,
+    form: &SetForm,
+) -> Result<std::result::Result<(), String>> {
     let key = form.key.trim();
     if key.is_empty() || key.len() > MAX_KEY || key.starts_with(RESERVED) {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            format!("a key is 1 to {MAX_KEY} characters and does not start with {RESERVED}\n"),
-        )
-            .into_response());
+        return Ok(Err(format!(
+            "a key is 1 to {MAX_KEY} characters and does not start with {RESERVED}\n"
+        )));
     }
     if form.value.len() > MAX_VALUE {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            format!("a value is at most {MAX_VALUE} characters\n"),
-        )
-            .into_response());
+        return Ok(Err(format!("a value is at most {MAX_VALUE} characters\n")));
     }
     session.insert(key, &form.value).await?;
-    Ok(Redirect::to("/").into_response())
+    Ok(Ok(()))
 }
 
 async fn remove(session: Session, Form(form): Form<HashMap<String, String>>) -> Result<Redirect> {
-    if let Some(key) = form.get("key") {
-        session.remove_value(key).await?;
-    }
+    remove_key(&session, &form).await?;
     Ok(Redirect::to("/"))
 }
 
+/// Removes the form's `key`, if it names one.
+pub(crate) async fn remove_key(session: &Session, form: &HashMap<String, String>) -> Result<()> {
+    if let Some(key) = form.get("key") {
+        session.remove_value(key).await?;
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
-struct LoginForm {
-    user: String,
+pub(crate) struct LoginForm {
+    pub(crate) user: String,
+}
+
+async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response> {
+    Ok(match log_in(&session, &form).await? {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(why) => (StatusCode::BAD_REQUEST, why).into_response(),
+    })
 }
 
 /// What an app does when a user logs in (the demo takes any name, without
 /// a password): a new id for the same data, so an id planted before the
 /// login is worthless after it, and the session tied to the user, so that
-/// the user's sessions can be listed and ended.
-async fn login(session: Session, Form(form): Form<LoginForm>) -> Result<Response> {
+/// the user's sessions can be listed and ended. `Err` says why the name
+/// was refused (a 400).
+pub(crate) async fn log_in(
+    session: &Session,
+    form: &LoginForm,
+) -> Result<std::result::Result<(), String>> {
     let user = match server_sessions::UserId::new(form.user.trim()) {
         Ok(user) => user,
-        Err(e) => return Ok((StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()),
+        Err(e) => return Ok(Err(format!("{e}\n"))),
     };
     session.regenerate().await?;
     session.set_user(user).await?;
     // New privileges, new token: a form rendered before the log-in (or
     // planted with it) no longer posts.
-    csrf::rotate(&session).await?;
+    csrf::rotate(session).await?;
     // The message is kept in the session until the next page: it names no
     // id, since no store may hold one (the page shows the new id itself).
-    Flash::from(session)
+    Flash::from(session.clone())
         .success("Logged in: the session has a new id, and the data stayed.")
         .await?;
-    Ok(Redirect::to("/").into_response())
+    Ok(Ok(()))
 }
 
 async fn logout(session: Session) -> Result<Redirect> {
@@ -192,14 +221,18 @@ async fn logout(session: Session) -> Result<Redirect> {
     Ok(Redirect::to("/goodbye"))
 }
 
-/// "Log out my other devices": every other session of this user ends.
 async fn logout_others(session: Session) -> Result<Redirect> {
+    end_other_sessions(&session).await?;
+    Ok(Redirect::to("/"))
+}
+
+/// "Log out my other devices": every other session of this user ends.
+pub(crate) async fn end_other_sessions(session: &Session) -> Result<()> {
     let ended = session.logout_other_sessions().await?;
     let plural = if ended == 1 { "" } else { "s" };
-    Flash::from(session)
+    Flash::from(session.clone())
         .push(Level::Info, format!("Ended {ended} other session{plural}."))
-        .await?;
-    Ok(Redirect::to("/"))
+        .await
 }
 
 /// Every session of this user ends, this one too.
@@ -210,13 +243,14 @@ async fn logout_everywhere(session: Session) -> Result<Redirect> {
 
 /// Uses no session, so it sets no cookie: the browser is left without one.
 async fn goodbye() -> Html<&'static str> {
-    Html(
-        "<!doctype html><meta charset=utf-8><title>Logged out</title>\
+    Html(GOODBYE)
+}
+
+/// The page after a log-out.
+pub(crate) const GOODBYE: &str = "<!doctype html><meta charset=utf-8><title>Logged out</title>\
          <style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}</style>\
          <h1>Logged out</h1><p>The session was deleted on the server and the browser \
-         was told to drop its cookie.</p><p><a href=/>Start a new session</a></p>",
-    )
-}
+         was told to drop its cookie.</p><p><a href=/>Start a new session</a></p>";
 
 /// The attributes of the cookie this page's response sets.
 fn cookie_summary(c: &SessionConfig) -> String {

@@ -15,6 +15,7 @@ pub(crate) mod list;
 pub(crate) mod logout;
 pub(crate) mod migrate;
 pub(crate) mod serve;
+mod serve_actix;
 pub(crate) mod show;
 pub(crate) mod stats;
 

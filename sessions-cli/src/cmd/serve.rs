@@ -19,6 +19,15 @@ pub(crate) enum App {
     Conformance,
 }
 
+/// Which web framework serves it: the same sessions either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Framework {
+    /// axum, through the tower layer.
+    Axum,
+    /// actix-web, through `server-sessions-actix`.
+    Actix,
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// A config file: CherryPy INI, or TOML if it ends in `.toml`.
@@ -31,6 +40,9 @@ pub(crate) struct Args {
     /// The app to serve.
     #[arg(long, value_enum, default_value = "demo")]
     app: App,
+    /// The web framework to serve it with.
+    #[arg(long, value_enum, default_value = "axum")]
+    framework: Framework,
     /// Serve the sessions' metrics (store call latency, lock timeouts,
     /// store errors, sessions created and expired) in Prometheus' text
     /// format on this address, at any path (`/metrics`).
@@ -60,32 +72,23 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     check_session_auth(&config)?;
+    if args.framework == Framework::Actix && config.sections().any(|(_, s)| s.auth.on) {
+        // The log-in tool and the CSRF check are tower layers.
+        anyhow::bail!(
+            "tools.session_auth is served through axum only: leave out --framework actix"
+        );
+    }
     let storage = config.storage().clone();
     let store = server_sessions::store::open(&config)
         .await
         .with_context(|| format!("cannot open the {} store", storage.kind.as_str()))?;
     let layer = SessionLayer::from_arc(store.clone()).with_file_config(config);
-    // CherryPy's log-in tool acts where a path says
-    // `tools.session_auth.on`, inside the sessions; the demo's CSRF check
-    // sits around it, so that `do_login` needs the token too.
-    let (app, layer) = match args.app {
-        App::Demo => (
-            apps::demo::router()
-                .layer(SessionAuthLayer::htpasswd())
-                .layer(CsrfLayer::new()),
-            layer.on_event(log_event),
-        ),
-        App::Conformance => (
-            apps::conformance::router(store).layer(SessionAuthLayer::htpasswd()),
-            layer,
-        ),
+    let layer = match args.app {
+        App::Demo => layer.on_event(log_event),
+        App::Conformance => layer,
     };
-    let app = app
-        .layer(layer)
-        .layer(axum::middleware::from_fn(log_request));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     // Scripts and tests read this line to find the port.
     println!(
@@ -93,9 +96,30 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         args.app,
         storage.kind.as_str()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    match args.framework {
+        Framework::Axum => {
+            // CherryPy's log-in tool acts where a path says
+            // `tools.session_auth.on`, inside the sessions; the demo's CSRF
+            // check sits around it, so that `do_login` needs the token too.
+            let app = match args.app {
+                App::Demo => apps::demo::router()
+                    .layer(SessionAuthLayer::htpasswd())
+                    .layer(CsrfLayer::new()),
+                App::Conformance => {
+                    apps::conformance::router(store).layer(SessionAuthLayer::htpasswd())
+                }
+            };
+            let app = app
+                .layer(layer)
+                .layer(axum::middleware::from_fn(log_request));
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+        Framework::Actix => super::serve_actix::run(listener, args.app, layer, store).await?,
+    }
     Ok(())
 }
 
@@ -172,7 +196,7 @@ async fn shutdown() {
 
 /// The demo's hook: one log line per session event (on the events thread,
 /// never in a request).
-fn log_event(event: &server_sessions::SessionEvent) {
+pub(super) fn log_event(event: &server_sessions::SessionEvent) {
     let user = event.user().map(server_sessions::UserId::as_str);
     match event {
         server_sessions::SessionEvent::Regenerated { from, to, .. } => {

@@ -20,6 +20,26 @@ use std::process::{Child, Command, Output, Stdio};
 
 use temp::TempDir;
 
+/// The web framework `sessions serve` runs its app with
+/// (`--framework`): every end-to-end scenario runs on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framework {
+    /// axum, through the tower layer.
+    Axum,
+    /// actix-web, through `server-sessions-actix`.
+    Actix,
+}
+
+impl Framework {
+    /// The value of `--framework`.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Framework::Axum => "axum",
+            Framework::Actix => "actix",
+        }
+    }
+}
+
 /// A running `sessions serve`; killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -35,8 +55,15 @@ impl Server {
 
     /// The same on `port` of loopback (0: a free one).
     pub fn conformance_at(config: &Path, port: u16) -> Server {
+        Self::conformance_on(config, port, Framework::Axum)
+    }
+
+    /// The same through `framework`.
+    pub fn conformance_on(config: &Path, port: u16, framework: Framework) -> Server {
         Self::start(&[
             "serve",
+            "--framework",
+            framework.arg(),
             "--app",
             "conformance",
             "--config",
@@ -48,8 +75,15 @@ impl Server {
 
     /// Starts `sessions serve --config FILE` (the demo) on a free port.
     pub fn demo(config: &Path) -> Server {
+        Self::demo_on(config, Framework::Axum)
+    }
+
+    /// The same through `framework`.
+    pub fn demo_on(config: &Path, framework: Framework) -> Server {
         Self::start(&[
             "serve",
+            "--framework",
+            framework.arg(),
             "--config",
             config.to_str().unwrap(),
             "--bind",
@@ -124,10 +158,15 @@ pub const FILE_STORE: &str = "tools.sessions.storage_type = 'file'\n\
 /// `{dir}` in `extra` stands for a fresh directory that lives as long as
 /// the returned guard.
 pub fn conformance_app(extra: &str) -> (Server, TempDir) {
+    conformance_app_on(extra, Framework::Axum)
+}
+
+/// The same through `framework`.
+pub fn conformance_app_on(extra: &str, framework: Framework) -> (Server, TempDir) {
     let dir = TempDir::new("conformance");
     let extra = extra.replace("{dir}", dir.path().to_str().unwrap());
     let config = dir.write("site.conf", &cherrypy_config(&extra));
-    (Server::conformance(&config), dir)
+    (Server::conformance_on(&config, 0, framework), dir)
 }
 
 /// Runs `sessions ARGS` to its end (an admin command), logging warnings

@@ -15,7 +15,7 @@ use crate::store::SessionStore;
 /// clone of the layer and its services is dropped.
 #[derive(Clone)]
 pub struct SessionLayer {
-    pub(super) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for SessionLayer {
@@ -99,7 +99,7 @@ impl<S> Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SessionService {
             inner,
-            shared: self.shared.clone(),
+            layer: self.clone(),
         }
     }
 }

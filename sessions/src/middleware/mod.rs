@@ -19,7 +19,6 @@
 
 mod future;
 mod layer;
-mod respond;
 mod service;
 
 pub use future::ResponseFuture;

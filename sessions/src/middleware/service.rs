@@ -1,23 +1,16 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use tower_service::Service;
 
-use super::respond::respond;
-use super::ResponseFuture;
-use crate::config::{Locking, SessionConfig, StorageType};
-use crate::cookie;
-use crate::header;
-use crate::request::{ClientId, Shared};
-use crate::session::Session;
-use crate::store::InCookie;
+use super::{ResponseFuture, SessionLayer};
+use crate::adapter::{Pending, Reply};
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around yours.
 #[derive(Clone)]
 pub struct SessionService<S> {
     pub(super) inner: S,
-    pub(super) shared: Arc<Shared>,
+    pub(super) layer: SessionLayer,
 }
 
 impl<S> std::fmt::Debug for SessionService<S> {
@@ -45,73 +38,23 @@ where
         // The clone that was driven to readiness is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let config = self.shared.config.resolve(req.uri().path());
-        if !config.on {
+        let Some(pending) = Pending::start(&self.layer, req.uri().path(), req.headers()) else {
             return ResponseFuture::passthrough(inner.call(req));
-        }
-        // `storage_type = "cookie"`: the session itself is in the cookie,
-        // and this request gets a store of its own holding it.
-        let in_cookie = (config.storage.kind == StorageType::Cookie)
-            .then(|| InCookie::for_request(cookie::values(req.headers(), &config.name), config));
-        let client = match &in_cookie {
-            Some((_, client)) => *client,
-            None => client_id(req.headers(), config),
         };
-        let cookie_path = config
-            .path_header
-            .as_ref()
-            .and_then(|h| req.headers().get(h))
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| cookie::is_cookie_path(p))
-            .map(String::from);
-        let early = config.locking == Locking::Early;
-        let (state, in_cookie) = match in_cookie {
-            Some((store, _)) => (
-                self.shared
-                    .request_on(Arc::new(store.clone()), config, client),
-                Some(store),
-            ),
-            None => (self.shared.request(config, client), None),
-        };
-        let session = Session::new(state, client.id());
-        req.extensions_mut().insert(session.clone());
+        req.extensions_mut().insert(pending.session().clone());
         ResponseFuture::session(async move {
             // Whatever ends this future — the response, an error, a panic
-            // in the handler, the client going away — ends the request's
-            // hold on the session, releasing its lock.
-            let _end = session.end_on_drop();
-            if early {
-                let mut state = session.request_state().lock().await;
-                if let Err(e) = state.acquire_lock().await {
-                    return Ok(e.failure().response());
-                }
+            // in the handler, the client going away — drops `pending`,
+            // which ends the request's hold on the session.
+            if let Err(refused) = pending.before_handler().await {
+                return Ok(refused.map(ResBody::from));
             }
             let mut response = inner.call(req).await?;
-            let outcome = session.request_state().lock().await.finish().await;
-            respond(
-                outcome,
-                session.config(),
-                cookie_path.as_deref(),
-                in_cookie.as_ref(),
-                &mut response,
-            );
+            match pending.finish().await {
+                Reply::Headers(headers) => headers.write_to(response.headers_mut()),
+                Reply::Replace(failure) => response = failure.map(ResBody::from),
+            }
             Ok(response)
         })
-    }
-}
-
-/// The id the client sent: in the `header`, when one is configured and
-/// sent; otherwise in the cookie, when cookies are on.
-fn client_id(headers: &HeaderMap, config: &SessionConfig) -> ClientId {
-    if let Some(name) = &config.header {
-        let sent = header::client_id(headers, name, config.signer());
-        if sent != ClientId::NotSent || !config.cookie {
-            return sent;
-        }
-    }
-    if config.cookie {
-        cookie::client_id(headers, &config.name, config.signer())
-    } else {
-        ClientId::NotSent
     }
 }
