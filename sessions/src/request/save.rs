@@ -150,7 +150,15 @@ impl RequestSession {
     pub(super) async fn delete_doomed(&mut self) -> Result<(), Error> {
         for doomed in std::mem::take(&mut self.doomed) {
             let key = doomed.id.store_key();
-            let r = timed("delete", &key, self.store.as_ref().delete(&key)).await;
+            // Under this request's lock a plain delete; otherwise (a
+            // session deleted unread, or without a lock in `explicit`
+            // mode) the store takes the lock first, so that no process
+            // keeping the session serves it afterwards.
+            let r = if self.holds_lock(&doomed.id) {
+                timed("delete", &key, self.store.as_ref().delete(&key)).await
+            } else {
+                timed("delete", &key, self.store.as_ref().end(&key)).await
+            };
             checked(&mut self.failed, r)?;
             let user = doomed.user;
             if doomed.why == Doom::Dead {

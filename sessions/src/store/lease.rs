@@ -194,6 +194,7 @@ pub(crate) async fn acquire<B: LeaseBackend>(
 /// store that keeps sessions in processes: under its lease, so that a
 /// process keeping it gives it back first (and one that stalled or died
 /// loses it within a lease), and none serves it after the delete.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) async fn end<B: LeaseBackend>(
     backend: &B,
     waits: &Arc<LockWaits>,

@@ -18,7 +18,7 @@
 //! ```
 
 use std::any::Any;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -28,6 +28,13 @@ use tokio::time::Instant;
 use super::Error;
 use crate::id::{shard_of, KeyMap, StoreKey};
 use crate::record::Record;
+
+mod keep;
+#[cfg(test)]
+mod tests;
+
+pub use keep::Keep;
+use keep::Kept;
 
 const SHARDS: usize = 32;
 
@@ -88,46 +95,6 @@ struct Entry {
     /// one held it: it is released at the end, neither kept nor handed on.
     wanted: bool,
 }
-
-/// When a kept session was left, and the size of the record kept with it.
-#[derive(Clone, Copy)]
-struct Kept {
-    since: Instant,
-    bytes: usize,
-}
-
-/// What a process may keep of the sessions its requests used: a session's
-/// backend lock (its lease) and the record it just saved stay in the
-/// process after the request, so that the next request of that session
-/// here starts with no round trip. Another process that wants the session
-/// asks for it back (the store's notification), and gets it at once when
-/// it is idle, or at the end of the request in flight. Bounded by these
-/// limits: past them, a request releases as if keeping were off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keep {
-    /// How long a kept session may sit unused before its lock is released
-    /// (default 2 s).
-    pub idle: Duration,
-    /// At most this many sessions kept at once (default 10,000).
-    pub sessions: usize,
-    /// At most this many bytes of kept records (default 64 MiB).
-    pub bytes: usize,
-}
-
-impl Default for Keep {
-    fn default() -> Self {
-        Keep {
-            idle: Duration::from_secs(2),
-            sessions: 10_000,
-            bytes: 64 << 20,
-        }
-    }
-}
-
-/// How long a session another process asked back is not kept again: a
-/// session that moves between processes (a round-robin balancer) would
-/// otherwise cost a give-back at every request.
-const BOUNCE: Duration = Duration::from_secs(10);
 
 /// A sharded table of per-session async mutexes, fair (first come, first
 /// served).
@@ -215,53 +182,6 @@ impl LocalGuard {
             **guard = Some(value);
         }
     }
-
-    /// Whether a session with a record of `bytes` may be kept: it was not
-    /// asked back, lately or now, and the bounds leave room.
-    pub(crate) fn may_keep(&self, bytes: usize, keep: &Keep) -> bool {
-        let locks = &self.claim.locks;
-        if locks.kept_sessions.load(Ordering::Relaxed) >= keep.sessions
-            || locks
-                .kept_bytes
-                .load(Ordering::Relaxed)
-                .saturating_add(bytes)
-                > keep.bytes
-            || locks.bounced(&self.claim.key)
-        {
-            return false;
-        }
-        let shard = locks.shard(&self.claim.key);
-        shard.get(&self.claim.key).is_some_and(|e| !e.wanted)
-    }
-
-    /// Lets go of the key, leaving `value` — the backend lock, still held,
-    /// and the record — in the table for the next request of the session,
-    /// even if none waits now: kept until it is taken, asked back, or idle
-    /// for `keep.idle`. Refused (and `value` dropped, which releases it)
-    /// when the session was asked back meanwhile or no runtime runs.
-    pub(crate) fn keep(mut self, value: Handover, bytes: usize, keep: &Keep) {
-        let locks = Arc::clone(&self.claim.locks);
-        if !locks.sweep_every(keep.idle) {
-            return;
-        }
-        {
-            let mut shard = locks.shard(&self.claim.key);
-            let Some(entry) = shard.get_mut(&self.claim.key).filter(|e| !e.wanted) else {
-                drop(shard);
-                drop(value);
-                return;
-            };
-            entry.kept = Some(Kept {
-                since: Instant::now(),
-                bytes,
-            });
-        }
-        locks.kept_sessions.fetch_add(1, Ordering::Relaxed);
-        locks.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if let Some(guard) = self.guard.as_mut() {
-            **guard = Some(value);
-        }
-    }
 }
 
 impl LocalLocks {
@@ -272,107 +192,6 @@ impl LocalLocks {
             kept_bytes: AtomicUsize::new(0),
             bounced: Mutex::default(),
             sweeper: OnceLock::new(),
-        }
-    }
-
-    /// Counts out what a removed entry kept, and drops it (outside every
-    /// lock: a kept lease's `Drop` spawns its release).
-    fn forget(&self, removed: Option<Entry>) {
-        if let Some(kept) = removed.as_ref().and_then(|e| e.kept) {
-            self.uncount(kept);
-        }
-        drop(removed);
-    }
-
-    /// A hand-over was taken out of the session's slot: if it was kept
-    /// there, it is no longer.
-    fn taken_out(&self, key: &StoreKey) {
-        let kept = self.shard(key).get_mut(key).and_then(|e| e.kept.take());
-        if let Some(kept) = kept {
-            self.uncount(kept);
-        }
-    }
-
-    fn uncount(&self, kept: Kept) {
-        self.kept_sessions.fetch_sub(1, Ordering::Relaxed);
-        self.kept_bytes.fetch_sub(kept.bytes, Ordering::Relaxed);
-    }
-
-    /// Whether the session was asked back by another process lately.
-    fn bounced(&self, key: &StoreKey) -> bool {
-        let bounced = self.bounced.lock().unwrap_or_else(|e| e.into_inner());
-        bounced
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
-    }
-
-    /// Another process wants the session: released now if it is kept
-    /// idle, at the end of its request if one holds it; either way not
-    /// kept again for [`BOUNCE`].
-    fn give_back(&self, key: &StoreKey) {
-        let removed = {
-            let mut shard = self.shard(key);
-            match shard.get_mut(key) {
-                Some(entry) if entry.claims == 0 => shard.remove(key),
-                Some(entry) => {
-                    entry.wanted = true;
-                    None
-                }
-                None => return,
-            }
-        };
-        {
-            let now = Instant::now();
-            let mut bounced = self.bounced.lock().unwrap_or_else(|e| e.into_inner());
-            if bounced.len() >= 4096 {
-                bounced.retain(|_, until| *until > now);
-            }
-            bounced.insert(*key, now + BOUNCE);
-        }
-        self.forget(removed);
-    }
-
-    /// Starts, once, the task that releases sessions kept idle for `idle`;
-    /// false if no runtime runs to start it on.
-    fn sweep_every(self: &Arc<Self>, idle: Duration) -> bool {
-        if self.sweeper.get().is_some() {
-            return true;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return false;
-        };
-        let weak = Arc::downgrade(self);
-        self.sweeper.get_or_init(|| {
-            runtime.spawn(async move {
-                let period = (idle / 2).max(Duration::from_millis(10));
-                loop {
-                    tokio::time::sleep(period).await;
-                    let Some(locks) = weak.upgrade() else { return };
-                    locks.sweep(idle);
-                }
-            });
-        });
-        true
-    }
-
-    /// Releases every session kept unused for `idle` or longer.
-    fn sweep(&self, idle: Duration) {
-        if self.kept_sessions.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let now = Instant::now();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let stale: Vec<StoreKey> = shard
-                .iter()
-                .filter(|(_, e)| e.claims == 0 && e.kept.is_some_and(|k| now - k.since >= idle))
-                .map(|(key, _)| *key)
-                .collect();
-            let removed: Vec<Entry> = stale.iter().filter_map(|k| shard.remove(k)).collect();
-            drop(shard);
-            for entry in removed {
-                self.forget(Some(entry));
-            }
         }
     }
 
@@ -589,6 +408,15 @@ impl LockWaits {
     /// The front of the queue for a request that holds `local` but whose
     /// hand-over turned out to be worthless (its lease was lost): it asks
     /// the backend as any front waiter does.
+    #[cfg_attr(
+        not(any(
+            feature = "redis",
+            feature = "postgres",
+            feature = "sqlite",
+            feature = "memcached"
+        )),
+        allow(dead_code)
+    )]
     pub(crate) fn front(
         self: &Arc<Self>,
         key: &StoreKey,
@@ -866,159 +694,5 @@ impl Backoff {
             .map_or(0, |d| d.subsec_nanos());
         let half = step.as_nanos() as u64 / 2 + 1;
         step + Duration::from_nanos(u64::from(nanos) % half)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn exclusion_timeout_and_no_leak() {
-        let locks = Arc::new(LocalLocks::new());
-        let key = StoreKey::generate().unwrap();
-        let g = locks.lock(&key, Duration::from_secs(1)).await.unwrap();
-        assert!(locks.try_lock(&key).is_none());
-        assert!(locks.lock(&key, Duration::from_millis(20)).await.is_none());
-        assert_eq!(locks.len(), 1);
-        drop(g);
-        assert_eq!(locks.len(), 0);
-        let g = locks.try_lock(&key).unwrap();
-        drop(g);
-        assert_eq!(locks.len(), 0);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn many_waiters_leave_nothing_behind() {
-        let locks = Arc::new(LocalLocks::new());
-        let key = StoreKey::generate().unwrap();
-        let counter = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let mut tasks = Vec::new();
-        for i in 0..50 {
-            let (locks, counter) = (locks.clone(), counter.clone());
-            tasks.push(tokio::spawn(async move {
-                // Some waiters give up early, exercising the cancel path.
-                let wait = if i % 5 == 0 { 1 } else { 5_000 };
-                if let Some(_g) = locks.lock(&key, Duration::from_millis(wait)).await {
-                    let n = counter.load(std::sync::atomic::Ordering::SeqCst);
-                    tokio::task::yield_now().await;
-                    counter.store(n + 1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert!(counter.load(std::sync::atomic::Ordering::SeqCst) >= 40);
-        assert_eq!(locks.len(), 0);
-    }
-
-    /// A wait too long for the clock (a `lock_timeout` set in code) is
-    /// a long wait, not a panic.
-    #[tokio::test]
-    async fn an_endless_wait_is_a_wait() {
-        let waits = LockWaits::new();
-        let key = StoreKey::generate().unwrap();
-        let waiter = waits.enter(&key, Duration::MAX).await.unwrap();
-        assert!(matches!(
-            waiter.timed_out(),
-            Error::LockTimeout(Duration::MAX)
-        ));
-        drop(waiter);
-        assert!(waits.is_idle());
-    }
-
-    #[tokio::test]
-    async fn a_wake_ends_the_pause_and_a_timeout_ends_the_wait() {
-        let waits = LockWaits::new();
-        let key = StoreKey::generate().unwrap();
-        let mut waiter = waits.enter(&key, Duration::from_secs(30)).await.unwrap();
-        // A wake that comes before the pause is kept, not lost.
-        waits.wake(&key);
-        let started = Instant::now();
-        for _ in 0..10 {
-            waits.wake(&key);
-            waiter.pause().await.unwrap();
-        }
-        // Ten backoff steps would take at least 2+4+…+50 ms.
-        assert!(started.elapsed() < Duration::from_millis(200));
-        drop(waiter);
-        assert!(waits.is_idle());
-
-        let mut waiter = waits.enter(&key, Duration::from_millis(30)).await.unwrap();
-        let mut pauses = 0;
-        let err = loop {
-            match waiter.pause().await {
-                Ok(()) => pauses += 1,
-                Err(e) => break e,
-            }
-        };
-        assert!(matches!(err, Error::LockTimeout(_)), "{err:?}");
-        assert!(pauses >= 2, "backed off {pauses} times in 30 ms");
-        // A second request of this process queues behind the first.
-        assert!(matches!(
-            waits.enter(&key, Duration::from_millis(10)).await,
-            Err(Error::LockTimeout(_))
-        ));
-        let local = waiter.granted();
-        assert!(!waits.is_idle());
-        drop(local);
-        assert!(waits.is_idle());
-    }
-
-    /// Counts its drops: a hand-over nobody takes must still be dropped,
-    /// which is what releases the backend lock it carries.
-    struct Dropped(Arc<std::sync::atomic::AtomicU32>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_hand_over_reaches_the_next_waiter_or_is_dropped() {
-        let waits = LockWaits::new();
-        let key = StoreKey::generate().unwrap();
-        let drops = Arc::new(std::sync::atomic::AtomicU32::new(0));
-
-        let Entered::Front(first) = waits
-            .enter_or_take::<Dropped>(&key, Duration::from_secs(1))
-            .await
-            .unwrap()
-        else {
-            panic!("nothing was handed over yet");
-        };
-        let first = first.granted();
-        assert!(!first.has_waiters());
-        let next = {
-            let waits = Arc::clone(&waits);
-            tokio::spawn(async move {
-                waits
-                    .enter_or_take::<Dropped>(&key, Duration::from_secs(5))
-                    .await
-                    .unwrap()
-            })
-        };
-        while !first.has_waiters() {
-            tokio::task::yield_now().await;
-        }
-        first.hand_over(Box::new(Dropped(Arc::clone(&drops))));
-        match next.await.unwrap() {
-            Entered::HandedOver(local, value) => {
-                assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 0);
-                drop(value);
-                drop(local);
-            }
-            Entered::Front(_) => panic!("the hand-over was lost"),
-        }
-        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert!(waits.is_idle());
-
-        // Handed over with nobody left to take it: dropped with the entry.
-        let local = waits.local(&key, Duration::from_secs(1)).await.unwrap();
-        local.hand_over(Box::new(Dropped(Arc::clone(&drops))));
-        assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
-        assert!(waits.is_idle());
     }
 }
