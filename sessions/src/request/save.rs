@@ -180,13 +180,17 @@ impl RequestSession {
 }
 
 /// Whether an unchanged session's refresh to `expires` is worth a write:
-/// it moves the stored expiry by at least `refresh_after` (a tenth of the
-/// session's idle timeout by default).
+/// it moves the stored expiry on by at least `refresh_after` (a tenth of
+/// the session's idle timeout by default), or back.
 fn refresh_due(config: &SessionConfig, session: &Loaded, expires: Millis) -> bool {
     let after = config
         .refresh_after
         .unwrap_or_else(|| session.timeout(config) / 10);
-    expires >= session.stored_expires.saturating_add(millis(after))
+    // Also when the stored expiry lies beyond what a refresh gives (the
+    // timeout was lowered, or the record is foreign): the cookie must not
+    // promise more than the timeout.
+    expires < session.stored_expires
+        || expires >= session.stored_expires.saturating_add(millis(after))
 }
 
 /// When `session` expires if saved at `now`: its idle timeout from now

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use super::conn::Conn;
 use super::conn::LuaCall;
 use super::scripts::Scripts;
+use super::target::Topology;
 use super::{bounded, mode, ttl_ms, RedisStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
@@ -32,6 +33,12 @@ impl LeaseBackend for RedisStore {
     }
 
     fn keep(&self) -> Option<Keep> {
+        // One node only, for now: on a Cluster and with Sentinel the
+        // cross-instance wake-up test (`a_contended_release_wakes_the_other_
+        // instance`) timed out with keeping on, not yet understood.
+        if self.target.topology() != Topology::Node {
+            return None;
+        }
         // Another process's request to give a session back comes on the
         // wake-up channel: nothing is kept while it is not subscribed.
         self.keep?;
