@@ -139,7 +139,11 @@ impl Pending {
         if let Some(saved) = outcome.carry {
             let max_age = saved.expires.saturating_sub(crate::record::now_millis());
             let max_age = std::time::Duration::from_millis(max_age);
-            let set_cookie = match self.in_cookie.as_ref().and_then(|c| c.sealed(&saved.id, config)) {
+            let set_cookie = match self
+                .in_cookie
+                .as_ref()
+                .and_then(|c| c.sealed(&saved.id, config))
+            {
                 Some(Ok(value)) => Some(cookie::set_cookie_value(config, path, &value, max_age)),
                 Some(Err(size)) => {
                     // Refused after the handler ran, the old cookie kept:

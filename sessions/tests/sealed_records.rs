@@ -226,7 +226,10 @@ async fn dump(f: &Fixture) -> Vec<u8> {
             // server sends it).
             let columns = "CONCAT_WS(' ', id, created_at, expires_at, \
                  COALESCE(timeout_ms, ''), COALESCE(user_id, ''))";
-            for sql in [format!("SELECT {columns} FROM {{t}}"), "SELECT data FROM {t}".into()] {
+            for sql in [
+                format!("SELECT {columns} FROM {{t}}"),
+                "SELECT data FROM {t}".into(),
+            ] {
                 for text in f.mysql_run(&sql, Vec::new()).await.0 {
                     out.extend_from_slice(text.as_bytes());
                 }
