@@ -49,7 +49,7 @@ use crate::id::{SessionId, StoreKey};
 use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{
     Entered, Error, Keep, Known, LocalGuard, LockWaits, Place, SaveIf, SessionLock, SessionStore,
-    TURN,
+    COURTESY, TURN,
 };
 
 /// Until when a turn claimed at `now` lasts.
@@ -71,6 +71,11 @@ pub(crate) enum Released {
     /// The lease was ours and is released; whether the save's precondition
     /// held and the record was written.
     Saved(bool),
+    /// As `Saved`, and another process's waiter, which only polls, waits
+    /// for the lock: this process lets its own next request wait a
+    /// [`COURTESY`] first, or that waiter finds the lock taken again at
+    /// every poll and starves (a pooler without notifications).
+    SavedWhileWanted(bool),
     /// The lease was no longer ours: nothing was written.
     Lost,
 }
@@ -466,7 +471,7 @@ impl<B: LeaseBackend> Lease<B> {
                 .save_and_keep(&self.key, &self.owner, record, only, until)
                 .await?;
             return match outcome {
-                Released::Saved(saved) => {
+                Released::Saved(saved) | Released::SavedWhileWanted(saved) => {
                     self.confirmed.set(sent, self.length);
                     match keep {
                         // Kept only as saved; a session found gone is
@@ -495,6 +500,16 @@ impl<B: LeaseBackend> Lease<B> {
         self.owner.clear();
         match outcome? {
             Released::Saved(saved) => Ok(saved),
+            Released::SavedWhileWanted(saved) => {
+                // The queue's place is let go only after the courtesy.
+                if let Some(local) = self.place.let_go() {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(COURTESY).await;
+                        drop(local);
+                    });
+                }
+                Ok(saved)
+            }
             Released::Lost => Err(self.lost()),
         }
     }

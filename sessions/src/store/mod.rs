@@ -81,15 +81,6 @@ pub use wait::Keep;
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(
-    all(feature = "file", unix),
-    feature = "redis",
-    feature = "postgres",
-    feature = "sqlite",
-    feature = "mysql",
-    feature = "memcached"
-))]
-pub(crate) use wait::TURN;
-#[cfg(any(
     feature = "redis",
     feature = "postgres",
     feature = "sqlite",
@@ -97,6 +88,15 @@ pub(crate) use wait::TURN;
     feature = "memcached"
 ))]
 pub(crate) use wait::{Entered, Known, Place};
+#[cfg(any(
+    all(feature = "file", unix),
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "memcached"
+))]
+pub(crate) use wait::{COURTESY, TURN};
 
 #[cfg(all(feature = "file", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]

@@ -52,6 +52,13 @@ const SHARDS: usize = 32;
 )]
 pub(crate) const TURN: Duration = Duration::from_secs(1);
 
+/// How long a process that released a lock another process's polling
+/// waiter waits for holds its own next request back: above the longest
+/// pause between that waiter's attempts (the backoff's 50 ms and half
+/// again), so that its next attempt finds the lock free.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) const COURTESY: Duration = Duration::from_millis(100);
+
 /// What a finishing request leaves for the next one of this process: the
 /// store's backend lock, still held, and what it knows of the record.
 pub(crate) type Handover = Box<dyn Any + Send>;

@@ -187,12 +187,20 @@ impl PostgresStore {
                 Ok::<_, tokio_postgres::Error>((
                     row.try_get::<_, i64>(0)?,
                     row.try_get::<_, i64>(1)?,
+                    // The release's notifications: another process waits.
+                    row.try_get::<_, i64>(2).unwrap_or(0),
                 ))
             })
             .transpose()
             .map_err(|e| Error::unavailable("postgres: save", e))?;
+        // Without a direct `LISTEN` (through a pooler) the notification
+        // reaches nobody and the other process's waiter polls.
+        let polled = !self.inner.listening.load(Ordering::Relaxed);
         Ok(match counts {
-            Some((1, written)) => Released::Saved(written == 1),
+            Some((1, written, wanted)) if wanted > 0 && polled => {
+                Released::SavedWhileWanted(written == 1)
+            }
+            Some((1, written, _)) => Released::Saved(written == 1),
             _ => Released::Lost,
         })
     }
