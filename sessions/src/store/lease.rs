@@ -75,6 +75,7 @@ pub(crate) enum Released {
     /// for the lock: this process lets its own next request wait a
     /// [`COURTESY`] first, or that waiter finds the lock taken again at
     /// every poll and starves (a pooler without notifications).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     SavedWhileWanted(bool),
     /// The lease was no longer ours: nothing was written.
     Lost,
