@@ -87,7 +87,7 @@ pub(crate) use wait::LockWaits;
     feature = "mysql",
     feature = "memcached"
 ))]
-pub(crate) use wait::{Entered, Known, Place};
+pub(crate) use wait::COURTESY;
 #[cfg(any(
     all(feature = "file", unix),
     feature = "redis",
@@ -96,7 +96,15 @@ pub(crate) use wait::{Entered, Known, Place};
     feature = "mysql",
     feature = "memcached"
 ))]
-pub(crate) use wait::{COURTESY, TURN};
+pub(crate) use wait::TURN;
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "memcached"
+))]
+pub(crate) use wait::{Entered, Known, Place};
 
 #[cfg(all(feature = "file", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "file", unix))))]
