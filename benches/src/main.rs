@@ -17,14 +17,10 @@
 mod actix;
 // The tests' Redis deployments, and the CI rule they follow (a missing
 // `redis-server` is a failure under `CI=true`, else the rows are skipped).
-#[path = "../../sessions/tests/common/ci.rs"]
-mod ci;
+use sessions_test_support::{ci, redis_topology};
 mod client;
 mod load;
 mod memory;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../sessions/tests/common/redis_topology.rs"]
-mod redis_topology;
 mod report;
 mod rounds;
 mod server;

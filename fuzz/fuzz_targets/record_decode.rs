@@ -3,8 +3,7 @@
 
 #![no_main]
 
-#[path = "../../sessions/tests/checks/mod.rs"]
-mod checks;
+use sessions_test_support::checks;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -1,18 +1,13 @@
 //! The actix-web adapter over a real socket: a real `HttpServer` with the
 //! middleware, and an HTTP client. CherryPy's scenarios on every store run
-//! through actix-web in `sessions-cli/tests/conformance.rs`; these check
+//! through actix-web in `sessions-cli/tests/integration/conformance.rs`; these check
 //! what only an adapter can get wrong: the cookie and the id header
 //! written, the extractor where sessions are off, and the answers to a
 //! busy lock and a store that is down.
 
 // The library's store wrapper that can be switched off, as a backend that
-// went down (and what it needs).
-#[path = "../../sessions/tests/common/records.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod records;
-#[path = "../../sessions/tests/common/watched.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod watched;
+// went down.
+use sessions_test_support::watched;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
