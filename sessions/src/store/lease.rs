@@ -48,8 +48,8 @@ use tokio::task::AbortHandle;
 use crate::id::{SessionId, StoreKey};
 use crate::record::{millis, now_millis, Millis, Record};
 use crate::store::{
-    Entered, Error, Keep, Known, LocalGuard, LockWaits, Place, SaveIf, SessionLock, SessionStore,
-    COURTESY, TURN,
+    Entered, Error, Keep, Known, LocalGuard, LockGuard, LockWaits, Place, SaveIf, SessionLock,
+    SessionStore, COURTESY, TURN,
 };
 
 /// Until when a turn claimed at `now` lasts.
@@ -102,6 +102,15 @@ pub(crate) trait LeaseBackend: SessionStore + Clone {
     /// before anything is written.
     fn check(&self, record: &Record) -> Result<(), Error>;
 
+    /// This process's table of waits and hand-overs for the store, and the
+    /// length of its leases, once the store is ready for a take (its
+    /// schema made, where it makes one).
+    async fn lease_site(&self) -> Result<(&Arc<LockWaits>, Duration), Error>;
+
+    /// Called when a take found the lease held: a store that wakes waiters
+    /// by a notification makes sure here that this process listens.
+    fn on_busy(&self) {}
+
     /// Whether, and within which bounds, a process keeps the sessions its
     /// requests used ([`Keep`]). Only a store that tells a keeping
     /// process when another one wants a session may: the default keeps
@@ -137,6 +146,23 @@ pub(crate) trait LeaseBackend: SessionStore + Clone {
         record: &Record,
         only: SaveIf,
     ) -> Result<Released, Error>;
+}
+
+/// [`SessionStore::acquire`] of a store on leases: the lock of `key` as a
+/// guard that saves and releases (or keeps) itself, with the record if
+/// `load`.
+pub(crate) async fn lock<B: LeaseBackend>(
+    backend: &B,
+    key: &StoreKey,
+    wait: Duration,
+    load: bool,
+) -> Result<(LockGuard, Option<Record>), Error> {
+    let (waits, length) = backend.lease_site().await?;
+    let (lease, record) = acquire(backend, waits, length, key, wait, load, || {
+        backend.on_busy()
+    })
+    .await?;
+    Ok((LockGuard::new(lease), record))
 }
 
 /// Waits for and takes the lease of `key`: queued locally first, then
@@ -201,20 +227,19 @@ pub(crate) async fn acquire<B: LeaseBackend>(
 /// process keeping it gives it back first (and one that stalled or died
 /// loses it within a lease), and none serves it after the delete.
 #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-pub(crate) async fn end<B: LeaseBackend>(
-    backend: &B,
-    waits: &Arc<LockWaits>,
-    length: Duration,
-    key: &StoreKey,
-    on_busy: impl Fn(),
-) -> Result<(), Error> {
+pub(crate) async fn end<B: LeaseBackend>(backend: &B, key: &StoreKey) -> Result<(), Error> {
+    let (waits, length) = backend.lease_site().await?;
     // A keeper gives the session back at once, a request in flight at its
     // end. One that holds it longer (a long poll) is waited for one lease
     // and a tenth: by then any process that stopped meanwhile has seen its
     // lease run out and will ask the store before it serves what it kept,
     // so the delete goes ahead; the request's save finds the record gone.
     let wait = length + length / 10;
-    match acquire(backend, waits, length, key, wait, false, on_busy).await {
+    match acquire(backend, waits, length, key, wait, false, || {
+        backend.on_busy()
+    })
+    .await
+    {
         Ok((lease, _)) => {
             let deleted = backend.delete(key).await;
             drop(lease);

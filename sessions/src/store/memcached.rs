@@ -45,7 +45,7 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use super::{Error, LockGuard, LockWaits, OnExpired, SaveIf, SessionAdmin, SessionStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::checked_entries;
+use crate::store::{checked_entries, lease};
 use crate::user::UserId;
 
 mod expiry;
@@ -479,8 +479,7 @@ impl SessionStore for MemcachedStore {
         wait: Duration,
         load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lease, record) = self.take_lease(key, wait, load).await?;
-        Ok((LockGuard::new(lease), record))
+        lease::lock(self, key, wait, load).await
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

@@ -624,17 +624,13 @@ impl SessionStore for RedisStore {
         wait: Duration,
         load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        // A waiter that finds the lock held listens for its release.
-        let on_busy = || self.listen();
-        let (lease, record) =
-            lease::acquire(self, &self.locks, self.lease, key, wait, load, on_busy).await?;
-        Ok((LockGuard::new(lease), record))
+        lease::lock(self, key, wait, load).await
     }
 
     async fn end(&self, key: &StoreKey) -> Result<(), Error> {
         match self.keep {
             None => self.delete(key).await,
-            Some(_) => lease::end(self, &self.locks, self.lease, key, || self.listen()).await,
+            Some(_) => lease::end(self, key).await,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! compare-and-swap; the claim on the next turn; the save under the lease.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use super::{precondition, MemcachedStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{self, LeaseBackend, Released, Taken};
-use crate::store::{Error, SaveIf};
+use crate::store::{Error, LockWaits, SaveIf};
 
 impl MemcachedStore {
     /// The lock's holder token and CAS, if it is locked.
@@ -128,28 +129,14 @@ impl MemcachedStore {
             None => self.release(key, owner).await,
         }
     }
-
-    pub(super) async fn take_lease(
-        &self,
-        key: &StoreKey,
-        wait: Duration,
-        load: bool,
-    ) -> Result<(lease::Lease<MemcachedStore>, Option<Record>), Error> {
-        lease::acquire(
-            self,
-            &self.inner.waits,
-            self.inner.lease,
-            key,
-            wait,
-            load,
-            || {},
-        )
-        .await
-    }
 }
 
 #[async_trait]
 impl LeaseBackend for MemcachedStore {
+    async fn lease_site(&self) -> Result<(&Arc<LockWaits>, Duration), Error> {
+        Ok((&self.inner.waits, self.inner.lease))
+    }
+
     fn check(&self, record: &Record) -> Result<(), Error> {
         self.check_record(record)
     }

@@ -7,6 +7,8 @@
 //! for its replicas before it counts as done.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -18,7 +20,7 @@ use super::{bounded, mode, ttl_ms, RedisStore};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{LeaseBackend, Released, Taken};
-use crate::store::{Error, Keep, SaveIf};
+use crate::store::{Error, Keep, LockWaits, SaveIf};
 
 /// Milliseconds from now until `until`, at least 1 (Redis refuses a zero
 /// expiry).
@@ -28,14 +30,27 @@ fn ms_until(until: Millis) -> u64 {
 
 #[async_trait]
 impl LeaseBackend for RedisStore {
+    async fn lease_site(&self) -> Result<(&Arc<LockWaits>, Duration), Error> {
+        Ok((&self.locks, self.lease))
+    }
+
+    fn on_busy(&self) {
+        // A waiter that finds the lock held listens for its release.
+        self.listen();
+    }
+
     fn check(&self, record: &Record) -> Result<(), Error> {
         self.check_size(record)
     }
 
     fn keep(&self) -> Option<Keep> {
-        // One node only, for now: on a Cluster and with Sentinel the
-        // cross-instance wake-up test (`a_contended_release_wakes_the_other_
-        // instance`) timed out with keeping on, not yet understood.
+        // One node only. On a Cluster and with Sentinel a failover can lose
+        // a lease that was not yet replicated while this process's
+        // subscription (on another node, or on the demoted master, which
+        // goes on receiving) stays up: another process then takes the
+        // session and writes it, and what this process kept would be
+        // served until its next renewal finds the lease gone. A lock held
+        // through a request has that gap only for the request in flight.
         if self.target.topology() != Topology::Node {
             return None;
         }

@@ -40,7 +40,7 @@ use tokio::sync::OnceCell;
 use super::{check_size, live_or_missing, to_sql_ms, Dialect, Table};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::store::{lease, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
 use crate::user::UserId;
 
 mod admin;
@@ -442,8 +442,7 @@ impl SessionStore for MysqlStore {
         wait: Duration,
         load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lease, record) = self.take_lease(key, wait, load).await?;
-        Ok((LockGuard::new(lease), record))
+        lease::lock(self, key, wait, load).await
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

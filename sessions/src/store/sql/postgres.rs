@@ -598,17 +598,14 @@ impl SessionStore for PostgresStore {
         wait: Duration,
         load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lease, record) = self.take_lease(key, wait, load).await?;
-        Ok((LockGuard::new(lease), record))
+        lease::lock(self, key, wait, load).await
     }
 
     async fn end(&self, key: &StoreKey) -> Result<(), Error> {
         if self.inner.opts.keep.is_none() {
             return self.delete(key).await;
         }
-        let inner = self.prepared().await?;
-        let (waits, lease) = (&inner.waits, inner.opts.lease);
-        lease::end(self, waits, lease, key, || self.listen()).await
+        lease::end(self, key).await
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

@@ -53,7 +53,9 @@ use tokio::task::JoinHandle;
 use super::{check_size, decode, live_or_missing, timeout_column, to_sql_ms, user_column, Table};
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::{BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore};
+use crate::store::{
+    lease, BoxError, Error, LockGuard, LockWaits, SaveIf, SessionAdmin, SessionStore,
+};
 use crate::user::UserId;
 
 mod admin;
@@ -520,8 +522,7 @@ impl SessionStore for SqliteStore {
         wait: Duration,
         load: bool,
     ) -> Result<(LockGuard, Option<Record>), Error> {
-        let (lease, record) = self.take_lease(key, wait, load).await?;
-        Ok((LockGuard::new(lease), record))
+        lease::lock(self, key, wait, load).await
     }
 
     async fn sessions_of(&self, user: &UserId) -> Result<Vec<(StoreKey, Record)>, Error> {

@@ -2,6 +2,7 @@
 //! a take is a few statements on one connection, a save that keeps or
 //! releases the lease one transaction with it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,13 +15,18 @@ use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{self, LeaseBackend, Released, Taken};
 use crate::store::sql::{check_size, to_sql_ms};
-use crate::store::{Error, SaveIf};
+use crate::store::{Error, LockWaits, SaveIf};
 
 /// The lease statements, for the rules in `store/lease.rs`. MySQL cannot
 /// notify another process, so its waiters poll on the backoff, claiming
 /// the next turn as they do.
 #[async_trait]
 impl LeaseBackend for MysqlStore {
+    async fn lease_site(&self) -> Result<(&Arc<LockWaits>, Duration), Error> {
+        self.prepared().await?;
+        Ok((&self.inner.waits, self.inner.opts.lease))
+    }
+
     fn check(&self, record: &Record) -> Result<(), Error> {
         check_size(record)
     }
@@ -181,27 +187,5 @@ async fn held(conn: &mut Conn, sql: &str, params: Params) -> mysql_async::Result
         Ok(n) => Ok(Some(n >= 1)),
         Err(e) if is_duplicate(&e) || is_lock_conflict(&e) => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-impl MysqlStore {
-    /// Takes the session's lease, reading the record with it if `load`.
-    pub(super) async fn take_lease(
-        &self,
-        key: &StoreKey,
-        wait: Duration,
-        load: bool,
-    ) -> Result<(lease::Lease<MysqlStore>, Option<Record>), Error> {
-        self.prepared().await?;
-        lease::acquire(
-            self,
-            &self.inner.waits,
-            self.inner.opts.lease,
-            key,
-            wait,
-            load,
-            || {},
-        )
-        .await
     }
 }

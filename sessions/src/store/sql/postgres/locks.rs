@@ -2,6 +2,7 @@
 //! one statement each, the save and the lease step in the same statement.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,13 +11,23 @@ use tokio_postgres::types::{ToSql, Type};
 use super::PostgresStore;
 use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
-use crate::store::lease::{self, LeaseBackend, Released, Taken};
+use crate::store::lease::{LeaseBackend, Released, Taken};
 use crate::store::sql::{check_size, timeout_column, to_sql_ms, user_column};
-use crate::store::{Error, Keep, SaveIf};
+use crate::store::{Error, Keep, LockWaits, SaveIf};
 
 /// The lease statements, for the rules in `sql/lease.rs`.
 #[async_trait]
 impl LeaseBackend for PostgresStore {
+    async fn lease_site(&self) -> Result<(&Arc<LockWaits>, Duration), Error> {
+        let inner = self.prepared().await?;
+        Ok((&inner.waits, inner.opts.lease))
+    }
+
+    fn on_busy(&self) {
+        // A waiter that finds the lock held listens for its release.
+        self.listen();
+    }
+
     fn check(&self, record: &Record) -> Result<(), Error> {
         check_size(record)
     }
@@ -203,27 +214,5 @@ impl PostgresStore {
             Some((1, written, _)) => Released::Saved(written == 1),
             _ => Released::Lost,
         })
-    }
-}
-
-impl PostgresStore {
-    /// Takes the session's lease, reading the record with it if `load`.
-    pub(super) async fn take_lease(
-        &self,
-        key: &StoreKey,
-        wait: Duration,
-        load: bool,
-    ) -> Result<(lease::Lease<PostgresStore>, Option<Record>), Error> {
-        let inner = self.prepared().await?;
-        lease::acquire(
-            self,
-            &inner.waits,
-            inner.opts.lease,
-            key,
-            wait,
-            load,
-            || self.listen(),
-        )
-        .await
     }
 }

@@ -2,6 +2,7 @@
 //! each one transaction on the blocking pool, the claim on the next turn
 //! included, and the save in the same transaction as the lease step.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,12 +13,17 @@ use crate::id::StoreKey;
 use crate::record::{now_millis, Millis, Record};
 use crate::store::lease::{self, LeaseBackend, Released, Taken};
 use crate::store::sql::{check_size, to_sql_ms};
-use crate::store::{Error, SaveIf};
+use crate::store::{Error, LockWaits, SaveIf};
 
 /// The lease statements, for the rules in `sql/lease.rs`. SQLite cannot
 /// notify another process, so its waiters poll on the backoff.
 #[async_trait]
 impl LeaseBackend for SqliteStore {
+    async fn lease_site(&self) -> Result<(&Arc<LockWaits>, Duration), Error> {
+        self.prepared().await?;
+        Ok((&self.inner.waits, self.inner.opts.lease))
+    }
+
     fn check(&self, record: &Record) -> Result<(), Error> {
         check_size(record)
     }
@@ -132,28 +138,6 @@ impl LeaseBackend for SqliteStore {
             tx.commit()?;
             Ok(Released::Saved(saved))
         })
-        .await
-    }
-}
-
-impl SqliteStore {
-    /// Takes the session's lease, reading the record with it if `load`.
-    pub(super) async fn take_lease(
-        &self,
-        key: &StoreKey,
-        wait: Duration,
-        load: bool,
-    ) -> Result<(lease::Lease<SqliteStore>, Option<Record>), Error> {
-        self.prepared().await?;
-        lease::acquire(
-            self,
-            &self.inner.waits,
-            self.inner.opts.lease,
-            key,
-            wait,
-            load,
-            || {},
-        )
         .await
     }
 }
