@@ -15,9 +15,9 @@
 //! median of the rounds. See README.md for the workloads.
 
 mod actix;
-// The tests' Redis deployments, and the CI rule they follow (a missing
-// `redis-server` is a failure under `CI=true`, else the rows are skipped).
-use sessions_test_support::{ci, redis_topology};
+// The tests' Redis deployments (under `CI=true` a missing `redis-server`
+// is a failure, else the rows are skipped).
+use sessions_test_support::redis_topology;
 mod client;
 mod load;
 mod memory;

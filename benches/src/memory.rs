@@ -85,10 +85,10 @@ async fn ours(n: u64) -> anyhow::Result<Measured> {
     // Bounded above the count measured: the default bound (a quarter of
     // memory for 64 KiB sessions) is far below a million small ones.
     let store = MemoryStore::new().with_max_sessions(usize::try_from(n)?);
-    let now = server_sessions::now_millis();
+    let now = server_sessions::store::now_millis();
     // One record, saved under each id: the store keeps its own copy, so
     // what remains on the heap is the store's alone.
-    let record = server_sessions::Record {
+    let record = server_sessions::store::Record {
         data: DATA.to_vec(),
         created: now,
         expires: now + 3_600_000,

@@ -434,7 +434,7 @@ impl Cleanup {
                 // memcached cannot list its keys: the sessions handed out
                 // are deleted by their ids (the rest expire by themselves).
                 Cleanup::Ours(store, Store::Memcached) => {
-                    let keys: Vec<server_sessions::StoreKey> = cookies
+                    let keys: Vec<server_sessions::store::StoreKey> = cookies
                         .iter()
                         .filter_map(|c| {
                             let id: server_sessions::SessionId =

@@ -106,7 +106,7 @@ pub(crate) const KEY_LEN: usize = 32;
 /// crate can find a session from its id:
 ///
 /// ```
-/// use server_sessions::{SessionId, StoreKey};
+/// use server_sessions::{SessionId, store::StoreKey};
 ///
 /// let id: SessionId = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
 /// // printf %s 0123456789abcdef0123456789abcdef01234567 | sha256sum

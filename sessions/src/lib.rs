@@ -101,7 +101,7 @@ mod session;
 pub mod store;
 mod task;
 pub mod testing;
-pub mod user;
+mod user;
 
 pub use config::{
     Config, Locking, SameSite, SessionAuthConfig, SessionConfig, StorageConfig, StorageType,
@@ -112,12 +112,11 @@ pub use events::{FoundBy, SessionEvent};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::NoSession;
-pub use id::{HexId, HexKey, InvalidId, InvalidKey, RandomError, SessionId, ShortId, StoreKey};
+pub use id::{HexId, InvalidId, RandomError, SessionId, ShortId};
 pub use keys::{Keys, KeysError};
 pub use middleware::SessionLayer;
-pub use record::{now_millis, DecodeError, Millis, Record};
 pub use session::{Session, SessionData};
-pub use store::UserSession;
+pub use store::users::UserSession;
 pub use user::{InvalidUser, UserId};
 
 /// The README's example compiles (it is run as a doctest, `no_run`).

@@ -1,6 +1,6 @@
 //! Sealed records (`seal_records`): a record's data encrypted under a key
 //! derived from the session's id, which no store holds (stores are given
-//! the id's SHA-256, [`StoreKey`](crate::StoreKey)). A dump, a backup or a
+//! the id's SHA-256, [`StoreKey`](crate::store::StoreKey)). A dump, a backup or a
 //! replica of any store shows neither ids nor data, and there is no server
 //! key that could leak with it: only a visitor's own cookie opens their
 //! record.

@@ -19,11 +19,11 @@ use crate::id::{HexKey, StoreKey};
 #[cfg(doc)]
 use crate::store::SessionStore;
 
-/// The longest user id, in bytes.
-pub const MAX_USER_LEN: usize = 256;
+/// The longest user id, in bytes ([`UserId::MAX_LEN`]).
+pub(crate) const MAX_USER_LEN: usize = 256;
 
 /// Who a session belongs to: the application's own id for its user (a
-/// name, an email address, a number as text). 1 to [`MAX_USER_LEN`] bytes
+/// name, an email address, a number as text). 1 to [`MAX_LEN`](Self::MAX_LEN) bytes
 /// of UTF-8 without control characters, so that it cannot corrupt a log
 /// line, an index key or a terminal; anything else is refused when it is
 /// made, never stored.
@@ -37,7 +37,7 @@ pub enum InvalidUser {
     /// The empty string.
     #[error("a user id may not be empty")]
     Empty,
-    /// Longer than [`MAX_USER_LEN`] bytes.
+    /// Longer than [`UserId::MAX_LEN`] bytes.
     #[error("a user id of {0} bytes exceeds the limit of {MAX_USER_LEN}")]
     TooLong(usize),
     /// It holds a control character (a newline, a NUL, an escape).
@@ -49,6 +49,9 @@ pub enum InvalidUser {
 }
 
 impl UserId {
+    /// The longest user id, in bytes.
+    pub const MAX_LEN: usize = MAX_USER_LEN;
+
     /// Checks `text` and makes it a user id.
     pub fn new(text: impl Into<String>) -> Result<Self, InvalidUser> {
         let text = text.into();

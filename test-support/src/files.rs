@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use server_sessions::store::Error;
-use server_sessions::StoreKey;
+use server_sessions::store::StoreKey;
 
 /// The file store's default largest record.
 pub const MAX: usize = 64 * 1024;

@@ -1,6 +1,9 @@
 //! The store keys and records the store tests save.
 
-use server_sessions::{now_millis, Record, SessionId, StoreKey};
+use server_sessions::{
+    store::{now_millis, Record, StoreKey},
+    SessionId,
+};
 
 /// The store key of a fresh session id.
 pub fn key() -> StoreKey {

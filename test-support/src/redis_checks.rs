@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use server_sessions::store::Record;
 use server_sessions::store::{Error, RedisStore, SaveIf, SessionStore};
-use server_sessions::Record;
 
 use super::records::key;
 use super::temp::unique_prefix;

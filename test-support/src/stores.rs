@@ -19,7 +19,7 @@ use server_sessions::store::{
     self, FileStore, LockGuard, MemcachedStore, MemoryStore, MysqlStore, PostgresStore, RedisStore,
     SaveIf, SessionAdmin, SessionStore, SqliteStore,
 };
-use server_sessions::{Millis, Record, StoreKey};
+use server_sessions::store::{Millis, Record, StoreKey};
 
 use super::ci::skip;
 use super::temp::{unique_prefix, unique_table, TempDir};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use server_sessions::store::{self, LockGuard, SaveIf, SessionAdmin, SessionLock, SessionStore};
-use server_sessions::{Millis, Record, StoreKey};
+use server_sessions::store::{Millis, Record, StoreKey};
 
 /// Wraps a store; clones share the records and the switch.
 #[derive(Debug, Clone)]

@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use server_sessions::store::SessionAdmin;
-use server_sessions::{Config, Millis, Record, SessionId, StoreKey};
+use server_sessions::{
+    store::{Millis, Record, StoreKey},
+    Config, SessionId,
+};
 
 pub(crate) mod clean;
 pub(crate) mod delete;

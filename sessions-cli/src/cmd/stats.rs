@@ -1,7 +1,7 @@
 //! `sessions stats`: how many sessions, how large, when they expire.
 
 use futures_util::StreamExt;
-use server_sessions::now_millis;
+use server_sessions::store::now_millis;
 
 use super::StoreArgs;
 

@@ -220,7 +220,10 @@ async fn memcached_says_what_it_cannot_list() {
 #[tokio::test]
 async fn show_and_list_survive_times_out_of_range() {
     use server_sessions::store::SaveIf;
-    use server_sessions::{now_millis, Record, SessionId, UserId};
+    use server_sessions::{
+        store::{now_millis, Record},
+        SessionId, UserId,
+    };
 
     let dir = TempDir::new("admin-range");
     let config = dir.write(

@@ -18,8 +18,8 @@ fn expired_store(dir: &TempDir) -> std::path::PathBuf {
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&store)
         .unwrap();
-    let now = server_sessions::now_millis();
-    let dead = server_sessions::Record {
+    let now = server_sessions::store::now_millis();
+    let dead = server_sessions::store::Record {
         data: b"{}".to_vec(),
         created: now - 10_000,
         expires: now - 1,
@@ -116,9 +116,9 @@ fn list_and_stats_on_a_terminal_line_up() {
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&store)
         .unwrap();
-    let now = server_sessions::now_millis();
+    let now = server_sessions::store::now_millis();
     for (i, ttl) in [60_000u64, 3_600_000, 7_200_000].iter().enumerate() {
-        let live = server_sessions::Record {
+        let live = server_sessions::store::Record {
             data: "x".repeat(10 * (i + 1)).into_bytes(),
             created: now,
             expires: now + ttl,

@@ -81,7 +81,7 @@ pub struct SessionConfig {
     pub sign_ids: bool,
     /// `seal_records`: every store keeps the session's data encrypted under
     /// a key derived from its id, which no store holds (see
-    /// [`Record::open_data`](crate::Record::open_data)). Needs no key.
+    /// [`Record::open_data`](crate::store::Record::open_data)). Needs no key.
     pub seal_records: bool,
 }
 

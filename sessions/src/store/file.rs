@@ -105,13 +105,13 @@ const WARNED_MAX: usize = 4096;
 ///
 /// ```no_run
 /// use server_sessions::store::{FileStore, SessionStore, SaveIf};
-/// use server_sessions::{Record, SessionId};
+/// use server_sessions::{SessionId, store::Record};
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 /// let store = FileStore::open("/var/lib/myapp/sessions")?.with_fsync(true);
 /// let key = SessionId::generate().unwrap().store_key();
-/// let now = server_sessions::now_millis();
+/// let now = server_sessions::store::now_millis();
 /// let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 /// let (guard, loaded) = store.lock_and_load(&key, Duration::from_secs(30)).await?;
 /// assert_eq!(loaded, None);

@@ -23,7 +23,7 @@
 //!
 //! ```no_run
 //! use server_sessions::store::{MemcachedStore, SessionStore, SaveIf};
-//! use server_sessions::{now_millis, Record, SessionId};
+//! use server_sessions::{SessionId, store::{now_millis, Record}};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = MemcachedStore::connect(&["127.0.0.1:11211"]).await?;

@@ -16,12 +16,12 @@
 //!
 //! ```
 //! use server_sessions::store::{MemoryStore, SessionStore, SaveIf};
-//! use server_sessions::{Record, SessionId};
+//! use server_sessions::{SessionId, store::Record};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = MemoryStore::new();
 //! let key = SessionId::generate().unwrap().store_key();
-//! let now = server_sessions::now_millis();
+//! let now = server_sessions::store::now_millis();
 //! let record = Record { data: br#"{"n":1}"#.to_vec(), created: now, expires: now + 60_000, timeout: None, user: None };
 //! assert!(store.save(&key, &record, SaveIf::Absent).await?);
 //! assert_eq!(store.load(&key).await?, Some(record));
@@ -36,14 +36,12 @@ use futures_util::stream::BoxStream;
 
 #[cfg(doc)]
 use crate::id::SessionId;
-use crate::id::StoreKey;
-use crate::record::{Millis, Record};
 use crate::user::UserId;
 
 mod cookie;
 mod memory;
 mod open;
-mod users;
+pub(crate) mod users;
 mod wait;
 
 #[cfg(all(feature = "file", unix))]
@@ -73,11 +71,16 @@ pub use cookie::{open_cookie, seal_cookie};
 pub use cookie::{CookieStore, MAX_COOKIE};
 pub use memory::{default_max_memory, MemoryStore, ENTRY_OVERHEAD};
 pub use open::{migrate, open, OpenError};
+pub(crate) use users::UserSession;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) use users::INDEX_SLACK;
 pub(crate) use users::{checked_entries, end_sessions_of};
-pub use users::{end_user_sessions, user_sessions, UserSession};
+pub use users::{end_user_sessions, user_sessions};
 pub use wait::Keep;
+// What a store is written with: its keys and its records. (The crate root
+// holds what an app uses.)
+pub use crate::id::{HexKey, InvalidKey, StoreKey};
+pub use crate::record::{now_millis, DecodeError, Millis, Record};
 pub(crate) use wait::LocalGuard;
 pub(crate) use wait::LockWaits;
 #[cfg(any(

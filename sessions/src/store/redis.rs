@@ -25,7 +25,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use server_sessions::store::{RedisStore, SessionStore, SaveIf};
-//! use server_sessions::{now_millis, Record, SessionId};
+//! use server_sessions::{SessionId, store::{now_millis, Record}};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), server_sessions::store::Error> {
 //! let store = RedisStore::connect("redis://127.0.0.1:6379/")

@@ -18,7 +18,7 @@ use common::redis_topology::{or_skip, Standalone};
 use common::stores::{Fixture, Kind};
 use common::temp::unique_prefix;
 use server_sessions::store::{RedisStore, SessionAdmin, SessionStore};
-use server_sessions::{FoundBy, Session, SessionEvent, SessionLayer, StoreKey, UserId};
+use server_sessions::{store::StoreKey, FoundBy, Session, SessionEvent, SessionLayer, UserId};
 
 stores!(
     each_store_operation_is_told_once,
@@ -197,7 +197,7 @@ async fn expiry_is_told_by_loads_and_clean_up(f: &Fixture) {
     // by the clean-up, below, not by a load.)
     let id = server_sessions::SessionId::generate().unwrap();
     let key = id.store_key();
-    let dead = server_sessions::Record {
+    let dead = server_sessions::store::Record {
         user: alice(),
         ..common::records::record("[1, 2]", 60_000)
     };

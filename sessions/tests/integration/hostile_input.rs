@@ -16,7 +16,10 @@ use common::stores::Fixture;
 use common::temp::TempDir;
 use common::watched::Watched;
 use server_sessions::store::{MemoryStore, SaveIf};
-use server_sessions::{now_millis, Millis, Record, SessionConfig, SessionId};
+use server_sessions::{
+    store::{now_millis, Millis, Record},
+    SessionConfig, SessionId,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 stores!(

@@ -14,7 +14,10 @@ use common::logs;
 use common::stores::{memcached_set, memcached_value, redis_data_key, redis_raw, Fixture, Kind};
 use common::watched::Watched;
 use server_sessions::store::{SaveIf, SessionStore};
-use server_sessions::{Record, SessionId, StoreKey};
+use server_sessions::{
+    store::{Record, StoreKey},
+    SessionId,
+};
 
 stores!(logs_never_carry_a_full_session_id);
 
@@ -65,7 +68,7 @@ async fn logs_never_carry_a_full_session_id(f: &Fixture) {
     watched.set_down(false);
     // A record whose data is not a JSON object: treated as missing.
     let corrupt = SessionId::generate().unwrap();
-    let now = server_sessions::now_millis();
+    let now = server_sessions::store::now_millis();
     let garbage = Record {
         data: b"\x80\x04\x95pickle".to_vec(),
         created: now,
@@ -166,7 +169,7 @@ async fn damage(f: &Fixture, key: &StoreKey) -> bool {
         Kind::Redis => {
             let prefix = f.prefix.as_ref().unwrap();
             let mut conn = redis_raw().await;
-            let now = server_sessions::now_millis();
+            let now = server_sessions::store::now_millis();
             let mut bytes = Record {
                 data: b"{}".to_vec(),
                 created: now,

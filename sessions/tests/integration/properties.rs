@@ -12,7 +12,10 @@ use sessions_test_support::checks;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use server_sessions::{now_millis, Config, DecodeError, Record, SessionId};
+use server_sessions::{
+    store::{now_millis, DecodeError, Record},
+    Config, SessionId,
+};
 
 /// A valid id's text.
 fn hex_id() -> impl Strategy<Value = String> {

@@ -16,7 +16,10 @@ use common::app::{config, routes};
 use common::client::{serve, Client};
 use http::HeaderName;
 use server_sessions::store::{self, LockGuard, MemoryStore, SaveIf, SessionStore};
-use server_sessions::{Keys, Millis, Record, SessionConfig, SessionId, SessionLayer, StoreKey};
+use server_sessions::{
+    store::{Millis, Record, StoreKey},
+    Keys, SessionConfig, SessionId, SessionLayer,
+};
 
 /// The RAM store, counting the calls that look a session up.
 #[derive(Debug, Clone, Default)]

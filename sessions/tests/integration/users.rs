@@ -21,9 +21,9 @@ use common::records::{key, key_of, record};
 use common::stores::{memcached_set, memcached_value, redis_data_key, redis_raw, Fixture, Kind};
 use server_sessions::store::end_user_sessions;
 use server_sessions::store::{SaveIf, SessionAdmin, SessionStore};
-use server_sessions::user::MAX_USER_LEN;
 use server_sessions::{
-    InvalidUser, Record, Session, SessionConfig, SessionId, SessionLayer, StoreKey, UserId,
+    store::{Record, StoreKey},
+    InvalidUser, Session, SessionConfig, SessionId, SessionLayer, UserId,
 };
 use tokio::sync::Notify;
 
@@ -425,7 +425,7 @@ async fn indexed(f: &Fixture, user: &UserId) -> usize {
         Kind::Memcached => memcached_value(&memcached_user_key(f, user))
             .await
             .map_or(0, |v| {
-                let now = server_sessions::now_millis();
+                let now = server_sessions::store::now_millis();
                 String::from_utf8(v)
                     .unwrap()
                     .lines()
@@ -477,7 +477,7 @@ fn user_ids_are_checked_when_made() {
         assert!(e.to_string().contains("control characters"), "{e}");
     }
     assert_eq!("a\nb".parse::<UserId>(), Err(InvalidUser::Control));
-    assert!(UserId::new("a".repeat(MAX_USER_LEN)).is_ok());
+    assert!(UserId::new("a".repeat(UserId::MAX_LEN)).is_ok());
     assert_eq!(user("élodie@example.com").as_str(), "élodie@example.com");
 }
 
@@ -546,7 +546,7 @@ async fn stored_invalid_user_is_missing(kind: Kind) {
 /// Writes a live session under `key` whose user is `user` byte for byte,
 /// straight into the backend.
 async fn plant(f: &Fixture, key: &StoreKey, user: &[u8]) {
-    let far = (server_sessions::now_millis() + 600_000) as i64;
+    let far = (server_sessions::store::now_millis() + 600_000) as i64;
     match f.kind {
         Kind::Ram => unreachable!("the RAM store has no outside to plant in"),
         Kind::File => {

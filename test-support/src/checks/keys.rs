@@ -2,7 +2,7 @@
 //! `seal_records`), shared by the fuzz targets `signed_id`, `signed_cookie`,
 //! `key_file` and `sealed_data` and by `properties.rs`.
 
-use server_sessions::{Config, Keys, Record, SessionConfig, SessionId};
+use server_sessions::{store::Record, Config, Keys, SessionConfig, SessionId};
 
 use super::{contains, request, Use, LIVE};
 
@@ -39,7 +39,7 @@ pub fn check_signed_cookie(mode: u8, header: &[u8]) {
         Some(header),
         use_,
         b"{\"a\":1}",
-        server_sessions::now_millis(),
+        server_sessions::store::now_millis(),
     ) else {
         return;
     };

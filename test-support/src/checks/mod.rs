@@ -13,7 +13,8 @@ use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderValue, Request, Response};
 use server_sessions::store::{MemoryStore, SaveIf, SessionStore};
 use server_sessions::{
-    now_millis, Config, Record, Session, SessionConfig, SessionId, SessionLayer,
+    store::{now_millis, Record},
+    Config, Session, SessionConfig, SessionId, SessionLayer,
 };
 use tower::{Layer, ServiceExt};
 

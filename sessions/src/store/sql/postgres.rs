@@ -151,7 +151,7 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 /// - **Saves** carry their precondition in SQL: a new session is inserted or
 ///   overwrites only an expired row, an existing one is updated only while
 ///   live; the affected-row count says whether it was written. Every instant
-///   compared is this process's [`now_millis`](crate::now_millis).
+///   compared is this process's [`now_millis`](crate::store::now_millis).
 /// - **Failures.** Connecting, waiting for a pooled connection and every query
 ///   are bounded ([`with_timeout`](PostgresStore::with_timeout)); a database
 ///   that is down answers [`Error::Unavailable`] and the pool reconnects by

@@ -17,8 +17,8 @@ use common::files::{chown_to_nobody, data_path, eventually, is_timeout, lock_pat
 use common::records::{key, record};
 use common::temp::TempDir;
 use futures_util::StreamExt;
+use server_sessions::store::{now_millis, Record, StoreKey};
 use server_sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
-use server_sessions::{now_millis, Record, StoreKey};
 
 server_sessions::store_conformance!(async {
     sessions_test_support::stores::Fixture::new(sessions_test_support::stores::Kind::File).await
@@ -448,8 +448,9 @@ async fn clean_up_removes_lapsed_turn_claims_only() {
     let dir = TempDir::new("file-test");
     let store = FileStore::open(dir.path()).unwrap();
     let (lapsed, live) = (key(), key());
-    let turn =
-        |k: &server_sessions::StoreKey| dir.path().join(format!("session-{}.turn", &*k.as_hex()));
+    let turn = |k: &server_sessions::store::StoreKey| {
+        dir.path().join(format!("session-{}.turn", &*k.as_hex()))
+    };
     for k in [&lapsed, &live] {
         std::fs::write(turn(k), "a waiter's token").unwrap();
     }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use common::files::{eventually, is_timeout, names, MAX};
 use common::records::{key, record};
 use common::temp::TempDir;
+use server_sessions::store::{now_millis, Record, StoreKey};
 use server_sessions::store::{FileStore, SaveIf, SessionAdmin, SessionStore};
-use server_sessions::{now_millis, Record, StoreKey};
 
 const ROLE: &str = "SESSIONS_FILE_TEST_ROLE";
 

@@ -18,10 +18,10 @@ use common::records::{key, record};
 use common::stores::{memcached, memcached_keys, memcached_value};
 use common::temp::unique_prefix;
 use futures_util::StreamExt;
+use server_sessions::store::Record;
 use server_sessions::store::{
     Error, MemcachedStore, OpenError, SaveIf, SessionAdmin, SessionStore,
 };
-use server_sessions::Record;
 
 // Every check but `count_and_keys`: memcached cannot list its keys (see
 // `listing_is_refused_plainly`).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::records::{key, record};
 use common::stores::{mysql_admin, mysql_drop_table, mysql_store, Fixture, Kind};
 use common::temp::unique_table;
-use server_sessions::now_millis;
+use server_sessions::store::now_millis;
 use server_sessions::store::{Error, MysqlStore, SaveIf, SessionAdmin, SessionStore};
 
 server_sessions::store_conformance!(async {

@@ -18,8 +18,8 @@ use common::records::{key, record};
 use common::stores::{chain, drop_table, postgres_admin, postgres_store, postgres_url};
 use common::temp::unique_table;
 use futures_util::StreamExt;
+use server_sessions::store::{now_millis, StoreKey};
 use server_sessions::store::{Error, PostgresStore, SaveIf, SessionAdmin, SessionStore};
-use server_sessions::{now_millis, StoreKey};
 
 server_sessions::store_conformance!(async {
     sessions_test_support::stores::Fixture::new(sessions_test_support::stores::Kind::Postgres).await

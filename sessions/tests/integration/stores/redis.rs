@@ -15,8 +15,8 @@ use common::stores::{redis, redis_data_key, redis_lock_key, redis_raw, redis_url
 use common::temp::unique_prefix;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
+use server_sessions::store::{now_millis, StoreKey};
 use server_sessions::store::{Error, RedisStore, SaveIf, SessionAdmin, SessionStore};
-use server_sessions::{now_millis, StoreKey};
 
 server_sessions::store_conformance!(async {
     sessions_test_support::stores::Fixture::new(sessions_test_support::stores::Kind::Redis).await

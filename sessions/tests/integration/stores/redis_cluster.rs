@@ -17,8 +17,8 @@ use common::records::key;
 use common::redis_checks::{self, record, store_at};
 use common::redis_topology::{shared_cluster, Cluster};
 use futures_util::StreamExt;
+use server_sessions::store::StoreKey;
 use server_sessions::store::{RedisStore, SaveIf, SessionAdmin, SessionStore};
-use server_sessions::StoreKey;
 use std::time::Duration;
 
 /// A store on the shared cluster with a prefix of its own, that prefix,

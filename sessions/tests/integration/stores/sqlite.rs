@@ -12,8 +12,8 @@ use common::records::{key, record};
 use common::stores::{chain, sqlite};
 use common::temp::TempDir;
 use futures_util::StreamExt;
+use server_sessions::store::{now_millis, StoreKey};
 use server_sessions::store::{Error, SaveIf, SessionAdmin, SessionStore, SqliteStore};
-use server_sessions::{now_millis, StoreKey};
 
 server_sessions::store_conformance!(async {
     sessions_test_support::stores::Fixture::new(sessions_test_support::stores::Kind::Sqlite).await
