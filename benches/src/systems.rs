@@ -600,6 +600,11 @@ async fn ours_read(session: server_sessions::Session) -> Result<String, server_s
 /// run's own prefix, table or directory.
 fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
     let mut storage = StorageConfig::default();
+    // `SESSIONS_BENCH_KEEP=0`: nothing kept between requests (README,
+    // "Keeping"), to see what keeping does to a workload.
+    if std::env::var("SESSIONS_BENCH_KEEP").is_ok_and(|v| v == "0") {
+        storage.keep = None;
+    }
     match store {
         Store::Ram => storage.kind = StorageType::Ram,
         Store::Redis | Store::RedisCluster => {

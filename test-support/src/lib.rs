@@ -2,8 +2,10 @@
 //! rule ([`ci`]), fresh names and directories ([`temp`]), the HTTP client
 //! ([`client`]), the app and its routes ([`app`]), the stores ([`stores`]),
 //! a store wrapper that watches and fails ([`watched`]), the captured log
-//! ([`logs`]), ids and records ([`records`]), the checks the Redis Cluster and Sentinel tests share ([`redis_checks`]), the file store's files
-//! ([`files`]) and the checks shared with the fuzz targets ([`checks`]).
+//! ([`logs`]), ids and records ([`records`]), the Redis deployments
+//! ([`redis_topology`]) and the checks their tests share
+//! ([`redis_checks`]), the file store's files ([`files`]) and the checks
+//! shared with the fuzz targets ([`checks`]).
 //!
 //! A crate of its own (`publish = false`) so that the library's tests, the
 //! CLI's, the actix-web adapter's, the benchmark and the fuzz targets use
