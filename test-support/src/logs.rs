@@ -19,7 +19,15 @@ impl Write for Sink {
         let found: Vec<String> = written
             .lines()
             .filter(|line| longest_hex_run(line) >= 40)
-            .map(str::to_owned)
+            // libtest names each test's thread after the test: the line
+            // is blamed on the test that logged it, not the one that
+            // checks next.
+            .map(|line| {
+                format!(
+                    "{} logged: {line}",
+                    std::thread::current().name().unwrap_or("?")
+                )
+            })
             .collect();
         if !found.is_empty() {
             WITH_IDS.lock().unwrap().extend(found);

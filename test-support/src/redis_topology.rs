@@ -26,9 +26,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-// A sibling in both crates that include this file (`common` here,
-// `server` in the sessions-cli tests).
-use super::ci::skip;
+use crate::ci::skip;
 
 const LOCALHOST: &str = "127.0.0.1";
 /// How long a deployment may take to come up; cluster creation takes a few

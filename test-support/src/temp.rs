@@ -1,7 +1,6 @@
 //! Fresh places for a test's data, so that tests and runs never meet:
 //! directories removed when dropped, Redis key prefixes and PostgreSQL
-//! table names of their own. The sessions-cli tests include this file by
-//! path.
+//! table names of their own.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -291,18 +291,24 @@ mod memcached {
 
 /// The sealed cookie store: the scenarios that apply to a store that keeps
 /// nothing on the server (no locking across requests, so not the
-/// concurrency ones; `/length` fails, as on memcached). Its keys come from
-/// the environment, which the server process inherits.
+/// concurrency ones; `/length` fails, as on memcached). Its key is in a
+/// file written once for the whole test binary (not in the environment:
+/// setting a variable while other tests' threads run is a race).
 fn cookie() -> Option<String> {
-    std::env::set_var(
-        "SESSIONS_CONFORMANCE_KEYS",
-        "7f3a9c0e5b2d4f6a8c1e3b5d7f9a2c4e6b8d0f1a3c5e7b9d2f4a6c8e0b1d3f5a",
-    );
-    Some(
-        "tools.sessions.storage_type = 'cookie'
-         tools.sessions.keys_env = 'SESSIONS_CONFORMANCE_KEYS'"
-            .to_string(),
-    )
+    static KEYS: std::sync::OnceLock<(TempDir, std::path::PathBuf)> = std::sync::OnceLock::new();
+    let (_, file) = KEYS.get_or_init(|| {
+        let dir = TempDir::new("conformance-keys");
+        let file = dir.write(
+            "keys",
+            "7f3a9c0e5b2d4f6a8c1e3b5d7f9a2c4e6b8d0f1a3c5e7b9d2f4a6c8e0b1d3f5a\n",
+        );
+        (dir, file)
+    });
+    Some(format!(
+        "tools.sessions.storage_type = 'cookie'\n\
+         tools.sessions.keys_file = '{}'",
+        file.display()
+    ))
 }
 
 mod cookie {

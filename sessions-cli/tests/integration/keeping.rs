@@ -19,34 +19,57 @@ enum Store {
     Postgres,
 }
 
+/// Where a test's two instances keep their sessions: a Redis server of the
+/// test's own, or a table of its own on the shared PostgreSQL whose
+/// notification connections carry a name of their own. Either way a test
+/// that cuts notifications cuts only its own processes'.
+struct Place {
+    /// The Redis server, stopped when the test ends.
+    redis: Option<server::redis_topology::Standalone>,
+    /// The Redis prefix or the PostgreSQL table.
+    name: String,
+}
+
 impl Store {
-    /// The config of two instances on the local server, or `None` (a
-    /// skip, outside CI) when it is down.
-    /// `place` is the test's own Redis prefix or PostgreSQL table.
-    fn config(self, dir: &TempDir, extra: &str) -> Option<(std::path::PathBuf, String)> {
-        let (addr, place, storage) = match self {
+    /// The config of two instances, and their place; `None` (a skip,
+    /// outside CI) when the store cannot be had.
+    fn config(self, dir: &TempDir, extra: &str) -> Option<(std::path::PathBuf, Place)> {
+        let (place, storage) = match self {
             Store::Redis => {
+                let redis =
+                    server::redis_topology::or_skip(server::redis_topology::Standalone::start())?;
                 let prefix = unique_prefix();
                 let storage = format!(
                     "tools.sessions.storage_type = 'redis'\n\
-                     tools.sessions.storage_url = 'redis://127.0.0.1:6379/'\n\
-                     tools.sessions.redis_prefix = '{prefix}'"
+                     tools.sessions.storage_url = '{}'\n\
+                     tools.sessions.redis_prefix = '{prefix}'",
+                    redis.url()
                 );
-                ("127.0.0.1:6379", prefix, storage)
+                let place = Place {
+                    redis: Some(redis),
+                    name: prefix,
+                };
+                (place, storage)
             }
             Store::Postgres => {
+                if std::net::TcpStream::connect("127.0.0.1:5432").is_err() {
+                    return server::ci::skip("127.0.0.1:5432 is not reachable");
+                }
                 let table = unique_table();
                 let storage = format!(
                     "tools.sessions.storage_type = 'postgres'\n\
                      tools.sessions.storage_url = 'postgres://postgres@127.0.0.1:5432/test'\n\
+                     tools.sessions.postgres_listen_url = \
+                     'postgres://postgres@127.0.0.1:5432/test?application_name={table}'\n\
                      tools.sessions.table = '{table}'"
                 );
-                ("127.0.0.1:5432", table, storage)
+                let place = Place {
+                    redis: None,
+                    name: table,
+                };
+                (place, storage)
             }
         };
-        if std::net::TcpStream::connect(addr).is_err() {
-            return server::ci::skip(format!("{addr} is not reachable"));
-        }
         let config = dir.write(
             "site.conf",
             &cherrypy_config(&format!("{storage}\ntools.sessions.timeout = 1\n{extra}")),
@@ -54,80 +77,81 @@ impl Store {
         Some((config, place))
     }
 
+    /// `redis-cli` against the place's own Redis server.
+    fn redis_cli(place: &Place) -> Command {
+        let port = place
+            .redis
+            .as_ref()
+            .expect("a Redis place has its server")
+            .node
+            .port;
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+        cmd
+    }
+
+    /// `psql` on the shared PostgreSQL, running `sql`.
+    fn psql(sql: &str) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-tAc",
+            sql,
+        ]);
+        cmd
+    }
+
     /// Whether the session of `cookie` (`name=id`) is locked in the store
     /// at `place` right now: after its request ended, that is, kept.
-    fn locked(self, place: &str, cookie: &str) -> bool {
+    fn locked(self, place: &Place, cookie: &str) -> bool {
         let key = server::key_of(cookie.split_once('=').unwrap().1);
-        let (program, args) = match self {
-            Store::Redis => (
-                "redis-cli",
-                vec![
-                    "-h".to_owned(),
-                    "127.0.0.1".to_owned(),
-                    "EXISTS".to_owned(),
-                    format!("{place}{{{key}}}:lock"),
-                ],
-            ),
-            Store::Postgres => (
-                "psql",
-                vec![
-                    "-h".to_owned(),
-                    "127.0.0.1".to_owned(),
-                    "-U".to_owned(),
-                    "postgres".to_owned(),
-                    "-d".to_owned(),
-                    "test".to_owned(),
-                    "-tAc".to_owned(),
-                    format!(
-                        "SELECT count(*) FROM \"{place}_locks\" WHERE id = '{key}' \
-                         AND lease_expires > (extract(epoch from now()) * 1000)::bigint"
-                    ),
-                ],
-            ),
+        let mut cmd = match self {
+            Store::Redis => {
+                let mut cmd = Self::redis_cli(place);
+                cmd.args(["EXISTS", &format!("{}{{{key}}}:lock", place.name)]);
+                cmd
+            }
+            Store::Postgres => Self::psql(&format!(
+                "SELECT count(*) FROM \"{}_locks\" WHERE id = '{key}' \
+                 AND lease_expires > (extract(epoch from now()) * 1000)::bigint",
+                place.name
+            )),
         };
-        let out = Command::new(program).args(&args).output().unwrap();
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stdout).trim() == "1"
     }
 
-    /// Cuts every connection that brings this store's notifications (a
-    /// stopped process's among them), so that requests to give a session
-    /// back cannot wait in its socket until it resumes.
-    fn cut_notifications(self) {
-        let (program, args): (&str, &[&str]) = match self {
-            Store::Redis => (
-                "redis-cli",
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    "6379",
-                    "CLIENT",
-                    "KILL",
-                    "TYPE",
-                    "pubsub",
-                ],
-            ),
-            Store::Postgres => (
-                "psql",
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "test",
-                    "-tAc",
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                     WHERE application_name = 'sessions-listen'",
-                ],
-            ),
+    /// Cuts the connections that bring this test's processes their
+    /// notifications (the stopped one's among them), so that requests to
+    /// give a session back cannot wait in its socket until it resumes.
+    fn cut_notifications(self, place: &Place) {
+        let mut cmd = match self {
+            Store::Redis => {
+                let mut cmd = Self::redis_cli(place);
+                cmd.args(["CLIENT", "KILL", "TYPE", "pubsub"]);
+                cmd
+            }
+            Store::Postgres => Self::psql(&format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = '{}'",
+                place.name
+            )),
         };
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        let out = cmd.output().expect("run redis-cli or psql");
         assert!(out.status.success(), "{out:?}");
+        // Both answer how many connections they cut: the stopped
+        // process's at least.
+        let cut: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(cut >= 1, "no notification connection was cut: {out:?}");
     }
 }
 
@@ -143,14 +167,9 @@ fn signal(server: &Server, which: &str) {
 /// it and gets it within a lock timeout far shorter than the idle time
 /// after which a kept session is released anyway (2 s): the give-back
 /// works. Each sees the other's last write.
-/// The tests of this file one at a time: a paused test cuts every
-/// process's notifications, those of another test's servers too.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn given_back(store: Store) {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = TempDir::new("keep-give-back");
-    let Some((config, _)) = store.config(&dir, "tools.sessions.lock_timeout = 1") else {
+    let Some((config, _place)) = store.config(&dir, "tools.sessions.lock_timeout = 1") else {
         return;
     };
     let (one, two) = (Server::conformance(&config), Server::conformance(&config));
@@ -188,7 +207,6 @@ async fn given_back(store: Store) {
 /// session and writes it. Resumed, the first must not serve the record
 /// it kept: its next answer counts on from the other's write.
 async fn paused(store: Store) {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let dir = TempDir::new("keep-paused");
     let Some((config, place)) = store.config(&dir, "tools.sessions.lock_timeout = 30") else {
         return;
@@ -210,7 +228,7 @@ async fn paused(store: Store) {
     signal(&one, "-STOP");
     // Nor can it hear the other's requests to give the session back, which
     // would otherwise wait in its socket: this test is about the lease.
-    store.cut_notifications();
+    store.cut_notifications(&place);
     let mut b = Client::new(two.addr);
     b.cookie = a.cookie.clone();
     let taken = b.get("/").await;

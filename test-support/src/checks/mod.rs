@@ -166,7 +166,7 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// Checks a `Set-Cookie` written under `config`: `name=<40 hex>` and then
 /// only the configured attributes, nothing from the request, and a Max-Age
 /// within the timeout. Returns the id. (The end-to-end tests check every
-/// cookie they get with it too, through `common::app::checked_cookie`.)
+/// cookie they get with it too, through `app::checked_cookie` of this crate.)
 pub fn check_set_cookie(cookie: &[u8], config: &SessionConfig) -> SessionId {
     let text = std::str::from_utf8(cookie).expect("Set-Cookie is ASCII");
     let (first, rest) = text.split_once(';').expect("Set-Cookie has attributes");

@@ -1,7 +1,7 @@
 //! The file store on disk: the shared conformance suite, and what only a
 //! store of files can get wrong — planted files, clean-up of data, lock
 //! and temporary files, permissions, a directory of many files. Other
-//! processes and concurrent writers are in `store_file_concurrency.rs`.
+//! processes and concurrent writers are in `file_concurrency.rs`.
 
 #![cfg(unix)]
 

@@ -2,7 +2,7 @@
 //! and what only a real database shows — cancelled lock waits, a large
 //! clean-up under load, concurrent migrations, table names and schemas,
 //! damaged rows, paged listing. Lost connections and a crashed server are
-//! in `postgres_outage.rs`.
+//! in `faults/postgres_outage.rs`.
 //!
 //! Each test uses tables of its own ([`unique_table`]), dropped at its end
 //! or, should it fail first, by a later run's sweep.

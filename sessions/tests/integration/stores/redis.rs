@@ -1,6 +1,6 @@
 //! The Redis store against the shared Redis: the conformance suite, the
 //! key layout and native TTLs, unreadable values, and the lease lock.
-//! Outages of a server of the tests' own are in `redis_outage.rs`.
+//! Outages of a server of the tests' own are in `faults/redis_outage.rs`.
 //!
 //! Every test uses its own key prefix, so runs never collide.
 
