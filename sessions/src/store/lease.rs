@@ -157,11 +157,7 @@ pub(crate) async fn lock<B: LeaseBackend>(
     wait: Duration,
     load: bool,
 ) -> Result<(LockGuard, Option<Record>), Error> {
-    let (waits, length) = backend.lease_site().await?;
-    let (lease, record) = acquire(backend, waits, length, key, wait, load, || {
-        backend.on_busy()
-    })
-    .await?;
+    let (lease, record) = acquire(backend, key, wait, load).await?;
     Ok((LockGuard::new(lease), record))
 }
 
@@ -170,15 +166,13 @@ pub(crate) async fn lock<B: LeaseBackend>(
 /// `store::wait`; the backend may wake the waiter when a holder releases).
 /// When the request before in this process handed its lease over, the
 /// lease is taken from it instead, with no round trip for a known record.
-pub(crate) async fn acquire<B: LeaseBackend>(
+async fn acquire<B: LeaseBackend>(
     backend: &B,
-    waits: &Arc<LockWaits>,
-    length: Duration,
     key: &StoreKey,
     wait: Duration,
     load: bool,
-    on_busy: impl Fn(),
 ) -> Result<(Lease<B>, Option<Record>), Error> {
+    let (waits, length) = backend.lease_site().await?;
     let mut waiter = match waits.enter_or_take::<Handover<B>>(key, wait).await? {
         Entered::HandedOver(local, handover) => {
             let Handover { mut lease, record } = *handover;
@@ -215,7 +209,7 @@ pub(crate) async fn acquire<B: LeaseBackend>(
                 return Ok((lease, record));
             }
             Taken::Busy => {
-                on_busy();
+                backend.on_busy();
                 waiter.pause().await?;
             }
         }
@@ -228,18 +222,14 @@ pub(crate) async fn acquire<B: LeaseBackend>(
 /// loses it within a lease), and none serves it after the delete.
 #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) async fn end<B: LeaseBackend>(backend: &B, key: &StoreKey) -> Result<(), Error> {
-    let (waits, length) = backend.lease_site().await?;
+    let (_, length) = backend.lease_site().await?;
     // A keeper gives the session back at once, a request in flight at its
     // end. One that holds it longer (a long poll) is waited for one lease
     // and a tenth: by then any process that stopped meanwhile has seen its
     // lease run out and will ask the store before it serves what it kept,
     // so the delete goes ahead; the request's save finds the record gone.
     let wait = length + length / 10;
-    match acquire(backend, waits, length, key, wait, false, || {
-        backend.on_busy()
-    })
-    .await
-    {
+    match acquire(backend, key, wait, false).await {
         Ok((lease, _)) => {
             let deleted = backend.delete(key).await;
             drop(lease);
