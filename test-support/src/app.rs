@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
-use server_sessions::store::SessionAdmin;
+use server_sessions::store::{SessionAdmin, SessionStore};
 use server_sessions::{Locking, Session, SessionConfig, SessionLayer};
 
 use super::client::{serve, Client};
@@ -226,6 +226,26 @@ pub async fn start_session(addr: SocketAddr) -> String {
     let r = Client::new(addr).get_with("/count", None).await;
     assert_eq!((r.status, r.body.as_str()), (200, "false 1"), "{r:?}");
     r.cookie_value().unwrap()
+}
+
+/// A store whose server cannot be reached answers a load, a lock (even
+/// with a long wait) and a save with `Unavailable`, never another error.
+pub async fn assert_unavailable(store: &impl SessionStore) {
+    use server_sessions::store::{Error, SaveIf};
+    let key = super::records::key();
+    assert!(matches!(
+        store.load(&key).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        store.lock(&key, Duration::from_secs(30)).await,
+        Err(Error::Unavailable { .. })
+    ));
+    let record = super::records::record("{}", 1_000);
+    assert!(matches!(
+        store.save(&key, &record, SaveIf::Absent).await,
+        Err(Error::Unavailable { .. })
+    ));
 }
 
 /// Checks a `Set-Cookie` against the config (see

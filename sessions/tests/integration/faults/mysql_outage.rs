@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::app::{app, outage_under_traffic};
+use common::app::{app, assert_unavailable, outage_under_traffic};
 use common::ci::skip;
 use common::client::{free_port, serve};
-use common::records::{key, record};
 use common::temp::TempDir;
-use server_sessions::store::{Error, MysqlStore, SaveIf, SessionStore};
+use server_sessions::store::MysqlStore;
 use server_sessions::SessionConfig;
 
 const SERVER: &str = "/usr/sbin/mariadbd";
@@ -143,19 +142,7 @@ async fn down_database_is_unavailable_quickly() {
         .unwrap()
         .with_timeout(Duration::from_secs(1))
         .with_auto_migrate(false);
-    let key = key();
-    assert!(matches!(
-        lazy.load(&key).await,
-        Err(Error::Unavailable { .. })
-    ));
-    assert!(matches!(
-        lazy.lock(&key, Duration::from_secs(30)).await,
-        Err(Error::Unavailable { .. })
-    ));
-    assert!(matches!(
-        lazy.save(&key, &record("{}", 1_000), SaveIf::Absent).await,
-        Err(Error::Unavailable { .. })
-    ));
+    assert_unavailable(&lazy).await;
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
