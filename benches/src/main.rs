@@ -83,7 +83,8 @@ benchmark starts a 3-master Cluster on loopback with redis-server) and
 SESSIONS_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test)
 and SESSIONS_BENCH_MYSQL_URL (default mysql://root@127.0.0.1:3306/test); a
 store that does not answer is skipped. SESSIONS_BENCH_KEEP=0 runs our stores
-without keeping sessions between requests (the default keeps).";
+without keeping sessions between requests (the default keeps);
+SESSIONS_BENCH_PIPELINED=0 without pipelined saves (the default pipelines).";
 
 impl Options {
     fn parse(args: &[String]) -> anyhow::Result<Options> {

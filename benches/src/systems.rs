@@ -640,6 +640,11 @@ fn our_config(store: Store, env: &Env, instance: &str) -> SessionConfig {
     let mut config = SessionConfig::default();
     config.timeout = SESSION_TIMEOUT;
     config.storage = storage;
+    // `SESSIONS_BENCH_PIPELINED=0`: a request waits for the save of the one
+    // before it (README, "Pipelined saves").
+    if std::env::var("SESSIONS_BENCH_PIPELINED").is_ok_and(|v| v == "0") {
+        config.pipelined_saves = false;
+    }
     config
 }
 

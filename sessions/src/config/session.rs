@@ -72,6 +72,16 @@ pub struct SessionConfig {
     /// `None` (the default): a tenth of the idle timeout. Zero refreshes
     /// at every request, as CherryPy does.
     pub refresh_after: Option<Duration>,
+    /// `pipelined_saves`: when requests of one session queue in this
+    /// process, the next one starts on what the one before saved while that
+    /// save is still on its way to the store, and saves queued meanwhile go
+    /// as one (on the stores with leases: Redis, PostgreSQL, MySQL, SQLite,
+    /// memcached). Every response still waits for its own save, and for
+    /// the saves it ran on; if one fails, every request that ran on it
+    /// answers 503. What a handler may see is the previous request's result
+    /// before the store acknowledged it. Off: the next request starts only
+    /// once it is acknowledged. Default on.
+    pub pipelined_saves: bool,
     /// The server keys, read from `keys_file` or `keys_env` (never written
     /// in the config itself): what `sign_ids` signs with.
     pub keys: Option<crate::Keys>,
@@ -109,6 +119,7 @@ impl Default for SessionConfig {
             max_size: 64 * 1024,
             debug: false,
             refresh_after: None,
+            pipelined_saves: true,
             keys: None,
             sign_ids: false,
             seal_records: false,
@@ -342,6 +353,7 @@ mod file_keys {
                     }
                 }
                 "debug" => self.debug = boolean(v)?,
+                "pipelined_saves" => self.pipelined_saves = boolean(v)?,
                 "refresh_after" => {
                     self.refresh_after = match v {
                         Value::None => None,

@@ -223,10 +223,20 @@ impl RequestSession {
                     self.store.as_ref().lock_and_load(&key, timeout),
                 )
                 .await;
-                let (guard, record) = checked(&mut self.failed, r)?;
+                let (mut guard, mut record) = checked(&mut self.failed, r)?;
+                // Without pipelined saves the handler runs only on what is
+                // in the store: a record handed over whose save the store
+                // refused (the session ended meanwhile) is no session.
+                if !self.config.pipelined_saves {
+                    let r = guard.durable().await;
+                    if !checked(&mut self.failed, r)? {
+                        record = None;
+                    }
+                }
                 self.lock = Some(HeldLock { id, guard });
                 record
             } else {
+                self.settle().await?;
                 let r = timed("load", &key, self.store.as_ref().load(&key)).await;
                 checked(&mut self.failed, r)?
             };
@@ -307,6 +317,25 @@ impl RequestSession {
     /// A fresh id; a failing random source is logged and reported.
     fn new_id(&mut self) -> Result<SessionId, Error> {
         SessionId::generate().map_err(|e| failed(&mut self.failed, e.into()))
+    }
+
+    /// Waits until the saves made under the held lock before this request
+    /// took it are in the store (pipelined saves, `store/lease/writes.rs`):
+    /// before the store is read or written other than by this request's
+    /// own save under the lock, and before answering from data handed on
+    /// with the lock.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let Some(lock) = &mut self.lock else {
+            return Ok(());
+        };
+        let r = lock.guard.durable().await;
+        if checked(&mut self.failed, r)? {
+            return Ok(());
+        }
+        // The store refused a save this request ran on: the session had
+        // ended, and the request has seen it as if it had not.
+        let e = store::Error::unavailable("reading a session", SessionEnded);
+        Err(failed(&mut self.failed, e.into()))
     }
 
     fn holds_lock(&self, id: &SessionId) -> bool {
@@ -595,3 +624,9 @@ fn failed(failure: &mut Option<Failure>, e: Error) -> Error {
     e.log();
     e
 }
+
+/// A request ran on a save of its session that the store then refused:
+/// the session had ended meanwhile (pipelined saves).
+#[derive(Debug, thiserror::Error)]
+#[error("the session ended while this request ran on a save of it not yet stored")]
+struct SessionEnded;

@@ -17,6 +17,15 @@ impl RequestSession {
     /// session was deleted, regenerated or expired meanwhile) is logged and
     /// leaves no cookie.
     pub(super) async fn save(&mut self) -> Result<(), Error> {
+        let Phase::Loaded(s) = &self.phase else {
+            return Ok(());
+        };
+        // Only a save under this id's own lock goes behind the saves before
+        // it by itself; every other way needs them in first.
+        let own_save = (s.changed || !s.stored) && s.replaces.filter(|_| !s.stored).is_none();
+        if !(own_save && self.holds_lock(&s.id)) {
+            self.settle().await?;
+        }
         let Phase::Loaded(s) = &mut self.phase else {
             return Ok(());
         };
@@ -148,6 +157,9 @@ impl RequestSession {
 
     /// Deletes the ids given up in this request.
     pub(super) async fn delete_doomed(&mut self) -> Result<(), Error> {
+        if !self.doomed.is_empty() {
+            self.settle().await?;
+        }
         for doomed in std::mem::take(&mut self.doomed) {
             let key = doomed.id.store_key();
             // Under this request's lock a plain delete; otherwise (a

@@ -52,6 +52,10 @@ use crate::store::{
     SessionStore, COURTESY, TURN,
 };
 
+mod writes;
+
+use writes::Writes;
+
 /// Until when a turn claimed at `now` lasts.
 #[cfg_attr(not(any(feature = "sqlite", feature = "memcached")), allow(dead_code))]
 pub(crate) fn turn_until(now: Millis) -> Millis {
@@ -67,6 +71,7 @@ pub(crate) enum Taken {
 }
 
 /// What a save that releases the lease found.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Released {
     /// The lease was ours and is released; whether the save's precondition
     /// held and the record was written.
@@ -79,6 +84,16 @@ pub(crate) enum Released {
     SavedWhileWanted(bool),
     /// The lease was no longer ours: nothing was written.
     Lost,
+}
+
+impl Released {
+    /// Whether the record was written.
+    fn saved(self) -> bool {
+        matches!(
+            self,
+            Released::Saved(true) | Released::SavedWhileWanted(true)
+        )
+    }
 }
 
 /// The statements of one store, as the lease rules need them.
@@ -179,18 +194,28 @@ async fn acquire<B: LeaseBackend>(
             lease.place.take(local);
             // A lease kept or handed over is used only while it surely is
             // still ours: past that (a process paused past its lease, a
-            // renewal that failed) the store says, before any read.
-            if lease.confirmed.holds() || lease.reconfirm().await? {
+            // renewal that failed) the store says, before any read; and
+            // not after a save under it failed. A record handed over may
+            // still be on its way to the store (`writes.rs`): this request
+            // runs on it, and answers only once it is acknowledged.
+            if !lease.writes.failed() && (lease.confirmed.holds() || lease.reconfirm().await?) {
                 let record = match record {
-                    Known::Record(record) => record.filter(|r| !r.is_expired(now_millis())),
-                    Known::Unknown if load => backend.load(key).await?,
-                    Known::Unknown => None,
+                    Known::Record(record) => Some(record.filter(|r| !r.is_expired(now_millis()))),
+                    // Read only once what was saved before is in.
+                    Known::Unknown if load => match lease.writes.settled().await {
+                        Ok(_) => Some(backend.load(key).await?),
+                        Err(_) => None,
+                    },
+                    Known::Unknown => Some(None),
                 };
-                lease.remember(&record);
-                return Ok((lease, record));
+                if let Some(record) = record {
+                    lease.remember(&record);
+                    return Ok((lease, record));
+                }
             }
-            // Lost: someone may have written since. Ask afresh.
-            let local = lease.forsake();
+            // Lost, or a save under it failed: someone may have written
+            // since. Ask afresh.
+            let local = lease.forsake().await;
             waits.front(key, local, wait)
         }
         Entered::Front(waiter) => waiter,
@@ -348,6 +373,8 @@ pub(crate) struct Lease<B: LeaseBackend> {
     renewal: AbortHandle,
     /// Until when the lease is surely ours; the renewal moves it on.
     confirmed: Arc<Confirmed>,
+    /// The saves made under the lease, in order (`writes.rs`).
+    writes: Arc<Writes<B>>,
     /// This process's place at the front of the session's queue.
     place: Place,
     /// The record the lease was taken with, when the store keeps sessions:
@@ -366,6 +393,13 @@ impl<B: LeaseBackend> Lease<B> {
     ) -> Self {
         let confirmed = Arc::new(Confirmed::default());
         confirmed.set(sent, length);
+        let writes = Writes::new(
+            backend.clone(),
+            key,
+            owner.clone(),
+            length,
+            Arc::clone(&confirmed),
+        );
         let renewal = renew(
             backend.clone(),
             key,
@@ -380,6 +414,7 @@ impl<B: LeaseBackend> Lease<B> {
             length,
             renewal: tokio::spawn(renewal).abort_handle(),
             confirmed,
+            writes,
             place: Place::new(local),
             loaded: None,
         }
@@ -405,11 +440,13 @@ impl<B: LeaseBackend> Lease<B> {
         Ok(ours)
     }
 
-    /// Gives up a lease found lost: nothing to release; the queue's place
-    /// goes back to the caller.
-    fn forsake(mut self) -> LocalGuard {
-        self.owner.clear();
+    /// Gives up a lease found lost, or under which a save failed: released
+    /// if it still is ours (the owner check makes that harmless if not),
+    /// and the queue's place goes back to the caller.
+    async fn forsake(mut self) -> LocalGuard {
         self.renewal.abort();
+        let owner = std::mem::take(&mut self.owner);
+        let _ = self.backend.release(&self.key, &owner).await;
         self.place
             .let_go()
             .expect("a lease taken from a hand-over holds its place")
@@ -421,6 +458,7 @@ impl<B: LeaseBackend> Lease<B> {
         let (backend, key, length) = (self.backend.clone(), self.key, self.length);
         let (owner, renewal) = (std::mem::take(&mut self.owner), self.renewal.clone());
         let confirmed = Arc::clone(&self.confirmed);
+        let writes = Arc::clone(&self.writes);
         move |place| Lease {
             backend,
             key,
@@ -428,6 +466,7 @@ impl<B: LeaseBackend> Lease<B> {
             length,
             renewal,
             confirmed,
+            writes,
             place,
             loaded: None,
         }
@@ -467,9 +506,12 @@ impl<B: LeaseBackend> Lease<B> {
             .then_some(keep)
     }
 
-    /// Saves `record` and releases the lease in one step; `Ok(false)` when
-    /// the precondition failed, [`Error::Unavailable`] when the lease was
-    /// lost before the save (nothing written).
+    /// Saves `record` and releases the lease in one step — or keeps it,
+    /// for this process's next request of the session: one that waits now
+    /// gets it at once, running on `record` while the save is on its way
+    /// (`writes.rs`). `Ok(false)` when the precondition failed,
+    /// [`Error::Unavailable`] when the lease was lost before the save
+    /// (nothing written) or a save before it failed.
     async fn save_releasing(mut self, record: &Record, only: SaveIf) -> Result<bool, Error> {
         let hand_over = self.place.hand_over_next();
         let keep = if hand_over {
@@ -477,46 +519,33 @@ impl<B: LeaseBackend> Lease<B> {
         } else {
             self.may_keep(record)
         };
-        if hand_over || keep.is_some() {
-            // One round trip for the next request too: the lease stays,
-            // and so does what was just written.
-            let sent = mono_ms();
-            let until = now_millis().saturating_add(millis(self.length));
-            let outcome = self
-                .backend
-                .save_and_keep(&self.key, &self.owner, record, only, until)
-                .await?;
-            return match outcome {
-                Released::Saved(saved) | Released::SavedWhileWanted(saved) => {
-                    self.confirmed.set(sent, self.length);
-                    match keep {
-                        // Kept only as saved; a session found gone is
-                        // released (by `Drop`).
-                        Some(keep) if saved => self.keep(record.clone(), &keep),
-                        Some(_) => {}
-                        None => self.hand_over(Known::Record(saved.then(|| record.clone()))),
-                    }
-                    Ok(saved)
-                }
-                Released::Lost => Err(self.lost()),
-            };
+        let release = !hand_over && keep.is_none();
+        if release {
+            self.renewal.abort();
+            // From here the lease is being released: should this future be
+            // dropped mid-save, `Drop` must release it (owner-checked,
+            // harmless if the save did), never hand a lease whose renewal
+            // stopped to the next request.
+            self.place.release_only();
         }
-        self.renewal.abort();
-        // From here the lease is being released: should this future be
-        // dropped mid-save, `Drop` must release it (owner-checked, harmless
-        // if the save did), never hand a lease whose renewal stopped to the
-        // next request.
-        self.place.release_only();
-        let outcome = self
-            .backend
-            .save_and_release(&self.key, &self.owner, record, only)
-            .await;
-        // Released (or lost, or in doubt — the lease then runs out): never
-        // released again by `Drop`.
-        self.owner.clear();
+        let outcome = if hand_over {
+            let answer = self.writes.queue(record.clone(), only, false);
+            self.hand_over(Known::Record(Some(record.clone())));
+            answer.await
+        } else if self.writes.busy() {
+            // Behind saves of earlier requests still on their way.
+            self.writes.queue(record.clone(), only, release).await
+        } else {
+            self.writes.send(record, only, release).await
+        };
+        if release {
+            // Released (or lost, or in doubt — the lease then runs out):
+            // never released again by `Drop`.
+            self.owner.clear();
+        }
         match outcome? {
-            Released::Saved(saved) => Ok(saved),
-            Released::SavedWhileWanted(saved) => {
+            Released::Lost => Err(self.lost()),
+            Released::SavedWhileWanted(saved) if release => {
                 // The queue's place is let go only after the courtesy.
                 if let Some(local) = self.place.let_go() {
                     tokio::spawn(async move {
@@ -526,7 +555,14 @@ impl<B: LeaseBackend> Lease<B> {
                 }
                 Ok(saved)
             }
-            Released::Lost => Err(self.lost()),
+            Released::Saved(saved) | Released::SavedWhileWanted(saved) => {
+                // Kept only as saved; a session found gone is released
+                // (by `Drop`).
+                if let Some(keep) = keep.filter(|_| saved) {
+                    self.keep(record.clone(), &keep);
+                }
+                Ok(saved)
+            }
         }
     }
 
@@ -544,7 +580,7 @@ impl<B: LeaseBackend> Lease<B> {
 
 impl<B: LeaseBackend> Drop for Lease<B> {
     fn drop(&mut self) {
-        if !self.owner.is_empty() && self.place.hand_over_next() {
+        if !self.owner.is_empty() && self.place.hand_over_next() && !self.writes.failed() {
             // Nothing was saved (an unchanged session, an error, a
             // release without a save): the next request reads the record.
             self.hand_over(Known::Unknown);
@@ -568,7 +604,10 @@ impl<B: LeaseBackend> Drop for Lease<B> {
             self.key,
             std::mem::take(&mut self.owner),
         );
+        let writes = Arc::clone(&self.writes);
         runtime.spawn(async move {
+            // After the saves still on their way, which need the lease.
+            let _ = writes.settled().await;
             if let Err(error) = backend.release(&key, &owner).await {
                 tracing::debug!(session = %key.short(), %error, "lock release failed; its lease will free it");
             }
@@ -587,6 +626,10 @@ impl<B: LeaseBackend> SessionLock for Lease<B> {
         // Refused before anything is written; the lease, dropped, releases.
         self.backend.check(record)?;
         self.save_releasing(record, write).await
+    }
+
+    async fn durable(&mut self) -> Result<bool, Error> {
+        self.writes.settled().await
     }
 
     fn release_unchanged(mut self: Box<Self>) {

@@ -232,6 +232,18 @@ pub trait SessionLock: Send + 'static {
         write: SaveIf,
     ) -> Result<bool, Error>;
 
+    /// Waits until what the lock was taken with is in the store: a store
+    /// whose locks pass from one request to the next of the process before
+    /// the first one's save is acknowledged (pipelined saves) says here
+    /// whether that save, and every one before it, went in: `Ok(false)`
+    /// when the store refused it because the session had ended meanwhile,
+    /// so the record the lock came with is no longer the session's. A
+    /// request waits for this before it reads the store or answers from
+    /// data it did not write itself. The default has nothing to wait for.
+    async fn durable(&mut self) -> Result<bool, Error> {
+        Ok(true)
+    }
+
     /// Ends a request that changed nothing and wrote nothing. The default
     /// releases (drops the lock); a store that keeps sessions in the
     /// process (see [`Keep`]) may keep this one, with the record the lock
@@ -257,6 +269,12 @@ impl LockGuard {
     /// [`SessionLock::save_and_release`].
     pub async fn save_and_release(self, record: &Record, write: SaveIf) -> Result<bool, Error> {
         self.0.save_and_release(record, write).await
+    }
+
+    /// Waits until what the lock was taken with is in the store: see
+    /// [`SessionLock::durable`].
+    pub async fn durable(&mut self) -> Result<bool, Error> {
+        self.0.durable().await
     }
 
     /// Ends a request that changed nothing: see

@@ -22,6 +22,7 @@ mod lifecycle;
 mod locking;
 mod login;
 mod logs;
+mod pipelined;
 mod properties;
 mod remember_me;
 mod sealed_records;
