@@ -256,6 +256,10 @@ pub(crate) async fn end<B: LeaseBackend>(backend: &B, key: &StoreKey) -> Result<
     let wait = length + length / 10;
     match acquire(backend, key, wait, false).await {
         Ok((lease, _)) => {
+            // After the saves a request of this process queued under the
+            // lease before handing it over: they need the lease, and a
+            // delete goes last.
+            let _ = lease.writes.settled().await;
             let deleted = backend.delete(key).await;
             drop(lease);
             deleted
