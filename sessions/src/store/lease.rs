@@ -502,6 +502,14 @@ impl<B: LeaseBackend> Lease<B> {
         });
     }
 
+    /// Whether the lease goes to the next request of this process, which
+    /// waits for it. Where the store keeps sessions it also tells this
+    /// process when another one asks for the session back, which ends a
+    /// run of hand-overs; elsewhere the run is bounded.
+    fn hand_over_next(&self) -> bool {
+        self.place.hand_over_next(self.backend.keep().is_some())
+    }
+
     /// Whether the session may be kept after this request, with `record`.
     fn may_keep(&self, record: &Record) -> Option<Keep> {
         let keep = self.backend.keep()?;
@@ -517,7 +525,7 @@ impl<B: LeaseBackend> Lease<B> {
     /// [`Error::Unavailable`] when the lease was lost before the save
     /// (nothing written) or a save before it failed.
     async fn save_releasing(mut self, record: &Record, only: SaveIf) -> Result<bool, Error> {
-        let hand_over = self.place.hand_over_next();
+        let hand_over = self.hand_over_next();
         let keep = if hand_over {
             None
         } else {
@@ -584,7 +592,7 @@ impl<B: LeaseBackend> Lease<B> {
 
 impl<B: LeaseBackend> Drop for Lease<B> {
     fn drop(&mut self) {
-        if !self.owner.is_empty() && self.place.hand_over_next() && !self.writes.failed() {
+        if !self.owner.is_empty() && self.hand_over_next() && !self.writes.failed() {
             // Nothing was saved (an unchanged session, an error, a
             // release without a save): the next request reads the record.
             self.hand_over(Known::Unknown);
@@ -642,7 +650,7 @@ impl<B: LeaseBackend> SessionLock for Lease<B> {
         let Some(record) = self.loaded.take() else {
             return;
         };
-        if self.place.hand_over_next() {
+        if self.hand_over_next() {
             self.hand_over(Known::Record(Some(record)));
         } else if let Some(keep) = self.may_keep(&record) {
             self.keep(record, &keep);

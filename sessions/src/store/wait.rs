@@ -65,7 +65,8 @@ pub(crate) type Handover = Box<dyn Any + Send>;
 
 /// At most this many requests of one process in a row get a backend lock
 /// handed over; then it is released, so that other processes get their
-/// turn.
+/// turn — on a store that cannot ask the holder for it back (one that
+/// can ends the run when another process asks).
 #[cfg_attr(
     not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
     allow(dead_code)
@@ -478,6 +479,8 @@ pub(crate) struct Place {
     local: Option<LocalGuard>,
     /// How many requests in a row have had the lock handed over.
     handovers: u32,
+    /// The backend lock is being released: no hand-over.
+    releasing: bool,
 }
 
 #[cfg_attr(
@@ -489,19 +492,24 @@ impl Place {
         Place {
             local: Some(local),
             handovers: 0,
+            releasing: false,
         }
     }
 
     /// Whether the lock should go to the next request of this process
     /// instead of being released: one waits, and the run of hand-overs has
-    /// not reached its bound.
-    pub(crate) fn hand_over_next(&self) -> bool {
-        self.handovers < MAX_HANDOVERS && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
+    /// not reached its bound — unless `asked_back`, when another process
+    /// that wants the session asks for it (the store's notification,
+    /// [`LockWaits::give_back`]), which ends the run.
+    pub(crate) fn hand_over_next(&self, asked_back: bool) -> bool {
+        !self.releasing
+            && (asked_back || self.handovers < MAX_HANDOVERS)
+            && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
     }
 
     /// No hand-over from here on: the backend lock is being released.
     pub(crate) fn release_only(&mut self) {
-        self.handovers = MAX_HANDOVERS;
+        self.releasing = true;
     }
 
     /// Whether the place was passed on with the lock.
@@ -520,7 +528,8 @@ impl Place {
         };
         let next = Place {
             local: None,
-            handovers: self.handovers + 1,
+            handovers: self.handovers.saturating_add(1),
+            releasing: false,
         };
         local.hand_over(Box::new(make(next)));
     }
@@ -549,6 +558,7 @@ impl Place {
         let next = Place {
             local: None,
             handovers: 0,
+            releasing: false,
         };
         local.keep(Box::new(make(next)), bytes, keep);
     }
