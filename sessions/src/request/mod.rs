@@ -214,25 +214,9 @@ impl RequestSession {
     async fn fetch(&mut self, id: Option<SessionId>) -> Result<Loaded, Error> {
         let now = now_millis();
         if let Some(id) = id {
-            let timeout = self.config.lock_timeout;
             let key = id.store_key();
             let record = if self.config.locking == Locking::Implicit && !self.holds_lock(&id) {
-                let r = timed(
-                    "lock_and_load",
-                    &key,
-                    self.store.as_ref().lock_and_load(&key, timeout),
-                )
-                .await;
-                let (mut guard, mut record) = checked(&mut self.failed, r)?;
-                // Without pipelined saves the handler runs only on what is
-                // in the store: a record handed over whose save the store
-                // refused (the session ended meanwhile) is no session.
-                if !self.config.pipelined_saves {
-                    let r = guard.durable().await;
-                    if !checked(&mut self.failed, r)? {
-                        record = None;
-                    }
-                }
+                let (guard, record) = self.lock_and_load(&key).await?;
                 self.lock = Some(HeldLock { id, guard });
                 record
             } else {
@@ -279,6 +263,34 @@ impl RequestSession {
         Ok(Loaded::fresh(id, now))
     }
 
+    /// Takes the session's lock with its record. Without pipelined saves
+    /// the handler runs only on what is in the store: a record handed over
+    /// whose save the store then refused (the session had ended) is no
+    /// session, and one whose save failed is given up — the lock is taken
+    /// afresh, once.
+    async fn lock_and_load(
+        &mut self,
+        key: &StoreKey,
+    ) -> Result<(LockGuard, Option<Record>), Error> {
+        let timeout = self.config.lock_timeout;
+        let mut retried = false;
+        loop {
+            let call = self.store.as_ref().lock_and_load(key, timeout);
+            let r = timed("lock_and_load", key, call).await;
+            let (mut guard, record) = checked(&mut self.failed, r)?;
+            if self.config.pipelined_saves {
+                return Ok((guard, record));
+            }
+            match guard.durable().await {
+                Ok(true) => return Ok((guard, record)),
+                Ok(false) => return Ok((guard, None)),
+                // Dropped, the lock is released, not handed on.
+                Err(_) if !retried => retried = true,
+                Err(e) => return Err(failed(&mut self.failed, e.into())),
+            }
+        }
+    }
+
     /// Checks a loaded record: its times are in range, the absolute
     /// timeout, and that the data is a JSON object. A record failing any is
     /// treated as missing.
@@ -323,19 +335,22 @@ impl RequestSession {
     /// took it are in the store (pipelined saves, `store/lease/writes.rs`):
     /// before the store is read or written other than by this request's
     /// own save under the lock, and before answering from data handed on
-    /// with the lock.
-    async fn settle(&mut self) -> Result<(), Error> {
+    /// with the lock. `false`: the newest of them was refused, the session
+    /// had ended.
+    async fn settle(&mut self) -> Result<bool, Error> {
         let Some(lock) = &mut self.lock else {
-            return Ok(());
+            return Ok(true);
         };
         let r = lock.guard.durable().await;
-        if checked(&mut self.failed, r)? {
-            return Ok(());
-        }
-        // The store refused a save this request ran on: the session had
-        // ended, and the request has seen it as if it had not.
+        checked(&mut self.failed, r)
+    }
+
+    /// The failure of a request that answered from data handed over with
+    /// its lock, whose save the store then refused: the session had ended,
+    /// and the request has seen it as if it had not.
+    fn ran_on_an_ended_session(&mut self) -> Error {
         let e = store::Error::unavailable("reading a session", SessionEnded);
-        Err(failed(&mut self.failed, e.into()))
+        failed(&mut self.failed, e.into())
     }
 
     fn holds_lock(&self, id: &SessionId) -> bool {
@@ -467,6 +482,9 @@ impl RequestSession {
     /// The live sessions of this session's user.
     pub(crate) async fn user_sessions(&mut self) -> Result<Vec<UserSession>, Error> {
         let timeout = self.config.timeout;
+        self.load().await?;
+        // The user index is written with the saves.
+        self.settle().await?;
         let s = self.load().await?;
         let Some(user) = s.user.clone() else {
             return Ok(Vec::new());
@@ -488,6 +506,8 @@ impl RequestSession {
     /// Ends the other sessions of this session's user, and says how many
     /// ended, counting this one if `this_too` (the caller deletes it).
     pub(crate) async fn end_user_sessions(&mut self, this_too: bool) -> Result<u64, Error> {
+        self.load().await?;
+        self.settle().await?;
         let s = self.load().await?;
         let Some(user) = s.user.clone() else {
             return Ok(0);

@@ -21,10 +21,16 @@ impl RequestSession {
             return Ok(());
         };
         // Only a save under this id's own lock goes behind the saves before
-        // it by itself; every other way needs them in first.
-        let own_save = (s.changed || !s.stored) && s.replaces.filter(|_| !s.stored).is_none();
+        // it by itself; every other way needs them in first. One of them
+        // refused means the session had ended: a request that only read it
+        // has answered from a session that was gone.
+        let unchanged = !s.changed && s.stored;
+        let own_save = !unchanged && s.replaces.filter(|_| !s.stored).is_none();
         if !(own_save && self.holds_lock(&s.id)) {
-            self.settle().await?;
+            let live = self.settle().await?;
+            if !live && unchanged {
+                return Err(self.ran_on_an_ended_session());
+            }
         }
         let Phase::Loaded(s) = &mut self.phase else {
             return Ok(());

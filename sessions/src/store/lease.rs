@@ -70,7 +70,7 @@ pub(crate) enum Taken {
     Busy,
 }
 
-/// What a save that releases the lease found.
+/// What a save under the lease found (one that releases it, or keeps it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Released {
     /// The lease was ours and is released; whether the save's precondition
@@ -449,8 +449,9 @@ impl<B: LeaseBackend> Lease<B> {
     /// and the queue's place goes back to the caller.
     async fn forsake(mut self) -> LocalGuard {
         self.renewal.abort();
-        let owner = std::mem::take(&mut self.owner);
-        let _ = self.backend.release(&self.key, &owner).await;
+        // Cleared only once released: cancelled before, `Drop` releases.
+        let _ = self.backend.release(&self.key, &self.owner).await;
+        self.owner.clear();
         self.place
             .let_go()
             .expect("a lease taken from a hand-over holds its place")
@@ -505,7 +506,8 @@ impl<B: LeaseBackend> Lease<B> {
     /// Whether the lease goes to the next request of this process, which
     /// waits for it. Where the store keeps sessions it also tells this
     /// process when another one asks for the session back, which ends a
-    /// run of hand-overs; elsewhere the run is bounded.
+    /// run of hand-overs (bounded only as a backstop); elsewhere the run
+    /// is short.
     fn hand_over_next(&self) -> bool {
         self.place.hand_over_next(self.backend.keep().is_some())
     }
@@ -548,11 +550,12 @@ impl<B: LeaseBackend> Lease<B> {
             // Behind saves of earlier requests still on their way.
             self.writes.queue(record.clone(), only, release).await
         } else {
-            self.writes.send(record, only, release).await
+            self.writes.send_now(record, only, release).await
         };
-        if release {
-            // Released (or lost, or in doubt — the lease then runs out):
-            // never released again by `Drop`.
+        if release && !self.writes.failed() {
+            // Released: never released again by `Drop`. (After a failure
+            // — sent or refused unsent — `Drop` releases, owner-checked,
+            // which is harmless if the lease is gone.)
             self.owner.clear();
         }
         match outcome? {
@@ -593,8 +596,10 @@ impl<B: LeaseBackend> Lease<B> {
 impl<B: LeaseBackend> Drop for Lease<B> {
     fn drop(&mut self) {
         if !self.owner.is_empty() && self.hand_over_next() && !self.writes.failed() {
-            // Nothing was saved (an unchanged session, an error, a
-            // release without a save): the next request reads the record.
+            // Nothing was saved, or the save's future was dropped (an
+            // unchanged session, an error, a release without a save, a
+            // client gone): the next request reads the record, once the
+            // saves queued under the lease are in.
             self.hand_over(Known::Unknown);
             return;
         }

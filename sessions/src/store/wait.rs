@@ -65,13 +65,24 @@ pub(crate) type Handover = Box<dyn Any + Send>;
 
 /// At most this many requests of one process in a row get a backend lock
 /// handed over; then it is released, so that other processes get their
-/// turn — on a store that cannot ask the holder for it back (one that
-/// can ends the run when another process asks).
+/// turn — on a store that cannot ask the holder for it back. One that can
+/// ends the run when another process asks; [`MAX_HANDOVERS_ASKED`] is
+/// then only the backstop for an ask that was lost.
 #[cfg_attr(
     not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
     allow(dead_code)
 )]
 const MAX_HANDOVERS: u32 = 8;
+
+/// The bound of a run of hand-overs on a store that asks the holder for a
+/// session back: an ask lost with a subscription that dropped unnoticed
+/// (or not sent by an older release of this crate) delays the other
+/// process by at most this many requests.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
+const MAX_HANDOVERS_ASKED: u32 = 64;
 
 /// What a request that hands its lock over knows of the record it leaves.
 #[cfg_attr(
@@ -466,8 +477,9 @@ impl LockWaits {
 
 /// This process's place at the front of a session's queue, as a store's lock
 /// value holds it: let go once the backend lock is released, or passed on
-/// with the backend lock to the next request of the process — at most
-/// [`MAX_HANDOVERS`] in a row, so that other processes get their turn.
+/// with the backend lock to the next request of the process — a bounded
+/// run of them ([`Place::hand_over_next`]), so that other processes get
+/// their turn.
 #[derive(Debug)]
 #[cfg_attr(
     not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
@@ -498,12 +510,16 @@ impl Place {
 
     /// Whether the lock should go to the next request of this process
     /// instead of being released: one waits, and the run of hand-overs has
-    /// not reached its bound — unless `asked_back`, when another process
-    /// that wants the session asks for it (the store's notification,
-    /// [`LockWaits::give_back`]), which ends the run.
-    pub(crate) fn hand_over_next(&self, asked_back: bool) -> bool {
+    /// not reached its bound — a longer one if the store `can_ask_back`:
+    /// there another process that wants the session asks for it (the
+    /// store's notification, [`LockWaits::give_back`]), which ends the run.
+    pub(crate) fn hand_over_next(&self, can_ask_back: bool) -> bool {
+        let bound = match can_ask_back {
+            true => MAX_HANDOVERS_ASKED,
+            false => MAX_HANDOVERS,
+        };
         !self.releasing
-            && (asked_back || self.handovers < MAX_HANDOVERS)
+            && self.handovers < bound
             && self.local.as_ref().is_some_and(LocalGuard::has_waiters)
     }
 

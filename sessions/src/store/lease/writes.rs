@@ -113,15 +113,9 @@ impl<B: LeaseBackend> Writes<B> {
         self.state().failed.is_some()
     }
 
-    /// Sends one save now, with nothing queued before it: the one place
-    /// that writes under a lease. A save that keeps the lease moves its
-    /// end on.
-    pub(super) async fn send(
-        &self,
-        record: &Record,
-        only: SaveIf,
-        release: bool,
-    ) -> Result<Released, Error> {
+    /// Sends one save: the one place that writes under a lease. A save
+    /// that keeps the lease moves its end on.
+    async fn send(&self, record: &Record, only: SaveIf, release: bool) -> Result<Released, Error> {
         let (key, owner) = (&self.key, self.owner.as_str());
         if release {
             return self
@@ -230,63 +224,122 @@ impl<B: LeaseBackend> Writes<B> {
                     }
                 }
             };
-            let answer: Answer = self
-                .send(&save.record, save.only, save.release)
-                .await
-                .map_err(Arc::new);
-            let mut q = self.state();
-            // Refused: the session ended meanwhile (deleted, expired).
-            let refused = matches!(answer, Ok(r) if !matches!(r, Released::Lost) && !r.saved());
-            let failed = match &answer {
-                Err(e) => Some(Arc::clone(e)),
-                Ok(Released::Lost) => {
-                    Some(Arc::new(Error::unavailable("saving a session", LeaseLost)))
-                }
-                Ok(_) if refused => Some(Arc::new(Error::unavailable("saving a session", Ended))),
-                Ok(_) => None,
+            let sending = Sending {
+                writes: &self,
+                done: false,
             };
-            // `sending` stays set while more is queued, so that no second
-            // task starts sending beside this one.
-            let waiters = q.sending.replace(Vec::new()).unwrap_or_default();
-            let mut first = true;
-            for w in waiters {
-                // A refused save is the answer of the first request that
-                // queued it, which ran on a live session; those after it
-                // in the batch ran on its result, in a session that had
-                // ended; one waiting without a save of its own learns
-                // that it ended.
-                let a = match &failed {
-                    Some(ended) if refused && w.saved && !first => Err(Arc::clone(ended)),
-                    _ => answer.clone(),
+            let answer = self.send(&save.record, save.only, save.release).await;
+            if !sending.finish(answer.map_err(Arc::new)) {
+                return;
+            }
+        }
+    }
+
+    /// Sends one save now, by the request that holds the lease, with
+    /// nothing queued (nothing can be queued meanwhile: the lease is not
+    /// handed on before the answer). Marked as on its way all the same, so
+    /// that its failure — or this future dropped mid-send, which leaves
+    /// the save in doubt — stops the queue as a queued save's would: the
+    /// lease is then neither handed on nor kept.
+    pub(super) async fn send_now(
+        &self,
+        record: &Record,
+        only: SaveIf,
+        release: bool,
+    ) -> Result<Released, Error> {
+        self.state().sending = Some(Vec::new());
+        let sending = Sending {
+            writes: self,
+            done: false,
+        };
+        let r = self.send(record, only, release).await;
+        let answer = match &r {
+            Ok(released) => Ok(*released),
+            Err(e) => Err(Arc::new(Error::unavailable(
+                "saving a session",
+                e.to_string(),
+            ))),
+        };
+        sending.finish(answer);
+        r
+    }
+
+    /// Answers the waiters of the save that was on its way, and stops the
+    /// queue if it failed; whether more is queued to send.
+    fn complete(&self, answer: Answer) -> bool {
+        let mut q = self.state();
+        // Refused: the session ended meanwhile (deleted, expired).
+        let refused = matches!(answer, Ok(r) if !matches!(r, Released::Lost) && !r.saved());
+        let failed = match &answer {
+            Err(e) => Some(Arc::clone(e)),
+            Ok(Released::Lost) => Some(Arc::new(Error::unavailable("saving a session", LeaseLost))),
+            Ok(_) if refused => Some(Arc::new(Error::unavailable("saving a session", Ended))),
+            Ok(_) => None,
+        };
+        // `sending` stays set while more is queued, so that no second task
+        // starts sending beside the one that will send it.
+        let waiters = q.sending.replace(Vec::new()).unwrap_or_default();
+        let mut first = true;
+        for w in waiters {
+            // A refused save is the answer of the first request that
+            // queued it, which ran on a live session; those after it in
+            // the batch ran on its result, in a session that had ended;
+            // one waiting without a save of its own learns that it ended.
+            let a = match &failed {
+                Some(ended) if refused && w.saved && !first => Err(Arc::clone(ended)),
+                _ => answer.clone(),
+            };
+            first &= !w.saved;
+            let _ = w.tx.send(a);
+        }
+        if let Some(failed) = failed {
+            // What was queued behind it ran on data the store never took:
+            // it fails unsent.
+            for w in q.next.take().map(|(_, w)| w).unwrap_or_default() {
+                let a = match refused && !w.saved {
+                    true => answer.clone(),
+                    false => Err(Arc::clone(&failed)),
                 };
-                first &= !w.saved;
                 let _ = w.tx.send(a);
             }
-            if let Some(failed) = failed {
-                // What was queued behind it ran on data the store never
-                // took: it fails unsent.
-                for w in q.next.take().map(|(_, w)| w).unwrap_or_default() {
-                    let a = match refused && !w.saved {
-                        true => answer.clone(),
-                        false => Err(Arc::clone(&failed)),
-                    };
-                    let _ = w.tx.send(a);
-                }
-                q.ended = refused;
-                q.failed = Some(failed);
-                q.sending = None;
-                return;
-            }
-            if q.next.is_none() {
-                q.sending = None;
-                return;
-            }
+            q.ended = refused;
+            q.failed = Some(failed);
+        }
+        if q.next.is_none() {
+            q.sending = None;
+            return false;
+        }
+        true
+    }
+}
+
+/// A save on its way. [`finish`](Self::finish) answers its waiters; if it
+/// is dropped unfinished — its sender was cancelled or panicked — the save
+/// is in doubt, and it fails them and everything queued behind it, so that
+/// nobody waits for an answer that will not come.
+struct Sending<'a, B: LeaseBackend> {
+    writes: &'a Writes<B>,
+    done: bool,
+}
+
+impl<B: LeaseBackend> Sending<'_, B> {
+    fn finish(mut self, answer: Answer) -> bool {
+        self.done = true;
+        self.writes.complete(answer)
+    }
+}
+
+impl<B: LeaseBackend> Drop for Sending<'_, B> {
+    fn drop(&mut self) {
+        if !self.done {
+            let abandoned = Error::unavailable("saving a session", "the save was abandoned");
+            self.writes.complete(Err(Arc::new(abandoned)));
         }
     }
 }
 
 /// A queued save's answer; a queue gone without answering (its runtime
-/// shut down) is a failure.
+/// shut down, dropping the task that sends) is a failure.
 async fn answer(rx: oneshot::Receiver<Answer>) -> Result<Released, Error> {
     match rx.await {
         Ok(Ok(released)) => Ok(released),
