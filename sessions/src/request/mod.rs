@@ -210,6 +210,15 @@ impl RequestSession {
         }
     }
 
+    /// [`load`](Self::load), once the saves it may have run on are in: for
+    /// what reads the store beside the record (a user's index, written with
+    /// the saves).
+    async fn load_settled(&mut self) -> Result<&mut Loaded, Error> {
+        self.load().await?;
+        self.settle().await?;
+        self.load().await
+    }
+
     /// Reads `id`'s record, or starts a fresh session when there is none.
     async fn fetch(&mut self, id: Option<SessionId>) -> Result<Loaded, Error> {
         let now = now_millis();
@@ -482,10 +491,7 @@ impl RequestSession {
     /// The live sessions of this session's user.
     pub(crate) async fn user_sessions(&mut self) -> Result<Vec<UserSession>, Error> {
         let timeout = self.config.timeout;
-        self.load().await?;
-        // The user index is written with the saves.
-        self.settle().await?;
-        let s = self.load().await?;
+        let s = self.load_settled().await?;
         let Some(user) = s.user.clone() else {
             return Ok(Vec::new());
         };
@@ -506,9 +512,7 @@ impl RequestSession {
     /// Ends the other sessions of this session's user, and says how many
     /// ended, counting this one if `this_too` (the caller deletes it).
     pub(crate) async fn end_user_sessions(&mut self, this_too: bool) -> Result<u64, Error> {
-        self.load().await?;
-        self.settle().await?;
-        let s = self.load().await?;
+        let s = self.load_settled().await?;
         let Some(user) = s.user.clone() else {
             return Ok(0);
         };
